@@ -1,0 +1,284 @@
+#!/usr/bin/env bash
+# A real local Kubernetes control plane for development and tests: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (fake nodes
+# that run pods, complete Job pods and bind volumes), all on loopback.
+#
+#   scripts/cluster.sh up          start (idempotent); builds binaries once
+#   scripts/cluster.sh down        stop every process it started, remove state
+#   scripts/cluster.sh status      print what runs and whether it is healthy
+#   scripts/cluster.sh kubeconfig  print the admin kubeconfig path
+#   scripts/cluster.sh bin         print the directory holding kubectl & co.
+#
+# State lives in $APPSTACK_CLUSTER_DIR (default: .cluster in the checkout), and
+# every port is picked free at start, so two checkouts run side by side.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${APPSTACK_CLUSTER_DIR:-$ROOT/.cluster}"
+NODES="${APPSTACK_CLUSTER_NODES:-3}"
+SERVICE_CIDR=10.96.0.0/16
+FIRST_SERVICE_IP=10.96.0.1
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+log() { echo "[cluster] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+bin_dir() {
+  if [[ -f "$STATE/bin-dir" && -x "$(cat "$STATE/bin-dir")/kube-apiserver" ]]; then
+    cat "$STATE/bin-dir"
+  else
+    "$ROOT/scripts/build-control-plane.sh"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pid_alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
+
+apiserver_ready() {
+  [[ -f "$STATE/ports.env" ]] || return 1
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
+    --key "$STATE/pki/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
+}
+
+all_running() {
+  for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+  apiserver_ready
+}
+
+# Certificates: every one X.509 v3 (rustls rejects v1 certificates).
+make_pki() {
+  local pki="$STATE/pki"
+  mkdir -p "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=appstack-local-ca" \
+      -keyout ca.key -out ca.crt -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+    sign() { # sign <name> <subject> <extensions>
+      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+      printf '%s\n' "$3" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+    }
+    sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    sign admin "/O=system:masters/CN=appstack-admin" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+write_kubeconfig() {
+  cat >"$STATE/admin.kubeconfig" <<KCFG
+apiVersion: v1
+kind: Config
+clusters:
+- name: appstack-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $STATE/pki/admin.crt
+    client-key: $STATE/pki/admin.key
+contexts:
+- name: appstack-local
+  context: {cluster: appstack-local, user: admin}
+current-context: appstack-local
+KCFG
+}
+
+start() { # start <name> <binary args...>: runs in its own session, logs to state
+  local name="$1"; shift
+  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/$name.pid"
+}
+
+wait_for() { # wait_for <what> <seconds> <command...>
+  local what="$1" limit="$2"; shift 2
+  local deadline=$((SECONDS + limit))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      log "timed out waiting for $what; last log lines:"
+      tail -n 20 "$STATE"/logs/*.log >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+up() {
+  BIN="$(bin_dir)"
+  if all_running; then
+    log "already running; kubeconfig: $STATE/admin.kubeconfig"
+    return
+  fi
+  if [[ -d "$STATE" ]]; then
+    log "found a partial cluster in $STATE; restarting it"
+    down
+  fi
+  local started=$SECONDS
+  mkdir -p "$STATE/logs" "$STATE/etcd"
+  echo "$BIN" >"$STATE/bin-dir"
+  make_pki
+  cat >"$STATE/ports.env" <<PORTS
+ETCD_CLIENT_PORT=$(free_port)
+ETCD_PEER_PORT=$(free_port)
+APISERVER_PORT=$(free_port)
+CONTROLLER_MANAGER_PORT=$(free_port)
+SCHEDULER_PORT=$(free_port)
+KWOK_PORT=$(free_port)
+PORTS
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  write_kubeconfig
+
+  start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn
+
+  # Audit only writes, at Metadata level: tests count the operator's
+  # mutating requests from outside the operator.
+  cat >"$STATE/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete, deletecollection]
+- level: None
+POLICY
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" \
+    --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode RBAC --endpoint-reconciler-type none \
+    --disable-admission-plugins TaintNodesByCondition \
+    --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" \
+    --audit-log-maxsize 200
+  wait_for "etcd" 30 pid_alive etcd
+  wait_for "kube-apiserver /readyz" 60 apiserver_ready
+
+  start kube-controller-manager "$BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/admin.kubeconfig" --authentication-kubeconfig "$STATE/admin.kubeconfig" \
+    --authorization-kubeconfig "$STATE/admin.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$CONTROLLER_MANAGER_PORT" --leader-elect=false \
+    --service-account-private-key-file "$STATE/pki/sa.key" --root-ca-file "$STATE/pki/ca.crt" \
+    --kube-api-qps 1000 --kube-api-burst 2000 \
+    --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
+    --concurrent-statefulset-syncs 20 --concurrent-job-syncs 20 --concurrent-gc-syncs 40 \
+    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,pvc-protection-controller,pv-protection-controller,ttl-after-finished-controller,root-ca-certificate-publisher-controller
+
+  cat >"$STATE/scheduler.yaml" <<SCHED
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: $STATE/admin.kubeconfig
+  qps: 1000
+  burst: 2000
+leaderElection:
+  leaderElect: false
+SCHED
+  start kube-scheduler "$BIN/kube-scheduler" --config "$STATE/scheduler.yaml" \
+    --authentication-kubeconfig "$STATE/admin.kubeconfig" \
+    --authorization-kubeconfig "$STATE/admin.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT"
+
+  local stage_args=()
+  for f in "$BIN"/stages/*.yaml; do
+    [[ "$(basename "$f")" == storage-class.yaml ]] || stage_args+=(--config "$f")
+  done
+  start kwok "$BIN/kwok" --kubeconfig "$STATE/admin.kubeconfig" --manage-all-nodes=true \
+    --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.128.0.1/12 "${stage_args[@]}"
+
+  kubectl_ apply -f "$BIN/stages/storage-class.yaml" >/dev/null
+  for i in $(seq 0 $((NODES - 1))); do
+    cat <<NODE
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {type: kwok, kubernetes.io/hostname: kwok-node-$i, kubernetes.io/os: linux}
+status:
+  capacity: {cpu: "64", memory: 256Gi, pods: "10000"}
+  allocatable: {cpu: "64", memory: 256Gi, pods: "10000"}
+---
+NODE
+  done | kubectl_ apply -f - >/dev/null
+  wait_for "ready nodes" 60 nodes_ready
+  wait_for "the default service account" 60 kubectl_ get serviceaccount default -n default -o name
+  log "ready in $((SECONDS - started)) s; kubeconfig: $STATE/admin.kubeconfig"
+}
+
+nodes_ready() {
+  local ready
+  ready="$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)"
+  [[ "$ready" -ge "$NODES" ]]
+}
+
+down() {
+  [[ -d "$STATE" ]] || { log "no cluster in $STATE"; return; }
+  # Reverse start order, so controllers do not fight a dying API server.
+  local pids=()
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    local c="${COMPONENTS[$i]}"
+    if pid_alive "$c"; then
+      local pid; pid="$(cat "$STATE/$c.pid")"
+      kill "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+  done
+  # Wait until every process has exited: a lingering etcd still holds its
+  # ports and data directory.
+  local deadline=$((SECONDS + 20))
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do
+      if ((SECONDS >= deadline)); then kill -9 "$pid" 2>/dev/null || true; fi
+      sleep 0.1
+    done
+  done
+  rm -rf "$STATE"
+  log "stopped"
+}
+
+status() {
+  [[ -d "$STATE" ]] || { echo "no cluster in $STATE"; return 1; }
+  local healthy=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid_alive "$c"; then echo "$c: running (pid $(cat "$STATE/$c.pid"))"; else echo "$c: stopped"; healthy=1; fi
+  done
+  if apiserver_ready; then echo "kube-apiserver: ready at https://127.0.0.1:$APISERVER_PORT"; else echo "kube-apiserver: not ready"; healthy=1; fi
+  echo "kubeconfig: $STATE/admin.kubeconfig"
+  return $healthy
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  kubeconfig) echo "$STATE/admin.kubeconfig" ;;
+  bin) bin_dir ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|bin" >&2; exit 2 ;;
+esac

@@ -1,0 +1,689 @@
+//! The `AppStack` custom resource (`appstack.dev/v1alpha1`).
+//!
+//! Every doc comment here becomes a schema description, so it is what
+//! `kubectl explain appstack.spec...` prints: write them for users. Validation
+//! lives in the schema (OpenAPI keywords and CEL `x-kubernetes-validations`)
+//! so the API server rejects bad input with a message naming the field.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// Environment variable names the operator sets itself; users may not set them.
+pub const RESERVED_ENV_NAMES: [&str; 3] = ["DATABASE_URL", "DB_POOL_SIZE", "DB_POOL_TIMEOUT"];
+
+/// The longest stack name whose derived child names all fit in 63 characters:
+/// `<stack>-migrate-<10-character hash>` is the longest of them.
+pub const MAX_STACK_NAME_LENGTH: usize = 63 - "-migrate-".len() - MIGRATION_HASH_LENGTH;
+
+/// Length of the revision hash in migration Job names.
+pub const MIGRATION_HASH_LENGTH: usize = 10;
+
+/// Kubernetes' quantity grammar (as in `resource.Quantity`).
+const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// An AppStack is one application: a PostgreSQL database, its migrations, a
+/// backend, an optional frontend, their environment and secrets, and their
+/// Prometheus monitoring, brought up in order with one status.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "appstack.dev",
+    version = "v1alpha1",
+    kind = "AppStack",
+    doc = "An AppStack turns one resource into a running application stack: a PostgreSQL database, its migrations, a backend, an optional frontend, their environment and secrets, and Prometheus monitoring, applied in order with one truthful status.",
+    plural = "appstacks",
+    singular = "appstack",
+    shortname = "stack",
+    namespaced,
+    status = "AppStackStatus",
+    category = "all",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Migration","type":"string","jsonPath":".status.migration.appliedRevision"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit").field_path(".metadata.name"),
+    validation = Rule::new("self.metadata.name.size() <= 44").message("metadata.name must be at most 44 characters, so that every child name (<name>-migrate-<hash>) fits in 63").field_path(".metadata.name")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStackSpec {
+    /// The PostgreSQL database: exactly one of `managed` (the operator runs it
+    /// in a StatefulSet) or `external` (a connection URL from a Secret).
+    pub database: DatabaseSpec,
+    /// The database migration Job, run to success before the backend moves to
+    /// a new revision. Defaults apply when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<MigrationsSpec>,
+    /// The backend Deployment and Service. It receives DATABASE_URL,
+    /// DB_POOL_SIZE, DB_POOL_TIMEOUT and every entry of `env`.
+    pub backend: BackendSpec,
+    /// The frontend Deployment and Service, optional. Removing it deletes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<FrontendSpec>,
+    /// The application's environment (its .env file, typed): plain values go to
+    /// ConfigMap `<stack>-env`, generated and referenced secrets to Secret
+    /// `<stack>-env`. Names are unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 200))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<EnvEntry>,
+    /// Prometheus Operator monitoring of the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
+}
+
+/// Where the stack's PostgreSQL database comes from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.managed) != has(self.external)").message("exactly one of database.managed or database.external must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseSpec {
+    /// A PostgreSQL server run by the operator: StatefulSet and headless
+    /// Service `<stack>-db`, with a persistent volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedDatabase>,
+    /// An existing PostgreSQL server, reached through a connection URL kept in
+    /// a Secret in the stack's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalDatabase>,
+    /// Database and user name. Defaults to the stack name with '-' replaced by
+    /// '_'. A PostgreSQL identifier: lowercase letters, digits and '_', not
+    /// starting with a digit, at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub name: Option<String>,
+    /// Connection pool settings handed to the backend as DB_POOL_SIZE and
+    /// DB_POOL_TIMEOUT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<PoolSpec>,
+}
+
+/// A PostgreSQL server managed by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedDatabase {
+    /// PostgreSQL container image.
+    #[serde(default = "default_postgres_image")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// The data volume.
+    #[serde(default)]
+    pub storage: StorageSpec,
+    /// What happens to the data volume and the `<stack>-db` credentials when
+    /// the AppStack is deleted: Retain (default) keeps them, Delete removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+impl Default for ManagedDatabase {
+    fn default() -> Self {
+        Self {
+            image: default_postgres_image(),
+            storage: StorageSpec::default(),
+            deletion_policy: DeletionPolicy::default(),
+        }
+    }
+}
+
+fn default_postgres_image() -> String {
+    "postgres:16-alpine".to_owned()
+}
+
+/// The managed database's persistent volume.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested volume size, a Kubernetes quantity such as 10Gi.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// StorageClass of the volume; the cluster default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+
+/// What deleting the AppStack does to the database volume and credentials.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the PersistentVolumeClaim and the `<stack>-db` Secret.
+    #[default]
+    Retain,
+    /// Delete the PersistentVolumeClaim and the `<stack>-db` Secret too.
+    Delete,
+}
+
+/// An external PostgreSQL server.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalDatabase {
+    /// The Secret key holding the connection URL (postgres://...).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+/// A key of a Secret in the stack's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    #[schemars(regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// Connection pool settings for the backend.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSpec {
+    /// Maximum connections per backend process (DB_POOL_SIZE).
+    #[serde(default = "default_pool_size")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub size: i32,
+    /// Seconds to wait for a free connection (DB_POOL_TIMEOUT).
+    #[serde(default = "default_pool_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        Self {
+            size: default_pool_size(),
+            timeout_seconds: default_pool_timeout(),
+        }
+    }
+}
+
+fn default_pool_size() -> i32 {
+    20
+}
+
+fn default_pool_timeout() -> i32 {
+    30
+}
+
+/// The migration Job. A new revision (image, command, args, env or
+/// retryToken changed) runs a new Job `<stack>-migrate-<hash>`; the backend
+/// only moves once that Job has succeeded.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationsSpec {
+    /// Migration image; the backend image when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+    /// Migration command, e.g. ["alembic", "upgrade", "head"]; the image's
+    /// entrypoint when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Option<Vec<String>>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub args: Option<Vec<String>>,
+    /// Retries before the migration counts as failed (Job backoffLimit).
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 20))]
+    pub backoff_limit: i32,
+    /// Longest a migration may run, in seconds, before it counts as failed.
+    #[serde(default = "default_active_deadline")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub active_deadline_seconds: i64,
+    /// Any string; change it to run a failed revision again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub retry_token: Option<String>,
+    /// Compute resources of the migration container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Extra labels on the migration pod (sidecar injection, policy labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra annotations on the migration pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+fn default_backoff_limit() -> i32 {
+    2
+}
+
+fn default_active_deadline() -> i64 {
+    900
+}
+
+/// The backend: a Deployment and a Service `<stack>-backend`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendSpec {
+    /// Backend container image, e.g. ghcr.io/acme/shop-backend:1.4.2.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Container command; the image's entrypoint when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Option<Vec<String>>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub args: Option<Vec<String>>,
+    /// Number of pods, 0 to 100.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Port the backend listens on.
+    #[serde(default = "default_backend_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Compute resources of the backend container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Extra labels on backend pods (sidecar injection, policy labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra annotations on backend pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// HTTP readiness and liveness probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+    /// The Prometheus metrics endpoint scraped by the ServiceMonitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsSpec>,
+}
+
+fn default_replicas() -> i32 {
+    2
+}
+
+fn default_backend_port() -> i32 {
+    8000
+}
+
+/// The frontend: a Deployment and a Service `<stack>-frontend`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!(self.apiUrlEnv in ['DATABASE_URL', 'DB_POOL_SIZE', 'DB_POOL_TIMEOUT'])").message("frontend.apiUrlEnv must not be DATABASE_URL, DB_POOL_SIZE or DB_POOL_TIMEOUT, which the operator sets itself").field_path(".apiUrlEnv"))]
+#[serde(rename_all = "camelCase")]
+pub struct FrontendSpec {
+    /// Frontend container image.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// Container command; the image's entrypoint when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub command: Option<Vec<String>>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub args: Option<Vec<String>>,
+    /// Number of pods, 0 to 100.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Port the frontend listens on.
+    #[serde(default = "default_frontend_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Environment variable that receives the backend Service URL.
+    #[serde(default = "default_api_url_env")]
+    #[schemars(length(min = 1, max = 128))]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub api_url_env: String,
+    /// Compute resources of the frontend container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Extra labels on frontend pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Extra annotations on frontend pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// HTTP readiness and liveness probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthSpec>,
+}
+
+fn default_frontend_port() -> i32 {
+    3000
+}
+
+fn default_api_url_env() -> String {
+    "REACT_APP_API_URL".to_owned()
+}
+
+/// Compute resources of a container.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Resources {
+    /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Quantity>,
+    /// Maximum resources, e.g. {memory: 512Mi}.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+/// HTTP health checks, used for readiness and liveness probes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct HealthSpec {
+    /// Absolute HTTP path answering 200 when healthy, e.g. /health.
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(regex(pattern = r"^/[^\s?#]*$"))]
+    pub path: String,
+}
+
+/// The backend's Prometheus metrics endpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MetricsSpec {
+    /// Absolute HTTP path of the metrics endpoint.
+    #[serde(default = "default_metrics_path")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(regex(pattern = r"^/[^\s?#]*$"))]
+    pub path: String,
+    /// Scrape interval, a Prometheus duration such as 30s or 1m.
+    #[serde(default = "default_metrics_interval")]
+    #[schemars(regex(
+        pattern = r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+    ))]
+    #[schemars(length(min = 1, max = 32))]
+    pub interval: String,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+fn default_metrics_interval() -> String {
+    "30s".to_owned()
+}
+
+/// One environment variable: exactly one of `value`, `generate` or `valueFrom`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("[has(self.value), has(self.generate), has(self.valueFrom)].filter(x, x).size() == 1").message("exactly one of value, generate or valueFrom must be set"))]
+#[x_kube(validation = Rule::new("!(self.name in ['DATABASE_URL', 'DB_POOL_SIZE', 'DB_POOL_TIMEOUT'])").message("name must not be DATABASE_URL, DB_POOL_SIZE or DB_POOL_TIMEOUT, which the operator sets itself").field_path(".name"))]
+#[serde(rename_all = "camelCase")]
+pub struct EnvEntry {
+    /// Variable name: letters, digits and '_', not starting with a digit.
+    #[schemars(length(min = 1, max = 128))]
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub name: String,
+    /// A plain value, stored in ConfigMap `<stack>-env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A random secret generated once, stored in Secret `<stack>-env` and
+    /// never regenerated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generate: Option<GenerateSpec>,
+    /// A value copied from another Secret into Secret `<stack>-env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<EnvValueFrom>,
+}
+
+/// How to generate a secret value.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct GenerateSpec {
+    /// Number of characters, 16 to 256.
+    #[serde(default = "default_generate_length")]
+    #[schemars(range(min = 16, max = 256))]
+    pub length: i32,
+}
+
+fn default_generate_length() -> i32 {
+    32
+}
+
+/// Where a referenced value comes from.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvValueFrom {
+    /// A key of a Secret in the stack's namespace.
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// Prometheus Operator monitoring.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// A ServiceMonitor `<stack>-backend` for the backend's metrics endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_monitor: Option<ServiceMonitorSpec>,
+}
+
+/// The backend ServiceMonitor.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ServiceMonitorSpec {
+    /// Create the ServiceMonitor (when the monitoring.coreos.com API is served).
+    #[serde(default)]
+    pub enabled: bool,
+    /// Labels on the ServiceMonitor, e.g. {release: prometheus} to match a
+    /// Prometheus serviceMonitorSelector.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Kubernetes quantity such as 100m, 256Mi or 10Gi (numbers are accepted too).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Quantity(#[serde(deserialize_with = "quantity_from_string_or_number")] pub String);
+
+fn quantity_from_string_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Integer(i64),
+        Float(f64),
+    }
+    Ok(match Raw::deserialize(deserializer)? {
+        Raw::Text(text) => text,
+        Raw::Integer(number) => number.to_string(),
+        Raw::Float(number) => number.to_string(),
+    })
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A Kubernetes quantity such as 100m, 256Mi or 10Gi.",
+            "pattern": QUANTITY_PATTERN,
+            "x-kubernetes-int-or-string": true
+        })
+    }
+}
+
+/// What the operator observed and did, in the kstatus convention: exactly one
+/// of Ready, Reconciling or Stalled is True.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStackStatus {
+    /// The metadata.generation this status describes; -1 until the operator
+    /// has seen the stack.
+    #[serde(default)]
+    pub observed_generation: i64,
+    /// Ready, Reconciling, Stalled and the component conditions SecretsReady,
+    /// DatabaseReady, MigrationsApplied, BackendAvailable, FrontendAvailable
+    /// and MonitoringReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The migration revision the spec asks for and the last one applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationStatus>,
+}
+
+/// Migration progress.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MigrationStatus {
+    /// Revision hash the current spec asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_revision: Option<String>,
+    /// Last revision whose migration succeeded; the backend runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_revision: Option<String>,
+    /// Name of the Job running or last run for the target revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Pods the target revision's Job has started so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+}
+
+/// The AppStack CustomResourceDefinition as installed in a cluster.
+///
+/// The derived definition is completed with what the derive cannot say: the
+/// status defaults to `{observedGeneration: -1}` so kstatus reads a stack the
+/// operator has not seen as in progress.
+pub fn definition() -> CustomResourceDefinition {
+    let mut crd = AppStack::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|validation| validation.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(status) = schema
+            .properties
+            .as_mut()
+            .and_then(|properties| properties.get_mut("status"))
+        {
+            status.default = Some(
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON(
+                    serde_json::json!({"observedGeneration": -1}),
+                ),
+            );
+        }
+    }
+    crd
+}
+
+/// The CRD as YAML, exactly as `appstack crd` prints it and `crds/` holds it.
+pub fn definition_yaml() -> String {
+    serde_yaml::to_string(&definition()).expect("the CRD always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../deploy/examples/shop.yaml");
+
+    #[test]
+    fn committed_crd_matches_the_generated_one() {
+        let committed = include_str!("../crds/appstack.dev_appstacks.yaml");
+        assert!(
+            committed == definition_yaml(),
+            "crds/appstack.dev_appstacks.yaml is stale: run scripts/generate.sh and commit the result"
+        );
+    }
+
+    #[test]
+    fn name_length_rule_matches_the_longest_child_name() {
+        let crd = definition_yaml();
+        let rule = format!("self.metadata.name.size() <= {MAX_STACK_NAME_LENGTH}");
+        assert!(crd.contains(&rule), "the CRD must carry `{rule}`");
+        let longest = format!(
+            "{}-migrate-{}",
+            "a".repeat(MAX_STACK_NAME_LENGTH),
+            "0".repeat(MIGRATION_HASH_LENGTH)
+        );
+        assert_eq!(longest.len(), 63);
+    }
+
+    #[test]
+    fn example_parses_with_every_design_field() {
+        let stack: AppStack = serde_yaml::from_str(EXAMPLE).unwrap();
+        let spec = &stack.spec;
+        let managed = spec.database.managed.as_ref().unwrap();
+        assert_eq!(managed.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(managed.storage.size, Quantity("10Gi".into()));
+        assert_eq!(spec.database.pool.as_ref().unwrap().size, 20);
+        assert_eq!(spec.backend.port, 8000);
+        assert_eq!(
+            spec.backend.resources.as_ref().unwrap().requests["cpu"],
+            Quantity("100m".into())
+        );
+        assert_eq!(
+            spec.frontend.as_ref().unwrap().api_url_env,
+            "REACT_APP_API_URL"
+        );
+        assert_eq!(spec.env.len(), 4);
+        assert_eq!(spec.env[1].generate.as_ref().unwrap().length, 48);
+        assert!(
+            spec.monitoring
+                .as_ref()
+                .unwrap()
+                .service_monitor
+                .as_ref()
+                .unwrap()
+                .enabled
+        );
+    }
+
+    #[test]
+    fn omitted_fields_take_their_documented_defaults() {
+        let stack: AppStack = serde_yaml::from_str(
+            "apiVersion: appstack.dev/v1alpha1\nkind: AppStack\nmetadata: {name: tiny}\n\
+             spec: {database: {managed: {}}, backend: {image: app:1}}",
+        )
+        .unwrap();
+        let managed = stack.spec.database.managed.unwrap();
+        assert_eq!(managed.image, "postgres:16-alpine");
+        assert_eq!(managed.storage.size.0, "10Gi");
+        assert_eq!(managed.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(stack.spec.backend.replicas, 2);
+        assert_eq!(stack.spec.backend.port, 8000);
+        assert!(stack.spec.frontend.is_none());
+    }
+
+    #[test]
+    fn numeric_quantities_are_accepted() {
+        let resources: Resources =
+            serde_yaml::from_str("{requests: {cpu: 1, memory: 0.5}}").unwrap();
+        assert_eq!(resources.requests["cpu"].0, "1");
+        assert_eq!(resources.requests["memory"].0, "0.5");
+    }
+
+    #[test]
+    fn status_defaults_to_unobserved_generation() {
+        let crd = definition();
+        let schema = crd.spec.versions[0].schema.as_ref().unwrap();
+        let status = &schema
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap()
+            .properties
+            .as_ref()
+            .unwrap()["status"];
+        assert_eq!(
+            status.default.as_ref().unwrap().0,
+            serde_json::json!({"observedGeneration": -1})
+        );
+    }
+}

@@ -1,0 +1,6 @@
+//! appstack-operator: one `AppStack` resource becomes a running application
+//! stack — PostgreSQL, migrations, backend, frontend, env and secrets, and
+//! Prometheus monitoring — in order, with a status tools can trust.
+#![forbid(unsafe_code)]
+
+pub mod crd;
