@@ -188,7 +188,7 @@ POLICY
     --kube-api-qps 1000 --kube-api-burst 2000 \
     --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
     --concurrent-statefulset-syncs 20 --concurrent-job-syncs 20 --concurrent-gc-syncs 40 \
-    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,pvc-protection-controller,pv-protection-controller,ttl-after-finished-controller,root-ca-certificate-publisher-controller
+    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,ttl-after-finished-controller,root-ca-certificate-publisher-controller
 
   cat >"$STATE/scheduler.yaml" <<SCHED
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -228,7 +228,7 @@ status:
 NODE
   done | kubectl_ apply -f - >/dev/null
   wait_for "ready nodes" 60 nodes_ready
-  wait_for "the default service account" 60 kubectl_ get serviceaccount default -n default -o name
+  wait_for "the default service account" 60 default_service_account
   log "ready in $((SECONDS - started)) s; kubeconfig: $STATE/admin.kubeconfig"
 }
 
@@ -237,6 +237,8 @@ nodes_ready() {
   ready="$(kubectl_ get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' 2>/dev/null | grep -c True || true)"
   [[ "$ready" -ge "$NODES" ]]
 }
+
+default_service_account() { kubectl_ get serviceaccount default -n default -o name >/dev/null 2>&1; }
 
 down() {
   [[ -d "$STATE" ]] || { log "no cluster in $STATE"; return; }
