@@ -45,8 +45,8 @@ const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGT
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Migration","type":"string","jsonPath":".status.migration.appliedRevision"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
-    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit").field_path(".metadata.name"),
-    validation = Rule::new("self.metadata.name.size() <= 44").message("metadata.name must be at most 44 characters, so that every child name (<name>-migrate-<hash>) fits in 63").field_path(".metadata.name")
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
+    validation = Rule::new("self.metadata.name.size() <= 44").message("metadata.name must be at most 44 characters, so that every child name (<name>-migrate-<hash>) fits in 63")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AppStackSpec {

@@ -30,7 +30,10 @@ where
     api.create(&PostParams::default(), &object).await.unwrap()
 }
 
-fn condition_true(conditions: Option<&Vec<k8s_openapi::api::batch::v1::JobCondition>>, kind: &str) -> bool {
+fn condition_true(
+    conditions: Option<&Vec<k8s_openapi::api::batch::v1::JobCondition>>,
+    kind: &str,
+) -> bool {
     conditions.is_some_and(|all| all.iter().any(|c| c.type_ == kind && c.status == "True"))
 }
 
@@ -52,27 +55,34 @@ fn job(name: &str, pod_labels: serde_json::Value) -> serde_json::Value {
 async fn deployment_becomes_available() {
     let client = client().await;
     let namespace = TestNamespace::new(&client, "workload-deploy").await;
-    let _: Deployment = create(&client, &namespace.name, json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+    let _: Deployment = create(
+        &client,
+        &namespace.name,
+        json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx"}]}
+                }
             }
-        }
-    }))
+        }),
+    )
     .await;
     let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace.name);
-    eventually("Deployment Available with 2 ready replicas", LIMIT, || async {
-        let status = api.get("web").await.ok()?.status?;
-        let available = status
-            .conditions?
-            .iter()
-            .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
-        (available && status.ready_replicas == Some(2)).then_some(())
-    })
+    eventually(
+        "Deployment Available with 2 ready replicas",
+        LIMIT,
+        || async {
+            let status = api.get("web").await.ok()?.status?;
+            let available = status.conditions?.iter().any(|c| {
+                c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True")
+            });
+            (available && status.ready_replicas == Some(2)).then_some(())
+        },
+    )
     .await;
 }
 

@@ -19,10 +19,12 @@ pub const TEST_MANAGER: &str = "appstack-tests";
 
 /// A client for the local control plane named by `APPSTACK_TEST_KUBECONFIG`.
 pub async fn client() -> Client {
-    let path = std::env::var("APPSTACK_TEST_KUBECONFIG").map(PathBuf::from).expect(
-        "APPSTACK_TEST_KUBECONFIG is not set: run these tests with scripts/test.sh, \
+    let path = std::env::var("APPSTACK_TEST_KUBECONFIG")
+        .map(PathBuf::from)
+        .expect(
+            "APPSTACK_TEST_KUBECONFIG is not set: run these tests with scripts/test.sh, \
          which starts the local control plane",
-    );
+        );
     let kubeconfig = Kubeconfig::read_from(&path).expect("readable kubeconfig");
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
