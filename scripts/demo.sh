@@ -12,7 +12,12 @@ cargo run --quiet --bin appstack -- crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/appstacks.appstack.dev --timeout=60s
 kubectl apply --server-side -f deploy/examples/shop.yaml
 kubectl get appstacks
-kubectl explain appstack.spec
+# The API server publishes the new type's OpenAPI a moment after the CRD is
+# Established; explain retries until it is there.
+for _ in $(seq 1 50); do
+  kubectl explain appstack.spec 2>/dev/null && break
+  sleep 0.2
+done
 echo
 echo "The cluster keeps running; use it with: export KUBECONFIG=$KUBECONFIG"
 echo "kubectl is at $BIN/kubectl; stop everything with: scripts/cluster.sh down"
