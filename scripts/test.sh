@@ -7,7 +7,6 @@ export APPSTACK_CLUSTER_DIR="${APPSTACK_CLUSTER_DIR:-$PWD/.cluster-test}"
 
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
-scripts/build-control-plane.sh >/dev/null
 scripts/cluster.sh down >/dev/null 2>&1 || true
 scripts/cluster.sh up
 trap 'scripts/cluster.sh down' EXIT
