@@ -3,4 +3,7 @@
 //! Prometheus monitoring — in order, with a status tools can trust.
 #![forbid(unsafe_code)]
 
+pub mod children;
 pub mod crd;
+pub mod secrets;
+pub mod stack;

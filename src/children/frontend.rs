@@ -1,0 +1,75 @@
+//! The frontend: a Deployment told where the backend is, behind a Service.
+
+use super::workload::{WorkloadSpec, workload, workload_name};
+use super::{Component, Workload, plain_var};
+use crate::stack::ValidatedStack;
+
+/// The URL the backend Service answers on inside the cluster.
+pub fn backend_url(stack: &ValidatedStack) -> String {
+    format!(
+        "http://{}.{}.svc:{}",
+        workload_name(stack, Component::Backend),
+        stack.namespace,
+        stack.backend.port
+    )
+}
+
+/// The frontend's Deployment and Service, `None` without `spec.frontend`.
+pub fn frontend(stack: &ValidatedStack) -> Option<Workload> {
+    let spec = stack.frontend.as_ref()?;
+    Some(workload(
+        stack,
+        WorkloadSpec {
+            component: Component::Frontend,
+            image: &spec.image,
+            command: spec.command.as_ref(),
+            args: spec.args.as_ref(),
+            replicas: spec.replicas,
+            port: spec.port,
+            resources: spec.resources.as_ref(),
+            pod_labels: &spec.pod_labels,
+            pod_annotations: spec.pod_annotations.clone(),
+            health: spec.health.as_ref(),
+            env: vec![plain_var(&spec.api_url_env, backend_url(stack))],
+            env_from: Vec::new(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::{example, from_yaml};
+
+    #[test]
+    fn frontend_gets_the_backend_service_url() {
+        let stack = example();
+        let Workload {
+            deployment,
+            service,
+        } = frontend(&stack).unwrap();
+        assert_eq!(deployment.metadata.name.as_deref(), Some("shop-frontend"));
+        let container = &deployment.spec.template.spec.unwrap().containers[0];
+        let env = &container.env.as_ref().unwrap()[0];
+        assert_eq!(env.name, "REACT_APP_API_URL");
+        assert_eq!(
+            env.value.as_deref(),
+            Some("http://shop-backend.prod.svc:8000")
+        );
+        assert!(container.env_from.is_none(), "no secrets for the frontend");
+        assert!(
+            container.readiness_probe.is_none(),
+            "no health path, no probe"
+        );
+        assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 3000);
+    }
+
+    #[test]
+    fn no_frontend_no_children() {
+        let yaml = include_str!("../../deploy/examples/shop.yaml");
+        let start = yaml.find("  frontend:").unwrap();
+        let end = yaml.find("  env:").unwrap();
+        let stack = from_yaml(&format!("{}{}", &yaml[..start], &yaml[end..]));
+        assert!(frontend(&stack).is_none());
+    }
+}

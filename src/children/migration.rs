@@ -1,0 +1,135 @@
+//! The migration Job: one per revision, never patched.
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::{Component, MIGRATION_REVISION_LABEL, application_env, object_meta, pod_labels};
+use crate::stack::ValidatedStack;
+
+/// Name of the Job for a migration revision.
+pub fn job_name(stack: &ValidatedStack, revision: &str) -> String {
+    format!("{}-migrate-{revision}", stack.name)
+}
+
+/// The Job running the target revision's migration, `None` without
+/// `spec.migrations`. Its name carries the revision, so a changed spec makes
+/// a new Job instead of patching one that may have run.
+pub fn migration_job(stack: &ValidatedStack) -> Option<Job> {
+    let migration = stack.migration.as_ref()?;
+    let spec = &migration.spec;
+    let mut metadata = object_meta(
+        stack,
+        job_name(stack, &migration.revision),
+        Component::Migration,
+    );
+    metadata
+        .labels
+        .get_or_insert_default()
+        .insert(MIGRATION_REVISION_LABEL.into(), migration.revision.clone());
+    let mut labels = pod_labels(stack, Component::Migration, &spec.pod_labels);
+    labels.insert(MIGRATION_REVISION_LABEL.into(), migration.revision.clone());
+    let (env, env_from) = application_env(stack);
+    Some(Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(spec.backoff_limit),
+            active_deadline_seconds: Some(spec.active_deadline_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: super::non_empty(spec.pod_annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![Container {
+                        name: "migrate".into(),
+                        image: Some(migration.image.clone()),
+                        command: spec.command.clone(),
+                        args: spec.args.clone(),
+                        env: Some(env),
+                        env_from: Some(env_from),
+                        resources: super::resources(spec.resources.as_ref()),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::{example, from_yaml};
+
+    #[test]
+    fn job_runs_the_migration_command_with_the_application_env() {
+        let stack = example();
+        let revision = stack.migration.as_ref().unwrap().revision.clone();
+        let job = migration_job(&stack).unwrap();
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some(format!("shop-migrate-{revision}").as_str())
+        );
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            (spec.backoff_limit, spec.active_deadline_seconds),
+            (Some(2), Some(900))
+        );
+        let template = spec.template;
+        assert_eq!(
+            template.metadata.unwrap().labels.unwrap()[MIGRATION_REVISION_LABEL],
+            revision
+        );
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("ghcr.io/acme/shop-backend:1.4.2")
+        );
+        assert_eq!(
+            container.command.as_deref(),
+            Some(["alembic", "upgrade", "head"].map(String::from).as_slice())
+        );
+        let env = container.env.as_ref().unwrap();
+        assert_eq!(env[0].name, "DATABASE_URL");
+        assert!(
+            env[0].value.is_none(),
+            "secret values are referenced, never inline"
+        );
+        assert_eq!(container.env_from.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn pod_labels_and_annotations_reach_the_pod_but_not_the_selector() {
+        let stack = from_yaml(&include_str!("../../deploy/examples/shop.yaml").replace(
+            "    retryToken: \"\"\n",
+            "    retryToken: \"\"\n    podLabels: {team: data, app.kubernetes.io/component: hijack}\n    podAnnotations: {sidecar.istio.io/inject: \"false\"}\n",
+        ));
+        let template = migration_job(&stack).unwrap().spec.unwrap().template;
+        let metadata = template.metadata.unwrap();
+        let labels = metadata.labels.unwrap();
+        assert_eq!(labels["team"], "data");
+        assert_eq!(labels["app.kubernetes.io/component"], "migration");
+        assert_eq!(
+            metadata.annotations.unwrap()["sidecar.istio.io/inject"],
+            "false"
+        );
+    }
+
+    #[test]
+    fn no_migrations_no_job() {
+        let stack = from_yaml(
+            &include_str!("../../deploy/examples/shop.yaml")
+                .replace("  migrations:\n", "  unused:\n")
+                .replace("  unused:\n    command: [\"alembic\", \"upgrade\", \"head\"]\n    backoffLimit: 2\n    activeDeadlineSeconds: 900\n    retryToken: \"\"\n", ""),
+        );
+        assert!(migration_job(&stack).is_none());
+    }
+}

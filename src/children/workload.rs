@@ -1,0 +1,118 @@
+//! What backend and frontend have in common: a Deployment running one
+//! container behind a Service.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
+    Probe, Service, ServicePort, ServiceSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Component, Workload, object_meta, pod_labels, selector_labels};
+use crate::crd::{HealthSpec, Resources};
+use crate::stack::ValidatedStack;
+
+/// Name of the container port and Service port.
+pub const HTTP_PORT_NAME: &str = "http";
+
+/// One component's settings, taken from its spec.
+pub struct WorkloadSpec<'a> {
+    pub component: Component,
+    pub image: &'a str,
+    pub command: Option<&'a Vec<String>>,
+    pub args: Option<&'a Vec<String>>,
+    pub replicas: i32,
+    pub port: i32,
+    pub resources: Option<&'a Resources>,
+    pub pod_labels: &'a BTreeMap<String, String>,
+    pub pod_annotations: BTreeMap<String, String>,
+    pub health: Option<&'a HealthSpec>,
+    pub env: Vec<EnvVar>,
+    pub env_from: Vec<EnvFromSource>,
+}
+
+/// Name of a component's Deployment and Service: `<stack>-<component>`.
+pub fn workload_name(stack: &ValidatedStack, component: Component) -> String {
+    format!("{}-{}", stack.name, component.as_str())
+}
+
+/// The Deployment and Service of a component.
+pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
+    let name = workload_name(stack, spec.component);
+    let selector = selector_labels(stack, spec.component);
+    let probe = |period: i32, failures: i32| {
+        spec.health.map(|health| Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some(health.path.clone()),
+                port: IntOrString::String(HTTP_PORT_NAME.into()),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(period),
+            failure_threshold: Some(failures),
+            ..Probe::default()
+        })
+    };
+    let container = Container {
+        name: spec.component.as_str().into(),
+        image: Some(spec.image.into()),
+        command: spec.command.cloned(),
+        args: spec.args.cloned(),
+        ports: Some(vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.into()),
+            container_port: spec.port,
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        env: (!spec.env.is_empty()).then_some(spec.env),
+        env_from: (!spec.env_from.is_empty()).then_some(spec.env_from),
+        resources: super::resources(spec.resources),
+        readiness_probe: probe(5, 3),
+        liveness_probe: probe(10, 6),
+        ..Container::default()
+    };
+    let deployment = Deployment {
+        metadata: object_meta(stack, name.clone(), spec.component),
+        spec: DeploymentSpec {
+            replicas: Some(spec.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels(stack, spec.component, spec.pod_labels)),
+                    annotations: super::non_empty(spec.pod_annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    };
+    let service = Service {
+        metadata: object_meta(stack, name, spec.component),
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: spec.port,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Workload {
+        deployment,
+        service,
+    }
+}

@@ -1,0 +1,311 @@
+//! Secret values: generated from the operating system's CSPRNG, held in a
+//! type whose `Debug` and `Display` never show them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::crd::SecretKeyRef;
+use crate::stack::{Database, EnvSource, POSTGRES_PORT, ValidatedStack};
+
+/// Characters generated values are made of: safe in URLs, shells and YAML
+/// without quoting.
+const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Length of the generated database password.
+pub const DATABASE_PASSWORD_LENGTH: usize = 32;
+
+/// A secret value. Formatting it prints `<redacted>`; only
+/// [`SecretValue::expose`] gives the bytes, for building Secret data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(Vec<u8>);
+
+impl SecretValue {
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Self(bytes.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A random alphanumeric value of `length` characters from the OS CSPRNG.
+    pub fn generate(length: usize) -> Result<Self, getrandom::Error> {
+        // Rejection sampling keeps every character equally likely: bytes at
+        // or above the largest multiple of the alphabet size are dropped.
+        let limit = 256 - (256 % ALPHABET.len());
+        let mut value = Vec::with_capacity(length);
+        let mut buffer = [0u8; 64];
+        while value.len() < length {
+            getrandom::fill(&mut buffer)?;
+            value.extend(
+                buffer
+                    .iter()
+                    .filter(|&&byte| usize::from(byte) < limit)
+                    .map(|&byte| ALPHABET[usize::from(byte) % ALPHABET.len()])
+                    .take(length - value.len()),
+            );
+        }
+        Ok(Self(value))
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Keys of the `<stack>-db` Secret.
+pub mod db_keys {
+    pub const USERNAME: &str = "username";
+    pub const PASSWORD: &str = "password";
+    pub const DATABASE: &str = "database";
+    pub const HOST: &str = "host";
+    pub const PORT: &str = "port";
+    pub const DATABASE_URL: &str = "DATABASE_URL";
+}
+
+/// Every secret value a stack's children carry, resolved before building.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SecretValues {
+    /// Data of the `<stack>-db` Secret (managed database only). Once the
+    /// Secret exists this is what it holds, never a new value.
+    pub database: BTreeMap<String, SecretValue>,
+    /// Data of the `<stack>-env` Secret: generated and referenced env.
+    pub env: BTreeMap<String, SecretValue>,
+    /// The external database URL (external database only), for the config
+    /// checksum; pods read it from the user's Secret by reference.
+    pub external_database_url: Option<SecretValue>,
+}
+
+/// Values read from the cluster that secret resolution needs.
+#[derive(Clone, Debug, Default)]
+pub struct ObservedSecrets {
+    /// Data of an existing `<stack>-db` Secret.
+    pub database: Option<BTreeMap<String, SecretValue>>,
+    /// Data of an existing `<stack>-env` Secret.
+    pub env: BTreeMap<String, SecretValue>,
+    /// Values of the user's Secrets the spec references, by (name, key);
+    /// absent when the Secret or key does not exist.
+    pub referenced: BTreeMap<(String, String), SecretValue>,
+}
+
+/// Why secret values could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("key {key:?} of Secret {name:?} does not exist")]
+    MissingReference { name: String, key: String },
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+/// What resolution produced: the values, and which of them are new (so the
+/// caller can say "generated" in an Event without naming a value).
+#[derive(Debug)]
+pub struct Resolved {
+    pub values: SecretValues,
+    pub generated_database: bool,
+    pub generated_env: Vec<String>,
+}
+
+/// Resolves every secret value: existing generated values are kept, missing
+/// ones generated, referenced ones copied.
+pub fn resolve(
+    stack: &ValidatedStack,
+    observed: &ObservedSecrets,
+) -> Result<Resolved, ResolveError> {
+    let mut generated_database = false;
+    let mut database = BTreeMap::new();
+    let mut external_database_url = None;
+    match &stack.database {
+        Database::Managed(_) => match &observed.database {
+            Some(existing) => database = existing.clone(),
+            None => {
+                let password = SecretValue::generate(DATABASE_PASSWORD_LENGTH)
+                    .map_err(ResolveError::Random)?;
+                database = database_secret_data(stack, &password);
+                generated_database = true;
+            }
+        },
+        Database::External { url_secret_ref } => {
+            external_database_url = Some(referenced(observed, url_secret_ref)?.clone());
+        }
+    }
+
+    let mut env = BTreeMap::new();
+    let mut generated_env = Vec::new();
+    for var in &stack.env {
+        let value = match &var.source {
+            EnvSource::Plain(_) => continue,
+            EnvSource::Generated { length } => match observed.env.get(&var.name) {
+                Some(existing) => existing.clone(),
+                None => {
+                    generated_env.push(var.name.clone());
+                    SecretValue::generate(*length).map_err(ResolveError::Random)?
+                }
+            },
+            EnvSource::Referenced(reference) => referenced(observed, reference)?.clone(),
+        };
+        env.insert(var.name.clone(), value);
+    }
+    Ok(Resolved {
+        values: SecretValues {
+            database,
+            env,
+            external_database_url,
+        },
+        generated_database,
+        generated_env,
+    })
+}
+
+fn referenced<'a>(
+    observed: &'a ObservedSecrets,
+    reference: &SecretKeyRef,
+) -> Result<&'a SecretValue, ResolveError> {
+    observed
+        .referenced
+        .get(&(reference.name.clone(), reference.key.clone()))
+        .ok_or_else(|| ResolveError::MissingReference {
+            name: reference.name.clone(),
+            key: reference.key.clone(),
+        })
+}
+
+/// The `<stack>-db` Secret's data for a password.
+pub fn database_secret_data(
+    stack: &ValidatedStack,
+    password: &SecretValue,
+) -> BTreeMap<String, SecretValue> {
+    let host = format!("{}-db.{}.svc", stack.name, stack.namespace);
+    let user = &stack.database_name;
+    let mut url = format!("postgresql://{user}:").into_bytes();
+    url.extend_from_slice(password.expose());
+    url.extend_from_slice(format!("@{host}:{POSTGRES_PORT}/{user}").as_bytes());
+    [
+        (db_keys::USERNAME, SecretValue::new(user.as_bytes())),
+        (db_keys::PASSWORD, password.clone()),
+        (db_keys::DATABASE, SecretValue::new(user.as_bytes())),
+        (db_keys::HOST, SecretValue::new(host.into_bytes())),
+        (
+            db_keys::PORT,
+            SecretValue::new(POSTGRES_PORT.to_string().into_bytes()),
+        ),
+        (db_keys::DATABASE_URL, SecretValue::new(url)),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value))
+    .collect()
+}
+
+/// Placeholder values for `appstack render`, which has no cluster to read
+/// from and must not print real secrets.
+pub fn placeholders(stack: &ValidatedStack) -> SecretValues {
+    let database = match &stack.database {
+        Database::Managed(_) => {
+            database_secret_data(stack, &SecretValue::new(b"<generated>".to_vec()))
+        }
+        Database::External { .. } => BTreeMap::new(),
+    };
+    let external_database_url = match &stack.database {
+        Database::External { url_secret_ref } => Some(SecretValue::new(
+            format!(
+                "<from Secret {}/{}>",
+                url_secret_ref.name, url_secret_ref.key
+            )
+            .into_bytes(),
+        )),
+        Database::Managed(_) => None,
+    };
+    let env = stack
+        .env
+        .iter()
+        .filter_map(|var| {
+            let placeholder = match &var.source {
+                EnvSource::Plain(_) => return None,
+                EnvSource::Generated { length } => format!("<generated: {length} characters>"),
+                EnvSource::Referenced(reference) => {
+                    format!("<from Secret {}/{}>", reference.name, reference.key)
+                }
+            };
+            Some((var.name.clone(), SecretValue::new(placeholder.into_bytes())))
+        })
+        .collect();
+    SecretValues {
+        database,
+        env,
+        external_database_url,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::example;
+
+    fn sendgrid() -> ObservedSecrets {
+        ObservedSecrets {
+            referenced: [(
+                ("sendgrid".to_string(), "api-key".to_string()),
+                SecretValue::new(b"SG.key".to_vec()),
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn generated_values_are_random_alphanumeric_of_the_asked_length() {
+        let first = SecretValue::generate(48).unwrap();
+        let second = SecretValue::generate(48).unwrap();
+        assert_eq!(first.expose().len(), 48);
+        assert!(first.expose().iter().all(u8::is_ascii_alphanumeric));
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn formatting_never_shows_the_value() {
+        let value = SecretValue::new(b"hunter2".to_vec());
+        assert_eq!(format!("{value:?} {value}"), "<redacted> <redacted>");
+        let resolved = resolve(&example(), &sendgrid()).unwrap();
+        assert!(!format!("{resolved:?}").contains("SG.key"));
+    }
+
+    #[test]
+    fn first_resolution_generates_and_later_ones_keep() {
+        let stack = example();
+        let first = resolve(&stack, &sendgrid()).unwrap();
+        assert!(first.generated_database);
+        assert_eq!(first.generated_env, ["SECRET_KEY"]);
+        assert_eq!(first.values.env["SECRET_KEY"].expose().len(), 48);
+        assert_eq!(first.values.env["SENDGRID_API_KEY"].expose(), b"SG.key");
+        let url =
+            String::from_utf8(first.values.database["DATABASE_URL"].expose().to_vec()).unwrap();
+        assert!(
+            url.starts_with("postgresql://shop:") && url.ends_with("@shop-db.prod.svc:5432/shop")
+        );
+
+        let observed = ObservedSecrets {
+            database: Some(first.values.database.clone()),
+            env: first.values.env.clone(),
+            ..sendgrid()
+        };
+        let second = resolve(&stack, &observed).unwrap();
+        assert!(!second.generated_database && second.generated_env.is_empty());
+        assert_eq!(second.values, first.values);
+    }
+
+    #[test]
+    fn a_missing_reference_is_an_error_naming_it() {
+        let error = resolve(&example(), &ObservedSecrets::default()).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"key "api-key" of Secret "sendgrid" does not exist"#
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! Validation: an `AppStack` as read from the API becomes a [`ValidatedStack`],
+//! a typed value with every default resolved, which the builders consume.
+//!
+//! The API server already rejects invalid specs (schema and CEL rules); what
+//! is checked here is what the builders rely on and the server cannot know,
+//! such as the object having a namespace and a UID.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::crd::{
+    AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, FrontendSpec,
+    MIGRATION_HASH_LENGTH, ManagedDatabase, MigrationsSpec, SecretKeyRef,
+};
+
+/// Port PostgreSQL listens on in the managed database.
+pub const POSTGRES_PORT: i32 = 5432;
+/// Pool size when `database.pool` is not given.
+pub const DEFAULT_POOL_SIZE: i32 = 20;
+/// Pool timeout when `database.pool` is not given.
+pub const DEFAULT_POOL_TIMEOUT_SECONDS: i32 = 30;
+/// Metrics path when a ServiceMonitor is enabled without `backend.metrics`.
+pub const DEFAULT_METRICS_PATH: &str = "/metrics";
+/// Scrape interval when a ServiceMonitor is enabled without `backend.metrics`.
+pub const DEFAULT_METRICS_INTERVAL: &str = "30s";
+
+/// Why an AppStack cannot be built. The spec has to change before it can.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidSpec {
+    #[error("the AppStack has no {0}")]
+    MissingMetadata(&'static str),
+    #[error("spec.database must set exactly one of managed or external")]
+    DatabaseChoice,
+    #[error("spec.env[{name}] must set exactly one of value, generate or valueFrom")]
+    EnvChoice { name: String },
+}
+
+/// Where the stack's database lives.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Database {
+    /// A PostgreSQL StatefulSet the operator runs.
+    Managed(ManagedDatabase),
+    /// A database outside the cluster; its URL is in a Secret the user owns.
+    External { url_secret_ref: SecretKeyRef },
+}
+
+/// How one env entry gets its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvSource {
+    /// A plain value, kept in the `<stack>-env` ConfigMap.
+    Plain(String),
+    /// A random value of this many characters, generated once into the
+    /// `<stack>-env` Secret.
+    Generated { length: usize },
+    /// A value copied from a Secret the user owns into the `<stack>-env` Secret.
+    Referenced(SecretKeyRef),
+}
+
+/// One env entry with its source decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub source: EnvSource,
+}
+
+/// The migration step with its defaults resolved and its revision computed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Migration {
+    pub spec: MigrationsSpec,
+    /// `spec.migrations.image`, or the backend image when empty.
+    pub image: String,
+    /// Hash of image, command, args, env spec and retry token: the Job's
+    /// name suffix and `status.migration.targetRevision`.
+    pub revision: String,
+}
+
+/// An AppStack the builders can turn into children without further checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedStack {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub generation: i64,
+    pub database: Database,
+    /// Database name and user.
+    pub database_name: String,
+    pub pool_size: i32,
+    pub pool_timeout_seconds: i32,
+    pub migration: Option<Migration>,
+    pub backend: BackendSpec,
+    pub frontend: Option<FrontendSpec>,
+    pub env: Vec<EnvVar>,
+    /// ServiceMonitor labels when `monitoring.serviceMonitor.enabled`.
+    pub service_monitor_labels: Option<BTreeMap<String, String>>,
+}
+
+impl ValidatedStack {
+    /// Validates a stack read from the API server.
+    pub fn new(stack: &AppStack) -> Result<Self, InvalidSpec> {
+        let meta = &stack.metadata;
+        let name = meta
+            .name
+            .clone()
+            .ok_or(InvalidSpec::MissingMetadata("name"))?;
+        let namespace = meta
+            .namespace
+            .clone()
+            .ok_or(InvalidSpec::MissingMetadata("namespace"))?;
+        let uid = meta
+            .uid
+            .clone()
+            .ok_or(InvalidSpec::MissingMetadata("uid"))?;
+        Self::from_parts(
+            name,
+            namespace,
+            uid,
+            meta.generation.unwrap_or(0),
+            &stack.spec,
+        )
+    }
+
+    /// Validates a spec with identity given by the caller (`appstack render`
+    /// has no API server to assign a UID).
+    pub fn from_parts(
+        name: String,
+        namespace: String,
+        uid: String,
+        generation: i64,
+        spec: &AppStackSpec,
+    ) -> Result<Self, InvalidSpec> {
+        let database = match (&spec.database.managed, &spec.database.external) {
+            (Some(managed), None) => Database::Managed(managed.clone()),
+            (None, Some(external)) => Database::External {
+                url_secret_ref: external.url_secret_ref.clone(),
+            },
+            _ => return Err(InvalidSpec::DatabaseChoice),
+        };
+        let env = spec
+            .env
+            .iter()
+            .map(env_var)
+            .collect::<Result<Vec<_>, _>>()?;
+        let database_name = spec
+            .database
+            .name
+            .clone()
+            .unwrap_or_else(|| name.replace('-', "_"));
+        let (pool_size, pool_timeout_seconds) = spec
+            .database
+            .pool
+            .as_ref()
+            .map_or((DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT_SECONDS), |pool| {
+                (pool.size, pool.timeout_seconds)
+            });
+        let migration = spec.migrations.as_ref().map(|migrations| {
+            let image = migrations
+                .image
+                .clone()
+                .filter(|image| !image.is_empty())
+                .unwrap_or_else(|| spec.backend.image.clone());
+            let revision = migration_revision(&image, migrations, &spec.env);
+            Migration {
+                spec: migrations.clone(),
+                image,
+                revision,
+            }
+        });
+        let service_monitor_labels = spec
+            .monitoring
+            .as_ref()
+            .and_then(|monitoring| monitoring.service_monitor.as_ref())
+            .filter(|service_monitor| service_monitor.enabled)
+            .map(|service_monitor| service_monitor.labels.clone());
+        Ok(Self {
+            name,
+            namespace,
+            uid,
+            generation,
+            database,
+            database_name,
+            pool_size,
+            pool_timeout_seconds,
+            migration,
+            backend: spec.backend.clone(),
+            frontend: spec.frontend.clone(),
+            env,
+            service_monitor_labels,
+        })
+    }
+
+    /// The database PVC and `<stack>-db` Secret outlive the stack unless the
+    /// user chose `deletionPolicy: Delete`.
+    pub fn deletes_database_with_stack(&self) -> bool {
+        matches!(
+            &self.database,
+            Database::Managed(managed) if managed.deletion_policy == DeletionPolicy::Delete
+        )
+    }
+}
+
+fn env_var(entry: &EnvEntry) -> Result<EnvVar, InvalidSpec> {
+    let source = match (&entry.value, &entry.generate, &entry.value_from) {
+        (Some(value), None, None) => EnvSource::Plain(value.clone()),
+        (None, Some(generate), None) => EnvSource::Generated {
+            length: usize::try_from(generate.length).unwrap_or(0),
+        },
+        (None, None, Some(value_from)) => EnvSource::Referenced(value_from.secret_key_ref.clone()),
+        _ => {
+            return Err(InvalidSpec::EnvChoice {
+                name: entry.name.clone(),
+            });
+        }
+    };
+    Ok(EnvVar {
+        name: entry.name.clone(),
+        source,
+    })
+}
+
+/// The migration revision: a new value means a new Job. It covers what can
+/// change the outcome of a migration run — what runs (image, command, args),
+/// the environment it is given (the env spec, not resolved secret values) —
+/// and the retry token the user changes to re-run a failed revision.
+fn migration_revision(image: &str, migrations: &MigrationsSpec, env: &[EnvEntry]) -> String {
+    let input = serde_json::json!({
+        "image": image,
+        "command": migrations.command,
+        "args": migrations.args,
+        "env": env,
+        "retryToken": migrations.retry_token.clone().unwrap_or_default(),
+    });
+    let digest = Sha256::digest(input.to_string().as_bytes());
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    hex[..MIGRATION_HASH_LENGTH].to_string()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// The design example with a namespace and UID, as the API server would
+    /// return it.
+    pub(crate) fn example() -> ValidatedStack {
+        from_yaml(include_str!("../deploy/examples/shop.yaml"))
+    }
+
+    pub(crate) fn from_yaml(yaml: &str) -> ValidatedStack {
+        let stack: AppStack = serde_yaml::from_str(yaml).expect("example parses");
+        ValidatedStack::from_parts(
+            stack.metadata.name.clone().unwrap(),
+            "prod".into(),
+            "0b5c6f0e-8a7e-4b1e-9d3c-2f1a0c9e7d11".into(),
+            3,
+            &stack.spec,
+        )
+        .expect("example is valid")
+    }
+
+    #[test]
+    fn defaults_are_resolved() {
+        let stack = example();
+        assert_eq!(stack.database_name, "shop");
+        assert_eq!((stack.pool_size, stack.pool_timeout_seconds), (20, 30));
+        let migration = stack.migration.clone().expect("example has migrations");
+        assert_eq!(
+            migration.image, stack.backend.image,
+            "defaults to backend image"
+        );
+        assert_eq!(migration.revision.len(), MIGRATION_HASH_LENGTH);
+        assert!(
+            !stack.deletes_database_with_stack(),
+            "Retain is the default"
+        );
+    }
+
+    #[test]
+    fn revision_changes_with_what_a_migration_depends_on_only() {
+        let base = example();
+        let revision = |stack: &ValidatedStack| stack.migration.as_ref().unwrap().revision.clone();
+        let mut spec: AppStack =
+            serde_yaml::from_str(include_str!("../deploy/examples/shop.yaml")).unwrap();
+        let rebuild = |spec: &AppStack| {
+            ValidatedStack::from_parts("shop".into(), "prod".into(), "u".into(), 1, &spec.spec)
+                .unwrap()
+        };
+        assert_eq!(
+            revision(&rebuild(&spec)),
+            revision(&base),
+            "identity-independent"
+        );
+
+        spec.spec.backend.replicas = 7;
+        spec.spec.frontend.as_mut().unwrap().image = "other:1".into();
+        assert_eq!(
+            revision(&rebuild(&spec)),
+            revision(&base),
+            "replicas, frontend"
+        );
+
+        let mut bumped = spec.clone();
+        bumped.spec.backend.image = "ghcr.io/acme/shop-backend:1.5.0".into();
+        assert_ne!(revision(&rebuild(&bumped)), revision(&base), "image");
+
+        let mut retried = spec.clone();
+        retried.spec.migrations.as_mut().unwrap().retry_token = Some("again".into());
+        assert_ne!(revision(&rebuild(&retried)), revision(&base), "retry token");
+
+        let mut env_changed = spec.clone();
+        env_changed.spec.env[0].value = Some("DEBUG".into());
+        assert_ne!(revision(&rebuild(&env_changed)), revision(&base), "env");
+    }
+}
