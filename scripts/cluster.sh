@@ -7,6 +7,10 @@
 #   scripts/cluster.sh down        stop every process it started, remove state
 #   scripts/cluster.sh status      print what runs and whether it is healthy
 #   scripts/cluster.sh kubeconfig  print the admin kubeconfig path
+#   scripts/cluster.sh operator-kubeconfig
+#                                  print the operator's kubeconfig path: user
+#                                  appstack-operator, no groups, so it holds only
+#                                  what deploy/rbac.yaml grants once applied
 #   scripts/cluster.sh bin         print the directory holding kubectl & co.
 #
 # State lives in $APPSTACK_CLUSTER_DIR (default: .cluster in the checkout), and
@@ -19,6 +23,21 @@ NODES="${APPSTACK_CLUSTER_NODES:-3}"
 SERVICE_CIDR=10.96.0.0/16
 FIRST_SERVICE_IP=10.96.0.1
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+# kube-controller-manager's controllers. The two protection controllers remove
+# the kubernetes.io/pvc-protection and kubernetes.io/pv-protection finalizers
+# (the API server's StorageObjectInUseProtection admission adds them), without
+# which a deleted PVC or PV never goes away. KWOK's volume stages stand in for
+# the PV binder and a provisioner: they bind, release and delete the volumes.
+# A StatefulSet's persistentVolumeClaimRetentionPolicy (whenDeleted: Delete) is
+# the statefulset controller owning the PVCs and the garbage collector deleting
+# them.
+CONTROLLERS=(
+  deployment-controller replicaset-controller statefulset-controller job-controller
+  garbage-collector-controller namespace-controller serviceaccount-controller
+  serviceaccount-token-controller endpointslice-controller ttl-after-finished-controller
+  root-ca-certificate-publisher-controller
+  persistentvolumeclaim-protection-controller persistentvolume-protection-controller
+)
 
 log() { echo "[cluster] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -53,6 +72,20 @@ all_running() {
 }
 
 # Certificates: every one X.509 v3 (rustls rejects v1 certificates).
+CLIENT_EXT="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+
+sign_cert() { # sign_cert <name> <subject> <extensions>: in $STATE/pki, by the CA
+  (
+    cd "$STATE/pki"
+    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    printf '%s\n' "$3" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+      -extfile "$1.ext" -out "$1.crt" 2>/dev/null
+  )
+}
+
 make_pki() {
   local pki="$STATE/pki"
   mkdir -p "$pki"
@@ -61,26 +94,27 @@ make_pki() {
     openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=appstack-local-ca" \
       -keyout ca.key -out ca.crt -addext "basicConstraints=critical,CA:TRUE" \
       -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
-    sign() { # sign <name> <subject> <extensions>
-      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-      printf '%s\n' "$3" >"$1.ext"
-      openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
-        -extfile "$1.ext" -out "$1.crt" 2>/dev/null
-    }
-    sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+    sign_cert apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=IP:127.0.0.1,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-    sign admin "/O=system:masters/CN=appstack-admin" "basicConstraints=CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=clientAuth"
+    sign_cert admin "/O=system:masters/CN=appstack-admin" "$CLIENT_EXT"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
   )
 }
 
-write_kubeconfig() {
-  cat >"$STATE/admin.kubeconfig" <<KCFG
+# The operator's own identity: CN (user name) appstack-operator and no O, so no
+# group beyond system:authenticated; RBAC (deploy/rbac.yaml) decides what it may
+# do, and the audit log records its requests as user.username=appstack-operator.
+make_operator_identity() {
+  sign_cert operator "/CN=appstack-operator" "$CLIENT_EXT"
+  write_kubeconfig operator appstack-operator
+}
+
+write_kubeconfig() { # write_kubeconfig <cert name> <user name>: $STATE/<cert name>.kubeconfig
+  local cert="$1" user="$2"
+  cat >"$STATE/$cert.kubeconfig" <<KCFG
 apiVersion: v1
 kind: Config
 clusters:
@@ -89,13 +123,13 @@ clusters:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority: $STATE/pki/ca.crt
 users:
-- name: admin
+- name: $user
   user:
-    client-certificate: $STATE/pki/admin.crt
-    client-key: $STATE/pki/admin.key
+    client-certificate: $STATE/pki/$cert.crt
+    client-key: $STATE/pki/$cert.key
 contexts:
 - name: appstack-local
-  context: {cluster: appstack-local, user: admin}
+  context: {cluster: appstack-local, user: $user}
 current-context: appstack-local
 KCFG
 }
@@ -122,6 +156,8 @@ wait_for() { # wait_for <what> <seconds> <command...>
 up() {
   BIN="$(bin_dir)"
   if all_running; then
+    # A cluster started before the operator identity existed gets it now.
+    [[ -f "$STATE/operator.kubeconfig" ]] || make_operator_identity
     log "already running; kubeconfig: $STATE/admin.kubeconfig"
     return
   fi
@@ -143,7 +179,8 @@ KWOK_PORT=$(free_port)
 PORTS
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
-  write_kubeconfig
+  write_kubeconfig admin admin
+  make_operator_identity
 
   start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -153,8 +190,9 @@ PORTS
     --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT" \
     --unsafe-no-fsync --log-level warn
 
-  # Audit only writes, at Metadata level: tests count the operator's
-  # mutating requests from outside the operator.
+  # Audit only writes, at Metadata level, for every user and every resource
+  # (Events included): tests count the operator's mutating requests from
+  # outside the operator, by user.username (appstack-operator) and namespace.
   cat >"$STATE/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -188,7 +226,7 @@ POLICY
     --kube-api-qps 1000 --kube-api-burst 2000 \
     --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
     --concurrent-statefulset-syncs 20 --concurrent-job-syncs 20 --concurrent-gc-syncs 40 \
-    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,garbage-collector-controller,namespace-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,ttl-after-finished-controller,root-ca-certificate-publisher-controller
+    --controllers "$(IFS=,; echo "${CONTROLLERS[*]}")"
 
   cat >"$STATE/scheduler.yaml" <<SCHED
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -273,6 +311,7 @@ status() {
   done
   if apiserver_ready; then echo "kube-apiserver: ready at https://127.0.0.1:$APISERVER_PORT"; else echo "kube-apiserver: not ready"; healthy=1; fi
   echo "kubeconfig: $STATE/admin.kubeconfig"
+  echo "operator kubeconfig: $STATE/operator.kubeconfig"
   return $healthy
 }
 
@@ -281,6 +320,7 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   kubeconfig) echo "$STATE/admin.kubeconfig" ;;
+  operator-kubeconfig) echo "$STATE/operator.kubeconfig" ;;
   bin) bin_dir ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|bin" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|operator-kubeconfig|bin" >&2; exit 2 ;;
 esac
