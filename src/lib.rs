@@ -3,7 +3,11 @@
 //! Prometheus monitoring — in order, with a status tools can trust.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod children;
+pub mod controller;
 pub mod crd;
+pub mod render;
 pub mod secrets;
 pub mod stack;
+pub mod status;

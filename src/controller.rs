@@ -1,0 +1,1070 @@
+//! The controller: watches AppStacks and their children and runs the
+//! reconcile pipeline — fetch what is referenced, validate, build every
+//! child, apply in order, write status from what was observed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::apply::{self, Applied};
+use crate::children::{self, Children, DatabaseChildren, Workload, database_name, env_name};
+use crate::crd::{AppStack, AppStackStatus, MigrationStatus};
+use crate::secrets::{self, ObservedSecrets, SecretValue};
+use crate::stack::{Database, EnvSource, ValidatedStack};
+use crate::status::{self, Check, Observation, reasons, types};
+
+/// How long an API discovery answer for ServiceMonitor is trusted; installing
+/// the Prometheus Operator CRDs is noticed within this time.
+const DISCOVERY_TTL: Duration = Duration::from_secs(10);
+/// Finished migration Jobs of older revisions kept for inspection.
+pub const KEEP_FINISHED_JOBS: usize = 3;
+/// Resync of a converged stack: catches changes to referenced Secrets, which
+/// are not watched.
+const RESYNC: Duration = Duration::from_secs(300);
+/// Re-check while waiting for something not watched (a referenced Secret,
+/// the ServiceMonitor CRD).
+const POLL: Duration = Duration::from_secs(10);
+/// Re-check while children progress; their watches usually wake us sooner.
+const PROGRESS: Duration = Duration::from_secs(30);
+
+/// A failed reconcile step. Transient: the stack is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {what}: {source}")]
+    Fetch {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}: {source}")]
+    Apply {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}: {source}")]
+    Sweep {
+        kind: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("discovering the ServiceMonitor API: {0}")]
+    Discovery(#[source] kube::Error),
+    #[error("generating secrets: {0}")]
+    Secrets(#[source] secrets::ResolveError),
+}
+
+impl Error {
+    /// A stable, low-cardinality name for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Fetch { .. } => "fetch",
+            Error::Apply { .. } => "apply",
+            Error::Sweep { .. } => "sweep",
+            Error::Status(_) => "status",
+            Error::Discovery(_) => "discovery",
+            Error::Secrets(_) => "secrets",
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    service_monitor_api: Mutex<Option<(Instant, Option<ApiResource>)>>,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        let reporter = Reporter {
+            controller: children::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            service_monitor_api: Mutex::new(None),
+        }
+    }
+
+    /// The ServiceMonitor API when `monitoring.coreos.com/v1` serves it,
+    /// from a discovery answer at most [`DISCOVERY_TTL`] old.
+    pub async fn service_monitor_api(&self) -> Result<Option<ApiResource>, Error> {
+        let mut cached = self.service_monitor_api.lock().await;
+        if let Some((at, resource)) = cached.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(resource.clone());
+        }
+        let gvk = children::monitoring::service_monitor_gvk();
+        let resource = match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, _)) => Some(resource),
+            Err(kube::Error::Api(status)) if status.code == 404 => None,
+            Err(kube::Error::Discovery(_)) => None,
+            Err(error) => return Err(Error::Discovery(error)),
+        };
+        *cached = Some((Instant::now(), resource.clone()));
+        Ok(resource)
+    }
+
+    async fn publish(&self, stack: &AppStack, event: Event) {
+        if let Err(error) = self.recorder.publish(&event, &stack.object_ref(&())).await {
+            warn!(reason = %event.reason, %error, "could not publish event");
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` completes: one watch of AppStacks
+/// per namespace given (all namespaces when none), each owning every child
+/// kind through label-filtered watches.
+pub async fn run(
+    client: Client,
+    namespaces: Vec<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Result<(), Error> {
+    let context = Arc::new(Context::new(client.clone()));
+    let service_monitors = context.service_monitor_api().await?;
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.into_iter().map(Some).collect()
+    };
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let controllers = scopes.into_iter().map(|scope| {
+        let api = |kind_client: Client| scoped::<AppStack>(kind_client, &scope);
+        let children = watcher::Config::default().labels(&children::managed_selector());
+        let mut controller = Controller::new(api(client.clone()), watcher::Config::default())
+            .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
+            .owns(
+                scoped::<ConfigMap>(client.clone(), &scope),
+                children.clone(),
+            )
+            .owns(
+                scoped::<StatefulSet>(client.clone(), &scope),
+                children.clone(),
+            )
+            .owns(scoped::<Service>(client.clone(), &scope), children.clone())
+            .owns(scoped::<Job>(client.clone(), &scope), children.clone())
+            .owns(
+                scoped::<Deployment>(client.clone(), &scope),
+                children.clone(),
+            );
+        if let Some(resource) = &service_monitors {
+            let api = match &scope {
+                Some(namespace) => {
+                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
+                }
+                None => Api::<DynamicObject>::all_with(client.clone(), resource),
+            };
+            controller = controller.owns_with(api, resource.clone(), children.clone());
+        }
+        controller
+            .graceful_shutdown_on(shutdown.clone())
+            .run(reconcile, error_policy, context.clone())
+            .for_each(|result| async move {
+                match result {
+                    Ok((stack, _)) => debug!(stack = %stack, "reconciled"),
+                    Err(error) => debug!(%error, "reconcile failed"),
+                }
+            })
+    });
+    futures::future::join_all(controllers).await;
+    Ok(())
+}
+
+fn scoped<K>(client: Client, scope: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    }
+}
+
+fn error_policy(stack: Arc<AppStack>, error: &Error, _: Arc<Context>) -> Action {
+    warn!(
+        namespace = stack.namespace().unwrap_or_default(),
+        name = stack.name_any(),
+        category = error.category(),
+        error = %error,
+        "reconcile failed; retrying"
+    );
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Reconciles one stack and writes its status.
+pub async fn reconcile(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = stack.namespace().unwrap_or_default();
+    let name = stack.name_any();
+    let generation = stack.metadata.generation.unwrap_or(0);
+    let mut observation = Observation::default();
+    match ValidatedStack::new(&stack) {
+        Ok(validated) => pipeline(&context, &stack, &validated, &mut observation).await?,
+        Err(invalid) => observation.invalid = Some(invalid.to_string()),
+    }
+    let previous = stack.status.as_ref();
+    let desired = status::desired_status(&observation, generation, previous, Timestamp::now());
+    for event in transition_events(previous, &desired) {
+        context.publish(&stack, event).await;
+    }
+    if let Some(status) = status::status_patch(previous, &desired) {
+        write_status(&context.client, &namespace, &name, &status).await?;
+        info!(%namespace, %name, outcome = ?observation.outcome(), "status updated");
+    }
+    Ok(next_check(&observation))
+}
+
+/// When to look again without a watch event.
+fn next_check(observation: &Observation) -> Action {
+    let waiting_on_unwatched = [&observation.secrets, &observation.monitoring]
+        .into_iter()
+        .flatten()
+        .any(|check| {
+            !check.ok
+                && [reasons::SECRET_NOT_FOUND, reasons::CRD_NOT_INSTALLED].contains(&check.reason)
+        });
+    if waiting_on_unwatched {
+        return Action::requeue(POLL);
+    }
+    match observation.outcome() {
+        status::Outcome::Reconciling(_) => Action::requeue(PROGRESS),
+        _ => Action::requeue(RESYNC),
+    }
+}
+
+async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &AppStackStatus,
+) -> Result<(), Error> {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    // A merge patch keeps keys it does not mention: clear a dropped migration.
+    value["migration"] = serde_json::to_value(&status.migration).unwrap_or_default();
+    stacks
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": value })),
+        )
+        .await
+        .map_err(Error::Status)?;
+    Ok(())
+}
+
+/// Events for the transitions between two statuses.
+pub fn transition_events(
+    previous: Option<&AppStackStatus>,
+    desired: &AppStackStatus,
+) -> Vec<Event> {
+    let became = |type_: &str, reason: &str| {
+        let now = status::condition(Some(desired), type_)
+            .filter(|condition| condition.reason == reason)?;
+        let before = status::condition(previous, type_);
+        let changed = before.is_none_or(|before| {
+            before.reason != now.reason
+                || before.status != now.status
+                || before.message != now.message
+        });
+        changed.then(|| now.message.clone())
+    };
+    let event = |type_: EventType, reason: &str, note: String| Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let mut events = Vec::new();
+    if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
+        events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));
+    }
+    if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_FAILED) {
+        events.push(event(EventType::Warning, reasons::MIGRATION_FAILED, note));
+    }
+    if let Some(note) = became(types::BACKEND_AVAILABLE, reasons::AVAILABLE) {
+        events.push(event(
+            EventType::Normal,
+            "RolloutComplete",
+            format!("backend: {note}"),
+        ));
+    }
+    if let Some(note) = became(types::FRONTEND_AVAILABLE, reasons::AVAILABLE) {
+        events.push(event(
+            EventType::Normal,
+            "RolloutComplete",
+            format!("frontend: {note}"),
+        ));
+    }
+    if let Some(note) = became(types::READY, reasons::READY) {
+        events.push(event(EventType::Normal, "StackReady", note));
+    }
+    if let Some(condition) = status::condition(Some(desired), types::STALLED).filter(|condition| {
+        condition.status == "True" && condition.reason != reasons::MIGRATION_FAILED
+    }) && became(types::STALLED, &condition.reason).is_some()
+    {
+        events.push(event(
+            EventType::Warning,
+            &condition.reason,
+            condition.message.clone(),
+        ));
+    }
+    events
+}
+
+/// Fetch, build, apply in order; records what it finds in `observation`.
+async fn pipeline(
+    context: &Context,
+    stack: &AppStack,
+    validated: &ValidatedStack,
+    observation: &mut Observation,
+) -> Result<(), Error> {
+    let client = &context.client;
+    let namespace = validated.namespace.as_str();
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+
+    // Fetch what is referenced and what was generated before.
+    let observed = observe_secrets(&secrets_api, validated).await?;
+    let resolved = match secrets::resolve(validated, &observed) {
+        Ok(resolved) => resolved,
+        Err(secrets::ResolveError::MissingReference { name, key }) => {
+            observation.secrets = Some(Check::pending(
+                reasons::SECRET_NOT_FOUND,
+                format!("key {key:?} of Secret {name:?} does not exist"),
+            ));
+            return Ok(());
+        }
+        Err(error) => return Err(Error::Secrets(error)),
+    };
+
+    // Build every child.
+    let service_monitor_api = if validated.service_monitor_labels.is_some() {
+        context.service_monitor_api().await?
+    } else {
+        None
+    };
+    let built = children::build(validated, &resolved.values);
+    sweep(
+        context,
+        stack,
+        validated,
+        &built,
+        service_monitor_api.as_ref(),
+    )
+    .await?;
+    let Children {
+        database_secret,
+        env_secret,
+        env_config,
+        database,
+        migration_job,
+        backend,
+        frontend,
+        service_monitor,
+    } = built;
+
+    // 1. Secrets and configuration.
+    if let Some(secret) = &database_secret {
+        let applied = apply::create_if_absent(&secrets_api, secret)
+            .await
+            .map_err(apply_error(secret))?;
+        if applied.written {
+            context
+                .publish(
+                    stack,
+                    action_event(
+                        "SecretGenerated",
+                        format!(
+                            "generated database credentials in Secret {}",
+                            database_name(validated)
+                        ),
+                    ),
+                )
+                .await;
+        } else {
+            align_owner(&secrets_api, secret, &applied.object).await?;
+        }
+    }
+    apply_child(&secrets_api, &env_secret).await?;
+    if !resolved.generated_env.is_empty() {
+        let note = format!(
+            "generated {} in Secret {}",
+            resolved.generated_env.join(", "),
+            env_name(validated)
+        );
+        context
+            .publish(stack, action_event("SecretGenerated", note))
+            .await;
+    }
+    apply_child(
+        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        &env_config,
+    )
+    .await?;
+    observation.secrets = Some(Check::ok(
+        reasons::SECRETS_RESOLVED,
+        "env and database credentials are in place",
+    ));
+
+    // 2. The database.
+    let database_check = match (database, &validated.database) {
+        (
+            Some(DatabaseChildren {
+                statefulset,
+                service,
+            }),
+            _,
+        ) => {
+            apply_child(
+                &Api::<Service>::namespaced(client.clone(), namespace),
+                &service,
+            )
+            .await?;
+            let applied = apply_child(
+                &Api::<StatefulSet>::namespaced(client.clone(), namespace),
+                &statefulset,
+            )
+            .await?;
+            statefulset_check(&applied.object)
+        }
+        (None, Database::External { url_secret_ref }) => Check::ok(
+            reasons::EXTERNAL_DATABASE,
+            format!("using the database URL in Secret {:?}", url_secret_ref.name),
+        ),
+        (None, Database::Managed(_)) => unreachable!("a managed database always has children"),
+    };
+    let database_ready = database_check.ok;
+    observation.database = Some(database_check);
+    if !database_ready {
+        return Ok(());
+    }
+
+    // 3. Migrations: the target revision's Job must succeed first.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let previous_migration = stack
+        .status
+        .as_ref()
+        .and_then(|status| status.migration.clone());
+    let migrations_check = match (&migration_job, &validated.migration) {
+        (Some(job), Some(migration)) => {
+            let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+            let (check, migration_status) = migrate(
+                context,
+                stack,
+                &jobs,
+                job,
+                &migration.revision,
+                previous_migration,
+            )
+            .await?;
+            observation.migration = Some(migration_status);
+            check
+        }
+        _ => Check::ok(reasons::NO_MIGRATIONS, "no migrations configured"),
+    };
+    let migrated = migrations_check.ok;
+    if !migrated && migrations_check.reason == reasons::MIGRATION_FAILED {
+        observation.terminal = Some(migrations_check.clone());
+    }
+    observation.migrations = Some(migrations_check);
+    if !migrated {
+        // The backend keeps its last migrated revision; report on it as is.
+        let current = deployments
+            .get_opt(&backend.deployment.name_any())
+            .await
+            .map_err(fetch_error("the backend Deployment"))?;
+        observation.backend = current.as_ref().map(deployment_check);
+        return Ok(());
+    }
+
+    // 4. The backend moves to the new revision.
+    let Workload {
+        deployment,
+        service,
+    } = backend;
+    apply_child(
+        &Api::<Service>::namespaced(client.clone(), namespace),
+        &service,
+    )
+    .await?;
+    let applied = apply_child(&deployments, &deployment).await?;
+    let backend_check = deployment_check(&applied.object);
+    let backend_ready = backend_check.ok;
+    if backend_check.reason == reasons::ROLLOUT_FAILED {
+        observation.terminal = Some(backend_check.clone());
+    }
+    observation.backend = Some(backend_check);
+    if !backend_ready {
+        return Ok(());
+    }
+
+    // 5. The frontend, then monitoring.
+    let frontend_check = match frontend {
+        Some(Workload {
+            deployment,
+            service,
+        }) => {
+            apply_child(
+                &Api::<Service>::namespaced(client.clone(), namespace),
+                &service,
+            )
+            .await?;
+            let applied = apply_child(&deployments, &deployment).await?;
+            deployment_check(&applied.object)
+        }
+        None => Check::ok(reasons::NOT_CONFIGURED, "no frontend in the spec"),
+    };
+    if frontend_check.reason == reasons::ROLLOUT_FAILED {
+        observation.terminal = Some(frontend_check.clone());
+    }
+    let frontend_ready = frontend_check.ok;
+    observation.frontend = Some(frontend_check);
+    if !frontend_ready {
+        return Ok(());
+    }
+    observation.monitoring = Some(match (service_monitor, service_monitor_api) {
+        (None, _) => Check::ok(reasons::DISABLED, "no ServiceMonitor asked for"),
+        (Some(_), None) => Check::pending(
+            reasons::CRD_NOT_INSTALLED,
+            "the monitoring.coreos.com/v1 ServiceMonitor API is not served; install the Prometheus Operator CRDs",
+        ),
+        (Some(monitor), Some(resource)) => {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+            apply::apply(&api, &monitor)
+                .await
+                .map_err(|source| Error::Apply {
+                    kind: "ServiceMonitor".into(),
+                    name: monitor.name_any(),
+                    source,
+                })?;
+            Check::ok(
+                reasons::SERVICE_MONITOR_READY,
+                "ServiceMonitor for the backend is applied",
+            )
+        }
+    });
+    Ok(())
+}
+
+/// Runs (or follows) the migration Job of `revision`.
+async fn migrate(
+    context: &Context,
+    stack: &AppStack,
+    jobs: &Api<Job>,
+    job: &Job,
+    revision: &str,
+    previous: Option<MigrationStatus>,
+) -> Result<(Check, MigrationStatus), Error> {
+    let job_name = job.name_any();
+    let previous = previous.unwrap_or_default();
+    let applied_before = previous.applied_revision.clone();
+    let mut status = MigrationStatus {
+        target_revision: Some(revision.into()),
+        applied_revision: applied_before.clone(),
+        job_name: Some(job_name.clone()),
+        attempts: None,
+    };
+    if applied_before.as_deref() == Some(revision) {
+        // Already applied: the Job may have been cleaned up; never re-run it.
+        let existing = jobs
+            .get_opt(&job_name)
+            .await
+            .map_err(fetch_error("the migration Job"))?;
+        status.attempts = existing.as_ref().map(job_attempts).or(previous.attempts);
+        let check = Check::ok(
+            reasons::MIGRATION_SUCCEEDED,
+            format!("revision {revision} applied"),
+        );
+        return Ok((check, status));
+    }
+    let applied = apply::create_if_absent(jobs, job)
+        .await
+        .map_err(apply_error(job))?;
+    if applied.written {
+        let note = format!("started Job {job_name} for revision {revision}");
+        context
+            .publish(stack, action_event("MigrationStarted", note))
+            .await;
+    }
+    status.attempts = Some(job_attempts(&applied.object));
+    let check = match job_state(&applied.object) {
+        JobState::Succeeded => {
+            status.applied_revision = Some(revision.into());
+            Check::ok(
+                reasons::MIGRATION_SUCCEEDED,
+                format!("revision {revision} applied"),
+            )
+        }
+        JobState::Failed(why) => Check::pending(
+            reasons::MIGRATION_FAILED,
+            format!(
+                "Job {job_name} failed: {why}; the backend keeps running the last migrated revision; change the image or retryToken to run again"
+            ),
+        ),
+        JobState::Running => Check::pending(
+            reasons::MIGRATION_RUNNING,
+            format!("Job {job_name} is running revision {revision}"),
+        ),
+    };
+    Ok((check, status))
+}
+
+enum JobState {
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for condition in conditions
+        .iter()
+        .filter(|condition| condition.status == "True")
+    {
+        match condition.type_.as_str() {
+            "Complete" => return JobState::Succeeded,
+            "Failed" => {
+                let why = condition.reason.clone().unwrap_or_else(|| "failed".into());
+                return JobState::Failed(why);
+            }
+            _ => {}
+        }
+    }
+    JobState::Running
+}
+
+fn job_finished(job: &Job) -> bool {
+    !matches!(job_state(job), JobState::Running)
+}
+
+fn job_attempts(job: &Job) -> i32 {
+    job.status.as_ref().map_or(0, |status| {
+        status.failed.unwrap_or(0) + status.succeeded.unwrap_or(0) + status.active.unwrap_or(0)
+    })
+}
+
+fn statefulset_check(statefulset: &StatefulSet) -> Check {
+    let wanted = statefulset.spec.replicas.unwrap_or(1);
+    let status = statefulset.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= statefulset.metadata.generation;
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    if current && ready >= wanted && updated >= wanted {
+        Check::ok(
+            reasons::DATABASE_READY,
+            "PostgreSQL is accepting connections",
+        )
+    } else {
+        Check::pending(
+            reasons::DATABASE_STARTING,
+            format!("{ready} of {wanted} database replicas ready"),
+        )
+    }
+}
+
+fn deployment_check(deployment: &Deployment) -> Check {
+    let wanted = deployment.spec.replicas.unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let conditions = status.conditions.clone().unwrap_or_default();
+    if conditions.iter().any(|condition| {
+        condition.type_.as_deref() == Some("Progressing")
+            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    }) {
+        return Check::pending(
+            reasons::ROLLOUT_FAILED,
+            format!(
+                "Deployment {} exceeded its progress deadline",
+                deployment.name_any()
+            ),
+        );
+    }
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    if current && updated == wanted && available == wanted && total == wanted {
+        let image = deployment
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .and_then(|pod| pod.containers.first())
+            .and_then(|container| container.image.clone())
+            .unwrap_or_default();
+        Check::ok(
+            reasons::AVAILABLE,
+            format!("{available} of {wanted} replicas of {image} available"),
+        )
+    } else {
+        Check::pending(
+            reasons::ROLLING_OUT,
+            format!("{updated} of {wanted} replicas updated, {available} available"),
+        )
+    }
+}
+
+async fn observe_secrets(
+    secrets_api: &Api<Secret>,
+    stack: &ValidatedStack,
+) -> Result<ObservedSecrets, Error> {
+    let data_of = |secret: Option<Secret>| {
+        secret.map(|secret| {
+            secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(key, value)| (key, SecretValue::new(value.0)))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    let get = |name: String| async move {
+        secrets_api
+            .get_opt(&name)
+            .await
+            .map_err(fetch_error(format!("Secret {name}")))
+    };
+    let mut observed = ObservedSecrets::default();
+    if let Database::Managed(_) = stack.database {
+        observed.database = data_of(get(database_name(stack)).await?);
+    }
+    observed.env = data_of(get(env_name(stack)).await?).unwrap_or_default();
+    let mut references: Vec<_> = stack
+        .env
+        .iter()
+        .filter_map(|var| match &var.source {
+            EnvSource::Referenced(reference) => Some(reference.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Database::External { url_secret_ref } = &stack.database {
+        references.push(url_secret_ref.clone());
+    }
+    let names: BTreeSet<String> = references
+        .iter()
+        .map(|reference| reference.name.clone())
+        .collect();
+    for name in names {
+        let data = data_of(get(name.clone()).await?).unwrap_or_default();
+        for (key, value) in data {
+            observed.referenced.insert((name.clone(), key), value);
+        }
+    }
+    Ok(observed)
+}
+
+/// Keeps the `<stack>-db` Secret's ownerReference in line with the deletion
+/// policy without touching its data.
+async fn align_owner(
+    secrets_api: &Api<Secret>,
+    desired: &Secret,
+    observed: &Secret,
+) -> Result<(), Error> {
+    let desired_owners = desired
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    let observed_owners = observed
+        .metadata
+        .owner_references
+        .clone()
+        .unwrap_or_default();
+    if desired_owners == observed_owners {
+        return Ok(());
+    }
+    let patch =
+        serde_json::json!({"metadata": {"ownerReferences": desired.metadata.owner_references}});
+    secrets_api
+        .patch(
+            &desired.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(apply_error(desired))?;
+    Ok(())
+}
+
+/// Deletes children of switched-off components: objects labelled as this
+/// stack's, owned by its UID, and not among the children just built. Old
+/// finished migration Jobs beyond the last few go too.
+async fn sweep(
+    context: &Context,
+    stack: &AppStack,
+    validated: &ValidatedStack,
+    built: &Children,
+    service_monitor_api: Option<&ApiResource>,
+) -> Result<(), Error> {
+    let client = &context.client;
+    let namespace = validated.namespace.as_str();
+    let names = |objects: Vec<Option<String>>| -> BTreeSet<String> {
+        objects.into_iter().flatten().collect()
+    };
+    let workloads = [Some(&built.backend), built.frontend.as_ref()];
+    let deployments = names(
+        workloads
+            .iter()
+            .flatten()
+            .map(|workload| workload.deployment.metadata.name.clone())
+            .collect(),
+    );
+    let mut services = names(
+        workloads
+            .iter()
+            .flatten()
+            .map(|workload| workload.service.metadata.name.clone())
+            .collect(),
+    );
+    services.extend(
+        built
+            .database
+            .as_ref()
+            .and_then(|database| database.service.metadata.name.clone()),
+    );
+    let statefulsets =
+        names(vec![built.database.as_ref().and_then(|database| {
+            database.statefulset.metadata.name.clone()
+        })]);
+    let secrets_kept = names(vec![
+        built.env_secret.metadata.name.clone(),
+        built
+            .database_secret
+            .as_ref()
+            .and_then(|secret| secret.metadata.name.clone()),
+    ]);
+    let config_maps = names(vec![built.env_config.metadata.name.clone()]);
+
+    let mut removed = Vec::new();
+    removed.extend(sweep_kind::<Deployment>(client, namespace, validated, &deployments).await?);
+    removed.extend(sweep_kind::<Service>(client, namespace, validated, &services).await?);
+    removed.extend(sweep_kind::<StatefulSet>(client, namespace, validated, &statefulsets).await?);
+    removed.extend(sweep_kind::<Secret>(client, namespace, validated, &secrets_kept).await?);
+    removed.extend(sweep_kind::<ConfigMap>(client, namespace, validated, &config_maps).await?);
+    removed.extend(sweep_jobs(client, namespace, validated, built.migration_job.as_ref()).await?);
+    if let Some(resource) = service_monitor_api {
+        let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource);
+        let keep = names(vec![
+            built
+                .service_monitor
+                .as_ref()
+                .and_then(|monitor| monitor.metadata.name.clone()),
+        ]);
+        removed.extend(sweep_api(&api, "ServiceMonitor", validated, &keep).await?);
+    }
+    for object in removed {
+        info!(namespace, stack = %validated.name, %object, "deleted child no longer in the spec");
+        context
+            .publish(
+                stack,
+                action_event(
+                    "Deleted",
+                    format!("deleted {object}: no longer in the spec"),
+                ),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+async fn sweep_kind<K>(
+    client: &Client,
+    namespace: &str,
+    stack: &ValidatedStack,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    sweep_api(&api, &K::kind(&()), stack, keep).await
+}
+
+async fn sweep_api<K>(
+    api: &Api<K>,
+    kind: &str,
+    stack: &ValidatedStack,
+    keep: &BTreeSet<String>,
+) -> Result<Vec<String>, Error>
+where
+    K: Resource + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let listed = api
+        .list_metadata(&ListParams::default().labels(&children::stack_selector(&stack.name)))
+        .await
+        .map_err(fetch_error(format!("{kind} list")))?;
+    let mut removed = Vec::new();
+    for object in listed.items {
+        let name = object.name_any();
+        let owned = object
+            .owner_references()
+            .iter()
+            .any(|owner| owner.uid == stack.uid);
+        if !owned || keep.contains(&name) {
+            continue;
+        }
+        delete(api, kind, &name).await?;
+        removed.push(format!("{kind} {name}"));
+    }
+    Ok(removed)
+}
+
+async fn sweep_jobs(
+    client: &Client,
+    namespace: &str,
+    stack: &ValidatedStack,
+    current: Option<&Job>,
+) -> Result<Vec<String>, Error> {
+    let api: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let listed = api
+        .list(&ListParams::default().labels(&children::stack_selector(&stack.name)))
+        .await
+        .map_err(fetch_error("Job list"))?;
+    let current = current.map(ResourceExt::name_any);
+    let mut finished: Vec<Job> = listed
+        .items
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|owner| owner.uid == stack.uid)
+        })
+        .filter(|job| Some(job.name_any()) != current && job_finished(job))
+        .collect();
+    // Newest first; everything after the first few goes.
+    finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
+    let mut removed = Vec::new();
+    for job in finished.into_iter().skip(KEEP_FINISHED_JOBS) {
+        delete(&api, "Job", &job.name_any()).await?;
+        removed.push(format!("Job {}", job.name_any()));
+    }
+    Ok(removed)
+}
+
+async fn delete<K>(api: &Api<K>, kind: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + Debug + DeserializeOwned,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Sweep {
+            kind: kind.into(),
+            name: name.into(),
+            source,
+        }),
+    }
+}
+
+async fn apply_child<K>(api: &Api<K>, desired: &K) -> Result<Applied<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let applied = apply::apply(api, desired)
+        .await
+        .map_err(apply_error(desired))?;
+    if applied.written {
+        debug!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
+    }
+    Ok(applied)
+}
+
+fn apply_error<K: Resource<DynamicType = ()>>(
+    desired: &K,
+) -> impl FnOnce(kube::Error) -> Error + '_ {
+    move |source| Error::Apply {
+        kind: K::kind(&()).into_owned(),
+        name: desired.name_any(),
+        source,
+    }
+}
+
+fn fetch_error(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Fetch { what, source }
+}
+
+fn action_event(reason: &str, note: String) -> Event {
+    Event {
+        type_: EventType::Normal,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Check, desired_status};
+
+    fn observation(migrations: Check) -> Observation {
+        Observation {
+            secrets: Some(Check::ok(reasons::SECRETS_RESOLVED, "ok")),
+            database: Some(Check::ok(reasons::DATABASE_READY, "ok")),
+            migrations: Some(migrations),
+            ..Observation::default()
+        }
+    }
+
+    #[test]
+    fn events_fire_on_transitions_only() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let running = desired_status(
+            &observation(Check::pending(reasons::MIGRATION_RUNNING, "running")),
+            1,
+            None,
+            at,
+        );
+        let mut failed_observation =
+            observation(Check::pending(reasons::MIGRATION_FAILED, "Job x failed"));
+        failed_observation.terminal = failed_observation.migrations.clone();
+        let failed = desired_status(&failed_observation, 1, Some(&running), at);
+        let reasons_of = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .map(|event| event.reason)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons_of(transition_events(Some(&running), &failed)),
+            [reasons::MIGRATION_FAILED]
+        );
+        assert!(
+            transition_events(Some(&failed), &failed).is_empty(),
+            "no repeat on a converged pass"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! `appstack render`: the children an AppStack would get, built by the same
+//! functions the controller uses, with no cluster involved.
+
+use serde::Deserialize;
+
+use crate::children::{self, Children, DatabaseChildren, Workload};
+use crate::crd::AppStack;
+use crate::secrets;
+use crate::stack::{InvalidSpec, ValidatedStack};
+
+/// Stand-in for the UID the API server assigns.
+pub const PLACEHOLDER_UID: &str = "<uid>";
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("not an AppStack: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error(transparent)]
+    Invalid(#[from] InvalidSpec),
+}
+
+/// Renders every AppStack in a YAML stream as a YAML stream of children, in
+/// the order the controller applies them. Secret values are placeholders;
+/// the ServiceMonitor is shown whenever enabled (in a cluster it is applied
+/// only where its API is served).
+pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
+    let mut output = String::new();
+    for document in serde_yaml::Deserializer::from_str(input) {
+        let value = serde_yaml::Value::deserialize(document)?;
+        if value.is_null() {
+            continue;
+        }
+        let stack: AppStack = serde_yaml::from_value(value)?;
+        let namespace = stack
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_string());
+        let name = stack.metadata.name.clone().unwrap_or_default();
+        let validated = ValidatedStack::from_parts(
+            name,
+            namespace,
+            PLACEHOLDER_UID.into(),
+            stack.metadata.generation.unwrap_or(1),
+            &stack.spec,
+        )?;
+        let Children {
+            database_secret,
+            env_secret,
+            env_config,
+            database,
+            migration_job,
+            backend,
+            frontend,
+            service_monitor,
+        } = children::build(&validated, &secrets::placeholders(&validated));
+        let mut push = |object: &dyn erased::Yaml| {
+            output.push_str("---\n");
+            output.push_str(&object.to_yaml());
+        };
+        if let Some(secret) = &database_secret {
+            push(secret);
+        }
+        push(&env_secret);
+        push(&env_config);
+        if let Some(DatabaseChildren {
+            statefulset,
+            service,
+        }) = &database
+        {
+            push(service);
+            push(statefulset);
+        }
+        if let Some(job) = &migration_job {
+            push(job);
+        }
+        for Workload {
+            deployment,
+            service,
+        } in std::iter::once(&backend).chain(frontend.as_ref())
+        {
+            push(service);
+            push(deployment);
+        }
+        if let Some(monitor) = &service_monitor {
+            push(monitor);
+        }
+    }
+    Ok(output)
+}
+
+mod erased {
+    /// Any serializable child, for one output loop.
+    pub trait Yaml {
+        fn to_yaml(&self) -> String;
+    }
+
+    impl<T: serde::Serialize> Yaml for T {
+        fn to_yaml(&self) -> String {
+            serde_yaml::to_string(self).expect("children always serialize")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_child_with_placeholders_for_secrets() {
+        let output = render(include_str!("../deploy/examples/shop.yaml"), "prod").unwrap();
+        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&output)
+            .map(|document| {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                format!(
+                    "{} {}",
+                    value["kind"].as_str().unwrap(),
+                    value["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds[..7],
+            [
+                "Secret shop-db",
+                "Secret shop-env",
+                "ConfigMap shop-env",
+                "Service shop-db",
+                "StatefulSet shop-db",
+                &kinds[5],
+                "Service shop-backend",
+            ]
+        );
+        assert!(kinds[5].starts_with("Job shop-migrate-"));
+        assert_eq!(
+            kinds[7..],
+            [
+                "Deployment shop-backend",
+                "Service shop-frontend",
+                "Deployment shop-frontend",
+                "ServiceMonitor shop-backend"
+            ]
+        );
+        // Placeholders, base64-encoded like any Secret data.
+        use k8s_openapi::api::core::v1::Secret;
+        let env: Secret = serde_yaml::from_str(output.split("---\n").nth(2).unwrap()).unwrap();
+        assert_eq!(
+            env.data.unwrap()["SECRET_KEY"].0,
+            b"<generated: 48 characters>"
+        );
+    }
+
+    #[test]
+    fn an_invalid_document_is_an_error() {
+        assert!(render("apiVersion: v1\nkind: AppStack\nspec: 3\n", "default").is_err());
+    }
+}
