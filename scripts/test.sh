@@ -10,5 +10,9 @@ cargo clippy --all-targets -- -D warnings
 scripts/cluster.sh down >/dev/null 2>&1 || true
 scripts/cluster.sh up
 trap 'scripts/cluster.sh down' EXIT
+# The tests read the cluster's state dir for the operator's identity
+# (operator.kubeconfig) and the API server's audit log, and run its kubectl.
 APPSTACK_TEST_KUBECONFIG="$(scripts/cluster.sh kubeconfig)" \
+APPSTACK_TEST_CLUSTER_DIR="$APPSTACK_CLUSTER_DIR" \
+APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl" \
   cargo test --all-targets -- --include-ignored --test-threads 4

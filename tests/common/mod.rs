@@ -119,3 +119,164 @@ where
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The local control plane's state directory (`APPSTACK_TEST_CLUSTER_DIR`).
+pub fn cluster_dir() -> PathBuf {
+    std::env::var("APPSTACK_TEST_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .expect("APPSTACK_TEST_CLUSTER_DIR is not set: run these tests with scripts/test.sh")
+}
+
+/// The kubectl built with the control plane (`APPSTACK_TEST_KUBECTL`).
+pub fn kubectl() -> tokio::process::Command {
+    let path = std::env::var("APPSTACK_TEST_KUBECTL")
+        .expect("APPSTACK_TEST_KUBECTL is not set: run these tests with scripts/test.sh");
+    let mut command = tokio::process::Command::new(path);
+    command
+        .arg("--kubeconfig")
+        .arg(std::env::var("APPSTACK_TEST_KUBECONFIG").expect("APPSTACK_TEST_KUBECONFIG is set"));
+    command
+}
+
+/// Server-side applies every document of a YAML stream (cluster-scoped
+/// objects, such as RBAC and CRDs) as the test manager.
+pub async fn apply_yaml(client: &Client, yaml: &str) {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use serde::Deserialize;
+    for document in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(document).expect("valid YAML");
+        if value.is_null() {
+            continue;
+        }
+        let object: DynamicObject = serde_yaml::from_value(value).expect("a Kubernetes object");
+        let types = object.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("valid apiVersion");
+        let (resource, capabilities): (ApiResource, _) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .expect("served kind");
+        let api: Api<DynamicObject> = match (&object.metadata.namespace, capabilities.scope) {
+            (Some(namespace), kube::discovery::Scope::Namespaced) => {
+                Api::namespaced_with(client.clone(), namespace, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        let name = object.metadata.name.clone().expect("named object");
+        api.patch(
+            &name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("apply {name}: {error}"));
+    }
+}
+
+/// Installs the CRD and the operator's RBAC (the operator runs as the
+/// `appstack-operator` user that deploy/rbac.yaml binds).
+pub async fn install_operator_prerequisites(client: &Client) {
+    install_crd(client).await;
+    apply_yaml(client, include_str!("../../deploy/rbac.yaml")).await;
+}
+
+/// The operator binary running as a child process, scoped to one
+/// namespace, as the `appstack-operator` user. Its output is kept for
+/// assertions; it is killed when dropped.
+pub struct Operator {
+    child: tokio::process::Child,
+    pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Operator {
+    pub async fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[]).await
+    }
+
+    pub async fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appstack"));
+        command
+            .args(["run", "--namespace", namespace])
+            .env("KUBECONFIG", cluster_dir().join("operator.kubeconfig"))
+            .env("LOG_LEVEL", "info,appstack=debug")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start the operator");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let pipes: [Box<dyn tokio::io::AsyncRead + Unpin + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for pipe in pipes {
+            let output = output.clone();
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, output }
+    }
+
+    /// Lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.output.lock().unwrap().clone()
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The API server's audit log: mutating requests, one JSON line each.
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+impl AuditLog {
+    pub fn open() -> Self {
+        Self {
+            path: cluster_dir().join("logs/audit.log"),
+        }
+    }
+
+    /// Current end of the log, to count from.
+    pub fn mark(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .map(|meta| meta.len())
+            .unwrap_or(0)
+    }
+
+    /// Mutating requests by `user` in `namespace` logged after `mark`, as
+    /// "verb resource/subresource name" lines.
+    pub fn writes_since(&self, mark: u64, user: &str, namespace: &str) -> Vec<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(&self.path).expect("audit log exists");
+        file.seek(SeekFrom::Start(mark)).unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| {
+                entry["user"]["username"] == user
+                    && entry["objectRef"]["namespace"] == namespace
+                    && entry["stage"] == "ResponseComplete"
+            })
+            .map(|entry| {
+                let object = &entry["objectRef"];
+                format!(
+                    "{} {}/{} {}",
+                    entry["verb"].as_str().unwrap_or_default(),
+                    object["resource"].as_str().unwrap_or_default(),
+                    object["subresource"].as_str().unwrap_or_default(),
+                    object["name"].as_str().unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,618 @@
+//! The operator against the real local control plane: each test runs the
+//! `appstack` binary as a child process, scoped to a fresh namespace, as the
+//! `appstack-operator` user bound by deploy/rbac.yaml.
+
+mod common;
+
+use std::time::Duration;
+
+use appstack::crd::AppStack;
+use common::{AuditLog, Operator, TEST_MANAGER, TestNamespace, client, eventually};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams,
+};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const LIMIT: Duration = Duration::from_secs(120);
+/// The label KWOK's stages read to fail a pod's container.
+const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
+
+/// The design example as JSON, named `name`, with a 1Gi volume.
+fn example(name: &str) -> Value {
+    let mut stack: Value =
+        serde_yaml::from_str(include_str!("../deploy/examples/shop.yaml")).unwrap();
+    stack["metadata"]["name"] = json!(name);
+    stack["spec"]["database"]["managed"]["storage"]["size"] = json!("1Gi");
+    stack
+}
+
+async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    let client = client().await;
+    common::install_operator_prerequisites(&client).await;
+    let namespace = TestNamespace::new(&client, prefix).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace.name);
+    let sendgrid: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sendgrid"},
+        "stringData": {"api-key": "SG.test-key"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &sendgrid)
+        .await
+        .unwrap();
+    (client, namespace)
+}
+
+async fn apply_stack(client: &Client, namespace: &str, stack: &Value) {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    let name = stack["metadata"]["name"].as_str().unwrap();
+    stacks
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(stack),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("apply AppStack {name}: {error}"));
+}
+
+fn condition(stack: &AppStack, type_: &str) -> Option<(String, String)> {
+    let condition = stack
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+/// Waits until the stack's current generation has `type_` with `status`
+/// (and `reason`, when given); returns the stack.
+async fn wait_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> AppStack {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("{name} {type_}={status} {reason:?}"),
+        LIMIT,
+        || async {
+            let stack = stacks.get(name).await.ok()?;
+            let current = stack.status.as_ref()?.observed_generation == stack.metadata.generation?;
+            let (actual, actual_reason) = condition(&stack, type_)?;
+            (current && actual == status && reason.is_none_or(|reason| reason == actual_reason))
+                .then_some(stack)
+        },
+    )
+    .await
+}
+
+async fn wait_ready(client: &Client, namespace: &str, name: &str) -> AppStack {
+    wait_for(client, namespace, name, "Ready", "True", None).await
+}
+
+async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Job> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let selector =
+        format!("app.kubernetes.io/instance={stack},app.kubernetes.io/component=migration");
+    jobs.list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+}
+
+fn backend_image(deployment: &Deployment) -> String {
+    deployment.spec.template.spec.as_ref().unwrap().containers[0]
+        .image
+        .clone()
+        .unwrap()
+}
+
+async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> Vec<u8> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    secrets.get(name).await.unwrap().data.unwrap()[key]
+        .0
+        .clone()
+}
+
+async fn gone<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    matches!(api.get_opt(name).await, Ok(None))
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_new_stack_becomes_ready_in_order() {
+    let (client, namespace) = setup("ready").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    apply_stack(&client, ns, &example("shop")).await;
+
+    let wait = common::kubectl()
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "appstack/shop",
+            "-n",
+            ns,
+            "--timeout=120s",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        wait.status.success(),
+        "kubectl wait failed: {}",
+        String::from_utf8_lossy(&wait.stderr)
+    );
+    let stack = wait_ready(&client, ns, "shop").await;
+    let status = stack.status.clone().unwrap();
+    let true_summaries: Vec<_> = ["Ready", "Reconciling", "Stalled"]
+        .into_iter()
+        .filter(|type_| condition(&stack, type_).unwrap().0 == "True")
+        .collect();
+    assert_eq!(true_summaries, ["Ready"]);
+    for type_ in [
+        "SecretsReady",
+        "DatabaseReady",
+        "MigrationsApplied",
+        "BackendAvailable",
+        "FrontendAvailable",
+    ] {
+        assert_eq!(condition(&stack, type_).unwrap().0, "True", "{type_}");
+    }
+    assert!(
+        status
+            .conditions
+            .iter()
+            .all(|condition| condition.observed_generation == stack.metadata.generation)
+    );
+    let migration = status.migration.unwrap();
+    assert_eq!(migration.applied_revision, migration.target_revision);
+
+    // Every child exists, labelled and owned.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let backend = deployments.get("shop-backend").await.unwrap();
+    let owner = &backend.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("AppStack", Some(true))
+    );
+    assert_eq!(
+        backend.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "appstack-operator"
+    );
+    let container = &backend.spec.template.spec.as_ref().unwrap().containers[0];
+    assert!(
+        container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .all(|var| var.name != "DATABASE_URL" || var.value.is_none()),
+        "DATABASE_URL by reference only"
+    );
+    deployments.get("shop-frontend").await.unwrap();
+    Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .get("shop-db")
+        .await
+        .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("shop-env")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret_value(&client, ns, "shop-env", "SENDGRID_API_KEY").await,
+        b"SG.test-key"
+    );
+    assert_eq!(
+        secret_value(&client, ns, "shop-env", "SECRET_KEY")
+            .await
+            .len(),
+        48
+    );
+    let url =
+        String::from_utf8(secret_value(&client, ns, "shop-db", "DATABASE_URL").await).unwrap();
+    assert!(
+        url.ends_with(&format!("@shop-db.{ns}.svc:5432/shop")),
+        "{url}"
+    );
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let pvc = pvcs.get("data-shop-db-0").await.unwrap();
+    assert_eq!(
+        pvc.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "1Gi"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn an_image_bump_migrates_once_then_rolls_the_backend() {
+    let (client, namespace) = setup("bump").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    apply_stack(&client, ns, &stack).await;
+    let before = wait_ready(&client, ns, "shop").await;
+    let old_revision = before
+        .status
+        .unwrap()
+        .migration
+        .unwrap()
+        .applied_revision
+        .unwrap();
+    assert_eq!(migration_jobs(&client, ns, "shop").await.len(), 1);
+
+    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:1.5.0");
+    apply_stack(&client, ns, &stack).await;
+    let after = wait_ready(&client, ns, "shop").await;
+    let migration = after.status.unwrap().migration.unwrap();
+    let new_revision = migration.applied_revision.clone().unwrap();
+    assert_ne!(new_revision, old_revision);
+    assert_eq!(
+        migration.target_revision.as_deref(),
+        Some(new_revision.as_str())
+    );
+
+    let jobs = migration_jobs(&client, ns, "shop").await;
+    let mut names: Vec<_> = jobs
+        .iter()
+        .map(|job| job.metadata.name.clone().unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec![
+        format!("shop-migrate-{old_revision}"),
+        format!("shop-migrate-{new_revision}"),
+    ];
+    expected.sort();
+    assert_eq!(names, expected, "exactly one new migration Job");
+    let new_job = jobs
+        .iter()
+        .find(|job| job.metadata.name.as_deref() == Some(&format!("shop-migrate-{new_revision}")))
+        .unwrap();
+    let job_image = new_job
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        job_image.as_deref(),
+        Some("ghcr.io/acme/shop-backend:1.5.0")
+    );
+    let completed = new_job
+        .status
+        .as_ref()
+        .unwrap()
+        .completion_time
+        .clone()
+        .expect("Job completed");
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    assert_eq!(
+        backend_image(&deployments.get("shop-backend").await.unwrap()),
+        "ghcr.io/acme/shop-backend:1.5.0"
+    );
+    // The backend's new ReplicaSet was created only after the Job completed.
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend";
+    let new_replica_set = replica_sets
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|set| {
+            set.spec
+                .template
+                .as_ref()
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .image
+                .as_deref()
+                == Some("ghcr.io/acme/shop-backend:1.5.0")
+        })
+        .expect("a ReplicaSet for the new image");
+    let created = new_replica_set.metadata.creation_timestamp.unwrap();
+    assert!(
+        created.0 >= completed.0,
+        "backend rolled at {created:?}, before the migration completed at {completed:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
+    let (client, namespace) = setup("failing").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let serving = deployments.get("shop-backend").await.unwrap();
+    let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
+
+    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
+    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
+    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+    apply_stack(&client, ns, &stack).await;
+    let stalled = wait_for(
+        &client,
+        ns,
+        "shop",
+        "Stalled",
+        "True",
+        Some("MigrationFailed"),
+    )
+    .await;
+    assert_eq!(
+        condition(&stalled, "Ready").unwrap(),
+        ("False".into(), "MigrationFailed".into())
+    );
+    assert_eq!(condition(&stalled, "Reconciling").unwrap().0, "False");
+    let migration = stalled.status.clone().unwrap().migration.unwrap();
+    assert_ne!(migration.target_revision, migration.applied_revision);
+
+    let still = deployments.get("shop-backend").await.unwrap();
+    assert_eq!(
+        serde_json::to_string(&still.spec.template).unwrap(),
+        serving_template,
+        "pod template untouched"
+    );
+    assert_eq!(still.metadata.generation, serving.metadata.generation);
+    assert_eq!(
+        condition(&stalled, "BackendAvailable").unwrap().0,
+        "True",
+        "the old revision keeps serving"
+    );
+
+    stack["spec"]["migrations"]["podLabels"] = json!({});
+    stack["spec"]["migrations"]["retryToken"] = json!("retry-1");
+    apply_stack(&client, ns, &stack).await;
+    let recovered = wait_ready(&client, ns, "shop").await;
+    let migration = recovered.status.unwrap().migration.unwrap();
+    assert_eq!(migration.applied_revision, migration.target_revision);
+    assert_eq!(
+        backend_image(&deployments.get("shop-backend").await.unwrap()),
+        "ghcr.io/acme/shop-backend:2.0.0"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn generated_secrets_survive_restarts_and_spec_changes() {
+    let (client, namespace) = setup("secrets").await;
+    let ns = namespace.name.as_str();
+    let operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+    let read_all = || async {
+        (
+            secret_value(&client, ns, "shop-env", "SECRET_KEY").await,
+            secret_value(&client, ns, "shop-db", "password").await,
+            secret_value(&client, ns, "shop-db", "DATABASE_URL").await,
+        )
+    };
+    let generated = read_all().await;
+
+    operator.stop().await;
+    let operator = Operator::start(ns).await;
+    stack["spec"]["frontend"]["replicas"] = json!(1);
+    stack["spec"]["env"][0]["value"] = json!("DEBUG");
+    stack["spec"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "SESSION_KEY", "generate": {"length": 24}}));
+    apply_stack(&client, ns, &stack).await;
+    let changed = wait_ready(&client, ns, "shop").await;
+    assert!(changed.metadata.generation.unwrap() > 1);
+    assert_eq!(
+        read_all().await,
+        generated,
+        "after a restart and a spec change"
+    );
+    assert_eq!(
+        secret_value(&client, ns, "shop-env", "SESSION_KEY")
+            .await
+            .len(),
+        24,
+        "a new key is generated"
+    );
+
+    operator.stop().await;
+    let _operator = Operator::start(ns).await;
+    stack["spec"]["backend"]["replicas"] = json!(1);
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+    assert_eq!(read_all().await, generated, "after a second restart");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_default() {
+    let (client, namespace) = setup("cleanup").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    stack["spec"].as_object_mut().unwrap().remove("frontend");
+    apply_stack(&client, ns, &stack).await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    assert_eq!(
+        condition(&ready, "FrontendAvailable").unwrap(),
+        ("True".into(), "NotConfigured".into())
+    );
+    eventually("frontend Deployment and Service deleted", LIMIT, || async {
+        (gone(&deployments, "shop-frontend").await && gone(&services, "shop-frontend").await)
+            .then_some(())
+    })
+    .await;
+    assert!(!gone(&deployments, "shop-backend").await);
+
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    stacks
+        .delete("shop", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("children garbage-collected", LIMIT, || async {
+        (gone(&deployments, "shop-backend").await
+            && gone(&statefulsets, "shop-db").await
+            && gone(&secrets, "shop-env").await
+            && migration_jobs(&client, ns, "shop").await.is_empty())
+        .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !gone(&pvcs, "data-shop-db-0").await,
+        "Retain keeps the volume"
+    );
+    assert!(
+        !gone(&secrets, "shop-db").await,
+        "Retain keeps the credentials"
+    );
+
+    let mut deleting = example("temp");
+    deleting["spec"]["database"]["managed"]["deletionPolicy"] = json!("Delete");
+    apply_stack(&client, ns, &deleting).await;
+    wait_ready(&client, ns, "temp").await;
+    assert!(!gone(&pvcs, "data-temp-db-0").await);
+    stacks
+        .delete("temp", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually(
+        "volume and credentials deleted with deletionPolicy: Delete",
+        LIMIT,
+        || async {
+            (gone(&pvcs, "data-temp-db-0").await && gone(&secrets, "temp-db").await).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn service_monitor_follows_the_prometheus_operator_api() {
+    let (client, namespace) = setup("monitoring").await;
+    let ns = namespace.name.as_str();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = "servicemonitors.monitoring.coreos.com";
+    if !gone(&crds, crd_name).await {
+        crds.delete(crd_name, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("ServiceMonitor CRD removed", LIMIT, || async {
+            gone(&crds, crd_name).await.then_some(())
+        })
+        .await;
+    }
+    let _operator = Operator::start(ns).await;
+    apply_stack(&client, ns, &example("shop")).await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    assert_eq!(
+        condition(&ready, "MonitoringReady").unwrap(),
+        ("False".into(), "CRDNotInstalled".into())
+    );
+
+    common::apply_yaml(
+        &client,
+        include_str!("fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+    )
+    .await;
+    let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
+    let monitors: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &ApiResource::from_gvk_with_plural(&gvk, "servicemonitors"),
+    );
+    let monitor = eventually(
+        "ServiceMonitor created without a restart",
+        LIMIT,
+        || async { monitors.get_opt("shop-backend").await.ok().flatten() },
+    )
+    .await;
+    assert_eq!(
+        monitor.metadata.labels.as_ref().unwrap()["release"],
+        "prometheus"
+    );
+    assert_eq!(monitor.data["spec"]["endpoints"][0]["path"], "/metrics");
+    wait_for(&client, ns, "shop", "MonitoringReady", "True", None).await;
+    wait_ready(&client, ns, "shop").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_converged_stack_costs_no_writes() {
+    let (client, namespace) = setup("nowrites").await;
+    let ns = namespace.name.as_str();
+    let audit = AuditLog::open();
+    let start = audit.mark();
+    let operator = Operator::start(ns).await;
+    for name in ["alpha", "beta"] {
+        apply_stack(&client, ns, &example(name)).await;
+    }
+    for name in ["alpha", "beta"] {
+        wait_ready(&client, ns, name).await;
+    }
+    // Let trailing watch events settle before stopping.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    operator.stop().await;
+    assert!(
+        !audit
+            .writes_since(start, "appstack-operator", ns)
+            .is_empty(),
+        "the audit log sees the operator's writes"
+    );
+
+    // A new process reconciles every stack it finds.
+    let mark = audit.mark();
+    let operator = Operator::start(ns).await;
+    eventually("both stacks reconciled again", LIMIT, || async {
+        let lines = operator.lines();
+        ["alpha", "beta"]
+            .iter()
+            .all(|name| {
+                lines.iter().any(|line| {
+                    line.contains("reconciled") && line.contains(&format!("/{name}.{ns}"))
+                })
+            })
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = audit.writes_since(mark, "appstack-operator", ns);
+    assert!(
+        writes.is_empty(),
+        "a converged re-reconcile wrote: {writes:#?}"
+    );
+}
