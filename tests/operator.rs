@@ -387,7 +387,10 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
         "the old revision keeps serving"
     );
 
-    stack["spec"]["migrations"]["podLabels"] = json!({});
+    stack["spec"]["migrations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("podLabels");
     stack["spec"]["migrations"]["retryToken"] = json!("retry-1");
     apply_stack(&client, ns, &stack).await;
     let recovered = wait_ready(&client, ns, "shop").await;
