@@ -282,6 +282,11 @@ down() {
   [[ -d "$STATE" ]] || { log "no cluster in $STATE"; return; }
   # Reverse start order, so controllers do not fight a dying API server.
   local pids=()
+  # An operator started against this cluster (scripts/demo.sh) stops first.
+  if pid_alive operator; then
+    pids+=("$(cat "$STATE/operator.pid")")
+    kill "${pids[0]}" 2>/dev/null || true
+  fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     local c="${COMPONENTS[$i]}"
     if pid_alive "$c"; then

@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
-# Sets up everything and shows the AppStack API on a local control plane:
-# builds the pinned binaries once, starts the cluster, installs the CRD,
-# applies the example stack and shows it.
+# The demo on a fresh machine: builds the pinned control-plane binaries once,
+# starts the local cluster, installs the CRD and the operator's RBAC, runs the
+# operator, applies the example AppStack and waits until it is Ready.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/cluster.sh up
+STATE="${APPSTACK_CLUSTER_DIR:-$PWD/.cluster}"
 BIN="$(scripts/cluster.sh bin)"
 export KUBECONFIG="$(scripts/cluster.sh kubeconfig)"
 kubectl() { "$BIN/kubectl" "$@"; }
-cargo run --quiet --bin appstack -- crd | kubectl apply --server-side -f -
+step() { printf '\n== %s\n' "$*"; }
+
+step "building the operator"
+cargo build --quiet --bin appstack
+APPSTACK="$PWD/target/debug/appstack"
+
+step "installing the AppStack CRD and the operator's RBAC"
+"$APPSTACK" crd | kubectl apply --server-side -f -
 kubectl wait --for=condition=Established crd/appstacks.appstack.dev --timeout=60s
-kubectl apply --server-side -f deploy/examples/shop.yaml
-kubectl get appstacks
+kubectl apply --server-side -f deploy/rbac.yaml
+
+step "starting the operator (as user appstack-operator; log: $STATE/logs/operator.log)"
+if [[ -f "$STATE/operator.pid" ]] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
+  kill "$(cat "$STATE/operator.pid")"
+  sleep 1
+fi
+KUBECONFIG="$(scripts/cluster.sh operator-kubeconfig)" LOG_FORMAT=text \
+  nohup "$APPSTACK" run >"$STATE/logs/operator.log" 2>&1 &
+echo $! >"$STATE/operator.pid"
+
+step "applying deploy/examples/shop.yaml to namespace demo"
+kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f -
+# The example references this Secret for SENDGRID_API_KEY.
+kubectl -n demo create secret generic sendgrid --from-literal=api-key=SG.demo-key \
+  --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n demo apply --server-side -f deploy/examples/shop.yaml
+kubectl -n demo wait --for=condition=Ready appstack/shop --timeout=180s
+
+step "the stack"
+kubectl -n demo get appstacks,deploy,jobs,sts,secrets
+echo
+kubectl -n demo get appstack shop \
+  -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}) {.message}{"\n"}{end}'
+
+step "kubectl explain appstack.spec (first lines)"
 # The API server publishes the new type's OpenAPI a moment after the CRD is
 # Established; explain retries until it is there.
 for _ in $(seq 1 50); do
-  kubectl explain appstack.spec 2>/dev/null && break
+  kubectl explain appstack.spec 2>/dev/null | head -20 && break
   sleep 0.2
 done
 echo
-echo "The cluster keeps running; use it with: export KUBECONFIG=$KUBECONFIG"
+echo "The cluster and the operator keep running; use them with: export KUBECONFIG=$KUBECONFIG"
 echo "kubectl is at $BIN/kubectl; stop everything with: scripts/cluster.sh down"

@@ -1,6 +1,7 @@
 //! `appstack render`: the children an AppStack would get, built by the same
 //! functions the controller uses, with no cluster involved.
 
+use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
 use crate::children::{self, Children, DatabaseChildren, Workload};
@@ -59,10 +60,10 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             output.push_str("---\n");
             output.push_str(&object.to_yaml());
         };
-        if let Some(secret) = &database_secret {
-            push(secret);
+        if let Some(secret) = database_secret {
+            push(&readable(secret));
         }
-        push(&env_secret);
+        push(&readable(env_secret));
         push(&env_config);
         if let Some(DatabaseChildren {
             statefulset,
@@ -88,6 +89,17 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
     }
     Ok(output)
+}
+
+/// A Secret with its (placeholder) data as `stringData`, so a reader sees
+/// `<generated: 48 characters>` rather than base64.
+fn readable(mut secret: Secret) -> Secret {
+    secret.string_data = secret.data.take().map(|data| {
+        data.into_iter()
+            .map(|(key, value)| (key, String::from_utf8_lossy(&value.0).into_owned()))
+            .collect()
+    });
+    secret
 }
 
 mod erased {
@@ -142,13 +154,10 @@ mod tests {
                 "ServiceMonitor shop-backend"
             ]
         );
-        // Placeholders, base64-encoded like any Secret data.
-        use k8s_openapi::api::core::v1::Secret;
         let env: Secret = serde_yaml::from_str(output.split("---\n").nth(2).unwrap()).unwrap();
-        assert_eq!(
-            env.data.unwrap()["SECRET_KEY"].0,
-            b"<generated: 48 characters>"
-        );
+        let data = env.string_data.unwrap();
+        assert_eq!(data["SECRET_KEY"], "<generated: 48 characters>");
+        assert_eq!(data["SENDGRID_API_KEY"], "<from Secret sendgrid/api-key>");
     }
 
     #[test]
