@@ -619,3 +619,56 @@ async fn a_converged_stack_costs_no_writes() {
         "a converged re-reconcile wrote: {writes:#?}"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn moving_to_an_external_database_removes_the_managed_one() {
+    let (client, namespace) = setup("external").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let external: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "prod-db"},
+        "stringData": {"DATABASE_URL": "postgresql://app:pw@db.example.com:5432/shop"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &external)
+        .await
+        .unwrap();
+    stack["spec"]["database"] =
+        json!({"external": {"urlSecretRef": {"name": "prod-db", "key": "DATABASE_URL"}}});
+    apply_stack(&client, ns, &stack).await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    assert_eq!(
+        condition(&ready, "DatabaseReady").unwrap(),
+        ("True".into(), "ExternalDatabase".into())
+    );
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually("managed database removed", LIMIT, || async {
+        (gone(&statefulsets, "shop-db").await && gone(&services, "shop-db").await).then_some(())
+    })
+    .await;
+    assert!(
+        !gone(&secrets, "shop-db").await,
+        "Retain keeps the old credentials"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let backend = deployments.get("shop-backend").await.unwrap();
+    let env = backend.spec.template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let url = env.iter().find(|var| var.name == "DATABASE_URL").unwrap();
+    let reference = url.value_from.clone().unwrap().secret_key_ref.unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("prod-db", "DATABASE_URL")
+    );
+}
