@@ -11,6 +11,9 @@
 #                                  print the operator's kubeconfig path: user
 #                                  appstack-operator, no groups, so it holds only
 #                                  what deploy/rbac.yaml grants once applied
+#   scripts/cluster.sh restart-apiserver [seconds]
+#                                  stop kube-apiserver only, wait (default 10 s),
+#                                  start it again and wait until it is ready
 #   scripts/cluster.sh bin         print the directory holding kubectl & co.
 #
 # State lives in $APPSTACK_CLUSTER_DIR (default: .cluster in the checkout), and
@@ -64,6 +67,47 @@ apiserver_ready() {
   source "$STATE/ports.env"
   curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
     --key "$STATE/pki/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
+}
+
+start_apiserver() {
+  start kube-apiserver "$BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" \
+    --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" \
+    --service-account-issuer https://kubernetes.default.svc \
+    --service-cluster-ip-range "$SERVICE_CIDR" \
+    --authorization-mode RBAC --endpoint-reconciler-type none \
+    --disable-admission-plugins TaintNodesByCondition \
+    --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" \
+    --audit-log-maxsize 200
+}
+
+# restart-apiserver <seconds>: stops kube-apiserver (etcd and the rest keep
+# running), waits, starts it again and waits for /readyz. Tests use it to
+# show clients rejoin a restarted API server.
+restart_apiserver() {
+  local pause="${1:-10}"
+  pid_alive kube-apiserver || die "kube-apiserver is not running in $STATE"
+  BIN="$(bin_dir)"
+  # shellcheck disable=SC1091
+  source "$STATE/ports.env"
+  local pid; pid="$(cat "$STATE/kube-apiserver.pid")"
+  # A graceful stop waits for open requests up to a minute; after 3 s the
+  # rest is a crash, which clients must survive too.
+  kill "$pid"
+  local deadline=$((SECONDS + 3))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then kill -9 "$pid" 2>/dev/null || true; fi
+    sleep 0.1
+  done
+  log "kube-apiserver stopped; starting it again in ${pause} s"
+  sleep "$pause"
+  start_apiserver
+  wait_for "kube-apiserver /readyz" 60 apiserver_ready
+  log "kube-apiserver ready again"
 }
 
 all_running() {
@@ -202,19 +246,7 @@ rules:
   verbs: [create, update, patch, delete, deletecollection]
 - level: None
 POLICY
-  start kube-apiserver "$BIN/kube-apiserver" \
-    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
-    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
-    --client-ca-file "$STATE/pki/ca.crt" \
-    --service-account-key-file "$STATE/pki/sa.pub" \
-    --service-account-signing-key-file "$STATE/pki/sa.key" \
-    --service-account-issuer https://kubernetes.default.svc \
-    --service-cluster-ip-range "$SERVICE_CIDR" \
-    --authorization-mode RBAC --endpoint-reconciler-type none \
-    --disable-admission-plugins TaintNodesByCondition \
-    --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" \
-    --audit-log-maxsize 200
+  start_apiserver
   wait_for "etcd" 30 pid_alive etcd
   wait_for "kube-apiserver /readyz" 60 apiserver_ready
 
@@ -326,6 +358,7 @@ case "${1:-}" in
   status) status ;;
   kubeconfig) echo "$STATE/admin.kubeconfig" ;;
   operator-kubeconfig) echo "$STATE/operator.kubeconfig" ;;
+  restart-apiserver) restart_apiserver "${2:-10}" ;;
   bin) bin_dir ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|operator-kubeconfig|bin" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|operator-kubeconfig|restart-apiserver [seconds]|bin" >&2; exit 2 ;;
 esac

@@ -2,7 +2,7 @@
 //! reconcile pipeline — fetch what is referenced, validate, build every
 //! child, apply in order, write status from what was observed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +20,17 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use crate::apply::{self, Applied};
 use crate::children::{self, Children, DatabaseChildren, Workload, database_name, env_name};
 use crate::crd::{AppStack, AppStackStatus, MigrationStatus};
+use crate::metrics::Metrics;
 use crate::secrets::{self, ObservedSecrets, SecretValue};
+use crate::server::ProcessState;
 use crate::stack::{Database, EnvSource, ValidatedStack};
 use crate::status::{self, Check, Observation, reasons, types};
+use crate::telemetry::error_chain;
 
 /// How long an API discovery answer for ServiceMonitor is trusted; installing
 /// the Prometheus Operator CRDs is noticed within this time.
@@ -72,6 +75,8 @@ pub enum Error {
     Discovery(#[source] kube::Error),
     #[error("generating secrets: {0}")]
     Secrets(#[source] secrets::ResolveError),
+    #[error("reconcile did not finish within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Error {
@@ -84,6 +89,7 @@ impl Error {
             Error::Status(_) => "status",
             Error::Discovery(_) => "discovery",
             Error::Secrets(_) => "secrets",
+            Error::Timeout(_) => "timeout",
         }
     }
 }
@@ -92,11 +98,16 @@ impl Error {
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Upper bound of one reconcile; API calls inside it share the bound.
+    pub reconcile_timeout: Duration,
     service_monitor_api: Mutex<Option<(Instant, Option<ApiResource>)>>,
+    /// Consecutive failures per stack UID, for the retry backoff.
+    failures: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, metrics: Metrics, reconcile_timeout: Duration) -> Self {
         let reporter = Reporter {
             controller: children::FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -104,7 +115,25 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics,
+            reconcile_timeout,
             service_monitor_api: Mutex::new(None),
+            failures: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The retry delay after a failure: doubling from 1 s, capped at
+    /// [`MAX_RETRY_DELAY`].
+    fn retry_delay(&self, stack: &AppStack) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(stack.uid().unwrap_or_default()).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs(1u64 << (*count - 1).min(6)).min(MAX_RETRY_DELAY)
+    }
+
+    fn succeeded(&self, stack: &AppStack) {
+        if let Some(uid) = stack.uid() {
+            self.failures.lock().expect("failures lock").remove(&uid);
         }
     }
 
@@ -129,47 +158,105 @@ impl Context {
     }
 
     async fn publish(&self, stack: &AppStack, event: Event) {
+        self.metrics.count_event(&event.reason);
         if let Err(error) = self.recorder.publish(&event, &stack.object_ref(&())).await {
             warn!(reason = %event.reason, %error, "could not publish event");
         }
     }
 }
 
-/// Runs the controller until `shutdown` completes: one watch of AppStacks
-/// per namespace given (all namespaces when none), each owning every child
-/// kind through label-filtered watches.
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Namespaces to watch; all when empty.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+}
+
+/// Watch reconnects back off from 250 ms, doubling, to at most 2 s, so a
+/// restarted API server is rejoined within seconds.
+#[derive(Clone, Debug)]
+pub struct WatchBackoff {
+    next: Duration,
+}
+
+const WATCH_BACKOFF_START: Duration = Duration::from_millis(250);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Longest wait before retrying a failed reconcile.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        Self {
+            next: WATCH_BACKOFF_START,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let current = self.next;
+        self.next = (current * 2).min(WATCH_BACKOFF_MAX);
+        Some(current)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_START;
+    }
+}
+
+/// Runs the controller until `shutdown` completes and in-flight reconciles
+/// have finished: one watch of AppStacks per namespace given (all
+/// namespaces when none), each owning every child kind through
+/// label-filtered watches. The AppStack caches are handed to `state` for
+/// readiness and metrics.
 pub async fn run(
-    client: Client,
-    namespaces: Vec<String>,
+    context: Arc<Context>,
+    options: RunOptions,
+    state: Arc<ProcessState>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
-    let context = Arc::new(Context::new(client.clone()));
+    let client = context.client.clone();
     let service_monitors = context.service_monitor_api().await?;
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
     } else {
-        namespaces.into_iter().map(Some).collect()
+        options.namespaces.iter().cloned().map(Some).collect()
     };
+    context
+        .metrics
+        .set_max_concurrent_reconciles(options.concurrency);
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let controllers = scopes.into_iter().map(|scope| {
-        let api = |kind_client: Client| scoped::<AppStack>(kind_client, &scope);
+    let mut stores = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
         let children = watcher::Config::default().labels(&children::managed_selector());
-        let mut controller = Controller::new(api(client.clone()), watcher::Config::default())
-            .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
-            .owns(
-                scoped::<ConfigMap>(client.clone(), &scope),
-                children.clone(),
-            )
-            .owns(
-                scoped::<StatefulSet>(client.clone(), &scope),
-                children.clone(),
-            )
-            .owns(scoped::<Service>(client.clone(), &scope), children.clone())
-            .owns(scoped::<Job>(client.clone(), &scope), children.clone())
-            .owns(
-                scoped::<Deployment>(client.clone(), &scope),
-                children.clone(),
-            );
+        let mut controller = Controller::new(
+            scoped::<AppStack>(client.clone(), &scope),
+            watcher::Config::default(),
+        )
+        .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
+        .trigger_backoff(WatchBackoff::default())
+        .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
+        .owns(
+            scoped::<ConfigMap>(client.clone(), &scope),
+            children.clone(),
+        )
+        .owns(
+            scoped::<StatefulSet>(client.clone(), &scope),
+            children.clone(),
+        )
+        .owns(scoped::<Service>(client.clone(), &scope), children.clone())
+        .owns(scoped::<Job>(client.clone(), &scope), children.clone())
+        .owns(
+            scoped::<Deployment>(client.clone(), &scope),
+            children.clone(),
+        );
         if let Some(resource) = &service_monitors {
             let api = match &scope {
                 Some(namespace) => {
@@ -179,16 +266,23 @@ pub async fn run(
             };
             controller = controller.owns_with(api, resource.clone(), children.clone());
         }
-        controller
-            .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile, error_policy, context.clone())
-            .for_each(|result| async move {
-                match result {
-                    Ok((stack, _)) => debug!(stack = %stack, "reconciled"),
-                    Err(error) => debug!(%error, "reconcile failed"),
-                }
-            })
-    });
+        stores.push(controller.store());
+        controllers.push(
+            controller
+                .graceful_shutdown_on(shutdown.clone())
+                .run(reconcile, error_policy, context.clone())
+                .for_each(|result| async move {
+                    match result {
+                        Ok((stack, _)) => debug!(stack = %stack, "reconciled"),
+                        Err(kube::runtime::controller::Error::QueueError(error)) => {
+                            warn!(error = %error_chain(&error), "watch failed; reconnecting")
+                        }
+                        Err(error) => debug!(error = %error_chain(&error), "reconcile failed"),
+                    }
+                }),
+        );
+    }
+    state.watch_caches(stores);
     futures::future::join_all(controllers).await;
     Ok(())
 }
@@ -203,19 +297,50 @@ where
     }
 }
 
-fn error_policy(stack: Arc<AppStack>, error: &Error, _: Arc<Context>) -> Action {
+fn error_policy(stack: Arc<AppStack>, error: &Error, context: Arc<Context>) -> Action {
+    let delay = context.retry_delay(&stack);
     warn!(
         namespace = stack.namespace().unwrap_or_default(),
-        name = stack.name_any(),
+        stack = stack.name_any(),
         category = error.category(),
-        error = %error,
-        "reconcile failed; retrying"
+        error = %error_chain(error),
+        retry_in = ?delay,
+        "reconcile failed"
     );
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(delay)
+}
+
+/// Reconciles one stack within the timeout, timed and counted, in a span
+/// naming the stack and this reconcile.
+pub async fn reconcile(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
+    let timer = context.metrics.reconcile_started();
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %stack.namespace().unwrap_or_default(),
+        stack = %stack.name_any(),
+        reconcile_id = %reconcile_id(),
+    );
+    let timeout = context.reconcile_timeout;
+    let result = tokio::time::timeout(timeout, reconcile_stack(stack.clone(), context.clone()))
+        .instrument(span)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)));
+    timer.finish(result.is_ok());
+    if result.is_ok() {
+        context.succeeded(&stack);
+    }
+    result
+}
+
+/// A short random id tying one reconcile's log lines together.
+fn reconcile_id() -> String {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Reconciles one stack and writes its status.
-pub async fn reconcile(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
+async fn reconcile_stack(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = stack.namespace().unwrap_or_default();
     let name = stack.name_any();
     let generation = stack.metadata.generation.unwrap_or(0);

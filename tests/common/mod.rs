@@ -178,27 +178,47 @@ pub async fn install_operator_prerequisites(client: &Client) {
     apply_yaml(client, include_str!("../../deploy/rbac.yaml")).await;
 }
 
-/// The operator binary running as a child process, scoped to one
-/// namespace, as the `appstack-operator` user. Its output is kept for
-/// assertions; it is killed when dropped.
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The operator binary running as a child process as the
+/// `appstack-operator` user, with its endpoints on free ports. Its output is
+/// kept for assertions; it is killed when dropped.
 pub struct Operator {
     child: tokio::process::Child,
     pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub metrics_port: u16,
+    pub health_port: u16,
 }
 
 impl Operator {
+    /// The operator scoped to `namespace`.
     pub async fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &[]).await
+        Self::start_with(&["--namespace", namespace], &[]).await
     }
 
-    pub async fn start_with(namespace: &str, env: &[(&str, &str)]) -> Self {
+    /// The operator with these arguments after `run` and this environment.
+    pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         use tokio::io::AsyncBufReadExt;
+        let metrics_port = free_port();
+        let health_port = free_port();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appstack"));
         command
-            .args(["run", "--namespace", namespace])
+            .arg("run")
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(args)
             .env("KUBECONFIG", cluster_dir().join("operator.kubeconfig"))
             .env("LOG_LEVEL", "info,appstack=debug")
+            .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
@@ -220,7 +240,12 @@ impl Operator {
                 }
             });
         }
-        Self { child, output }
+        Self {
+            child,
+            output,
+            metrics_port,
+            health_port,
+        }
     }
 
     /// Lines printed so far.
@@ -228,9 +253,73 @@ impl Operator {
         self.output.lock().unwrap().clone()
     }
 
+    /// Kills the process (SIGKILL) and waits for it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("the operator is running");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub async fn exit_status(&mut self, limit: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("the operator exits in time")
+            .expect("wait for the operator")
+    }
+
+    /// `GET /metrics`, the body.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.metrics_port, "/metrics")
+            .await
+            .expect("metrics endpoint answers");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// The status code of `GET path` on the health port, `None` when
+    /// nothing answers.
+    pub async fn health(&self, path: &str) -> Option<u16> {
+        http_get(self.health_port, path)
+            .await
+            .map(|(status, _)| status)
+    }
+}
+
+/// A plain HTTP/1.0 GET on a loopback port: status and body.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())?;
+    Some((status, body))
+}
+
+/// The value of the sample `name{labels}` in a metrics text (`name` alone
+/// for a metric without labels).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
 }
 
 /// The API server's audit log: mutating requests, one JSON line each.

@@ -1,0 +1,368 @@
+//! Prometheus metrics. Names follow controller-runtime where one exists, so
+//! dashboards and alerts written for Go operators work unchanged. No label
+//! carries a per-object value, and no value is ever a secret.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::crd::AppStack;
+use crate::status::{self, types};
+
+/// The `controller` label value of every controller-runtime metric.
+pub const CONTROLLER: &str = "appstack";
+
+/// Every metric the operator serves, registered in one registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    reconcile_total: IntCounterVec,
+    reconcile_errors: IntCounterVec,
+    reconcile_time: HistogramVec,
+    active_workers: IntGaugeVec,
+    max_concurrent: IntGaugeVec,
+    pub rest_requests: IntCounterVec,
+    pub leader: IntGaugeVec,
+    stacks: IntGaugeVec,
+    migrations: IntCounterVec,
+    secrets_generated: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let controller = [CONTROLLER];
+        let metrics = Self {
+            reconcile_total: IntCounterVec::new(
+                Opts::new(
+                    "controller_runtime_reconcile_total",
+                    "Total number of reconciliations per controller",
+                ),
+                &["controller", "result"],
+            )
+            .unwrap(),
+            reconcile_errors: IntCounterVec::new(
+                Opts::new(
+                    "controller_runtime_reconcile_errors_total",
+                    "Total number of reconciliation errors per controller",
+                ),
+                &["controller"],
+            )
+            .unwrap(),
+            reconcile_time: HistogramVec::new(
+                HistogramOpts::new(
+                    "controller_runtime_reconcile_time_seconds",
+                    "Length of time per reconciliation per controller",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                ]),
+                &["controller"],
+            )
+            .unwrap(),
+            active_workers: IntGaugeVec::new(
+                Opts::new(
+                    "controller_runtime_active_workers",
+                    "Number of currently used workers per controller",
+                ),
+                &["controller"],
+            )
+            .unwrap(),
+            max_concurrent: IntGaugeVec::new(
+                Opts::new(
+                    "controller_runtime_max_concurrent_reconciles",
+                    "Maximum number of concurrent reconciles per controller",
+                ),
+                &["controller"],
+            )
+            .unwrap(),
+            rest_requests: IntCounterVec::new(
+                Opts::new(
+                    "rest_client_requests_total",
+                    "Number of HTTP requests to the Kubernetes API, partitioned by status code and method",
+                ),
+                &["code", "method"],
+            )
+            .unwrap(),
+            leader: IntGaugeVec::new(
+                Opts::new(
+                    "leader_election_master_status",
+                    "1 while this process holds the leader lease, 0 otherwise",
+                ),
+                &["name"],
+            )
+            .unwrap(),
+            stacks: IntGaugeVec::new(
+                Opts::new(
+                    "appstack_stacks",
+                    "AppStacks by kstatus condition (Ready, Reconciling, Stalled, or Unknown before the first reconcile)",
+                ),
+                &["condition"],
+            )
+            .unwrap(),
+            migrations: IntCounterVec::new(
+                Opts::new(
+                    "appstack_migrations_total",
+                    "Migration Jobs started, succeeded and failed",
+                ),
+                &["result"],
+            )
+            .unwrap(),
+            secrets_generated: IntCounter::new(
+                "appstack_secrets_generated_total",
+                "Secrets into which the operator generated values",
+            )
+            .unwrap(),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.reconcile_total.clone()),
+            Box::new(metrics.reconcile_errors.clone()),
+            Box::new(metrics.reconcile_time.clone()),
+            Box::new(metrics.active_workers.clone()),
+            Box::new(metrics.max_concurrent.clone()),
+            Box::new(metrics.rest_requests.clone()),
+            Box::new(metrics.leader.clone()),
+            Box::new(metrics.stacks.clone()),
+            Box::new(metrics.migrations.clone()),
+            Box::new(metrics.secrets_generated.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector).unwrap();
+        }
+        // Series that exist from the start, so rate() and alerts see zeros.
+        for result in ["success", "error"] {
+            metrics
+                .reconcile_total
+                .with_label_values(&[CONTROLLER, result]);
+        }
+        metrics.reconcile_errors.with_label_values(&controller);
+        metrics.active_workers.with_label_values(&controller);
+        for result in ["started", "succeeded", "failed"] {
+            metrics.migrations.with_label_values(&[result]);
+        }
+        for condition in [types::READY, types::RECONCILING, types::STALLED, "Unknown"] {
+            metrics.stacks.with_label_values(&[condition]);
+        }
+        metrics
+    }
+
+    pub fn set_max_concurrent_reconciles(&self, concurrency: u16) {
+        self.max_concurrent
+            .with_label_values(&[CONTROLLER])
+            .set(i64::from(concurrency));
+    }
+
+    /// Starts timing a reconcile; the guard records it when finished.
+    pub fn reconcile_started(&self) -> ReconcileTimer {
+        self.active_workers.with_label_values(&[CONTROLLER]).inc();
+        ReconcileTimer {
+            metrics: self.clone(),
+            started: Instant::now(),
+            histogram: self.reconcile_time.with_label_values(&[CONTROLLER]),
+        }
+    }
+
+    /// Counts an Event by its reason into the migration and secret counters.
+    pub fn count_event(&self, reason: &str) {
+        use crate::status::reasons;
+        match reason {
+            "MigrationStarted" => self.migrations.with_label_values(&["started"]).inc(),
+            reasons::MIGRATION_SUCCEEDED => self.migrations.with_label_values(&["succeeded"]).inc(),
+            reasons::MIGRATION_FAILED => self.migrations.with_label_values(&["failed"]).inc(),
+            "SecretGenerated" => self.secrets_generated.inc(),
+            _ => {}
+        }
+    }
+
+    /// Recounts stacks by condition from the controller's cache.
+    pub fn count_stacks<'a>(&self, stacks: impl Iterator<Item = &'a AppStack>) {
+        let mut counts = [0i64; 4];
+        for stack in stacks {
+            let current = stack.status.as_ref();
+            let holding = [types::READY, types::RECONCILING, types::STALLED]
+                .iter()
+                .position(|type_| {
+                    status::condition(current, type_).is_some_and(|c| c.status == "True")
+                });
+            counts[holding.unwrap_or(3)] += 1;
+        }
+        for (condition, count) in [types::READY, types::RECONCILING, types::STALLED, "Unknown"]
+            .iter()
+            .zip(counts)
+        {
+            self.stacks.with_label_values(&[condition]).set(count);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("text encoding to memory cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+
+    pub fn leader_gauge(&self, lease_name: &str) -> IntGauge {
+        self.leader.with_label_values(&[lease_name])
+    }
+}
+
+/// Records one reconcile's duration and result when dropped through
+/// [`ReconcileTimer::finish`].
+pub struct ReconcileTimer {
+    metrics: Metrics,
+    started: Instant,
+    histogram: Histogram,
+}
+
+impl ReconcileTimer {
+    pub fn finish(self, ok: bool) {
+        self.histogram.observe(self.started.elapsed().as_secs_f64());
+        let result = if ok { "success" } else { "error" };
+        self.metrics
+            .reconcile_total
+            .with_label_values(&[CONTROLLER, result])
+            .inc();
+        if !ok {
+            self.metrics
+                .reconcile_errors
+                .with_label_values(&[CONTROLLER])
+                .inc();
+        }
+    }
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.metrics
+            .active_workers
+            .with_label_values(&[CONTROLLER])
+            .dec();
+    }
+}
+
+/// A client layer counting every API request by method and status code
+/// (`rest_client_requests_total`); `<error>` when no response came.
+#[derive(Clone)]
+pub struct RequestCounterLayer {
+    counter: IntCounterVec,
+}
+
+impl RequestCounterLayer {
+    pub fn new(metrics: &Metrics) -> Self {
+        Self {
+            counter: metrics.rest_requests.clone(),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestCounterLayer {
+    type Service = RequestCounter<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestCounter {
+            inner,
+            counter: self.counter.clone(),
+        }
+    }
+}
+
+/// The service [`RequestCounterLayer`] wraps around the client.
+#[derive(Clone)]
+pub struct RequestCounter<S> {
+    inner: S,
+    counter: IntCounterVec,
+}
+
+impl<S, RequestBody, ResponseBody> tower::Service<http::Request<RequestBody>> for RequestCounter<S>
+where
+    S: tower::Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let method = request.method().as_str().to_string();
+        let counter = self.counter.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = match &result {
+                Ok(response) => response.status().as_u16().to_string(),
+                Err(_) => "<error>".to_string(),
+            };
+            counter.with_label_values(&[&code, &method]).inc();
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_are_counted_and_timed() {
+        let metrics = Metrics::new();
+        metrics.set_max_concurrent_reconciles(16);
+        metrics.reconcile_started().finish(true);
+        metrics.reconcile_started().finish(false);
+        let text = metrics.render();
+        assert!(text.contains(
+            r#"controller_runtime_reconcile_total{controller="appstack",result="success"} 1"#
+        ));
+        assert!(text.contains(
+            r#"controller_runtime_reconcile_total{controller="appstack",result="error"} 1"#
+        ));
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_errors_total{controller="appstack"} 1"#)
+        );
+        assert!(text.contains(
+            r#"controller_runtime_reconcile_time_seconds_count{controller="appstack"} 2"#
+        ));
+        assert!(text.contains(r#"controller_runtime_active_workers{controller="appstack"} 0"#));
+        assert!(
+            text.contains(
+                r#"controller_runtime_max_concurrent_reconciles{controller="appstack"} 16"#
+            )
+        );
+    }
+
+    #[test]
+    fn events_feed_the_operator_counters() {
+        let metrics = Metrics::new();
+        for reason in [
+            "MigrationStarted",
+            "MigrationSucceeded",
+            "SecretGenerated",
+            "StackReady",
+        ] {
+            metrics.count_event(reason);
+        }
+        let text = metrics.render();
+        assert!(text.contains(r#"appstack_migrations_total{result="started"} 1"#));
+        assert!(text.contains(r#"appstack_migrations_total{result="succeeded"} 1"#));
+        assert!(text.contains(r#"appstack_migrations_total{result="failed"} 0"#));
+        assert!(text.contains("appstack_secrets_generated_total 1"));
+    }
+}

@@ -1,0 +1,147 @@
+//! The operator's HTTP endpoints: `/metrics` on one address, `/healthz` and
+//! `/readyz` on another.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use kube::runtime::reflector::Store;
+use tokio::sync::watch;
+
+use crate::crd::AppStack;
+use crate::leader::LeaderState;
+use crate::metrics::Metrics;
+
+/// What the endpoints report on, shared with the controller.
+pub struct ProcessState {
+    pub metrics: Metrics,
+    /// The controllers' AppStack caches, once started.
+    stores: std::sync::RwLock<Vec<Store<AppStack>>>,
+    /// Every AppStack cache has completed its first list.
+    caches_synced: AtomicBool,
+    /// The election's state, when leader election is on.
+    leadership: Option<watch::Receiver<LeaderState>>,
+}
+
+impl ProcessState {
+    pub fn new(metrics: Metrics, leadership: Option<watch::Receiver<LeaderState>>) -> Self {
+        Self {
+            metrics,
+            stores: std::sync::RwLock::new(Vec::new()),
+            caches_synced: AtomicBool::new(false),
+            leadership,
+        }
+    }
+
+    /// Registers the controllers' caches and marks the process synced once
+    /// every one has listed.
+    pub fn watch_caches(self: &Arc<Self>, stores: Vec<Store<AppStack>>) {
+        *self.stores.write().expect("stores lock") = stores.clone();
+        let state = self.clone();
+        tokio::spawn(async move {
+            for store in stores {
+                if store.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            state.caches_synced.store(true, Ordering::Release);
+        });
+    }
+
+    /// Ready: leading (or running without election) with synced caches, or a
+    /// standby whose election loop reaches the API server.
+    pub fn ready(&self) -> Result<(), &'static str> {
+        let synced = self.caches_synced.load(Ordering::Acquire);
+        match &self.leadership {
+            None if synced => Ok(()),
+            None => Err("caches not synced"),
+            Some(leadership) => {
+                let state = *leadership.borrow();
+                match (state.leading, synced, state.healthy) {
+                    (true, true, _) => Ok(()),
+                    (true, false, _) => Err("leading; caches not synced"),
+                    (false, _, true) => Ok(()),
+                    (false, _, false) => Err("standby cannot reach the leader lease"),
+                }
+            }
+        }
+    }
+
+    fn metrics_text(&self) -> String {
+        let stores = self.stores.read().expect("stores lock");
+        let stacks: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
+        self.metrics
+            .count_stacks(stacks.iter().map(|stack| stack.as_ref()));
+        self.metrics.render()
+    }
+}
+
+/// The bound listeners of the metrics and the health endpoints.
+pub struct Listeners {
+    metrics: tokio::net::TcpListener,
+    health: tokio::net::TcpListener,
+}
+
+/// Binds both addresses, so a taken port fails start-up rather than
+/// leaving probes to fail later.
+pub async fn bind(metrics_addr: SocketAddr, health_addr: SocketAddr) -> std::io::Result<Listeners> {
+    let metrics = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("binding {metrics_addr}: {error}"))
+        })?;
+    let health = tokio::net::TcpListener::bind(health_addr)
+        .await
+        .map_err(|error| {
+            std::io::Error::new(error.kind(), format!("binding {health_addr}: {error}"))
+        })?;
+    Ok(Listeners { metrics, health })
+}
+
+/// Serves `/metrics` on one listener and `/healthz`, `/readyz` on the other
+/// until `shutdown` completes.
+pub async fn serve(
+    state: Arc<ProcessState>,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + Clone + 'static,
+) -> std::io::Result<()> {
+    let metrics = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state.clone());
+    let health = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    tracing::info!(
+        metrics_addr = %listeners.metrics.local_addr()?,
+        health_addr = %listeners.health.local_addr()?,
+        "serving metrics and health endpoints"
+    );
+    let metrics_server =
+        axum::serve(listeners.metrics, metrics).with_graceful_shutdown(shutdown.clone());
+    let health_server = axum::serve(listeners.health, health).with_graceful_shutdown(shutdown);
+    tokio::try_join!(async { metrics_server.await }, async {
+        health_server.await
+    })?;
+    Ok(())
+}
+
+async fn metrics(
+    State(state): State<Arc<ProcessState>>,
+) -> ([(&'static str, &'static str); 1], String) {
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics_text(),
+    )
+}
+
+async fn readyz(State(state): State<Arc<ProcessState>>) -> (StatusCode, &'static str) {
+    match state.ready() {
+        Ok(()) => (StatusCode::OK, "ok"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
