@@ -15,4 +15,4 @@ trap 'scripts/cluster.sh down' EXIT
 APPSTACK_TEST_KUBECONFIG="$(scripts/cluster.sh kubeconfig)" \
 APPSTACK_TEST_CLUSTER_DIR="$APPSTACK_CLUSTER_DIR" \
 APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl" \
-  cargo test --all-targets -- --include-ignored --test-threads 4
+  cargo test --all-targets -- --include-ignored --test-threads 4 --skip disruption_

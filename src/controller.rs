@@ -235,28 +235,26 @@ pub async fn run(
     let mut stores = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
-        let children = watcher::Config::default().labels(&children::managed_selector());
-        let mut controller = Controller::new(
-            scoped::<AppStack>(client.clone(), &scope),
-            watcher::Config::default(),
-        )
-        .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
-        .trigger_backoff(WatchBackoff::default())
-        .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
-        .owns(
-            scoped::<ConfigMap>(client.clone(), &scope),
-            children.clone(),
-        )
-        .owns(
-            scoped::<StatefulSet>(client.clone(), &scope),
-            children.clone(),
-        )
-        .owns(scoped::<Service>(client.clone(), &scope), children.clone())
-        .owns(scoped::<Job>(client.clone(), &scope), children.clone())
-        .owns(
-            scoped::<Deployment>(client.clone(), &scope),
-            children.clone(),
-        );
+        let children = watch_config().labels(&children::managed_selector());
+        let mut controller =
+            Controller::new(scoped::<AppStack>(client.clone(), &scope), watch_config())
+                .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
+                .trigger_backoff(WatchBackoff::default())
+                .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
+                .owns(
+                    scoped::<ConfigMap>(client.clone(), &scope),
+                    children.clone(),
+                )
+                .owns(
+                    scoped::<StatefulSet>(client.clone(), &scope),
+                    children.clone(),
+                )
+                .owns(scoped::<Service>(client.clone(), &scope), children.clone())
+                .owns(scoped::<Job>(client.clone(), &scope), children.clone())
+                .owns(
+                    scoped::<Deployment>(client.clone(), &scope),
+                    children.clone(),
+                );
         if let Some(resource) = &service_monitors {
             let api = match &scope {
                 Some(namespace) => {
@@ -285,6 +283,13 @@ pub async fn run(
     state.watch_caches(stores);
     futures::future::join_all(controllers).await;
     Ok(())
+}
+
+/// Watches (re)list with a quorum read. A list served from the API server's
+/// watch cache can return a resourceVersion the restarted server already
+/// calls too old, and the watch would then fail with 410 on every retry.
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent)
 }
 
 fn scoped<K>(client: Client, scope: &Option<String>) -> Api<K>

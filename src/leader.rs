@@ -210,7 +210,7 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> Result<(), kube:
 }
 
 async fn notify_on_changes(api: Api<Lease>, name: String, changed: Arc<Notify>) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let config = crate::controller::watch_config().fields(&format!("metadata.name={name}"));
     let mut events = std::pin::pin!(watcher(api, config));
     while let Some(event) = events.next().await {
         match event {

@@ -43,12 +43,23 @@ impl ProcessState {
         *self.stores.write().expect("stores lock") = stores.clone();
         let state = self.clone();
         tokio::spawn(async move {
+            // Store::wait_until_ready wakes only one waiter (the controller's
+            // own); polling again after a short timeout sees the memoized value.
             for store in stores {
-                if store.wait_until_ready().await.is_err() {
-                    return;
+                loop {
+                    let wait = tokio::time::timeout(
+                        std::time::Duration::from_millis(200),
+                        store.wait_until_ready(),
+                    );
+                    match wait.await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => return,
+                        Err(_) => continue,
+                    }
                 }
             }
             state.caches_synced.store(true, Ordering::Release);
+            tracing::info!("caches synced");
         });
     }
 

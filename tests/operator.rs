@@ -7,99 +7,22 @@ mod common;
 use std::time::Duration;
 
 use appstack::crd::AppStack;
-use common::{AuditLog, Operator, TEST_MANAGER, TestNamespace, client, eventually};
+use common::{
+    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, setup, wait_for,
+    wait_ready,
+};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 
-const LIMIT: Duration = Duration::from_secs(120);
 /// The label KWOK's stages read to fail a pod's container.
 const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
-
-/// The design example as JSON, named `name`, with a 1Gi volume.
-fn example(name: &str) -> Value {
-    let mut stack: Value =
-        serde_yaml::from_str(include_str!("../deploy/examples/shop.yaml")).unwrap();
-    stack["metadata"]["name"] = json!(name);
-    stack["spec"]["database"]["managed"]["storage"]["size"] = json!("1Gi");
-    stack
-}
-
-async fn setup(prefix: &str) -> (Client, TestNamespace) {
-    let client = client().await;
-    common::install_operator_prerequisites(&client).await;
-    let namespace = TestNamespace::new(&client, prefix).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace.name);
-    let sendgrid: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "sendgrid"},
-        "stringData": {"api-key": "SG.test-key"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &sendgrid)
-        .await
-        .unwrap();
-    (client, namespace)
-}
-
-async fn apply_stack(client: &Client, namespace: &str, stack: &Value) {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
-    let name = stack["metadata"]["name"].as_str().unwrap();
-    stacks
-        .patch(
-            name,
-            &PatchParams::apply(TEST_MANAGER).force(),
-            &Patch::Apply(stack),
-        )
-        .await
-        .unwrap_or_else(|error| panic!("apply AppStack {name}: {error}"));
-}
-
-fn condition(stack: &AppStack, type_: &str) -> Option<(String, String)> {
-    let condition = stack
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == type_)?;
-    Some((condition.status.clone(), condition.reason.clone()))
-}
-
-/// Waits until the stack's current generation has `type_` with `status`
-/// (and `reason`, when given); returns the stack.
-async fn wait_for(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    type_: &str,
-    status: &str,
-    reason: Option<&str>,
-) -> AppStack {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
-    eventually(
-        &format!("{name} {type_}={status} {reason:?}"),
-        LIMIT,
-        || async {
-            let stack = stacks.get(name).await.ok()?;
-            let current = stack.status.as_ref()?.observed_generation == stack.metadata.generation?;
-            let (actual, actual_reason) = condition(&stack, type_)?;
-            (current && actual == status && reason.is_none_or(|reason| reason == actual_reason))
-                .then_some(stack)
-        },
-    )
-    .await
-}
-
-async fn wait_ready(client: &Client, namespace: &str, name: &str) -> AppStack {
-    wait_for(client, namespace, name, "Ready", "True", None).await
-}
 
 async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);

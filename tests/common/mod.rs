@@ -7,12 +7,15 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use appstack::crd::AppStack;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
+use serde_json::{Value, json};
 
 /// Field manager the tests write with.
 pub const TEST_MANAGER: &str = "appstack-tests";
@@ -66,15 +69,22 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let client = self.client.clone();
+        // Delete the namespace so its pods stop loading the shared cluster.
+        // The test's runtime may be shutting down, so this uses a runtime
+        // and client of its own on a separate thread.
         let name = self.name.clone();
-        // Best effort: the cluster is torn down after the suite anyway.
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let namespaces: Api<Namespace> = Api::all(client);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let namespaces: Api<Namespace> = Api::all(client().await);
                 let _ = namespaces.delete(&name, &DeleteParams::background()).await;
             });
-        }
+        })
+        .join();
+        let _ = &self.client;
     }
 }
 
@@ -368,4 +378,87 @@ impl AuditLog {
             })
             .collect()
     }
+}
+
+// Stacks
+
+/// How long a stack may take to converge before a test gives up.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// The design example as JSON, named `name`, with a 1Gi volume.
+pub fn example(name: &str) -> Value {
+    let mut stack: Value =
+        serde_yaml::from_str(include_str!("../../deploy/examples/shop.yaml")).unwrap();
+    stack["metadata"]["name"] = json!(name);
+    stack["spec"]["database"]["managed"]["storage"]["size"] = json!("1Gi");
+    stack
+}
+
+pub async fn setup(prefix: &str) -> (Client, TestNamespace) {
+    let client = client().await;
+    install_operator_prerequisites(&client).await;
+    let namespace = TestNamespace::new(&client, prefix).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace.name);
+    let sendgrid: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sendgrid"},
+        "stringData": {"api-key": "SG.test-key"}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &sendgrid)
+        .await
+        .unwrap();
+    (client, namespace)
+}
+
+pub async fn apply_stack(client: &Client, namespace: &str, stack: &Value) {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    let name = stack["metadata"]["name"].as_str().unwrap();
+    stacks
+        .patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER).force(),
+            &Patch::Apply(stack),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("apply AppStack {name}: {error}"));
+}
+
+pub fn condition(stack: &AppStack, type_: &str) -> Option<(String, String)> {
+    let condition = stack
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+/// Waits until the stack's current generation has `type_` with `status`
+/// (and `reason`, when given); returns the stack.
+pub async fn wait_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> AppStack {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("{name} {type_}={status} {reason:?}"),
+        LIMIT,
+        || async {
+            let stack = stacks.get(name).await.ok()?;
+            let current = stack.status.as_ref()?.observed_generation == stack.metadata.generation?;
+            let (actual, actual_reason) = condition(&stack, type_)?;
+            (current && actual == status && reason.is_none_or(|reason| reason == actual_reason))
+                .then_some(stack)
+        },
+    )
+    .await
+}
+
+pub async fn wait_ready(client: &Client, namespace: &str, name: &str) -> AppStack {
+    wait_for(client, namespace, name, "Ready", "True", None).await
 }

@@ -1,0 +1,457 @@
+//! The operator as a production process, against the real local control
+//! plane: metrics, health and readiness, logs that never carry secrets, and
+//! leader election between two processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{
+    LIMIT, Operator, apply_stack, client, eventually, example, free_port, http_get, sample, setup,
+    wait_ready,
+};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use serde_json::{Value, json};
+
+fn holder(lease: &Lease) -> Option<String> {
+    lease.spec.as_ref()?.holder_identity.clone()
+}
+
+async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .as_ref()
+        .and_then(holder)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn metrics_count_reconciles_requests_and_stacks() {
+    let (client, namespace) = setup("metrics").await;
+    let ns = namespace.name.as_str();
+    let operator = Operator::start(ns).await;
+    apply_stack(&client, ns, &example("shop")).await;
+    wait_ready(&client, ns, "shop").await;
+    let metrics = eventually("the Ready stack counted", LIMIT, || async {
+        let metrics = operator.metrics().await;
+        (sample(&metrics, r#"appstack_stacks{condition="Ready"}"#) == Some(1.0)).then_some(metrics)
+    })
+    .await;
+
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("{series} missing:\n{metrics}"))
+    };
+    assert!(
+        value(r#"controller_runtime_reconcile_total{controller="appstack",result="success"}"#)
+            >= 3.0
+    );
+    assert!(
+        value(r#"controller_runtime_reconcile_time_seconds_count{controller="appstack"}"#) >= 3.0
+    );
+    assert!(
+        value(
+            r#"controller_runtime_reconcile_time_seconds_bucket{controller="appstack",le="+Inf"}"#
+        ) >= 3.0
+    );
+    assert_eq!(
+        value(r#"controller_runtime_max_concurrent_reconciles{controller="appstack"}"#),
+        16.0
+    );
+    assert!(value(r#"controller_runtime_active_workers{controller="appstack"}"#) >= 0.0);
+    assert!(
+        metrics.contains(r#"controller_runtime_reconcile_errors_total{controller="appstack"}"#)
+    );
+    assert!(value(r#"rest_client_requests_total{code="200",method="GET"}"#) > 0.0);
+    assert!(value(r#"rest_client_requests_total{code="200",method="PATCH"}"#) > 0.0);
+    assert!(value(r#"rest_client_requests_total{code="201",method="POST"}"#) > 0.0);
+    assert_eq!(value(r#"appstack_stacks{condition="Stalled"}"#), 0.0);
+    assert_eq!(value(r#"appstack_migrations_total{result="started"}"#), 1.0);
+    assert_eq!(
+        value(r#"appstack_migrations_total{result="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(value(r#"appstack_migrations_total{result="failed"}"#), 0.0);
+    assert_eq!(
+        value("appstack_secrets_generated_total"),
+        2.0,
+        "shop-db and shop-env"
+    );
+    // No per-object label values: the stack and its namespace appear nowhere.
+    assert!(
+        !metrics.contains(ns) && !metrics.contains("shop"),
+        "per-object labels:\n{metrics}"
+    );
+
+    // The counters move with more work.
+    let before =
+        value(r#"controller_runtime_reconcile_total{controller="appstack",result="success"}"#);
+    let mut stack = example("shop");
+    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:1.5.0");
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+    let after = operator.metrics().await;
+    assert_eq!(
+        sample(&after, r#"appstack_migrations_total{result="succeeded"}"#),
+        Some(2.0)
+    );
+    assert!(
+        sample(
+            &after,
+            r#"controller_runtime_reconcile_total{controller="appstack",result="success"}"#
+        )
+        .unwrap()
+            > before
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn readiness_follows_caches_and_the_leader_lease() {
+    let client = client().await;
+    common::install_operator_prerequisites(&client).await;
+    // The Lease's namespace does not exist yet: the election cannot reach
+    // its lease, so the process is alive but not ready.
+    let lease_namespace = format!("lease-{}", free_port());
+    let operator = Operator::start_with(
+        &[
+            "--namespace",
+            &lease_namespace,
+            "--leader-elect",
+            "--leader-elect-namespace",
+            &lease_namespace,
+        ],
+        &[],
+    )
+    .await;
+    eventually("healthz answers", LIMIT, || async {
+        (operator.health("/healthz").await == Some(200)).then_some(())
+    })
+    .await;
+    eventually(
+        "readyz refuses while the lease is unreachable",
+        LIMIT,
+        || async { (operator.health("/readyz").await == Some(503)).then_some(()) },
+    )
+    .await;
+    let metrics = operator.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"leader_election_master_status{name="appstack-operator"}"#
+        ),
+        Some(0.0)
+    );
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": lease_namespace}})).unwrap();
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    eventually("ready once leading with synced caches", LIMIT, || async {
+        (operator.health("/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    let metrics = operator.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"leader_election_master_status{name="appstack-operator"}"#
+        ),
+        Some(1.0)
+    );
+
+    // Shutting down: the endpoints go away and the process exits 0.
+    let mut operator = operator;
+    operator.terminate();
+    assert!(
+        operator
+            .exit_status(Duration::from_secs(30))
+            .await
+            .success()
+    );
+    assert_eq!(operator.health("/healthz").await, None);
+    let _ = namespaces
+        .delete(&lease_namespace, &Default::default())
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn secret_values_never_reach_logs_events_or_status() {
+    let (client, namespace) = setup("canary").await;
+    let ns = namespace.name.as_str();
+    let canary = format!("canary-{}-{}", free_port(), std::process::id());
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let referenced: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "canary"},
+        "stringData": {"token": canary}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &referenced)
+        .await
+        .unwrap();
+    let mut stack = example("shop");
+    stack["spec"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "CANARY_TOKEN", "valueFrom": {"secretKeyRef": {"name": "canary", "key": "token"}}}));
+
+    let operator = Operator::start_with(
+        &["--namespace", ns],
+        &[("LOG_LEVEL", "trace"), ("LOG_FORMAT", "json")],
+    )
+    .await;
+    apply_stack(&client, ns, &stack).await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    // Another pass over everything: a spec change that rolls the pods.
+    stack["spec"]["backend"]["replicas"] = json!(1);
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+
+    let env = secrets.get("shop-env").await.unwrap().data.unwrap();
+    assert_eq!(
+        env["CANARY_TOKEN"].0,
+        canary.as_bytes(),
+        "the value did reach the stack"
+    );
+    let database = secrets.get("shop-db").await.unwrap().data.unwrap();
+    let mut forbidden: Vec<Vec<u8>> = vec![
+        env["CANARY_TOKEN"].0.clone(),
+        env["SECRET_KEY"].0.clone(),
+        database["password"].0.clone(),
+    ];
+    let encoded: Vec<Vec<u8>> = forbidden
+        .iter()
+        .map(|value| base64(value).into_bytes())
+        .collect();
+    forbidden.extend(encoded);
+
+    let lines = operator.lines();
+    assert!(
+        lines.len() > 100,
+        "trace logging is on ({} lines)",
+        lines.len()
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
+    let places = [
+        ("the operator's output", lines.join("\n")),
+        (
+            "the Events",
+            serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items)
+                .unwrap(),
+        ),
+        (
+            "the core Events",
+            serde_json::to_string(
+                &core_events
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items,
+            )
+            .unwrap(),
+        ),
+        ("the status", serde_json::to_string(&ready.status).unwrap()),
+    ];
+    for (place, text) in &places {
+        for value in &forbidden {
+            let value = String::from_utf8_lossy(value);
+            assert!(
+                !text.contains(value.as_ref()),
+                "{place} contain a secret value"
+            );
+        }
+    }
+
+    // JSON lines with the fields operators filter on.
+    let parsed: Vec<Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    assert_eq!(parsed.len(), lines.len(), "every line is JSON");
+    for line in &parsed {
+        for field in ["timestamp", "level", "target"] {
+            assert!(line.get(field).is_some(), "{field} missing in {line}");
+        }
+    }
+    let status_update = parsed
+        .iter()
+        .find(|line| line["message"] == "status updated")
+        .expect("a status update was logged");
+    let span = &status_update["span"];
+    assert_eq!(span["namespace"], ns);
+    assert_eq!(span["stack"], "shop");
+    assert!(
+        span["reconcile_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty())
+    );
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Two operators on one Lease: returns (leader, standby) once the first
+/// leads and the second runs.
+async fn two_candidates(ns: &str, lease_seconds: &str) -> (Operator, Operator) {
+    let args = |identity: &'static str| {
+        vec![
+            "--namespace".to_string(),
+            ns.to_string(),
+            "--leader-elect".into(),
+            "--leader-elect-namespace".into(),
+            ns.to_string(),
+            "--leader-elect-identity".into(),
+            identity.into(),
+            "--leader-elect-lease-duration-seconds".into(),
+            lease_seconds.into(),
+            "--leader-elect-retry-period-seconds".into(),
+            "1".into(),
+        ]
+    };
+    let client = client().await;
+    let leases: Api<Lease> = Api::namespaced(client, ns);
+    let first_args = args("first");
+    let first = Operator::start_with(
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+    eventually("first leads", LIMIT, || async {
+        (lease_holder(&leases, "appstack-operator").await.as_deref() == Some("first")).then_some(())
+    })
+    .await;
+    let second_args = args("second");
+    let second = Operator::start_with(
+        &second_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[],
+    )
+    .await;
+    eventually("second stands by, ready", LIMIT, || async {
+        (second.health("/readyz").await == Some(200)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        lease_holder(&leases, "appstack-operator").await.as_deref(),
+        Some("first")
+    );
+    (first, second)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_standby_takes_over_when_the_leader_is_killed() {
+    let (client, namespace) = setup("failover").await;
+    let ns = namespace.name.as_str();
+    let lease_duration = 6;
+    let retry_period = 1;
+    let (leader, standby) = two_candidates(ns, &lease_duration.to_string()).await;
+    apply_stack(&client, ns, &example("shop")).await;
+    wait_ready(&client, ns, "shop").await;
+    let standby_metrics = standby.metrics().await;
+    assert_eq!(
+        sample(
+            &standby_metrics,
+            r#"controller_runtime_reconcile_total{controller="appstack",result="success"}"#
+        ),
+        Some(0.0),
+        "only the leader reconciles"
+    );
+
+    let killed = Instant::now();
+    leader.stop().await;
+    let mut stack = example("shop");
+    stack["spec"]["backend"]["replicas"] = json!(1);
+    apply_stack(&client, ns, &stack).await;
+    wait_ready(&client, ns, "shop").await;
+    let elapsed = killed.elapsed();
+    println!(
+        "standby reconciled {elapsed:.1?} after SIGKILL of the leader (lease {lease_duration} s, retry {retry_period} s)"
+    );
+    assert!(
+        standby
+            .lines()
+            .iter()
+            .any(|line| line.contains("became the leader"))
+    );
+    // The bound: the lease expires, the next retry takes it; the reconcile
+    // itself gets the retry period's worth of slack again.
+    assert!(
+        elapsed <= Duration::from_secs(lease_duration + 2 * retry_period + 2),
+        "took over after {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_leader_stopping_gracefully_hands_over_at_once() {
+    let (client, namespace) = setup("handover").await;
+    let ns = namespace.name.as_str();
+    let (mut leader, standby) = two_candidates(ns, "15").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
+
+    let terminated = Instant::now();
+    leader.terminate();
+    eventually("the standby holds the lease", LIMIT, || async {
+        (lease_holder(&leases, "appstack-operator").await.as_deref() == Some("second"))
+            .then_some(())
+    })
+    .await;
+    let elapsed = terminated.elapsed();
+    println!("lease handed over {elapsed:.2?} after SIGTERM (lease duration 15 s)");
+    assert!(
+        elapsed <= Duration::from_secs(2),
+        "handover took {elapsed:?}"
+    );
+    assert!(
+        leader.exit_status(Duration::from_secs(30)).await.success(),
+        "the leader exits 0"
+    );
+    assert!(
+        leader
+            .lines()
+            .iter()
+            .any(|line| line.contains("released the leader lease"))
+    );
+
+    apply_stack(&client, ns, &example("shop")).await;
+    wait_ready(&client, ns, "shop").await;
+    let metrics = standby.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"leader_election_master_status{name="appstack-operator"}"#
+        ),
+        Some(1.0)
+    );
+    let _ = http_get(standby.health_port, "/healthz")
+        .await
+        .expect("still serving");
+}
