@@ -345,9 +345,19 @@ fn reconcile_id() -> String {
 }
 
 /// Reconciles one stack and writes its status.
-async fn reconcile_stack(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
-    let namespace = stack.namespace().unwrap_or_default();
-    let name = stack.name_any();
+async fn reconcile_stack(cached: Arc<AppStack>, context: Arc<Context>) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    // The cache may not hold our last status write yet; the status and the
+    // Events derived from it must start from what the server has.
+    let stacks: Api<AppStack> = Api::namespaced(context.client.clone(), &namespace);
+    let Some(stack) = stacks
+        .get_opt(&name)
+        .await
+        .map_err(fetch_error(format!("AppStack {name}")))?
+    else {
+        return Ok(Action::await_change());
+    };
     let generation = stack.metadata.generation.unwrap_or(0);
     let mut observation = Observation::default();
     match ValidatedStack::new(&stack) {
