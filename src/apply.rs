@@ -54,10 +54,7 @@ pub fn with_desired_hash<K: Resource + Clone + Serialize>(desired: &K) -> K {
     let mut annotated = desired.clone();
     let serialized = serde_json::to_vec(desired).unwrap_or_default();
     let digest = Sha256::digest(&serialized);
-    let hash: String = digest[..8]
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
+    let hash = crate::stack::hex(&digest[..8]);
     annotated
         .annotations_mut()
         .insert(DESIRED_HASH_ANNOTATION.into(), hash);

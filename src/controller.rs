@@ -341,7 +341,7 @@ pub async fn reconcile(stack: Arc<AppStack>, context: Arc<Context>) -> Result<Ac
 fn reconcile_id() -> String {
     let mut bytes = [0u8; 4];
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::stack::hex(&bytes)
 }
 
 /// Reconciles one stack and writes its status.
@@ -448,19 +448,19 @@ pub fn transition_events(
     if let Some(note) = became(types::BACKEND_AVAILABLE, reasons::AVAILABLE) {
         events.push(event(
             EventType::Normal,
-            "RolloutComplete",
+            reasons::ROLLOUT_COMPLETE,
             format!("backend: {note}"),
         ));
     }
     if let Some(note) = became(types::FRONTEND_AVAILABLE, reasons::AVAILABLE) {
         events.push(event(
             EventType::Normal,
-            "RolloutComplete",
+            reasons::ROLLOUT_COMPLETE,
             format!("frontend: {note}"),
         ));
     }
     if let Some(note) = became(types::READY, reasons::READY) {
-        events.push(event(EventType::Normal, "StackReady", note));
+        events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }
     if let Some(condition) = status::condition(Some(desired), types::STALLED).filter(|condition| {
         condition.status == "True" && condition.reason != reasons::MIGRATION_FAILED
@@ -536,7 +536,7 @@ async fn pipeline(
                 .publish(
                     stack,
                     action_event(
-                        "SecretGenerated",
+                        reasons::SECRET_GENERATED,
                         format!(
                             "generated database credentials in Secret {}",
                             database_name(validated)
@@ -556,7 +556,7 @@ async fn pipeline(
             env_name(validated)
         );
         context
-            .publish(stack, action_event("SecretGenerated", note))
+            .publish(stack, action_event(reasons::SECRET_GENERATED, note))
             .await;
     }
     apply_child(
@@ -570,6 +570,7 @@ async fn pipeline(
     ));
 
     // 2. The database.
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let database_check = match (database, &validated.database) {
         (
             Some(DatabaseChildren {
@@ -578,11 +579,7 @@ async fn pipeline(
             }),
             _,
         ) => {
-            apply_child(
-                &Api::<Service>::namespaced(client.clone(), namespace),
-                &service,
-            )
-            .await?;
+            apply_child(&services, &service).await?;
             let applied = apply_child(
                 &Api::<StatefulSet>::namespaced(client.clone(), namespace),
                 &statefulset,
@@ -645,11 +642,7 @@ async fn pipeline(
         deployment,
         service,
     } = backend;
-    apply_child(
-        &Api::<Service>::namespaced(client.clone(), namespace),
-        &service,
-    )
-    .await?;
+    apply_child(&services, &service).await?;
     let applied = apply_child(&deployments, &deployment).await?;
     let backend_check = deployment_check(&applied.object);
     let backend_ready = backend_check.ok;
@@ -667,11 +660,7 @@ async fn pipeline(
             deployment,
             service,
         }) => {
-            apply_child(
-                &Api::<Service>::namespaced(client.clone(), namespace),
-                &service,
-            )
-            .await?;
+            apply_child(&services, &service).await?;
             let applied = apply_child(&deployments, &deployment).await?;
             deployment_check(&applied.object)
         }
@@ -746,7 +735,7 @@ async fn migrate(
     if applied.written {
         let note = format!("started Job {job_name} for revision {revision}");
         context
-            .publish(stack, action_event("MigrationStarted", note))
+            .publish(stack, action_event(reasons::MIGRATION_STARTED, note))
             .await;
     }
     status.attempts = Some(job_attempts(&applied.object));
@@ -1025,7 +1014,7 @@ async fn sweep(
             .publish(
                 stack,
                 action_event(
-                    "Deleted",
+                    reasons::DELETED,
                     format!("deleted {object}: no longer in the spec"),
                 ),
             )

@@ -179,10 +179,10 @@ impl Metrics {
     pub fn count_event(&self, reason: &str) {
         use crate::status::reasons;
         match reason {
-            "MigrationStarted" => self.migrations.with_label_values(&["started"]).inc(),
+            reasons::MIGRATION_STARTED => self.migrations.with_label_values(&["started"]).inc(),
             reasons::MIGRATION_SUCCEEDED => self.migrations.with_label_values(&["succeeded"]).inc(),
             reasons::MIGRATION_FAILED => self.migrations.with_label_values(&["failed"]).inc(),
-            "SecretGenerated" => self.secrets_generated.inc(),
+            reasons::SECRET_GENERATED => self.secrets_generated.inc(),
             _ => {}
         }
     }

@@ -231,8 +231,12 @@ fn migration_revision(image: &str, migrations: &MigrationsSpec, env: &[EnvEntry]
         "retryToken": migrations.retry_token.clone().unwrap_or_default(),
     });
     let digest = Sha256::digest(input.to_string().as_bytes());
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    hex[..MIGRATION_HASH_LENGTH].to_string()
+    hex(&digest)[..MIGRATION_HASH_LENGTH].to_string()
+}
+
+/// Lower-case hex of a byte string (hashes, ids).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[cfg(test)]

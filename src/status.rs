@@ -44,6 +44,13 @@ pub mod reasons {
     pub const SERVICE_MONITOR_READY: &str = "ServiceMonitorReady";
     pub const CRD_NOT_INSTALLED: &str = "CRDNotInstalled";
     pub const DISABLED: &str = "Disabled";
+
+    // Reasons of Events that are not condition reasons.
+    pub const SECRET_GENERATED: &str = "SecretGenerated";
+    pub const MIGRATION_STARTED: &str = "MigrationStarted";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const STACK_READY: &str = "StackReady";
+    pub const DELETED: &str = "Deleted";
 }
 
 /// The state of one part of the stack, as a condition will say it.

@@ -15,9 +15,7 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -554,15 +552,14 @@ async fn moving_to_an_external_database_removes_the_managed_one() {
     wait_ready(&client, ns, "shop").await;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let external: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "prod-db"},
-        "stringData": {"DATABASE_URL": "postgresql://app:pw@db.example.com:5432/shop"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &external)
-        .await
-        .unwrap();
+    common::create_secret(
+        &client,
+        ns,
+        "prod-db",
+        "DATABASE_URL",
+        "postgresql://app:pw@db.example.com:5432/shop",
+    )
+    .await;
     stack["spec"]["database"] =
         json!({"external": {"urlSecretRef": {"name": "prod-db", "key": "DATABASE_URL"}}});
     apply_stack(&client, ns, &stack).await;

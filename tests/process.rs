@@ -191,15 +191,7 @@ async fn secret_values_never_reach_logs_events_or_status() {
     let ns = namespace.name.as_str();
     let canary = format!("canary-{}-{}", free_port(), std::process::id());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let referenced: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "canary"},
-        "stringData": {"token": canary}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &referenced)
-        .await
-        .unwrap();
+    common::create_secret(&client, ns, "canary", "token", &canary).await;
     let mut stack = example("shop");
     stack["spec"]["env"]
         .as_array_mut()
@@ -299,23 +291,13 @@ async fn secret_values_never_reach_logs_events_or_status() {
     );
 }
 
+/// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, byte)| n | u32::from(*byte) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Two operators on one Lease: returns (leader, standby) once the first

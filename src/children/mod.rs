@@ -214,11 +214,7 @@ pub fn config_checksum(stack: &ValidatedStack, secrets: &SecretValues) -> String
             .iter()
             .map(|value| (&external_key, value.expose())),
     );
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    crate::stack::hex(&hasher.finalize())
 }
 
 /// The environment of backend and migration containers: the env ConfigMap

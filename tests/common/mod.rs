@@ -398,16 +398,14 @@ pub async fn setup(prefix: &str) -> (Client, TestNamespace) {
     let client = client().await;
     install_operator_prerequisites(&client).await;
     let namespace = TestNamespace::new(&client, prefix).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace.name);
-    let sendgrid: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "sendgrid"},
-        "stringData": {"api-key": "SG.test-key"}
-    }))
-    .unwrap();
-    secrets
-        .create(&PostParams::default(), &sendgrid)
-        .await
-        .unwrap();
+    create_secret(
+        &client,
+        &namespace.name,
+        "sendgrid",
+        "api-key",
+        "SG.test-key",
+    )
+    .await;
     (client, namespace)
 }
 
@@ -461,4 +459,18 @@ pub async fn wait_for(
 
 pub async fn wait_ready(client: &Client, namespace: &str, name: &str) -> AppStack {
     wait_for(client, namespace, name, "Ready", "True", None).await
+}
+
+/// Creates a Secret `name` holding one `key: value`, as a user would.
+pub async fn create_secret(client: &Client, namespace: &str, name: &str, key: &str, value: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "stringData": {key: value}
+    }))
+    .unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|error| panic!("create Secret {name}: {error}"));
 }
