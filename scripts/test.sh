@@ -12,7 +12,10 @@ scripts/cluster.sh up
 trap 'scripts/cluster.sh down' EXIT
 # The tests read the cluster's state dir for the operator's identity
 # (operator.kubeconfig) and the API server's audit log, and run its kubectl.
-APPSTACK_TEST_KUBECONFIG="$(scripts/cluster.sh kubeconfig)" \
-APPSTACK_TEST_CLUSTER_DIR="$APPSTACK_CLUSTER_DIR" \
-APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl" \
-  cargo test --all-targets -- --include-ignored --test-threads 4 --skip disruption_
+export APPSTACK_TEST_KUBECONFIG="$(scripts/cluster.sh kubeconfig)"
+export APPSTACK_TEST_CLUSTER_DIR="$APPSTACK_CLUSTER_DIR"
+export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
+cargo test --all-targets -- --include-ignored --test-threads 4 --skip disruption_
+# Disruptions take the API server away from every other test: run them last,
+# one at a time, printing what they measured.
+cargo test --test disruption -- --include-ignored --test-threads 1 --nocapture

@@ -13,9 +13,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -31,6 +32,7 @@ use crate::server::ProcessState;
 use crate::stack::{Database, EnvSource, ValidatedStack};
 use crate::status::{self, Check, Observation, reasons, types};
 use crate::telemetry::error_chain;
+use crate::watch;
 
 /// How long an API discovery answer for ServiceMonitor is trusted; installing
 /// the Prometheus Operator CRDs is noticed within this time.
@@ -174,46 +176,15 @@ pub struct RunOptions {
     pub concurrency: u16,
 }
 
-/// Watch reconnects back off from 250 ms, doubling, to at most 2 s, so a
-/// restarted API server is rejoined within seconds.
-#[derive(Clone, Debug)]
-pub struct WatchBackoff {
-    next: Duration,
-}
-
-const WATCH_BACKOFF_START: Duration = Duration::from_millis(250);
-const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Longest wait before retrying a failed reconcile.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        Self {
-            next: WATCH_BACKOFF_START,
-        }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let current = self.next;
-        self.next = (current * 2).min(WATCH_BACKOFF_MAX);
-        Some(current)
-    }
-}
-
-impl kube::runtime::utils::Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.next = WATCH_BACKOFF_START;
-    }
-}
 
 /// Runs the controller until `shutdown` completes and in-flight reconciles
 /// have finished: one watch of AppStacks per namespace given (all
 /// namespaces when none), each owning every child kind through
-/// label-filtered watches. The AppStack caches are handed to `state` for
+/// label-filtered metadata watches. Every watch retries on its own (see
+/// [`watch::resilient`]), so an API server restart is rejoined within
+/// seconds and never stops the process. The AppStack caches are handed to `state` for
 /// readiness and metrics.
 pub async fn run(
     context: Arc<Context>,
@@ -235,34 +206,34 @@ pub async fn run(
     let mut stores = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
-        let children = watch_config().labels(&children::managed_selector());
-        let mut controller =
-            Controller::new(scoped::<AppStack>(client.clone(), &scope), watch_config())
-                .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
-                .trigger_backoff(WatchBackoff::default())
-                .owns(scoped::<Secret>(client.clone(), &scope), children.clone())
-                .owns(
-                    scoped::<ConfigMap>(client.clone(), &scope),
-                    children.clone(),
-                )
-                .owns(
-                    scoped::<StatefulSet>(client.clone(), &scope),
-                    children.clone(),
-                )
-                .owns(scoped::<Service>(client.clone(), &scope), children.clone())
-                .owns(scoped::<Job>(client.clone(), &scope), children.clone())
-                .owns(
-                    scoped::<Deployment>(client.clone(), &scope),
-                    children.clone(),
-                );
+        let (reader, writer) = kube::runtime::reflector::store();
+        let stacks = watch::resilient(
+            "AppStack",
+            watcher::watcher(scoped::<AppStack>(client.clone(), &scope), watch::config()),
+        )
+        .reflect(writer)
+        .applied_objects();
+        let mut controller = Controller::for_stream(stacks, reader)
+            .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
+            .owns_stream(owned::<Secret>(&client, &scope))
+            .owns_stream(owned::<ConfigMap>(&client, &scope))
+            .owns_stream(owned::<StatefulSet>(&client, &scope))
+            .owns_stream(owned::<Service>(&client, &scope))
+            .owns_stream(owned::<Job>(&client, &scope))
+            .owns_stream(owned::<Deployment>(&client, &scope));
         if let Some(resource) = &service_monitors {
             let api = match &scope {
-                Some(namespace) => {
-                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, resource)
-                }
-                None => Api::<DynamicObject>::all_with(client.clone(), resource),
+                Some(namespace) => Api::<PartialObjectMeta<DynamicObject>>::namespaced_with(
+                    client.clone(),
+                    namespace,
+                    resource,
+                ),
+                None => Api::all_with(client.clone(), resource),
             };
-            controller = controller.owns_with(api, resource.clone(), children.clone());
+            let monitors =
+                watch::resilient("ServiceMonitor", watcher::watcher(api, children_config()))
+                    .touched_objects();
+            controller = controller.owns_stream_with(monitors, resource.clone());
         }
         stores.push(controller.store());
         controllers.push(
@@ -272,9 +243,6 @@ pub async fn run(
                 .for_each(|result| async move {
                     match result {
                         Ok((stack, _)) => debug!(stack = %stack, "reconciled"),
-                        Err(kube::runtime::controller::Error::QueueError(error)) => {
-                            warn!(error = %error_chain(&error), "watch failed; reconnecting")
-                        }
                         Err(error) => debug!(error = %error_chain(&error), "reconcile failed"),
                     }
                 }),
@@ -285,11 +253,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Watches (re)list with a quorum read. A list served from the API server's
-/// watch cache can return a resourceVersion the restarted server already
-/// calls too old, and the watch would then fail with 410 on every retry.
-pub fn watch_config() -> watcher::Config {
-    watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent)
+/// Children are watched by the managed-by label, metadata only.
+fn children_config() -> watcher::Config {
+    watch::config().labels(&children::managed_selector())
+}
+
+/// The metadata of every managed child of one kind in `scope`, on its own
+/// resilient watch.
+fn owned<K>(
+    client: &Client,
+    scope: &Option<String>,
+) -> impl futures::Stream<Item = watcher::Result<PartialObjectMeta<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    let api = scoped::<PartialObjectMeta<K>>(client.clone(), scope);
+    watch::resilient(kind, watcher::watcher(api, children_config())).touched_objects()
 }
 
 fn scoped<K>(client: Client, scope: &Option<String>) -> Api<K>

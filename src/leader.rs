@@ -210,14 +210,10 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> Result<(), kube:
 }
 
 async fn notify_on_changes(api: Api<Lease>, name: String, changed: Arc<Notify>) {
-    let config = crate::controller::watch_config().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config));
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(_) => changed.notify_one(),
-            // The watcher retries by itself; pace it.
-            Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
-        }
+    let config = crate::watch::config().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(crate::watch::resilient("Lease", watcher(api, config)));
+    while events.next().await.is_some() {
+        changed.notify_one();
     }
 }
 

@@ -15,3 +15,4 @@ pub mod server;
 pub mod stack;
 pub mod status;
 pub mod telemetry;
+pub mod watch;
