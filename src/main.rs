@@ -356,3 +356,44 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_run_flag_reads_a_variable_the_readme_documents() {
+        let command = Cli::command();
+        let run = command.find_subcommand("run").expect("a run subcommand");
+        let readme = include_str!("../README.md");
+        let mut flags = 0;
+        for argument in run.get_arguments() {
+            let Some(flag) = argument.get_long() else {
+                continue;
+            };
+            if flag == "help" {
+                continue;
+            }
+            flags += 1;
+            let variable = argument
+                .get_env()
+                .unwrap_or_else(|| panic!("--{flag} reads no environment variable"))
+                .to_string_lossy();
+            assert!(
+                variable.starts_with("APPSTACK_"),
+                "--{flag} reads {variable}"
+            );
+            let row = format!("| `--{flag}`");
+            let documented = readme
+                .lines()
+                .find(|line| line.starts_with(&row))
+                .unwrap_or_else(|| panic!("README has no row for --{flag}"));
+            assert!(
+                documented.contains(&format!("`{variable}`")),
+                "README's row for --{flag} names {variable}: {documented}"
+            );
+        }
+        assert!(flags >= 12, "found {flags} flags");
+    }
+}

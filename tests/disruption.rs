@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use appstack::crd::AppStack;
 use common::{LIMIT, Operator, apply_stack, cluster_dir, eventually, example, setup, wait_ready};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
+use kube::api::{DeleteParams, GroupVersionKind};
 use serde_json::json;
 
 #[tokio::test]
@@ -80,4 +82,41 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
             .any(|line| line.contains("watch failed; retrying")),
         "the outage was seen and survived"
     );
+}
+
+#[tokio::test]
+#[ignore = "removes the AppStack CRD from the local control plane: scripts/test.sh runs it alone"]
+async fn disruption_without_the_crd_the_operator_exits_with_the_install_hint() {
+    let client = common::client().await;
+    common::install_operator_prerequisites(&client).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete("appstacks.appstack.dev", &DeleteParams::default())
+        .await
+        .expect("delete the AppStack CRD");
+    let gvk = GroupVersionKind::gvk("appstack.dev", "v1alpha1", "AppStack");
+    eventually("the API server stops serving AppStacks", LIMIT, || async {
+        kube::discovery::pinned_kind(&client, &gvk)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+
+    let mut operator = Operator::start_with(&[], &[]).await;
+    let status = operator.exit_status(Duration::from_secs(30)).await;
+    common::install_crd(&client).await;
+    assert_eq!(status.code(), Some(2), "{}", operator.lines().join("\n"));
+    // The output is read by background tasks that may lag the exit.
+    eventually(
+        "the error says how to install the CRD",
+        Duration::from_secs(5),
+        || async {
+            operator
+                .lines()
+                .iter()
+                .any(|line| line.contains("appstack crd | kubectl apply -f -"))
+                .then_some(())
+        },
+    )
+    .await;
 }
