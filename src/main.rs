@@ -227,69 +227,48 @@ async fn run(args: RunArgs) -> ExitCode {
     let state = Arc::new(ProcessState::new(metrics.clone(), leadership.clone()));
     let servers = tokio::spawn(server::serve(state.clone(), listeners, stopped.clone()));
 
-    // With election, wait for the lease (or for shutdown) before reconciling.
-    let mut lost_leadership = false;
-    let leading = match &leadership {
-        None => true,
-        Some(leadership) => {
+    // Reconcile while leading (always, without election). A leader that
+    // loses its lease stops at once and stands by again.
+    let context = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        request_timeout,
+    ));
+    let options = RunOptions {
+        namespaces: args.namespaces.clone(),
+        concurrency: args.concurrency,
+    };
+    let grace = Duration::from_secs(args.shutdown_timeout_seconds);
+    let mut exit = ExitCode::SUCCESS;
+    loop {
+        if let Some(leadership) = &leadership {
             let mut leadership = leadership.clone();
             info!("waiting to become the leader");
-            tokio::select! {
+            let leading = tokio::select! {
                 result = leadership.wait_for(|state| state.leading) => result.is_ok(),
                 _ = stopped.clone() => false,
+            };
+            if !leading {
+                break;
             }
         }
-    };
-    if leading {
-        let context = Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            request_timeout,
-        ));
-        let options = RunOptions {
-            namespaces: args.namespaces.clone(),
-            concurrency: args.concurrency,
+        let lead = Lead {
+            context: context.clone(),
+            options: options.clone(),
+            state: state.clone(),
+            grace,
         };
-        // Stop reconciling on shutdown, or at once when the lease is lost.
-        let lost = {
-            let leadership = leadership.clone();
-            async move {
-                match leadership {
-                    Some(mut leadership) => {
-                        let _ = leadership.wait_for(|state| !state.leading).await;
-                    }
-                    None => futures::future::pending::<()>().await,
-                }
+        match lead.until(stopped.clone(), leadership.clone()).await {
+            Ok(Ended::Stopped) => break,
+            Ok(Ended::LostLease) => {
+                warn!("lost the leader lease: stopped reconciling, standing by");
             }
-            .shared()
-        };
-        let until = {
-            let stopped = stopped.clone();
-            let lost = lost.clone();
-            async move {
-                tokio::select! {
-                    _ = stopped => {}
-                    _ = lost => {}
-                }
-            }
-        };
-        let grace = Duration::from_secs(args.shutdown_timeout_seconds);
-        let controller = controller::run(context, options, state.clone(), until);
-        tokio::pin!(controller);
-        let mut stopping = std::pin::pin!(stopped.clone());
-        let finished = tokio::select! {
-            result = &mut controller => Some(result),
-            _ = &mut stopping => tokio::time::timeout(grace, &mut controller).await.ok(),
-        };
-        match finished {
-            Some(Ok(())) => {}
-            Some(Err(error)) => {
+            Err(error) => {
                 error!(error = %error_chain(&error), "controller failed");
-                return ExitCode::FAILURE;
+                exit = ExitCode::FAILURE;
+                break;
             }
-            None => warn!(?grace, "in-flight reconciles did not finish in time"),
         }
-        lost_leadership = lost.now_or_never().is_some() && !*stop.borrow();
     }
 
     if let Some((task, election_stop)) = election {
@@ -297,12 +276,65 @@ async fn run(args: RunArgs) -> ExitCode {
         let _ = task.await;
     }
     let _ = servers.await;
-    if lost_leadership {
-        error!("lost the leader lease; exiting so a fresh process can stand by");
-        return ExitCode::FAILURE;
-    }
     info!("stopped");
-    ExitCode::SUCCESS
+    exit
+}
+
+/// How a term of reconciling ended.
+enum Ended {
+    /// Shutdown was asked for.
+    Stopped,
+    /// Another process may lead now.
+    LostLease,
+}
+
+/// One term of reconciling.
+struct Lead {
+    context: Arc<Context>,
+    options: RunOptions,
+    state: Arc<ProcessState>,
+    /// How long in-flight reconciles may take to finish on shutdown.
+    grace: Duration,
+}
+
+impl Lead {
+    /// Reconciles until `stopped` (in-flight reconciles get the grace
+    /// period) or until `leadership` says the lease is lost (in-flight
+    /// reconciles are dropped at once: another process may lead soon).
+    async fn until(
+        self,
+        stopped: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+        leadership: Option<watch::Receiver<LeaderState>>,
+    ) -> Result<Ended, controller::Error> {
+        let controller = controller::run(
+            self.context,
+            self.options,
+            self.state.clone(),
+            stopped.clone(),
+        );
+        let lost = async move {
+            match leadership {
+                Some(mut leadership) => {
+                    let _ = leadership.wait_for(|state| !state.leading).await;
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        tokio::pin!(controller);
+        let ended = tokio::select! {
+            result = &mut controller => result.map(|()| Ended::Stopped),
+            _ = stopped => match tokio::time::timeout(self.grace, &mut controller).await {
+                Ok(result) => result.map(|()| Ended::Stopped),
+                Err(_) => {
+                    warn!(grace = ?self.grace, "in-flight reconciles did not finish in time");
+                    Ok(Ended::Stopped)
+                }
+            },
+            _ = lost => Ok(Ended::LostLease),
+        };
+        self.state.forget_caches();
+        ended
+    }
 }
 
 /// A client that counts its requests and gives up connecting quickly, so a

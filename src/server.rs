@@ -40,6 +40,7 @@ impl ProcessState {
     /// Registers the controllers' caches and marks the process synced once
     /// every one has listed.
     pub fn watch_caches(self: &Arc<Self>, stores: Vec<Store<AppStack>>) {
+        self.caches_synced.store(false, Ordering::Release);
         *self.stores.write().expect("stores lock") = stores.clone();
         let state = self.clone();
         tokio::spawn(async move {
@@ -61,6 +62,13 @@ impl ProcessState {
             state.caches_synced.store(true, Ordering::Release);
             tracing::info!("caches synced");
         });
+    }
+
+    /// Drops the caches of a controller that stopped: a standby counts no
+    /// stacks and waits for fresh caches when it leads again.
+    pub fn forget_caches(&self) {
+        self.caches_synced.store(false, Ordering::Release);
+        self.stores.write().expect("stores lock").clear();
     }
 
     /// Ready: leading (or running without election) with synced caches, or a

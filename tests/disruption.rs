@@ -19,7 +19,23 @@ use serde_json::json;
 async fn disruption_the_operator_rejoins_a_restarted_api_server() {
     let (client, namespace) = setup("restart").await;
     let ns = namespace.name.as_str();
-    let mut operator = Operator::start(ns).await;
+    // With leader election, as deployed. The outage outlasts the 6 s lease:
+    // the leader steps down, stands by, and leads again afterwards.
+    let mut operator = Operator::start_with(
+        &[
+            "--namespace",
+            ns,
+            "--leader-elect",
+            "--leader-elect-namespace",
+            ns,
+            "--leader-elect-lease-duration-seconds",
+            "6",
+            "--leader-elect-retry-period-seconds",
+            "1",
+        ],
+        &[],
+    )
+    .await;
     let mut stack = example("shop");
     apply_stack(&client, ns, &stack).await;
     wait_ready(&client, ns, "shop").await;
@@ -81,6 +97,17 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
             .iter()
             .any(|line| line.contains("watch failed; retrying")),
         "the outage was seen and survived"
+    );
+    let lines = operator.lines();
+    let stood_by = lines
+        .iter()
+        .position(|line| line.contains("stopped reconciling, standing by"))
+        .expect("the leader that could not renew stepped down");
+    assert!(
+        lines[stood_by..]
+            .iter()
+            .any(|line| line.contains("became the leader")),
+        "and led again"
     );
 }
 
