@@ -16,6 +16,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, Pat
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -39,11 +40,10 @@ use crate::watch;
 const DISCOVERY_TTL: Duration = Duration::from_secs(10);
 /// Finished migration Jobs of older revisions kept for inspection.
 pub const KEEP_FINISHED_JOBS: usize = 3;
-/// Resync of a converged stack: catches changes to referenced Secrets, which
-/// are not watched.
+/// Resync of a converged stack: a safety net for missed watch events.
 const RESYNC: Duration = Duration::from_secs(300);
-/// Re-check while waiting for something not watched (a referenced Secret,
-/// the ServiceMonitor CRD).
+/// Re-check while waiting for something not watched (the ServiceMonitor
+/// CRD), or a referenced Secret (watched; this covers a missed event).
 const POLL: Duration = Duration::from_secs(10);
 /// Re-check while children progress; their watches usually wake us sooner.
 const PROGRESS: Duration = Duration::from_secs(30);
@@ -213,8 +213,17 @@ pub async fn run(
         )
         .reflect(writer)
         .applied_objects();
-        let mut controller = Controller::for_stream(stacks, reader)
+        let referenced = watch::resilient(
+            "Secret (referenced)",
+            watcher::watcher(
+                scoped::<PartialObjectMeta<Secret>>(client.clone(), &scope),
+                watch::config(),
+            ),
+        )
+        .touched_objects();
+        let mut controller = Controller::for_stream(stacks, reader.clone())
             .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
+            .watches_stream(referenced, move |secret| readers_of(&reader, &secret))
             .owns_stream(owned::<Secret>(&client, &scope))
             .owns_stream(owned::<ConfigMap>(&client, &scope))
             .owns_stream(owned::<StatefulSet>(&client, &scope))
@@ -251,6 +260,21 @@ pub async fn run(
     state.watch_caches(stores);
     futures::future::join_all(controllers).await;
     Ok(())
+}
+
+/// The stacks in `secret`'s namespace that read a value from it.
+fn readers_of(
+    stacks: &Store<AppStack>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<AppStack>> {
+    let name = secret.name_any();
+    stacks
+        .state()
+        .iter()
+        .filter(|stack| stack.namespace() == secret.namespace())
+        .filter(|stack| stack.spec.referenced_secrets().contains(name.as_str()))
+        .map(|stack| ObjectRef::from_obj(stack.as_ref()))
+        .collect()
 }
 
 /// Children are watched by the managed-by label, metadata only.

@@ -5,7 +5,7 @@
 //! lives in the schema (OpenAPI keywords and CEL `x-kubernetes-validations`)
 //! so the API server rejects bad input with a message naming the field.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -583,6 +583,24 @@ pub fn definition() -> CustomResourceDefinition {
     crd
 }
 
+impl AppStackSpec {
+    /// The Secrets in the stack's namespace whose values the stack reads:
+    /// the external database URL and every `valueFrom` env entry.
+    pub fn referenced_secrets(&self) -> BTreeSet<&str> {
+        let database = self
+            .database
+            .external
+            .iter()
+            .map(|external| external.url_secret_ref.name.as_str());
+        let env = self
+            .env
+            .iter()
+            .filter_map(|entry| entry.value_from.as_ref())
+            .map(|from| from.secret_key_ref.name.as_str());
+        database.chain(env).collect()
+    }
+}
+
 /// The CRD as YAML, exactly as `appstack crd` prints it and `crds/` holds it.
 pub fn definition_yaml() -> String {
     serde_yaml::to_string(&definition()).expect("the CRD always serializes")
@@ -614,6 +632,25 @@ mod tests {
             "0".repeat(MIGRATION_HASH_LENGTH)
         );
         assert_eq!(longest.len(), 63);
+    }
+
+    #[test]
+    fn referenced_secrets_are_the_external_url_and_value_from_entries() {
+        let example: AppStack = serde_yaml::from_str(EXAMPLE).unwrap();
+        assert_eq!(
+            example.spec.referenced_secrets(),
+            BTreeSet::from(["sendgrid"])
+        );
+        let mut external = example.spec.clone();
+        external.database.managed = None;
+        external.database.external = Some(ExternalDatabase {
+            url_secret_ref: SecretKeyRef {
+                name: "db-url".into(),
+                key: "url".into(),
+            },
+        });
+        external.env.retain(|entry| entry.value_from.is_none());
+        assert_eq!(external.referenced_secrets(), BTreeSet::from(["db-url"]));
     }
 
     #[test]

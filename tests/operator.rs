@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, setup, wait_for,
@@ -15,7 +16,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -371,6 +374,55 @@ async fn generated_secrets_survive_restarts_and_spec_changes() {
     apply_stack(&client, ns, &stack).await;
     wait_ready(&client, ns, "shop").await;
     assert_eq!(read_all().await, generated, "after a second restart");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_changed_referenced_secret_reaches_the_backend() {
+    let (client, namespace) = setup("referenced").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    apply_stack(&client, ns, &example("shop")).await;
+    wait_ready(&client, ns, "shop").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let checksum = |deployment: Deployment| {
+        deployment
+            .spec
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()[CONFIG_CHECKSUM_ANNOTATION]
+            .clone()
+    };
+    let before = checksum(deployments.get("shop-backend").await.unwrap());
+    assert_eq!(
+        secret_value(&client, ns, "shop-env", "SENDGRID_API_KEY").await,
+        b"SG.test-key"
+    );
+
+    // The user rotates the key in their own Secret, which the stack only
+    // references; the operator watches it (no wait for a resync).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    secrets
+        .patch(
+            "sendgrid",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"api-key": "SG.rotated"}})),
+        )
+        .await
+        .unwrap();
+    eventually("the rotated key reaches <stack>-env", LIMIT, || async {
+        (secret_value(&client, ns, "shop-env", "SENDGRID_API_KEY").await == b"SG.rotated")
+            .then_some(())
+    })
+    .await;
+    eventually("the backend rolls with the new env", LIMIT, || async {
+        let now = checksum(deployments.get("shop-backend").await.ok()?);
+        (now != before).then_some(())
+    })
+    .await;
+    wait_ready(&client, ns, "shop").await;
 }
 
 #[tokio::test]
