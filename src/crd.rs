@@ -253,10 +253,20 @@ pub struct MigrationsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on the migration pod (sidecar injection, policy labels).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on the migration pod.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_annotations: BTreeMap<String, String>,
 }
 
@@ -295,10 +305,20 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on backend pods (sidecar injection, policy labels).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on backend pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_annotations: BTreeMap<String, String>,
     /// HTTP readiness and liveness probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,10 +369,20 @@ pub struct FrontendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on frontend pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on frontend pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub pod_annotations: BTreeMap<String, String>,
     /// HTTP readiness and liveness probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -371,10 +401,20 @@ fn default_api_url_env() -> String {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct Resources {
     /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub requests: BTreeMap<String, Quantity>,
     /// Maximum resources, e.g. {memory: 512Mi}.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub limits: BTreeMap<String, Quantity>,
 }
 
@@ -472,8 +512,24 @@ pub struct ServiceMonitorSpec {
     pub enabled: bool,
     /// Labels on the ServiceMonitor, e.g. {release: prometheus} to match a
     /// Prometheus serviceMonitorSelector.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "empty_if_null",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub labels: BTreeMap<String, String>,
+}
+
+/// Reads an emptied map as empty. Server-side apply turns a map emptied by
+/// its manager (`podLabels: {}` after `podLabels: {a: b}`) into null, so
+/// the schema marks optional maps nullable and null reads as empty.
+fn empty_if_null<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// A Kubernetes quantity such as 100m, 256Mi or 10Gi (numbers are accepted too).
@@ -651,6 +707,16 @@ mod tests {
         });
         external.env.retain(|entry| entry.value_from.is_none());
         assert_eq!(external.referenced_secrets(), BTreeSet::from(["db-url"]));
+    }
+
+    #[test]
+    fn null_maps_read_as_empty() {
+        let mut stack: serde_json::Value = serde_yaml::from_str(EXAMPLE).unwrap();
+        stack["spec"]["backend"]["podLabels"] = serde_json::Value::Null;
+        stack["spec"]["backend"]["resources"]["limits"] = serde_json::Value::Null;
+        let stack: AppStack = serde_json::from_value(stack).unwrap();
+        assert!(stack.spec.backend.pod_labels.is_empty());
+        assert!(stack.spec.backend.resources.unwrap().limits.is_empty());
     }
 
     #[test]

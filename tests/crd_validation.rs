@@ -94,6 +94,32 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
     assert_eq!(raw["backend"]["replicas"], 2);
 }
 
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn maps_emptied_by_server_side_apply_are_accepted() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::new(&client, "crd-empty-maps").await;
+    let mut stack = example();
+    set(
+        &mut stack,
+        "spec.backend.podLabels",
+        json!({"team": "shop"}),
+    );
+    apply(&client, &namespace.name, &stack).await.unwrap();
+
+    // Server-side apply stores a map its manager empties as null.
+    set(&mut stack, "spec.backend.podLabels", json!({}));
+    set(&mut stack, "spec.backend.resources.limits", json!({}));
+    let applied = apply(&client, &namespace.name, &stack)
+        .await
+        .expect("emptying maps is accepted");
+    assert!(applied.spec.backend.pod_labels.is_empty());
+    let resources = applied.spec.backend.resources.unwrap();
+    assert!(resources.limits.is_empty());
+    assert!(!resources.requests.is_empty());
+}
+
 /// One invalid change to the design example, and what the API server's
 /// message must contain: the offending field and the reason.
 struct Invalid {
