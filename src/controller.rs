@@ -30,7 +30,7 @@ use crate::crd::{AppStack, AppStackStatus, MigrationStatus};
 use crate::metrics::Metrics;
 use crate::secrets::{self, ObservedSecrets, SecretValue};
 use crate::server::ProcessState;
-use crate::stack::{Database, EnvSource, ValidatedStack};
+use crate::stack::{Database, ValidatedStack};
 use crate::status::{self, Check, Observation, reasons, types};
 use crate::telemetry::error_chain;
 use crate::watch;
@@ -497,7 +497,8 @@ async fn pipeline(
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
 
     // Fetch what is referenced and what was generated before.
-    let observed = observe_secrets(&secrets_api, validated).await?;
+    let referenced = stack.spec.referenced_secrets();
+    let observed = observe_secrets(&secrets_api, validated, referenced).await?;
     let resolved = match secrets::resolve(validated, &observed) {
         Ok(resolved) => resolved,
         Err(secrets::ResolveError::MissingReference { name, key }) => {
@@ -870,9 +871,15 @@ fn deployment_check(deployment: &Deployment) -> Check {
     }
 }
 
+/// Reads the stack's generated Secrets and every key of the `referenced`
+/// Secrets (names from [`AppStackSpec::referenced_secrets`], which the
+/// Secret watch maps by too).
+///
+/// [`AppStackSpec::referenced_secrets`]: crate::crd::AppStackSpec::referenced_secrets
 async fn observe_secrets(
     secrets_api: &Api<Secret>,
     stack: &ValidatedStack,
+    referenced: BTreeSet<&str>,
 ) -> Result<ObservedSecrets, Error> {
     let data_of = |secret: Option<Secret>| {
         secret.map(|secret| {
@@ -895,25 +902,10 @@ async fn observe_secrets(
         observed.database = data_of(get(database_name(stack)).await?);
     }
     observed.env = data_of(get(env_name(stack)).await?).unwrap_or_default();
-    let mut references: Vec<_> = stack
-        .env
-        .iter()
-        .filter_map(|var| match &var.source {
-            EnvSource::Referenced(reference) => Some(reference.clone()),
-            _ => None,
-        })
-        .collect();
-    if let Database::External { url_secret_ref } = &stack.database {
-        references.push(url_secret_ref.clone());
-    }
-    let names: BTreeSet<String> = references
-        .iter()
-        .map(|reference| reference.name.clone())
-        .collect();
-    for name in names {
-        let data = data_of(get(name.clone()).await?).unwrap_or_default();
+    for name in referenced {
+        let data = data_of(get(name.to_string()).await?).unwrap_or_default();
         for (key, value) in data {
-            observed.referenced.insert((name.clone(), key), value);
+            observed.referenced.insert((name.to_string(), key), value);
         }
     }
     Ok(observed)

@@ -229,16 +229,19 @@ async fn run(args: RunArgs) -> ExitCode {
 
     // Reconcile while leading (always, without election). A leader that
     // loses its lease stops at once and stands by again.
-    let context = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        request_timeout,
-    ));
-    let options = RunOptions {
-        namespaces: args.namespaces.clone(),
-        concurrency: args.concurrency,
+    let lead = Lead {
+        context: Arc::new(Context::new(
+            client.clone(),
+            metrics.clone(),
+            request_timeout,
+        )),
+        options: RunOptions {
+            namespaces: args.namespaces.clone(),
+            concurrency: args.concurrency,
+        },
+        state: state.clone(),
+        grace: Duration::from_secs(args.shutdown_timeout_seconds),
     };
-    let grace = Duration::from_secs(args.shutdown_timeout_seconds);
     let mut exit = ExitCode::SUCCESS;
     loop {
         if let Some(leadership) = &leadership {
@@ -252,13 +255,7 @@ async fn run(args: RunArgs) -> ExitCode {
                 break;
             }
         }
-        let lead = Lead {
-            context: context.clone(),
-            options: options.clone(),
-            state: state.clone(),
-            grace,
-        };
-        match lead.until(stopped.clone(), leadership.clone()).await {
+        match lead.term(stopped.clone(), leadership.clone()).await {
             Ok(Ended::Stopped) => break,
             Ok(Ended::LostLease) => {
                 warn!("lost the leader lease: stopped reconciling, standing by");
@@ -288,7 +285,7 @@ enum Ended {
     LostLease,
 }
 
-/// One term of reconciling.
+/// What reconciling needs, for each term of leading.
 struct Lead {
     context: Arc<Context>,
     options: RunOptions,
@@ -301,14 +298,14 @@ impl Lead {
     /// Reconciles until `stopped` (in-flight reconciles get the grace
     /// period) or until `leadership` says the lease is lost (in-flight
     /// reconciles are dropped at once: another process may lead soon).
-    async fn until(
-        self,
+    async fn term(
+        &self,
         stopped: impl std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
         leadership: Option<watch::Receiver<LeaderState>>,
     ) -> Result<Ended, controller::Error> {
         let controller = controller::run(
-            self.context,
-            self.options,
+            self.context.clone(),
+            self.options.clone(),
             self.state.clone(),
             stopped.clone(),
         );
