@@ -58,10 +58,7 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
         .is_err(),
         "the operator kept running through the outage"
     );
-    eventually("the operator is ready", LIMIT, || async {
-        (operator.health("/readyz").await == Some(200)).then_some(())
-    })
-    .await;
+    operator.wait_for_health("/readyz", 200).await;
 
     // The operator's part: the change reaches the backend Deployment and
     // the status reports the new generation. Ready follows once

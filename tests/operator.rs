@@ -9,8 +9,8 @@ use std::time::Duration;
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use common::{
-    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, setup, wait_for,
-    wait_ready,
+    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
+    wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -164,11 +164,8 @@ async fn a_new_stack_becomes_ready_in_order() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn an_image_bump_migrates_once_then_rolls_the_backend() {
-    let (client, namespace) = setup("bump").await;
+    let (client, namespace, _operator, mut stack) = ready_shop("bump").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
-    let mut stack = example("shop");
-    apply_stack(&client, ns, &stack).await;
     let before = wait_ready(&client, ns, "shop").await;
     let old_revision = before
         .status
@@ -267,12 +264,8 @@ async fn an_image_bump_migrates_once_then_rolls_the_backend() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
-    let (client, namespace) = setup("failing").await;
+    let (client, namespace, _operator, mut stack) = ready_shop("failing").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
-    let mut stack = example("shop");
-    apply_stack(&client, ns, &stack).await;
-    wait_ready(&client, ns, "shop").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let serving = deployments.get("shop-backend").await.unwrap();
     let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
@@ -329,12 +322,8 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn generated_secrets_survive_restarts_and_spec_changes() {
-    let (client, namespace) = setup("secrets").await;
+    let (client, namespace, operator, mut stack) = ready_shop("secrets").await;
     let ns = namespace.name.as_str();
-    let operator = Operator::start(ns).await;
-    let mut stack = example("shop");
-    apply_stack(&client, ns, &stack).await;
-    wait_ready(&client, ns, "shop").await;
     let read_all = || async {
         (
             secret_value(&client, ns, "shop-env", "SECRET_KEY").await,
@@ -379,11 +368,8 @@ async fn generated_secrets_survive_restarts_and_spec_changes() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_changed_referenced_secret_reaches_the_backend() {
-    let (client, namespace) = setup("referenced").await;
+    let (client, namespace, _operator, _stack) = ready_shop("referenced").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
-    apply_stack(&client, ns, &example("shop")).await;
-    wait_ready(&client, ns, "shop").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let checksum = |deployment: Deployment| {
         deployment
@@ -428,12 +414,8 @@ async fn a_changed_referenced_secret_reaches_the_backend() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_default() {
-    let (client, namespace) = setup("cleanup").await;
+    let (client, namespace, _operator, mut stack) = ready_shop("cleanup").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
-    let mut stack = example("shop");
-    apply_stack(&client, ns, &stack).await;
-    wait_ready(&client, ns, "shop").await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -596,12 +578,8 @@ async fn a_converged_stack_costs_no_writes() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn moving_to_an_external_database_removes_the_managed_one() {
-    let (client, namespace) = setup("external").await;
+    let (client, namespace, _operator, mut stack) = ready_shop("external").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
-    let mut stack = example("shop");
-    apply_stack(&client, ns, &stack).await;
-    wait_ready(&client, ns, "shop").await;
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     common::create_secret(

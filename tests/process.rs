@@ -7,8 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    LIMIT, Operator, apply_stack, client, eventually, example, free_port, http_get, sample, setup,
-    wait_ready,
+    LIMIT, Operator, apply_stack, client, eventually, example, free_port, http_get, ready_shop,
+    sample, setup, wait_ready,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
@@ -16,6 +16,9 @@ use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use serde_json::{Value, json};
+
+/// The leader gauge of the default Lease.
+const MASTER_STATUS: &str = r#"leader_election_master_status{name="appstack-operator"}"#;
 
 fn holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref()?.holder_identity.clone()
@@ -34,11 +37,8 @@ async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn metrics_count_reconciles_requests_and_stacks() {
-    let (client, namespace) = setup("metrics").await;
+    let (client, namespace, operator, _stack) = ready_shop("metrics").await;
     let ns = namespace.name.as_str();
-    let operator = Operator::start(ns).await;
-    apply_stack(&client, ns, &example("shop")).await;
-    wait_ready(&client, ns, "shop").await;
     let metrics = eventually("the Ready stack counted", LIMIT, || async {
         let metrics = operator.metrics().await;
         (sample(&metrics, r#"appstack_stacks{condition="Ready"}"#) == Some(1.0)).then_some(metrics)
@@ -130,24 +130,11 @@ async fn readiness_follows_caches_and_the_leader_lease() {
         &[],
     )
     .await;
-    eventually("healthz answers", LIMIT, || async {
-        (operator.health("/healthz").await == Some(200)).then_some(())
-    })
-    .await;
-    eventually(
-        "readyz refuses while the lease is unreachable",
-        LIMIT,
-        || async { (operator.health("/readyz").await == Some(503)).then_some(()) },
-    )
-    .await;
+    operator.wait_for_health("/healthz", 200).await;
+    // Refused while the lease is unreachable.
+    operator.wait_for_health("/readyz", 503).await;
     let metrics = operator.metrics().await;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"leader_election_master_status{name="appstack-operator"}"#
-        ),
-        Some(0.0)
-    );
+    assert_eq!(sample(&metrics, MASTER_STATUS), Some(0.0));
 
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace =
@@ -156,18 +143,10 @@ async fn readiness_follows_caches_and_the_leader_lease() {
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap();
-    eventually("ready once leading with synced caches", LIMIT, || async {
-        (operator.health("/readyz").await == Some(200)).then_some(())
-    })
-    .await;
+    // Ready once leading with synced caches.
+    operator.wait_for_health("/readyz", 200).await;
     let metrics = operator.metrics().await;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"leader_election_master_status{name="appstack-operator"}"#
-        ),
-        Some(1.0)
-    );
+    assert_eq!(sample(&metrics, MASTER_STATUS), Some(1.0));
 
     // Shutting down: the endpoints go away and the process exits 0.
     let mut operator = operator;
@@ -336,10 +315,8 @@ async fn two_candidates(ns: &str, lease_seconds: &str) -> (Operator, Operator) {
         &[],
     )
     .await;
-    eventually("second stands by, ready", LIMIT, || async {
-        (second.health("/readyz").await == Some(200)).then_some(())
-    })
-    .await;
+    // The second stands by, ready.
+    second.wait_for_health("/readyz", 200).await;
     assert_eq!(
         lease_holder(&leases, "appstack-operator").await.as_deref(),
         Some("first")
@@ -426,13 +403,7 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
     apply_stack(&client, ns, &example("shop")).await;
     wait_ready(&client, ns, "shop").await;
     let metrics = standby.metrics().await;
-    assert_eq!(
-        sample(
-            &metrics,
-            r#"leader_election_master_status{name="appstack-operator"}"#
-        ),
-        Some(1.0)
-    );
+    assert_eq!(sample(&metrics, MASTER_STATUS), Some(1.0));
     let _ = http_get(standby.health_port, "/healthz")
         .await
         .expect("still serving");

@@ -295,6 +295,14 @@ impl Operator {
         body
     }
 
+    /// Waits until `GET path` on the health port answers `code`.
+    pub async fn wait_for_health(&self, path: &str, code: u16) {
+        eventually(&format!("{path} answers {code}"), LIMIT, || async {
+            (self.health(path).await == Some(code)).then_some(())
+        })
+        .await;
+    }
+
     /// The status code of `GET path` on the health port, `None` when
     /// nothing answers.
     pub async fn health(&self, path: &str) -> Option<u16> {
@@ -407,6 +415,18 @@ pub async fn setup(prefix: &str) -> (Client, TestNamespace) {
     )
     .await;
     (client, namespace)
+}
+
+/// A fresh namespace (as `setup`) with the operator running in it and the
+/// example stack `shop` applied and Ready. Keep the operator bound: dropping
+/// it stops the process.
+pub async fn ready_shop(prefix: &str) -> (Client, TestNamespace, Operator, Value) {
+    let (client, namespace) = setup(prefix).await;
+    let operator = Operator::start(&namespace.name).await;
+    let stack = example("shop");
+    apply_stack(&client, &namespace.name, &stack).await;
+    wait_ready(&client, &namespace.name, "shop").await;
+    (client, namespace, operator, stack)
 }
 
 pub async fn apply_stack(client: &Client, namespace: &str, stack: &Value) {
