@@ -184,8 +184,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
 /// namespaces when none), each owning every child kind through
 /// label-filtered metadata watches. Every watch retries on its own (see
 /// [`watch::resilient`]), so an API server restart is rejoined within
-/// seconds and never stops the process. The AppStack caches are handed to `state` for
-/// readiness and metrics.
+/// seconds and never stops the process. The AppStack caches are handed to
+/// `state` for readiness and metrics.
 pub async fn run(
     context: Arc<Context>,
     options: RunOptions,
