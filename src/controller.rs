@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -596,7 +596,18 @@ async fn pipeline(
                 &statefulset,
             )
             .await?;
-            statefulset_check(&applied.object)
+            let pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+            let volume_in_line = align_volume_owner(&pvcs, validated).await?;
+            match statefulset_check(&applied.object) {
+                check if check.ok && !volume_in_line => Check::pending(
+                    reasons::DATABASE_STARTING,
+                    format!(
+                        "waiting for volume {} to exist",
+                        children::database::volume_claim_name(validated)
+                    ),
+                ),
+                check => check,
+            }
         }
         (None, Database::External { url_secret_ref }) => Check::ok(
             reasons::EXTERNAL_DATABASE,
@@ -942,6 +953,43 @@ async fn align_owner(
         .await
         .map_err(apply_error(desired))?;
     Ok(())
+}
+
+/// Keeps the database volume's ownerReferences in line with the deletion
+/// policy (see [`children::database::volume_owner_references`]). Returns
+/// whether the volume follows the policy: under `Delete` it must exist to be
+/// owned, so a stack is not reported ready before its volume would go with it.
+async fn align_volume_owner(
+    pvcs: &Api<PersistentVolumeClaim>,
+    stack: &ValidatedStack,
+) -> Result<bool, Error> {
+    let name = children::database::volume_claim_name(stack);
+    let Some(claim) = pvcs
+        .get_metadata_opt(&name)
+        .await
+        .map_err(fetch_error(format!("PersistentVolumeClaim {name}")))?
+    else {
+        return Ok(!stack.deletes_database_with_stack());
+    };
+    let observed = claim.metadata.owner_references.unwrap_or_default();
+    let Some(desired) = children::database::volume_owner_references(stack, &observed) else {
+        return Ok(true);
+    };
+    // The StatefulSet controller edits this list too: the resourceVersion
+    // makes a concurrent change a conflict, retried, rather than lost.
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": claim.metadata.resource_version,
+        "ownerReferences": desired,
+    }});
+    pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(|source| Error::Apply {
+            kind: "PersistentVolumeClaim".into(),
+            name: name.clone(),
+            source,
+        })?;
+    info!(volume = %name, owned = stack.deletes_database_with_stack(), "database volume ownership follows deletionPolicy");
+    Ok(true)
 }
 
 /// Deletes children of switched-off components: objects labelled as this

@@ -19,7 +19,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 /// The label KWOK's stages read to fail a pod's container.
@@ -462,8 +462,18 @@ async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_defaul
     let mut deleting = example("temp");
     deleting["spec"]["database"]["managed"]["deletionPolicy"] = json!("Delete");
     apply_stack(&client, ns, &deleting).await;
-    wait_ready(&client, ns, "temp").await;
-    assert!(!gone(&pvcs, "data-temp-db-0").await);
+    let ready = wait_ready(&client, ns, "temp").await;
+    // Ready means the volume already goes with the stack: deleting it at
+    // once must not race the StatefulSet controller.
+    let volume = pvcs.get("data-temp-db-0").await.unwrap();
+    assert!(
+        volume
+            .owner_references()
+            .iter()
+            .any(|owner| owner.kind == "AppStack" && Some(&owner.uid) == ready.uid().as_ref()),
+        "under Delete the stack owns its volume: {:?}",
+        volume.owner_references()
+    );
     stacks
         .delete("temp", &DeleteParams::background())
         .await

@@ -13,10 +13,12 @@ use k8s_openapi::api::core::v1::{
     Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Component, DatabaseChildren, database_name, object_meta, selector_labels};
+use super::{
+    Component, DatabaseChildren, database_name, object_meta, owner_reference, selector_labels,
+};
 use crate::secrets::db_keys;
 use crate::stack::{Database, POSTGRES_PORT, ValidatedStack};
 
@@ -198,6 +200,39 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
     })
 }
 
+/// The PersistentVolumeClaim the StatefulSet creates for its one replica.
+pub fn volume_claim_name(stack: &ValidatedStack) -> String {
+    format!("{DATA_VOLUME}-{}-0", database_name(stack))
+}
+
+/// The ownerReferences the database volume should carry, or `None` when
+/// `observed` already has them.
+///
+/// The StatefulSet's `whenDeleted` retention policy alone cannot be trusted
+/// with `deletionPolicy: Delete`: the StatefulSet controller creates the claim
+/// without an owner and adds its own reference in a later sync, so a stack
+/// deleted before that sync would leave the volume behind. The stack
+/// therefore owns the volume itself under `Delete` (a plain, non-controller
+/// reference beside the StatefulSet's), and never under `Retain`. Every
+/// other reference is kept as it is.
+pub fn volume_owner_references(
+    stack: &ValidatedStack,
+    observed: &[OwnerReference],
+) -> Option<Vec<OwnerReference>> {
+    let mut desired: Vec<OwnerReference> = observed
+        .iter()
+        .filter(|reference| reference.uid != stack.uid)
+        .cloned()
+        .collect();
+    if stack.deletes_database_with_stack() {
+        desired.push(OwnerReference {
+            controller: None,
+            ..owner_reference(stack)
+        });
+    }
+    (desired != observed).then_some(desired)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +303,43 @@ mod tests {
                 .as_deref(),
             Some("Delete")
         );
+    }
+
+    fn statefulset_reference() -> OwnerReference {
+        OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            name: "shop-db".into(),
+            uid: "set-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+
+    #[test]
+    fn the_stack_owns_its_volume_only_under_delete() {
+        let retained = example();
+        let deleted = from_yaml(
+            &include_str!("../../deploy/examples/shop.yaml")
+                .replace("deletionPolicy: Retain", "deletionPolicy: Delete"),
+        );
+        assert_eq!(volume_claim_name(&retained), "data-shop-db-0");
+
+        let set_only = [statefulset_reference()];
+        assert_eq!(volume_owner_references(&retained, &set_only), None);
+        let owned = volume_owner_references(&deleted, &set_only).unwrap();
+        assert_eq!(owned[0], statefulset_reference());
+        assert_eq!(owned[1].uid, deleted.uid);
+        assert_eq!(owned[1].kind, "AppStack");
+        assert_eq!(
+            owned[1].controller, None,
+            "the StatefulSet stays the controller"
+        );
+        assert_eq!(volume_owner_references(&deleted, &owned), None);
+
+        // Back to Retain: only the stack's reference goes.
+        let released = volume_owner_references(&retained, &owned).unwrap();
+        assert_eq!(released, set_only);
+        assert_eq!(volume_owner_references(&retained, &[]), None);
     }
 }
