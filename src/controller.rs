@@ -45,6 +45,11 @@ const RESYNC: Duration = Duration::from_secs(300);
 /// Re-check while waiting for something not watched (the ServiceMonitor
 /// CRD), or a referenced Secret (watched; this covers a missed event).
 const POLL: Duration = Duration::from_secs(10);
+/// Held by a stack with `deletionPolicy: Delete` until the operator has seen
+/// it being deleted. No reconcile runs after the operator releases it, so
+/// none can recreate the StatefulSet (and with it a new, unowned volume)
+/// once the garbage collector has started deleting the stack's children.
+pub const DATABASE_FINALIZER: &str = "appstack.dev/delete-database";
 /// Re-check while children progress; their watches usually wake us sooner.
 const PROGRESS: Duration = Duration::from_secs(30);
 
@@ -73,6 +78,8 @@ pub enum Error {
     },
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("updating the AppStack's finalizers: {0}")]
+    Finalizer(#[source] kube::Error),
     #[error("discovering the ServiceMonitor API: {0}")]
     Discovery(#[source] kube::Error),
     #[error("generating secrets: {0}")]
@@ -89,6 +96,7 @@ impl Error {
             Error::Apply { .. } => "apply",
             Error::Sweep { .. } => "sweep",
             Error::Status(_) => "status",
+            Error::Finalizer(_) => "finalizer",
             Error::Discovery(_) => "discovery",
             Error::Secrets(_) => "secrets",
             Error::Timeout(_) => "timeout",
@@ -368,6 +376,11 @@ async fn reconcile_stack(cached: Arc<AppStack>, context: Arc<Context>) -> Result
     else {
         return Ok(Action::await_change());
     };
+    if stack.metadata.deletion_timestamp.is_some() {
+        // Being deleted: create nothing more, and let the deletion finish.
+        set_finalizer(&stacks, &stack, false).await?;
+        return Ok(Action::await_change());
+    }
     let generation = stack.metadata.generation.unwrap_or(0);
     let mut observation = Observation::default();
     match ValidatedStack::new(&stack) {
@@ -495,6 +508,8 @@ async fn pipeline(
     let client = &context.client;
     let namespace = validated.namespace.as_str();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
+    set_finalizer(&stacks, stack, validated.deletes_database_with_stack()).await?;
 
     // Fetch what is referenced and what was generated before.
     let referenced = stack.spec.referenced_secrets();
@@ -955,6 +970,62 @@ async fn align_owner(
     Ok(())
 }
 
+/// Adds or removes [`DATABASE_FINALIZER`] so the stack holds it exactly
+/// when `wanted`. A JSON patch tested against the resourceVersion replaces
+/// the list, so a finalizer someone else adds meanwhile is never lost: the
+/// patch fails and the reconcile is retried.
+async fn set_finalizer(
+    stacks: &Api<AppStack>,
+    stack: &AppStack,
+    wanted: bool,
+) -> Result<(), Error> {
+    let Some(finalizers) = desired_finalizers(stack.finalizers(), wanted) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": stack.resource_version()},
+        {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+    ]))
+    .expect("a well-formed JSON patch");
+    stacks
+        .patch(
+            &stack.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+        .map_err(Error::Finalizer)?;
+    info!(
+        finalizer = DATABASE_FINALIZER,
+        held = wanted,
+        "finalizer updated"
+    );
+    Ok(())
+}
+
+/// The stack's finalizers with [`DATABASE_FINALIZER`] held exactly when
+/// `wanted`, or `None` when `current` already is that.
+fn desired_finalizers(current: &[String], wanted: bool) -> Option<Vec<String>> {
+    let held = current.iter().any(|name| name == DATABASE_FINALIZER);
+    match (held, wanted) {
+        (false, true) => Some(
+            current
+                .iter()
+                .cloned()
+                .chain([DATABASE_FINALIZER.to_string()])
+                .collect(),
+        ),
+        (true, false) => Some(
+            current
+                .iter()
+                .filter(|name| *name != DATABASE_FINALIZER)
+                .cloned()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 /// Keeps the database volume's ownerReferences in line with the deletion
 /// policy (see [`children::database::volume_owner_references`]). Returns
 /// whether the volume follows the policy: under `Delete` it must exist to be
@@ -1208,6 +1279,17 @@ fn action_event(reason: &str, note: String) -> Event {
 mod tests {
     use super::*;
     use crate::status::{Check, desired_status};
+
+    #[test]
+    fn the_database_finalizer_is_added_and_released_beside_others() {
+        let others = vec!["example.com/keep".to_string()];
+        let held = desired_finalizers(&others, true).unwrap();
+        assert_eq!(held, ["example.com/keep", DATABASE_FINALIZER]);
+        assert_eq!(desired_finalizers(&held, true), None);
+        assert_eq!(desired_finalizers(&held, false).unwrap(), others);
+        assert_eq!(desired_finalizers(&others, false), None);
+        assert_eq!(desired_finalizers(&[], false), None);
+    }
 
     fn observation(migrations: Check) -> Observation {
         Observation {

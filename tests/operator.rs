@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
+use appstack::controller::DATABASE_FINALIZER;
 use appstack::crd::AppStack;
 use common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
@@ -437,6 +438,11 @@ async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_defaul
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    assert!(
+        ready.finalizers().is_empty(),
+        "Retain needs no finalizer: {:?}",
+        ready.finalizers()
+    );
     stacks
         .delete("shop", &DeleteParams::background())
         .await
@@ -463,6 +469,7 @@ async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_defaul
     deleting["spec"]["database"]["managed"]["deletionPolicy"] = json!("Delete");
     apply_stack(&client, ns, &deleting).await;
     let ready = wait_ready(&client, ns, "temp").await;
+    assert_eq!(ready.finalizers(), [DATABASE_FINALIZER]);
     // Ready means the volume already goes with the stack: deleting it at
     // once must not race the StatefulSet controller.
     let volume = pvcs.get("data-temp-db-0").await.unwrap();
