@@ -462,10 +462,20 @@ pub async fn wait_for(
     status: &str,
     reason: Option<&str>,
 ) -> AppStack {
+    wait_for_within(client, namespace, name, (type_, status, reason), LIMIT).await
+}
+
+async fn wait_for_within(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    (type_, status, reason): (&str, &str, Option<&str>),
+    limit: Duration,
+) -> AppStack {
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
     eventually(
         &format!("{name} {type_}={status} {reason:?}"),
-        LIMIT,
+        limit,
         || async {
             let stack = stacks.get(name).await.ok()?;
             let current = stack.status.as_ref()?.observed_generation == stack.metadata.generation?;
@@ -478,7 +488,18 @@ pub async fn wait_for(
 }
 
 pub async fn wait_ready(client: &Client, namespace: &str, name: &str) -> AppStack {
-    wait_for(client, namespace, name, "Ready", "True", None).await
+    wait_ready_within(client, namespace, name, LIMIT).await
+}
+
+/// [`wait_ready`] with a limit of its own, for waits that depend on more
+/// than the operator (kube-controller-manager recovering from an outage).
+pub async fn wait_ready_within(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    limit: Duration,
+) -> AppStack {
+    wait_for_within(client, namespace, name, ("Ready", "True", None), limit).await
 }
 
 /// Creates a Secret `name` holding one `key: value`, as a user would.
