@@ -112,7 +112,10 @@ pub struct ManagedDatabase {
     #[serde(default)]
     pub storage: StorageSpec,
     /// What happens to the data volume and the `<stack>-db` credentials when
-    /// the AppStack is deleted: Retain (default) keeps them, Delete removes them.
+    /// the AppStack is deleted: Retain (default) keeps them, Delete removes
+    /// them. Under Delete the AppStack holds the finalizer
+    /// appstack.dev/delete-database, which the operator releases once it has
+    /// seen the deletion.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 }
