@@ -1042,7 +1042,7 @@ async fn align_volume_owner(
     else {
         return Ok(!stack.deletes_database_with_stack());
     };
-    let observed = claim.metadata.owner_references.unwrap_or_default();
+    let observed = claim.metadata.owner_references.clone().unwrap_or_default();
     let Some(desired) = children::database::volume_owner_references(stack, &observed) else {
         return Ok(true);
     };
@@ -1054,11 +1054,7 @@ async fn align_volume_owner(
     }});
     pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(|source| Error::Apply {
-            kind: "PersistentVolumeClaim".into(),
-            name: name.clone(),
-            source,
-        })?;
+        .map_err(apply_error(&claim))?;
     info!(volume = %name, owned = stack.deletes_database_with_stack(), "database volume ownership follows deletionPolicy");
     Ok(true)
 }
