@@ -378,7 +378,7 @@ async fn reconcile_stack(cached: Arc<AppStack>, context: Arc<Context>) -> Result
     };
     if stack.metadata.deletion_timestamp.is_some() {
         // Being deleted: create nothing more, and let the deletion finish.
-        set_finalizer(&stacks, &stack, false).await?;
+        release(&context.client, &stacks, &stack).await?;
         return Ok(Action::await_change());
     }
     let generation = stack.metadata.generation.unwrap_or(0);
@@ -509,7 +509,9 @@ async fn pipeline(
     let namespace = validated.namespace.as_str();
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
-    set_finalizer(&stacks, stack, validated.deletes_database_with_stack()).await?;
+    if validated.deletes_database_with_stack() {
+        set_finalizer(&stacks, stack, true).await?;
+    }
 
     // Fetch what is referenced and what was generated before.
     let referenced = stack.spec.referenced_secrets();
@@ -630,6 +632,11 @@ async fn pipeline(
         ),
         (None, Database::Managed(_)) => unreachable!("a managed database always has children"),
     };
+    if !validated.deletes_database_with_stack() {
+        // The credentials and the volume no longer go with the stack (both
+        // were aligned above): it need not wait for the operator to go.
+        set_finalizer(&stacks, stack, false).await?;
+    }
     let database_ready = database_check.ok;
     observation.database = Some(database_check);
     if !database_ready {
@@ -967,6 +974,70 @@ async fn align_owner(
         )
         .await
         .map_err(apply_error(desired))?;
+    Ok(())
+}
+
+/// Lets a stack that is being deleted go. If it holds [`DATABASE_FINALIZER`]
+/// but its spec now says `Retain` (switched just before the deletion, before
+/// a reconcile caught up), the credentials and the volume are disowned
+/// first, so the deletion honours the policy the user last asked for.
+async fn release(client: &Client, stacks: &Api<AppStack>, stack: &AppStack) -> Result<(), Error> {
+    if !stack
+        .finalizers()
+        .iter()
+        .any(|name| name == DATABASE_FINALIZER)
+    {
+        return Ok(());
+    }
+    if let Ok(validated) = ValidatedStack::new(stack)
+        && let Database::Managed(_) = validated.database
+        && !validated.deletes_database_with_stack()
+    {
+        let namespace = validated.namespace.as_str();
+        disown(
+            &Api::<Secret>::namespaced(client.clone(), namespace),
+            &database_name(&validated),
+            &validated.uid,
+        )
+        .await?;
+        align_volume_owner(
+            &Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace),
+            &validated,
+        )
+        .await?;
+    }
+    set_finalizer(stacks, stack, false).await?;
+    info!("stack deleted; its children go with it");
+    Ok(())
+}
+
+/// Removes the ownerReference to `owner` from object `name`, if it has one.
+async fn disown<K>(api: &Api<K>, name: &str, owner: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
+    let Some(object) = api
+        .get_metadata_opt(name)
+        .await
+        .map_err(fetch_error(format!("{} {name}", K::kind(&()))))?
+    else {
+        return Ok(());
+    };
+    let observed = object.owner_references();
+    if !observed.iter().any(|reference| reference.uid == owner) {
+        return Ok(());
+    }
+    let kept: Vec<_> = observed
+        .iter()
+        .filter(|reference| reference.uid != owner)
+        .collect();
+    let patch = serde_json::json!({"metadata": {
+        "resourceVersion": object.metadata.resource_version,
+        "ownerReferences": kept,
+    }});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(apply_error(&object))?;
     Ok(())
 }
 

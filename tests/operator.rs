@@ -57,6 +57,15 @@ where
     matches!(api.get_opt(name).await, Ok(None))
 }
 
+/// Whether object `name` exists and is not being deleted (a volume in use
+/// lingers, terminating, behind its protection finalizer).
+async fn kept<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    matches!(api.get_opt(name).await, Ok(Some(object)) if object.meta().deletion_timestamp.is_none())
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn a_new_stack_becomes_ready_in_order() {
@@ -457,11 +466,11 @@ async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_defaul
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
-        !gone(&pvcs, "data-shop-db-0").await,
+        kept(&pvcs, "data-shop-db-0").await,
         "Retain keeps the volume"
     );
     assert!(
-        !gone(&secrets, "shop-db").await,
+        kept(&secrets, "shop-db").await,
         "Retain keeps the credentials"
     );
 
@@ -493,6 +502,51 @@ async fn switched_off_and_deleted_children_go_and_the_database_is_kept_by_defaul
         },
     )
     .await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn switching_back_to_retain_keeps_the_database_even_when_deleted_at_once() {
+    let (client, namespace) = setup("retain-again").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    stack["spec"]["database"]["managed"]["deletionPolicy"] = json!("Delete");
+    apply_stack(&client, ns, &stack).await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    assert_eq!(ready.finalizers(), [DATABASE_FINALIZER]);
+
+    // The user changes their mind and deletes the stack in the same breath,
+    // before the operator has reconciled the change.
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), ns);
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    stack["spec"]["database"]["managed"]["deletionPolicy"] = json!("Retain");
+    apply_stack(&client, ns, &stack).await;
+    stacks
+        .delete("shop", &DeleteParams::background())
+        .await
+        .unwrap();
+    eventually("the stack and its StatefulSet deleted", LIMIT, || async {
+        (gone(&stacks, "shop").await && gone(&statefulsets, "shop-db").await).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let volume = pvcs
+        .get_opt("data-shop-db-0")
+        .await
+        .unwrap()
+        .expect("Retain, asked for last, keeps the volume");
+    assert!(
+        volume.metadata.deletion_timestamp.is_none() && volume.owner_references().is_empty(),
+        "Retain, asked for last, keeps the volume unowned: {:?}",
+        volume.metadata
+    );
+    assert!(
+        kept(&secrets, "shop-db").await,
+        "Retain keeps the credentials"
+    );
 }
 
 #[tokio::test]

@@ -209,26 +209,40 @@ pub fn volume_claim_name(stack: &ValidatedStack) -> String {
 /// `observed` already has them.
 ///
 /// The StatefulSet's `whenDeleted` retention policy alone cannot be trusted
-/// with `deletionPolicy: Delete`: the StatefulSet controller creates the claim
-/// without an owner and adds its own reference in a later sync, so a stack
-/// deleted before that sync would leave the volume behind. The stack
-/// therefore owns the volume itself under `Delete` (a plain, non-controller
-/// reference beside the StatefulSet's), and never under `Retain`. Every
-/// other reference is kept as it is.
+/// either way. Under `Delete`, the StatefulSet controller creates the claim
+/// without an owner and adds its reference a sync later, so a stack deleted
+/// before that sync would leave the volume behind: the stack owns the volume
+/// itself (a plain, non-controller reference beside the StatefulSet's).
+/// Under `Retain`, after a switch from `Delete`, the StatefulSet's reference
+/// lingers until its controller next syncs, and a stack deleted before that
+/// would take the volume with it: neither the stack nor its StatefulSet may
+/// own the volume. Every other reference is kept as it is.
 pub fn volume_owner_references(
     stack: &ValidatedStack,
     observed: &[OwnerReference],
 ) -> Option<Vec<OwnerReference>> {
+    let deletes = stack.deletes_database_with_stack();
+    let ours = OwnerReference {
+        controller: None,
+        ..owner_reference(stack)
+    };
+    let statefulset = database_name(stack);
     let mut desired: Vec<OwnerReference> = observed
         .iter()
-        .filter(|reference| reference.uid != stack.uid)
+        .filter(|reference| {
+            if reference.uid == stack.uid {
+                deletes && **reference == ours
+            } else {
+                let goes_with_stack = reference.api_version == "apps/v1"
+                    && reference.kind == "StatefulSet"
+                    && reference.name == statefulset;
+                deletes || !goes_with_stack
+            }
+        })
         .cloned()
         .collect();
-    if stack.deletes_database_with_stack() {
-        desired.push(OwnerReference {
-            controller: None,
-            ..owner_reference(stack)
-        });
+    if deletes && !desired.contains(&ours) {
+        desired.push(ours);
     }
     (desired != observed).then_some(desired)
 }
@@ -326,7 +340,6 @@ mod tests {
         assert_eq!(volume_claim_name(&retained), "data-shop-db-0");
 
         let set_only = [statefulset_reference()];
-        assert_eq!(volume_owner_references(&retained, &set_only), None);
         let owned = volume_owner_references(&deleted, &set_only).unwrap();
         assert_eq!(owned[0], statefulset_reference());
         assert_eq!(owned[1].uid, deleted.uid);
@@ -337,9 +350,24 @@ mod tests {
         );
         assert_eq!(volume_owner_references(&deleted, &owned), None);
 
-        // Back to Retain: only the stack's reference goes.
-        let released = volume_owner_references(&retained, &owned).unwrap();
-        assert_eq!(released, set_only);
+        // Owned already, in any order: nothing to write.
+        let reordered = [owned[1].clone(), owned[0].clone()];
+        assert_eq!(volume_owner_references(&deleted, &reordered), None);
+
+        // Back to Retain: the stack's reference goes, and so does the
+        // StatefulSet's until its controller catches up; others stay.
+        let other = OwnerReference {
+            kind: "Backup".into(),
+            uid: "backup-uid".into(),
+            controller: None,
+            ..statefulset_reference()
+        };
+        let mut observed = owned.clone();
+        observed.push(other.clone());
+        let released = volume_owner_references(&retained, &observed).unwrap();
+        assert_eq!(released, std::slice::from_ref(&other));
+        assert_eq!(volume_owner_references(&retained, &set_only).unwrap(), []);
+        assert_eq!(volume_owner_references(&retained, &[other]), None);
         assert_eq!(volume_owner_references(&retained, &[]), None);
     }
 }
