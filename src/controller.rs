@@ -11,6 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -1016,29 +1017,55 @@ async fn disown<K>(api: &Api<K>, name: &str, owner: &str) -> Result<(), Error>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
 {
+    realign_owners(api, name, |observed| {
+        observed
+            .iter()
+            .any(|reference| reference.uid == owner)
+            .then(|| {
+                observed
+                    .iter()
+                    .filter(|reference| reference.uid != owner)
+                    .cloned()
+                    .collect()
+            })
+    })
+    .await?;
+    Ok(())
+}
+
+/// Sets object `name`'s ownerReferences to what `desired` makes of the
+/// observed ones (`None`: leave them). Controllers edit these lists
+/// concurrently (the StatefulSet controller does, on its volumes): the
+/// patch carries the resourceVersion, so a concurrent change makes it fail
+/// and the reconcile retry rather than overwrite. Returns whether the
+/// object exists.
+async fn realign_owners<K>(
+    api: &Api<K>,
+    name: &str,
+    desired: impl FnOnce(&[OwnerReference]) -> Option<Vec<OwnerReference>>,
+) -> Result<bool, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+{
     let Some(object) = api
         .get_metadata_opt(name)
         .await
         .map_err(fetch_error(format!("{} {name}", K::kind(&()))))?
     else {
-        return Ok(());
+        return Ok(false);
     };
-    let observed = object.owner_references();
-    if !observed.iter().any(|reference| reference.uid == owner) {
-        return Ok(());
-    }
-    let kept: Vec<_> = observed
-        .iter()
-        .filter(|reference| reference.uid != owner)
-        .collect();
+    let Some(owners) = desired(object.owner_references()) else {
+        return Ok(true);
+    };
     let patch = serde_json::json!({"metadata": {
         "resourceVersion": object.metadata.resource_version,
-        "ownerReferences": kept,
+        "ownerReferences": owners,
     }});
     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .map_err(apply_error(&object))?;
-    Ok(())
+    info!(kind = %K::kind(&()), %name, "ownerReferences updated");
+    Ok(true)
 }
 
 /// Adds or removes [`DATABASE_FINALIZER`] so the stack holds it exactly
@@ -1106,28 +1133,11 @@ async fn align_volume_owner(
     stack: &ValidatedStack,
 ) -> Result<bool, Error> {
     let name = children::database::volume_claim_name(stack);
-    let Some(claim) = pvcs
-        .get_metadata_opt(&name)
-        .await
-        .map_err(fetch_error(format!("PersistentVolumeClaim {name}")))?
-    else {
-        return Ok(!stack.deletes_database_with_stack());
-    };
-    let observed = claim.metadata.owner_references.clone().unwrap_or_default();
-    let Some(desired) = children::database::volume_owner_references(stack, &observed) else {
-        return Ok(true);
-    };
-    // The StatefulSet controller edits this list too: the resourceVersion
-    // makes a concurrent change a conflict, retried, rather than lost.
-    let patch = serde_json::json!({"metadata": {
-        "resourceVersion": claim.metadata.resource_version,
-        "ownerReferences": desired,
-    }});
-    pvcs.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(apply_error(&claim))?;
-    info!(volume = %name, owned = stack.deletes_database_with_stack(), "database volume ownership follows deletionPolicy");
-    Ok(true)
+    let exists = realign_owners(pvcs, &name, |observed| {
+        children::database::volume_owner_references(stack, observed)
+    })
+    .await?;
+    Ok(exists || !stack.deletes_database_with_stack())
 }
 
 /// Deletes children of switched-off components: objects labelled as this
