@@ -957,25 +957,10 @@ async fn align_owner(
         .owner_references
         .clone()
         .unwrap_or_default();
-    let observed_owners = observed
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
-    if desired_owners == observed_owners {
+    if desired_owners.as_slice() == observed.owner_references() {
         return Ok(());
     }
-    let patch =
-        serde_json::json!({"metadata": {"ownerReferences": desired.metadata.owner_references}});
-    secrets_api
-        .patch(
-            &desired.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
-        .map_err(apply_error(desired))?;
-    Ok(())
+    write_owners(secrets_api, observed, desired_owners).await
 }
 
 /// Lets a stack that is being deleted go. If it holds [`DATABASE_FINALIZER`]
@@ -983,11 +968,7 @@ async fn align_owner(
 /// a reconcile caught up), the credentials and the volume are disowned
 /// first, so the deletion honours the policy the user last asked for.
 async fn release(client: &Client, stacks: &Api<AppStack>, stack: &AppStack) -> Result<(), Error> {
-    if !stack
-        .finalizers()
-        .iter()
-        .any(|name| name == DATABASE_FINALIZER)
-    {
+    if !holds_database_finalizer(stack.finalizers()) {
         return Ok(());
     }
     if let Ok(validated) = ValidatedStack::new(stack)
@@ -1034,11 +1015,8 @@ where
 }
 
 /// Sets object `name`'s ownerReferences to what `desired` makes of the
-/// observed ones (`None`: leave them). Controllers edit these lists
-/// concurrently (the StatefulSet controller does, on its volumes): the
-/// patch carries the resourceVersion, so a concurrent change makes it fail
-/// and the reconcile retry rather than overwrite. Returns whether the
-/// object exists.
+/// observed ones (`None`: leave them), through [`write_owners`]. Returns
+/// whether the object exists.
 async fn realign_owners<K>(
     api: &Api<K>,
     name: &str,
@@ -1054,18 +1032,36 @@ where
     else {
         return Ok(false);
     };
-    let Some(owners) = desired(object.owner_references()) else {
-        return Ok(true);
-    };
+    if let Some(owners) = desired(object.owner_references()) {
+        write_owners(api, &object, owners).await?;
+    }
+    Ok(true)
+}
+
+/// Replaces `observed`'s ownerReferences with `owners`. Controllers edit
+/// these lists concurrently (the StatefulSet controller does, on its
+/// volumes): the patch carries the resourceVersion `observed` was read at,
+/// so a concurrent change makes it fail and the reconcile retry rather than
+/// overwrite.
+async fn write_owners<K, O>(
+    api: &Api<K>,
+    observed: &O,
+    owners: Vec<OwnerReference>,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    O: Resource<DynamicType = ()>,
+{
+    let name = observed.name_any();
     let patch = serde_json::json!({"metadata": {
-        "resourceVersion": object.metadata.resource_version,
+        "resourceVersion": observed.resource_version(),
         "ownerReferences": owners,
     }});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
         .await
-        .map_err(apply_error(&object))?;
-    info!(kind = %K::kind(&()), %name, "ownerReferences updated");
-    Ok(true)
+        .map_err(apply_error(observed))?;
+    info!(kind = %O::kind(&()), %name, "ownerReferences updated");
+    Ok(())
 }
 
 /// Adds or removes [`DATABASE_FINALIZER`] so the stack holds it exactly
@@ -1104,8 +1100,7 @@ async fn set_finalizer(
 /// The stack's finalizers with [`DATABASE_FINALIZER`] held exactly when
 /// `wanted`, or `None` when `current` already is that.
 fn desired_finalizers(current: &[String], wanted: bool) -> Option<Vec<String>> {
-    let held = current.iter().any(|name| name == DATABASE_FINALIZER);
-    match (held, wanted) {
+    match (holds_database_finalizer(current), wanted) {
         (false, true) => Some(
             current
                 .iter()
@@ -1122,6 +1117,10 @@ fn desired_finalizers(current: &[String], wanted: bool) -> Option<Vec<String>> {
         ),
         _ => None,
     }
+}
+
+fn holds_database_finalizer(finalizers: &[String]) -> bool {
+    finalizers.iter().any(|name| name == DATABASE_FINALIZER)
 }
 
 /// Keeps the database volume's ownerReferences in line with the deletion
