@@ -98,10 +98,7 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
         "the change was applied after {applied:?}"
     );
     assert!(
-        operator
-            .lines()
-            .iter()
-            .any(|line| line.contains("watch failed; retrying")),
+        operator.logged("watch failed; retrying"),
         "the outage was seen and survived"
     );
     let lines = operator.lines();
@@ -145,9 +142,7 @@ async fn disruption_without_the_crd_the_operator_exits_with_the_install_hint() {
         Duration::from_secs(5),
         || async {
             operator
-                .lines()
-                .iter()
-                .any(|line| line.contains("appstack crd | kubectl apply -f -"))
+                .logged("appstack crd | kubectl apply -f -")
                 .then_some(())
         },
     )

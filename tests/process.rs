@@ -354,12 +354,7 @@ async fn a_standby_takes_over_when_the_leader_is_killed() {
     println!(
         "standby reconciled {elapsed:.1?} after SIGKILL of the leader (lease {lease_duration} s, retry {retry_period} s)"
     );
-    assert!(
-        standby
-            .lines()
-            .iter()
-            .any(|line| line.contains("became the leader"))
-    );
+    assert!(standby.logged("became the leader"));
     // The bound: the lease expires, the next retry takes it; the reconcile
     // itself gets the retry period's worth of slack again.
     assert!(
@@ -393,12 +388,7 @@ async fn a_leader_stopping_gracefully_hands_over_at_once() {
         leader.exit_status(Duration::from_secs(30)).await.success(),
         "the leader exits 0"
     );
-    assert!(
-        leader
-            .lines()
-            .iter()
-            .any(|line| line.contains("released the leader lease"))
-    );
+    assert!(leader.logged("released the leader lease"));
 
     apply_stack(&client, ns, &example("shop")).await;
     wait_ready(&client, ns, "shop").await;

@@ -263,6 +263,15 @@ impl Operator {
         self.output.lock().unwrap().clone()
     }
 
+    /// Whether any line printed so far contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(text))
+    }
+
     /// Kills the process (SIGKILL) and waits for it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
