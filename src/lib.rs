@@ -3,16 +3,11 @@
 //! Prometheus monitoring — in order, with a status tools can trust.
 #![forbid(unsafe_code)]
 
-pub mod apply;
 pub mod children;
-pub mod controller;
+pub mod cli;
 pub mod crd;
-pub mod leader;
-pub mod metrics;
-pub mod render;
+pub mod reconcile;
+pub mod runtime;
 pub mod secrets;
-pub mod server;
 pub mod stack;
-pub mod status;
-pub mod telemetry;
-pub mod watch;
+pub mod stages;

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
-use appstack::controller::DATABASE_FINALIZER;
 use appstack::crd::AppStack;
+use appstack::reconcile::plan::DATABASE_FINALIZER;
 use common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
     wait_for, wait_ready,

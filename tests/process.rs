@@ -65,9 +65,15 @@ async fn metrics_count_reconciles_requests_and_stacks() {
         16.0
     );
     assert!(value(r#"controller_runtime_active_workers{controller="appstack"}"#) >= 0.0);
-    assert!(
-        metrics.contains(r#"controller_runtime_reconcile_errors_total{controller="appstack"}"#)
-    );
+    for step in ["dereference", "apply", "status"] {
+        assert_eq!(
+            value(&format!(
+                r#"controller_runtime_reconcile_errors_total{{controller="appstack",step="{step}"}}"#
+            )),
+            0.0,
+            "errors are counted by the step that failed"
+        );
+    }
     assert!(value(r#"rest_client_requests_total{code="200",method="GET"}"#) > 0.0);
     assert!(value(r#"rest_client_requests_total{code="200",method="PATCH"}"#) > 0.0);
     assert!(value(r#"rest_client_requests_total{code="201",method="POST"}"#) > 0.0);

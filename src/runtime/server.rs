@@ -9,19 +9,18 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use kube::runtime::reflector::Store;
 use tokio::sync::watch;
 
-use crate::crd::AppStack;
-use crate::leader::LeaderState;
-use crate::metrics::Metrics;
+use super::cache::Caches;
+use super::leader::LeaderState;
+use super::metrics::Metrics;
 
 /// What the endpoints report on, shared with the controller.
 pub struct ProcessState {
     pub metrics: Metrics,
-    /// The controllers' AppStack caches, once started.
-    stores: std::sync::RwLock<Vec<Store<AppStack>>>,
-    /// Every AppStack cache has completed its first list.
+    /// The controllers' caches, once synced.
+    caches: std::sync::RwLock<Vec<Arc<Caches>>>,
+    /// Every cache has completed its first list.
     caches_synced: AtomicBool,
     /// The election's state, when leader election is on.
     leadership: Option<watch::Receiver<LeaderState>>,
@@ -31,44 +30,23 @@ impl ProcessState {
     pub fn new(metrics: Metrics, leadership: Option<watch::Receiver<LeaderState>>) -> Self {
         Self {
             metrics,
-            stores: std::sync::RwLock::new(Vec::new()),
+            caches: std::sync::RwLock::new(Vec::new()),
             caches_synced: AtomicBool::new(false),
             leadership,
         }
     }
 
-    /// Registers the controllers' caches and marks the process synced once
-    /// every one has listed.
-    pub fn watch_caches(self: &Arc<Self>, stores: Vec<Store<AppStack>>) {
-        self.caches_synced.store(false, Ordering::Release);
-        *self.stores.write().expect("stores lock") = stores.clone();
-        let state = self.clone();
-        tokio::spawn(async move {
-            // Store::wait_until_ready wakes only one waiter (the controller's
-            // own); polling again after a short timeout sees the memoized value.
-            for store in stores {
-                loop {
-                    let wait = tokio::time::timeout(
-                        std::time::Duration::from_millis(200),
-                        store.wait_until_ready(),
-                    );
-                    match wait.await {
-                        Ok(Ok(())) => break,
-                        Ok(Err(_)) => return,
-                        Err(_) => continue,
-                    }
-                }
-            }
-            state.caches_synced.store(true, Ordering::Release);
-            tracing::info!("caches synced");
-        });
+    /// Registers the controllers' caches, every one of which has listed.
+    pub fn set_caches(&self, caches: Vec<Arc<Caches>>) {
+        *self.caches.write().expect("caches lock") = caches;
+        self.caches_synced.store(true, Ordering::Release);
     }
 
     /// Drops the caches of a controller that stopped: a standby counts no
     /// stacks and waits for fresh caches when it leads again.
     pub fn forget_caches(&self) {
         self.caches_synced.store(false, Ordering::Release);
-        self.stores.write().expect("stores lock").clear();
+        self.caches.write().expect("caches lock").clear();
     }
 
     /// Ready: leading (or running without election) with synced caches, or a
@@ -91,8 +69,11 @@ impl ProcessState {
     }
 
     fn metrics_text(&self) -> String {
-        let stores = self.stores.read().expect("stores lock");
-        let stacks: Vec<_> = stores.iter().flat_map(|store| store.state()).collect();
+        let caches = self.caches.read().expect("caches lock");
+        let stacks: Vec<_> = caches
+            .iter()
+            .flat_map(|caches| caches.stacks.store().state())
+            .collect();
         self.metrics
             .count_stacks(stacks.iter().map(|stack| stack.as_ref()));
         self.metrics.render()

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use kube::runtime::watcher::{self, Event};
 use tracing::{debug, warn};
 
-use crate::telemetry::error_chain;
+use super::telemetry::error_chain;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);

@@ -13,7 +13,7 @@ use prometheus::{
 };
 
 use crate::crd::AppStack;
-use crate::status::{self, types};
+use crate::reconcile::status::{self, types};
 
 /// The `controller` label value of every controller-runtime metric.
 pub const CONTROLLER: &str = "appstack";
@@ -56,9 +56,9 @@ impl Metrics {
             reconcile_errors: IntCounterVec::new(
                 Opts::new(
                     "controller_runtime_reconcile_errors_total",
-                    "Total number of reconciliation errors per controller",
+                    "Total number of reconciliation errors per controller, by the step of the pass that failed",
                 ),
-                &["controller"],
+                &["controller", "step"],
             )
             .unwrap(),
             reconcile_time: HistogramVec::new(
@@ -148,7 +148,11 @@ impl Metrics {
                 .reconcile_total
                 .with_label_values(&[CONTROLLER, result]);
         }
-        metrics.reconcile_errors.with_label_values(&controller);
+        for step in ["dereference", "apply", "release", "status", "timeout"] {
+            metrics
+                .reconcile_errors
+                .with_label_values(&[CONTROLLER, step]);
+        }
         metrics.active_workers.with_label_values(&controller);
         for result in ["started", "succeeded", "failed"] {
             metrics.migrations.with_label_values(&[result]);
@@ -175,16 +179,15 @@ impl Metrics {
         }
     }
 
-    /// Counts an Event by its reason into the migration and secret counters.
-    pub fn count_event(&self, reason: &str) {
-        use crate::status::reasons;
-        match reason {
-            reasons::MIGRATION_STARTED => self.migrations.with_label_values(&["started"]).inc(),
-            reasons::MIGRATION_SUCCEEDED => self.migrations.with_label_values(&["succeeded"]).inc(),
-            reasons::MIGRATION_FAILED => self.migrations.with_label_values(&["failed"]).inc(),
-            reasons::SECRET_GENERATED => self.secrets_generated.inc(),
-            _ => {}
-        }
+    /// Counts a migration Job started, or a revision observed to have
+    /// succeeded or failed (`result`).
+    pub fn migration(&self, result: &str) {
+        self.migrations.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a Secret written with newly generated values.
+    pub fn secrets_generated(&self) {
+        self.secrets_generated.inc();
     }
 
     /// Recounts stacks by condition from the controller's cache.
@@ -230,17 +233,22 @@ pub struct ReconcileTimer {
 }
 
 impl ReconcileTimer {
-    pub fn finish(self, ok: bool) {
+    /// Records the pass: a success, or an error in `failed_step`.
+    pub fn finish(self, failed_step: Option<&str>) {
         self.histogram.observe(self.started.elapsed().as_secs_f64());
-        let result = if ok { "success" } else { "error" };
+        let result = if failed_step.is_none() {
+            "success"
+        } else {
+            "error"
+        };
         self.metrics
             .reconcile_total
             .with_label_values(&[CONTROLLER, result])
             .inc();
-        if !ok {
+        if let Some(step) = failed_step {
             self.metrics
                 .reconcile_errors
-                .with_label_values(&[CONTROLLER])
+                .with_label_values(&[CONTROLLER, step])
                 .inc();
         }
     }
@@ -325,8 +333,8 @@ mod tests {
     fn reconciles_are_counted_and_timed() {
         let metrics = Metrics::new();
         metrics.set_max_concurrent_reconciles(16);
-        metrics.reconcile_started().finish(true);
-        metrics.reconcile_started().finish(false);
+        metrics.reconcile_started().finish(None);
+        metrics.reconcile_started().finish(Some("apply"));
         let text = metrics.render();
         assert!(text.contains(
             r#"controller_runtime_reconcile_total{controller="appstack",result="success"} 1"#
@@ -334,9 +342,12 @@ mod tests {
         assert!(text.contains(
             r#"controller_runtime_reconcile_total{controller="appstack",result="error"} 1"#
         ));
-        assert!(
-            text.contains(r#"controller_runtime_reconcile_errors_total{controller="appstack"} 1"#)
-        );
+        assert!(text.contains(
+            r#"controller_runtime_reconcile_errors_total{controller="appstack",step="apply"} 1"#
+        ));
+        assert!(text.contains(
+            r#"controller_runtime_reconcile_errors_total{controller="appstack",step="status"} 0"#
+        ));
         assert!(text.contains(
             r#"controller_runtime_reconcile_time_seconds_count{controller="appstack"} 2"#
         ));
@@ -349,16 +360,11 @@ mod tests {
     }
 
     #[test]
-    fn events_feed_the_operator_counters() {
+    fn observations_feed_the_operator_counters() {
         let metrics = Metrics::new();
-        for reason in [
-            "MigrationStarted",
-            "MigrationSucceeded",
-            "SecretGenerated",
-            "StackReady",
-        ] {
-            metrics.count_event(reason);
-        }
+        metrics.migration("started");
+        metrics.migration("succeeded");
+        metrics.secrets_generated();
         let text = metrics.render();
         assert!(text.contains(r#"appstack_migrations_total{result="started"} 1"#));
         assert!(text.contains(r#"appstack_migrations_total{result="succeeded"} 1"#));

@@ -4,10 +4,12 @@
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
-use crate::children::{self, Children, DatabaseChildren, Workload};
+use crate::children;
 use crate::crd::AppStack;
+use crate::reconcile::plan::{self, Object};
 use crate::secrets;
 use crate::stack::{InvalidSpec, ValidatedStack};
+use crate::stages;
 
 /// Stand-in for the UID the API server assigns.
 pub const PLACEHOLDER_UID: &str = "<uid>";
@@ -46,46 +48,21 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             stack.metadata.generation.unwrap_or(1),
             &stack.spec,
         )?;
-        let Children {
-            database_secret,
-            env_secret,
-            env_config,
-            database,
-            migration_job,
-            backend,
-            frontend,
-            service_monitor,
-        } = children::build(&validated, &secrets::placeholders(&validated));
-        let mut push = |object: &dyn erased::Yaml| {
-            output.push_str("---\n");
-            output.push_str(&object.to_yaml());
-        };
-        if let Some(secret) = database_secret {
-            push(&readable(secret));
-        }
-        push(&readable(env_secret));
-        push(&env_config);
-        if let Some(DatabaseChildren {
-            statefulset,
-            service,
-        }) = &database
-        {
-            push(service);
-            push(statefulset);
-        }
-        if let Some(job) = &migration_job {
-            push(job);
-        }
-        for Workload {
-            deployment,
-            service,
-        } in std::iter::once(&backend).chain(frontend.as_ref())
-        {
-            push(service);
-            push(deployment);
-        }
-        if let Some(monitor) = &service_monitor {
-            push(monitor);
+        let children = plan::by_stage(children::build(
+            &validated,
+            &secrets::placeholders(&validated),
+        ));
+        for stage in stages::ORDER {
+            for desired in &children[&stage] {
+                let object = match &desired.object {
+                    Object::Secret(secret) => Object::Secret(readable(secret.clone())),
+                    other => other.clone(),
+                };
+                output.push_str("---\n");
+                output.push_str(
+                    &serde_yaml::to_string(&object.to_value()).expect("children always serialize"),
+                );
+            }
         }
     }
     Ok(output)
@@ -102,26 +79,13 @@ fn readable(mut secret: Secret) -> Secret {
     secret
 }
 
-mod erased {
-    /// Any serializable child, for one output loop.
-    pub trait Yaml {
-        fn to_yaml(&self) -> String;
-    }
-
-    impl<T: serde::Serialize> Yaml for T {
-        fn to_yaml(&self) -> String {
-            serde_yaml::to_string(self).expect("children always serialize")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn renders_every_child_with_placeholders_for_secrets() {
-        let output = render(include_str!("../deploy/examples/shop.yaml"), "prod").unwrap();
+        let output = render(include_str!("../../deploy/examples/shop.yaml"), "prod").unwrap();
         let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&output)
             .map(|document| {
                 let value = serde_yaml::Value::deserialize(document).unwrap();

@@ -2,10 +2,13 @@
 //! reconcile observed, compared with the current status, written only when
 //! different.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{AppStackStatus, MigrationStatus};
+use crate::stages::{self, Stage};
 
 /// Condition types.
 pub mod types {
@@ -40,6 +43,8 @@ pub mod reasons {
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
     pub const WAITING_FOR_BACKEND: &str = "WaitingForBackend";
+    pub const WAITING_FOR_FRONTEND: &str = "WaitingForFrontend";
+    pub const WAITING_FOR_MONITORING: &str = "WaitingForMonitoring";
     pub const NOT_CONFIGURED: &str = "NotConfigured";
     pub const SERVICE_MONITOR_READY: &str = "ServiceMonitorReady";
     pub const CRD_NOT_INSTALLED: &str = "CRDNotInstalled";
@@ -59,6 +64,9 @@ pub struct Check {
     pub ok: bool,
     pub reason: &'static str,
     pub message: String,
+    /// Failed for good: nothing changes until the spec does (the stack is
+    /// Stalled).
+    pub terminal: bool,
 }
 
 impl Check {
@@ -67,6 +75,7 @@ impl Check {
             ok: true,
             reason,
             message: message.into(),
+            terminal: false,
         }
     }
 
@@ -75,6 +84,15 @@ impl Check {
             ok: false,
             reason,
             message: message.into(),
+            terminal: false,
+        }
+    }
+
+    /// A failure that only a spec change can end.
+    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            terminal: true,
+            ..Self::pending(reason, message)
         }
     }
 }
@@ -89,16 +107,17 @@ pub enum Outcome {
     Stalled(Check),
 }
 
-/// What a reconcile found, component by component, in pipeline order.
-/// A component not reached is `None` and reads as waiting on the one before.
+/// What a pass found, stage by stage. A stage the pass did not reach says
+/// what its children are observed to be (the backend still serving the last
+/// migrated revision is available), waiting on the stage that held the pass;
+/// one with no children yet is `Unknown`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
-    pub secrets: Option<Check>,
-    pub database: Option<Check>,
-    pub migrations: Option<Check>,
-    pub backend: Option<Check>,
-    pub frontend: Option<Check>,
-    pub monitoring: Option<Check>,
+    /// The check of every stage the pass reached.
+    pub checks: BTreeMap<Stage, Check>,
+    /// What is observed of the children of stages the pass did not reach
+    /// (for example the backend still running the last migrated revision).
+    pub unreached: BTreeMap<Stage, Check>,
     /// Set when the spec is invalid; overrides everything.
     pub invalid: Option<String>,
     /// Set when a step failed for good (a migration out of retries, a rollout
@@ -108,8 +127,49 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// The kstatus outcome: Stalled when terminal, Ready when every blocking
-    /// component is ok, otherwise Reconciling on the first that is not.
+    /// Records a reached stage's check; a terminal failure stalls the stack.
+    pub fn record(&mut self, stage: Stage, check: Check) {
+        if check.terminal {
+            self.terminal = Some(check.clone());
+        }
+        self.checks.insert(stage, check);
+    }
+
+    pub fn check(&self, stage: Stage) -> Option<&Check> {
+        self.checks.get(&stage)
+    }
+
+    /// The first blocking stage before `stage` that is not done: what a
+    /// stage the pass did not reach waits for.
+    fn blocker(&self, stage: Stage) -> Stage {
+        stages::ORDER
+            .iter()
+            .copied()
+            .take_while(|earlier| *earlier < stage)
+            .find(|earlier| earlier.blocks() && !self.check(*earlier).is_some_and(|check| check.ok))
+            .unwrap_or(stage)
+    }
+
+    /// The check of a stage the pass did not reach, waiting on the stage
+    /// that held it: what its children are observed to be, if any.
+    fn waiting(&self, stage: Stage) -> (Option<bool>, Check) {
+        let blocker = self.blocker(stage);
+        let waiting = format!("waiting for {}", blocker.noun());
+        match self.unreached.get(&stage) {
+            Some(seen) => (
+                Some(seen.ok),
+                Check {
+                    message: format!("{waiting}; {}", seen.message),
+                    ..seen.clone()
+                },
+            ),
+            None => (None, Check::pending(blocker.waiting_reason(), waiting)),
+        }
+    }
+
+    /// The kstatus outcome: Stalled when invalid or terminal, Ready when
+    /// every blocking stage is done, otherwise Reconciling on the first that
+    /// is not.
     pub fn outcome(&self) -> Outcome {
         if let Some(message) = &self.invalid {
             return Outcome::Stalled(Check::pending(reasons::INVALID_SPEC, message.clone()));
@@ -117,21 +177,15 @@ impl Observation {
         if let Some(terminal) = &self.terminal {
             return Outcome::Stalled(terminal.clone());
         }
-        let blocking = [
-            (&self.secrets, "secrets"),
-            (&self.database, "the database"),
-            (&self.migrations, "migrations"),
-            (&self.backend, "the backend"),
-            (&self.frontend, "the frontend"),
-        ];
-        for (check, what) in blocking {
-            match check {
+        for stage in stages::ORDER.into_iter().filter(|stage| stage.blocks()) {
+            match self.check(stage) {
                 Some(check) if check.ok => continue,
                 Some(check) => return Outcome::Reconciling(check.clone()),
                 None => {
+                    let blocker = self.blocker(stage);
                     return Outcome::Reconciling(Check::pending(
-                        reasons::WAITING_FOR_SECRETS,
-                        format!("waiting to reconcile {what}"),
+                        blocker.waiting_reason(),
+                        format!("waiting for {}", blocker.noun()),
                     ));
                 }
             }
@@ -141,8 +195,7 @@ impl Observation {
 }
 
 /// The status a stack should have after this observation. `previous` keeps
-/// `lastTransitionTime` of conditions whose status did not change and the
-/// last applied migration revision.
+/// `lastTransitionTime` of conditions whose status did not change.
 pub fn desired_status(
     observation: &Observation,
     generation: i64,
@@ -154,8 +207,7 @@ pub fn desired_status(
         .unwrap_or(&[]);
     // Second precision: what the API server stores, so a re-read compares equal.
     let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
-    let condition = |type_: &str, status: bool, reason: &str, message: &str| {
-        let status = if status { "True" } else { "False" };
+    let condition = |type_: &str, status: &str, reason: &str, message: &str| {
         let last_transition_time = previous_conditions
             .iter()
             .find(|condition| condition.type_ == type_ && condition.status == status)
@@ -172,6 +224,7 @@ pub fn desired_status(
             last_transition_time,
         }
     };
+    let truth = |holds: bool| if holds { "True" } else { "False" };
     let outcome = observation.outcome();
     let (summary_reason, summary_message) = match &outcome {
         Outcome::Ready => (reasons::READY, "every component is ready".to_string()),
@@ -182,59 +235,37 @@ pub fn desired_status(
     let mut conditions = vec![
         condition(
             types::READY,
-            outcome == Outcome::Ready,
+            truth(outcome == Outcome::Ready),
             summary_reason,
             &summary_message,
         ),
         condition(
             types::RECONCILING,
-            matches!(outcome, Outcome::Reconciling(_)),
+            truth(matches!(outcome, Outcome::Reconciling(_))),
             summary_reason,
             &summary_message,
         ),
         condition(
             types::STALLED,
-            matches!(outcome, Outcome::Stalled(_)),
+            truth(matches!(outcome, Outcome::Stalled(_))),
             summary_reason,
             &summary_message,
         ),
     ];
-    let waiting = |reason: &'static str, message: &str| Check::pending(reason, message);
-    let components = [
-        (
-            types::SECRETS_READY,
-            &observation.secrets,
-            waiting(reasons::WAITING_FOR_SECRETS, "secrets not resolved yet"),
-        ),
-        (
-            types::DATABASE_READY,
-            &observation.database,
-            waiting(reasons::WAITING_FOR_SECRETS, "waiting for secrets"),
-        ),
-        (
-            types::MIGRATIONS_APPLIED,
-            &observation.migrations,
-            waiting(reasons::WAITING_FOR_DATABASE, "waiting for the database"),
-        ),
-        (
-            types::BACKEND_AVAILABLE,
-            &observation.backend,
-            waiting(reasons::WAITING_FOR_MIGRATION, "waiting for migrations"),
-        ),
-        (
-            types::FRONTEND_AVAILABLE,
-            &observation.frontend,
-            waiting(reasons::WAITING_FOR_BACKEND, "waiting for the backend"),
-        ),
-        (
-            types::MONITORING_READY,
-            &observation.monitoring,
-            waiting(reasons::WAITING_FOR_BACKEND, "waiting for the backend"),
-        ),
-    ];
-    for (type_, check, fallback) in components {
-        let check = check.as_ref().unwrap_or(&fallback);
-        conditions.push(condition(type_, check.ok, check.reason, &check.message));
+    for stage in stages::ORDER {
+        let (status, check) = match observation.check(stage) {
+            Some(check) => (truth(check.ok), check.clone()),
+            None => match observation.waiting(stage) {
+                (Some(observed), check) => (truth(observed), check),
+                (None, check) => ("Unknown", check),
+            },
+        };
+        conditions.push(condition(
+            stage.condition(),
+            status,
+            check.reason,
+            &check.message,
+        ));
     }
     AppStackStatus {
         observed_generation: generation,
@@ -264,16 +295,21 @@ mod tests {
     use super::*;
 
     fn ready_observation() -> Observation {
-        let ok = |reason| Some(Check::ok(reason, "fine"));
-        Observation {
-            secrets: ok(reasons::SECRETS_RESOLVED),
-            database: ok(reasons::DATABASE_READY),
-            migrations: ok(reasons::MIGRATION_SUCCEEDED),
-            backend: ok(reasons::AVAILABLE),
-            frontend: ok(reasons::AVAILABLE),
-            monitoring: Some(Check::pending(reasons::CRD_NOT_INSTALLED, "no CRD")),
-            ..Observation::default()
+        let mut observation = Observation::default();
+        for (stage, reason) in [
+            (Stage::Secrets, reasons::SECRETS_RESOLVED),
+            (Stage::Database, reasons::DATABASE_READY),
+            (Stage::Migrations, reasons::MIGRATION_SUCCEEDED),
+            (Stage::Backend, reasons::AVAILABLE),
+            (Stage::Frontend, reasons::AVAILABLE),
+        ] {
+            observation.record(stage, Check::ok(reason, "fine"));
         }
+        observation.record(
+            Stage::Monitoring,
+            Check::pending(reasons::CRD_NOT_INSTALLED, "no CRD"),
+        );
+        observation
     }
 
     fn true_of(status: &AppStackStatus) -> Vec<&str> {
@@ -305,7 +341,10 @@ mod tests {
         );
 
         let mut running = ready_observation();
-        running.migrations = Some(Check::pending(reasons::MIGRATION_RUNNING, "job running"));
+        running.record(
+            Stage::Migrations,
+            Check::pending(reasons::MIGRATION_RUNNING, "job running"),
+        );
         let status = desired_status(&running, 4, None, at(100));
         assert_eq!(true_of(&status)[0], types::RECONCILING);
         assert_eq!(
@@ -314,7 +353,10 @@ mod tests {
         );
 
         let mut failed = running.clone();
-        failed.terminal = Some(Check::pending(reasons::MIGRATION_FAILED, "job failed"));
+        failed.record(
+            Stage::Migrations,
+            Check::failed(reasons::MIGRATION_FAILED, "job failed"),
+        );
         let status = desired_status(&failed, 4, None, at(100));
         assert_eq!(true_of(&status)[0], types::STALLED);
         assert!(
@@ -331,7 +373,10 @@ mod tests {
         assert!(status_patch(Some(&first), &again).is_none());
 
         let mut changed = ready_observation();
-        changed.backend = Some(Check::pending(reasons::ROLLING_OUT, "1 of 2 updated"));
+        changed.record(
+            Stage::Backend,
+            Check::pending(reasons::ROLLING_OUT, "1 of 2 updated"),
+        );
         let later = desired_status(&changed, 2, Some(&first), at(900));
         let ready = condition(Some(&later), types::READY).unwrap();
         assert_eq!(ready.last_transition_time.0, at(900));
@@ -342,5 +387,41 @@ mod tests {
             "unchanged condition keeps its time"
         );
         assert!(status_patch(Some(&first), &later).is_some());
+    }
+
+    #[test]
+    fn a_stage_the_pass_did_not_reach_says_what_is_observed_or_is_unknown() {
+        let mut observation = Observation::default();
+        observation.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
+        observation.record(Stage::Database, Check::ok(reasons::DATABASE_READY, "ok"));
+        observation.record(
+            Stage::Migrations,
+            Check::pending(reasons::MIGRATION_RUNNING, "Job shop-migrate-1 is running"),
+        );
+        observation.unreached.insert(
+            Stage::Backend,
+            Check::ok(reasons::AVAILABLE, "2 of 2 replicas of shop:1 available"),
+        );
+        let status = desired_status(&observation, 3, None, at(100));
+        let backend = condition(Some(&status), types::BACKEND_AVAILABLE).unwrap();
+        assert_eq!(
+            (backend.status.as_str(), backend.reason.as_str()),
+            ("True", reasons::AVAILABLE),
+            "the last migrated revision keeps serving"
+        );
+        assert_eq!(
+            backend.message,
+            "waiting for migrations; 2 of 2 replicas of shop:1 available"
+        );
+        let frontend = condition(Some(&status), types::FRONTEND_AVAILABLE).unwrap();
+        assert_eq!(
+            (frontend.status.as_str(), frontend.reason.as_str()),
+            ("Unknown", reasons::WAITING_FOR_MIGRATION)
+        );
+        let ready = condition(Some(&status), types::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reasons::MIGRATION_RUNNING)
+        );
     }
 }

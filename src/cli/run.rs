@@ -1,0 +1,171 @@
+//! `appstack run`: wiring of the operator process — telemetry, the HTTP
+//! endpoints, the client, the CRD check, leader election, then terms of
+//! leading until a signal asks to stop.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use kube::api::GroupVersionKind;
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use super::RunArgs;
+use crate::runtime::controller::RunOptions;
+use crate::runtime::lead::Lead;
+use crate::runtime::leader::{self, LeaderState, LeaseSettings};
+use crate::runtime::metrics::{Metrics, RequestCounterLayer};
+use crate::runtime::server::{self, ProcessState};
+use crate::runtime::telemetry::{self, error_chain};
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub fn main(args: RunArgs) -> ExitCode {
+    telemetry::init();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    runtime.block_on(run(args))
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let metrics = Metrics::new();
+    let listeners = match server::bind(args.metrics_addr, args.health_addr).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            error!(%error, "cannot serve the metrics and health endpoints");
+            return ExitCode::FAILURE;
+        }
+    };
+    let request_timeout = Duration::from_secs(args.request_timeout_seconds.max(1));
+    let client = match client(&metrics, request_timeout).await {
+        Ok(client) => client,
+        Err(error) => {
+            error!(error = %error_chain(error.as_ref()), "no Kubernetes client configuration");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(message) = check_crd(&client).await {
+        error!("{message}");
+        eprintln!("appstack: {message}");
+        return ExitCode::from(2);
+    }
+
+    // SIGTERM or SIGINT: stop taking work, finish in flight, release, exit 0.
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down: finishing in-flight reconciles");
+        stop_sender.send_replace(true);
+    });
+    let stopped = {
+        let mut stop = stop.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+        .shared()
+    };
+
+    let (election, leadership) = if args.leader_elect {
+        let settings = LeaseSettings {
+            namespace: args
+                .leader_elect_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            name: args.leader_elect_lease_name.clone(),
+            identity: args.leader_elect_identity.clone().unwrap_or_else(identity),
+            lease_duration: Duration::from_secs(args.leader_elect_lease_duration_seconds.max(2)),
+            retry_period: Duration::from_secs(args.leader_elect_retry_period_seconds.max(1)),
+        };
+        let (state_sender, state) = watch::channel(LeaderState::default());
+        let (election_stop_sender, election_stop) = watch::channel(false);
+        let gauge = metrics.leader_gauge(&settings.name);
+        let task = tokio::spawn(leader::run(
+            client.clone(),
+            settings,
+            state_sender,
+            gauge,
+            election_stop,
+        ));
+        (Some((task, election_stop_sender)), Some(state))
+    } else {
+        (None, None)
+    };
+
+    let state = Arc::new(ProcessState::new(metrics.clone(), leadership.clone()));
+    let servers = tokio::spawn(server::serve(state.clone(), listeners, stopped.clone()));
+
+    // Reconcile while leading (always, without election).
+    Lead {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        options: RunOptions {
+            namespaces: args.namespaces.clone(),
+            concurrency: args.concurrency,
+            pass_timeout: request_timeout,
+        },
+        state: state.clone(),
+        grace: Duration::from_secs(args.shutdown_timeout_seconds),
+    }
+    .run(stopped.clone(), leadership)
+    .await;
+
+    if let Some((task, election_stop)) = election {
+        election_stop.send_replace(true);
+        let _ = task.await;
+    }
+    let _ = servers.await;
+    info!("stopped");
+    ExitCode::SUCCESS
+}
+
+/// A client that counts its requests and gives up connecting quickly, so a
+/// restarted API server is found again soon.
+async fn client(
+    metrics: &Metrics,
+    timeout: Duration,
+) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = kube::Config::infer().await?;
+    config.connect_timeout = Some(timeout.min(Duration::from_secs(5)));
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&RequestCounterLayer::new(metrics))
+        .build();
+    Ok(client)
+}
+
+/// Fails with instructions when the AppStack CRD is not installed.
+async fn check_crd(client: &kube::Client) -> Result<(), String> {
+    let gvk = GroupVersionKind::gvk("appstack.dev", "v1alpha1", "AppStack");
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(crd_missing()),
+        Err(kube::Error::Discovery(_)) => Err(crd_missing()),
+        Err(error) => Err(format!(
+            "cannot check for the AppStack CRD: {}",
+            error_chain(&error)
+        )),
+    }
+}
+
+fn crd_missing() -> String {
+    "the AppStack CRD (appstacks.appstack.dev, v1alpha1) is not installed; \
+     install it with `appstack crd | kubectl apply -f -`"
+        .into()
+}
+
+fn identity() -> String {
+    std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_string())
+            .unwrap_or_else(|_| "appstack".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,147 @@
+//! Events: what a pass tells users, published after its status is written:
+//! the transitions between the status before and after, and what the pass
+//! did (generated credentials, started a migration, deleted a child).
+
+use kube::runtime::events::{Event, EventType};
+
+use super::apply::Done;
+use super::plan::Kind;
+use super::status::{self, reasons, types};
+use crate::crd::AppStackStatus;
+
+/// Events for the transitions between two statuses.
+pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) -> Vec<Event> {
+    let became = |type_: &str, reason: &str| {
+        let now = status::condition(Some(desired), type_)
+            .filter(|condition| condition.reason == reason)?;
+        let before = status::condition(previous, type_);
+        let changed = before.is_none_or(|before| {
+            before.reason != now.reason
+                || before.status != now.status
+                || before.message != now.message
+        });
+        changed.then(|| now.message.clone())
+    };
+    let mut events = Vec::new();
+    if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
+        events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));
+    }
+    if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_FAILED) {
+        events.push(event(EventType::Warning, reasons::MIGRATION_FAILED, note));
+    }
+    if let Some(note) = became(types::BACKEND_AVAILABLE, reasons::AVAILABLE) {
+        events.push(event(
+            EventType::Normal,
+            reasons::ROLLOUT_COMPLETE,
+            format!("backend: {note}"),
+        ));
+    }
+    if let Some(note) = became(types::FRONTEND_AVAILABLE, reasons::AVAILABLE) {
+        events.push(event(
+            EventType::Normal,
+            reasons::ROLLOUT_COMPLETE,
+            format!("frontend: {note}"),
+        ));
+    }
+    if let Some(note) = became(types::READY, reasons::READY) {
+        events.push(event(EventType::Normal, reasons::STACK_READY, note));
+    }
+    if let Some(condition) = status::condition(Some(desired), types::STALLED).filter(|condition| {
+        condition.status == "True" && condition.reason != reasons::MIGRATION_FAILED
+    }) && became(types::STALLED, &condition.reason).is_some()
+    {
+        events.push(event(
+            EventType::Warning,
+            &condition.reason,
+            condition.message.clone(),
+        ));
+    }
+    events
+}
+
+/// The Event for something a pass did, if users hear of it.
+pub fn of_done(done: &Done) -> Option<Event> {
+    let (reason, note) = match done {
+        Done::Created {
+            kind: Kind::Secret,
+            name,
+        } => (
+            reasons::SECRET_GENERATED,
+            format!("generated database credentials in Secret {name}"),
+        ),
+        Done::Created {
+            kind: Kind::Job,
+            name,
+        } => (
+            reasons::MIGRATION_STARTED,
+            format!("started migration Job {name}"),
+        ),
+        Done::Generated { secret, keys } => (
+            reasons::SECRET_GENERATED,
+            format!("generated {} in Secret {secret}", keys.join(", ")),
+        ),
+        Done::Deleted { kind, name } => (
+            reasons::DELETED,
+            format!("deleted {} {name}: no longer in the spec", kind.as_str()),
+        ),
+        Done::Created { .. } => return None,
+    };
+    Some(event(EventType::Normal, reason, note))
+}
+
+fn event(type_: EventType, reason: &str, note: String) -> Event {
+    Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::status::{Check, Observation, desired_status};
+    use crate::stages::Stage;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn observation(migrations: Check) -> Observation {
+        let mut observation = Observation::default();
+        observation.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
+        observation.record(Stage::Database, Check::ok(reasons::DATABASE_READY, "ok"));
+        observation.record(Stage::Migrations, migrations);
+        observation
+    }
+
+    #[test]
+    fn events_fire_on_transitions_only() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let running = desired_status(
+            &observation(Check::pending(reasons::MIGRATION_RUNNING, "running")),
+            1,
+            None,
+            at,
+        );
+        let failed = desired_status(
+            &observation(Check::failed(reasons::MIGRATION_FAILED, "Job x failed")),
+            1,
+            Some(&running),
+            at,
+        );
+        let reasons_of = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .map(|event| event.reason)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons_of(transitions(Some(&running), &failed)),
+            [reasons::MIGRATION_FAILED]
+        );
+        assert!(
+            transitions(Some(&failed), &failed).is_empty(),
+            "no repeat on a converged pass"
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! One pass over one stack:
+//!
+//! dereference (read what the stack references) → validate → build (pure)
+//! → for each stage in order: plan (pure) → apply → observe, stopping at the
+//! first blocking stage that is not done → status, then Events.
+//!
+//! Everything is read from the caches; a converged stack costs no request.
+
+pub mod apply;
+pub mod compare;
+pub mod dereference;
+pub mod events;
+pub mod observe;
+pub mod plan;
+pub mod release;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use self::apply::{ApplyError, Done};
+use self::dereference::{DereferenceError, Dereferenced};
+use self::plan::{Kind, StackFacts};
+use self::status::{Observation, Outcome, reasons};
+use crate::children::{self, env_name};
+use crate::crd::{AppStack, AppStackStatus};
+use crate::runtime::cache::{Caches, Slim};
+use crate::runtime::metrics::Metrics;
+use crate::stack::ValidatedStack;
+use crate::stages::{self, Stage};
+
+/// Look again after this long without a watch event: a safety net, since
+/// every stage's completion arrives by watch.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// Look again this soon while the stack is still coming up.
+pub const PROGRESS: Duration = Duration::from_secs(30);
+
+/// What a pass needs: the client and recorder, the metrics, and the caches
+/// of the stack's scope.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    pub caches: Arc<Caches>,
+}
+
+/// A step of the pass failed; the stack is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Dereference(#[from] DereferenceError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("releasing the deleted stack: {0}")]
+    Release(#[source] ApplyError),
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+    #[error("the pass did not finish within {0:?}")]
+    Timeout(Duration),
+}
+
+impl Error {
+    /// The step that failed: a stable, low-cardinality name for metrics.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Error::Dereference(_) => "dereference",
+            Error::Apply(_) => "apply",
+            Error::Release(_) => "release",
+            Error::Status(_) => "status",
+            Error::Timeout(_) => "timeout",
+        }
+    }
+}
+
+/// Brings one stack a pass closer to its spec and writes its status.
+pub async fn pass(context: &Context, cached: &AppStack) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    // The newest copy known: the cache, or what this process last wrote.
+    let stack = context
+        .caches
+        .stacks
+        .get(&namespace, &cached.name_any())
+        .unwrap_or_else(|| Arc::new(cached.clone()));
+    if stack.meta().deletion_timestamp.is_some() {
+        release::release(context, &stack)
+            .await
+            .map_err(Error::Release)?;
+        return Ok(Action::await_change());
+    }
+    let mut observation = Observation::default();
+    let mut done = Vec::new();
+    match ValidatedStack::new(&stack) {
+        Ok(validated) => {
+            run_stages(context, &stack, &validated, &mut observation, &mut done).await?
+        }
+        Err(invalid) => observation.invalid = Some(invalid.to_string()),
+    }
+    let previous = stack.status.as_ref();
+    let generation = stack.meta().generation.unwrap_or(0);
+    let desired = status::desired_status(&observation, generation, previous, Timestamp::now());
+    if let Some(status) = status::status_patch(previous, &desired) {
+        write_status(context, &stack, &status).await?;
+        info!(outcome = ?observation.outcome(), "status updated");
+    }
+    publish(context, &stack, previous, &desired, &done).await;
+    Ok(next_check(&observation))
+}
+
+/// Dereference, build, then each stage in order until one holds the pass.
+async fn run_stages(
+    context: &Context,
+    stack: &AppStack,
+    validated: &ValidatedStack,
+    observation: &mut Observation,
+    done: &mut Vec<Done>,
+) -> Result<(), Error> {
+    let caches = context.caches.as_ref();
+    let referenced = stack.spec.referenced_secrets();
+    let resolved = match dereference::dereference(context, validated, &referenced).await? {
+        Dereferenced::Resolved(resolved) => resolved,
+        Dereferenced::Missing(check) => {
+            observation.record(Stage::Secrets, check);
+            return Ok(());
+        }
+    };
+    let desired = plan::by_stage(children::build(validated, &resolved.values));
+    done.extend(
+        apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
+    );
+    let previous_migration = stack
+        .status
+        .as_ref()
+        .and_then(|status| status.migration.as_ref());
+    let facts = StackFacts {
+        finalizers: stack.finalizers(),
+        migration: previous_migration,
+    };
+    let mut reached = 0;
+    for stage in stages::ORDER {
+        let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
+        done.extend(apply::writes(context, stack, writes).await?);
+        if stage == Stage::Secrets && !resolved.generated_env.is_empty() {
+            done.push(Done::Generated {
+                secret: env_name(validated),
+                keys: resolved.generated_env.clone(),
+            });
+        }
+        let check = observe::check(
+            stage,
+            validated,
+            caches,
+            previous_migration,
+            &mut observation.migration,
+        );
+        let go_on = check.ok || !stage.blocks();
+        observation.record(stage, check);
+        reached += 1;
+        if !go_on {
+            break;
+        }
+    }
+    for stage in stages::ORDER.into_iter().skip(reached) {
+        if let Some(seen) = observe::unreached(stage, validated, caches) {
+            observation.unreached.insert(stage, seen);
+        }
+    }
+    Ok(())
+}
+
+/// When to look again without a watch event.
+fn next_check(observation: &Observation) -> Action {
+    match observation.outcome() {
+        Outcome::Reconciling(_) => Action::requeue(PROGRESS),
+        Outcome::Ready | Outcome::Stalled(_) => Action::requeue(RESYNC),
+    }
+}
+
+async fn write_status(
+    context: &Context,
+    stack: &AppStack,
+    status: &AppStackStatus,
+) -> Result<(), Error> {
+    let stacks: Api<AppStack> = Api::namespaced(
+        context.client.clone(),
+        &stack.namespace().unwrap_or_default(),
+    );
+    let mut value = serde_json::to_value(status).unwrap_or_default();
+    // A merge patch keeps keys it does not mention: clear a dropped migration.
+    value["migration"] = serde_json::to_value(&status.migration).unwrap_or_default();
+    let mut written = stacks
+        .patch_status(
+            &stack.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": value })),
+        )
+        .await
+        .map_err(Error::Status)?;
+    written.slim();
+    context.caches.stacks.record(written);
+    Ok(())
+}
+
+/// Publishes the pass's Events and counts what it observed.
+async fn publish(
+    context: &Context,
+    stack: &AppStack,
+    previous: Option<&AppStackStatus>,
+    desired: &AppStackStatus,
+    done: &[Done],
+) {
+    let metrics = &context.metrics;
+    for item in done {
+        match item {
+            Done::Created {
+                kind: Kind::Job, ..
+            } => metrics.migration("started"),
+            Done::Created {
+                kind: Kind::Secret, ..
+            }
+            | Done::Generated { .. } => metrics.secrets_generated(),
+            Done::Created { .. } | Done::Deleted { .. } => {}
+        }
+    }
+    let transitions = events::transitions(previous, desired);
+    for event in &transitions {
+        match event.reason.as_str() {
+            reasons::MIGRATION_SUCCEEDED => metrics.migration("succeeded"),
+            reasons::MIGRATION_FAILED => metrics.migration("failed"),
+            _ => {}
+        }
+    }
+    let reference = stack.object_ref(&());
+    for event in done.iter().filter_map(events::of_done).chain(transitions) {
+        if let Err(error) = context.recorder.publish(&event, &reference).await {
+            warn!(reason = %event.reason, %error, "could not publish event");
+        }
+    }
+}

@@ -1,0 +1,694 @@
+//! Plan: from the desired children and the observed (cached) ones, the
+//! writes of one stage and the deletions of one pass. Pure: nothing here
+//! talks to the API server, so every decision is testable on its own.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::DynamicObject;
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+
+use super::compare;
+use super::observe::job_finished;
+use crate::children::{self, Children, DatabaseChildren, Workload};
+use crate::crd::MigrationStatus;
+use crate::runtime::cache::{Caches, KindCache};
+use crate::stack::ValidatedStack;
+use crate::stages::Stage;
+
+/// Finished migration Jobs of older revisions kept for inspection.
+pub const KEEP_FINISHED_JOBS: usize = 3;
+
+/// Held by a stack with `deletionPolicy: Delete` until the operator has seen
+/// it being deleted. No reconcile runs after the operator releases it, so
+/// none can recreate the StatefulSet (and with it a new, unowned volume)
+/// once the garbage collector has started deleting the stack's children.
+pub const DATABASE_FINALIZER: &str = "appstack.dev/delete-database";
+
+/// A child of any kind the operator writes.
+// A pass holds a dozen of these for its duration; boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+pub enum Object {
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    Job(Job),
+    Deployment(Deployment),
+    ServiceMonitor(DynamicObject),
+}
+
+/// The kinds of objects a pass writes or deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Secret,
+    ConfigMap,
+    Service,
+    StatefulSet,
+    Job,
+    Deployment,
+    ServiceMonitor,
+    PersistentVolumeClaim,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Service => "Service",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::Job => "Job",
+            Kind::Deployment => "Deployment",
+            Kind::ServiceMonitor => "ServiceMonitor",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+        }
+    }
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Service(_) => Kind::Service,
+            Object::StatefulSet(_) => Kind::StatefulSet,
+            Object::Job(_) => Kind::Job,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::ServiceMonitor(_) => Kind::ServiceMonitor,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Object::Secret(object) => object.name_any(),
+            Object::ConfigMap(object) => object.name_any(),
+            Object::Service(object) => object.name_any(),
+            Object::StatefulSet(object) => object.name_any(),
+            Object::Job(object) => object.name_any(),
+            Object::Deployment(object) => object.name_any(),
+            Object::ServiceMonitor(object) => object.name_any(),
+        }
+    }
+
+    /// The object with [`compare::DESIRED_HASH_ANNOTATION`] set, as it is
+    /// applied and compared.
+    fn with_desired_hash(self) -> Self {
+        match self {
+            Object::Secret(object) => Object::Secret(compare::with_desired_hash(&object)),
+            Object::ConfigMap(object) => Object::ConfigMap(compare::with_desired_hash(&object)),
+            Object::Service(object) => Object::Service(compare::with_desired_hash(&object)),
+            Object::StatefulSet(object) => Object::StatefulSet(compare::with_desired_hash(&object)),
+            Object::Job(object) => Object::Job(compare::with_desired_hash(&object)),
+            Object::Deployment(object) => Object::Deployment(compare::with_desired_hash(&object)),
+            Object::ServiceMonitor(object) => {
+                Object::ServiceMonitor(compare::with_desired_hash(&object))
+            }
+        }
+    }
+
+    /// The object as YAML-ready JSON, for `appstack render`.
+    pub fn to_value(&self) -> serde_json::Value {
+        let value = match self {
+            Object::Secret(object) => serde_json::to_value(object),
+            Object::ConfigMap(object) => serde_json::to_value(object),
+            Object::Service(object) => serde_json::to_value(object),
+            Object::StatefulSet(object) => serde_json::to_value(object),
+            Object::Job(object) => serde_json::to_value(object),
+            Object::Deployment(object) => serde_json::to_value(object),
+            Object::ServiceMonitor(object) => serde_json::to_value(object),
+        };
+        value.expect("children always serialize")
+    }
+}
+
+/// How a desired child is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Server-side applied whenever the observed object differs.
+    Apply,
+    /// Created when absent, never changed: generated credentials and Jobs.
+    CreateOnce,
+}
+
+/// One desired child and how it is written.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    pub object: Object,
+    pub mode: Mode,
+}
+
+/// Every child, grouped by the stage that writes it, in the order each
+/// stage writes them (a reader of `appstack render` sees Services before
+/// the workloads they front). Destructured without `..`: a child kind added
+/// to [`Children`] and given no stage does not compile.
+pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
+    let Children {
+        database_secret,
+        env_secret,
+        env_config,
+        database,
+        migration_job,
+        backend,
+        frontend,
+        service_monitor,
+    } = children;
+    let apply = |object: Object| Desired {
+        object: object.with_desired_hash(),
+        mode: Mode::Apply,
+    };
+    let once = |object| Desired {
+        object,
+        mode: Mode::CreateOnce,
+    };
+    let workload = |workload: Option<Workload>| {
+        workload.map_or_else(
+            Vec::new,
+            |Workload {
+                 deployment,
+                 service,
+             }| {
+                vec![
+                    apply(Object::Service(service)),
+                    apply(Object::Deployment(deployment)),
+                ]
+            },
+        )
+    };
+    let mut secrets: Vec<Desired> = database_secret
+        .map(|secret| once(Object::Secret(secret)))
+        .into_iter()
+        .collect();
+    secrets.push(apply(Object::Secret(env_secret)));
+    secrets.push(apply(Object::ConfigMap(env_config)));
+    let database = database.map_or_else(
+        Vec::new,
+        |DatabaseChildren {
+             statefulset,
+             service,
+         }| {
+            vec![
+                apply(Object::Service(service)),
+                apply(Object::StatefulSet(statefulset)),
+            ]
+        },
+    );
+    BTreeMap::from([
+        (Stage::Secrets, secrets),
+        (Stage::Database, database),
+        (
+            Stage::Migrations,
+            migration_job
+                .map(|job| once(Object::Job(job)))
+                .into_iter()
+                .collect(),
+        ),
+        (Stage::Backend, workload(Some(backend))),
+        (Stage::Frontend, workload(frontend)),
+        (
+            Stage::Monitoring,
+            service_monitor
+                .map(|monitor| apply(Object::ServiceMonitor(monitor)))
+                .into_iter()
+                .collect(),
+        ),
+    ])
+}
+
+/// One write of a pass.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Server-side apply under the operator's field manager.
+    Apply(Object),
+    /// Create; an existing object of that name wins.
+    Create(Object),
+    /// Replace an object's ownerReferences, guarded by the resourceVersion
+    /// they were observed at (a concurrent change fails and is retried).
+    Owners {
+        kind: Kind,
+        name: String,
+        resource_version: Option<String>,
+        owners: Vec<OwnerReference>,
+    },
+    /// Hold (`true`) or release the database finalizer on the stack.
+    Finalizer(bool),
+}
+
+/// What the stack itself looks like to the plan.
+#[derive(Clone, Debug, Default)]
+pub struct StackFacts<'a> {
+    /// The stack's current finalizers.
+    pub finalizers: &'a [String],
+    /// The last migration status written.
+    pub migration: Option<&'a MigrationStatus>,
+}
+
+/// The writes of one stage: every desired child that is absent or differs
+/// from the observed one, plus the stage's own bookkeeping (the database
+/// finalizer, ownership of the credentials and the volume).
+pub fn stage(
+    stage: Stage,
+    desired: &[Desired],
+    stack: &ValidatedStack,
+    caches: &Caches,
+    facts: &StackFacts<'_>,
+) -> Vec<Write> {
+    let namespace = stack.namespace.as_str();
+    let mut writes = Vec::new();
+    if stage == Stage::Secrets
+        && stack.deletes_database_with_stack()
+        && !holds_finalizer(facts.finalizers)
+    {
+        // Before any database object exists, so a deletion racing a pass
+        // cannot leave a volume behind.
+        writes.push(Write::Finalizer(true));
+    }
+    for Desired { object, mode } in desired {
+        let write = match object {
+            Object::Secret(secret) => {
+                child_write(&caches.secrets, namespace, secret, *mode, || {
+                    Object::Secret(secret.clone())
+                })
+                .or_else(|| owners_write(&caches.secrets, namespace, secret, Kind::Secret))
+            }
+            Object::ConfigMap(config) => {
+                child_write(&caches.config_maps, namespace, config, *mode, || {
+                    Object::ConfigMap(config.clone())
+                })
+            }
+            Object::Service(service) => {
+                child_write(&caches.services, namespace, service, *mode, || {
+                    Object::Service(service.clone())
+                })
+            }
+            Object::StatefulSet(statefulset) => {
+                child_write(&caches.statefulsets, namespace, statefulset, *mode, || {
+                    Object::StatefulSet(statefulset.clone())
+                })
+            }
+            Object::Job(job) => {
+                let applied = facts
+                    .migration
+                    .and_then(|migration| migration.applied_revision.as_deref());
+                let revision = stack
+                    .migration
+                    .as_ref()
+                    .map(|migration| migration.revision.as_str());
+                if applied.is_some() && applied == revision {
+                    // Applied before: its Job may be gone; never run it again.
+                    None
+                } else {
+                    child_write(&caches.jobs, namespace, job, *mode, || {
+                        Object::Job(job.clone())
+                    })
+                }
+            }
+            Object::Deployment(deployment) => {
+                child_write(&caches.deployments, namespace, deployment, *mode, || {
+                    Object::Deployment(deployment.clone())
+                })
+            }
+            Object::ServiceMonitor(monitor) => caches.service_monitor_api().and_then(|_| {
+                child_write(&caches.service_monitors, namespace, monitor, *mode, || {
+                    Object::ServiceMonitor(monitor.clone())
+                })
+            }),
+        };
+        writes.extend(write);
+    }
+    if stage == Stage::Database
+        && desired
+            .iter()
+            .any(|child| child.object.kind() == Kind::StatefulSet)
+    {
+        let volume = children::database::volume_claim_name(stack);
+        let owners_pending = if let Some(observed) = caches.volumes.get(namespace, &volume) {
+            match children::database::volume_owner_references(stack, observed.owner_references()) {
+                Some(owners) => {
+                    writes.push(Write::Owners {
+                        kind: Kind::PersistentVolumeClaim,
+                        name: volume,
+                        resource_version: observed.resource_version(),
+                        owners,
+                    });
+                    true
+                }
+                None => false,
+            }
+        } else {
+            false
+        };
+        let credentials_owned = caches
+            .secrets
+            .get(namespace, &children::database_name(stack))
+            .is_some_and(|secret| {
+                secret
+                    .owner_references()
+                    .iter()
+                    .any(|owner| owner.uid == stack.uid)
+            });
+        if !stack.deletes_database_with_stack()
+            && holds_finalizer(facts.finalizers)
+            && !owners_pending
+            && !credentials_owned
+        {
+            // Released only once the volume and the credentials no longer
+            // go with the stack, as observed.
+            writes.push(Write::Finalizer(false));
+        }
+    } else if stage == Stage::Database
+        && holds_finalizer(facts.finalizers)
+        && !stack.deletes_database_with_stack()
+    {
+        // No managed database (any more): nothing for the finalizer to guard.
+        writes.push(Write::Finalizer(false));
+    }
+    writes
+}
+
+/// The write `desired` needs given what `cache` holds, if any.
+fn child_write<K>(
+    cache: &KindCache<K>,
+    namespace: &str,
+    desired: &K,
+    mode: Mode,
+    object: impl FnOnce() -> Object,
+) -> Option<Write>
+where
+    K: Resource + Clone + Serialize + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let observed = cache.get(namespace, &desired.name_any());
+    match (mode, observed) {
+        (Mode::CreateOnce, None) => Some(Write::Create(object())),
+        (Mode::CreateOnce, Some(_)) => None,
+        (Mode::Apply, Some(observed)) if compare::matches(desired, observed.as_ref()) => None,
+        (Mode::Apply, _) => Some(Write::Apply(object())),
+    }
+}
+
+/// A create-once object's ownerReferences follow the deletion policy
+/// without its data ever being rewritten.
+fn owners_write<K>(cache: &KindCache<K>, namespace: &str, desired: &K, kind: Kind) -> Option<Write>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    let observed = cache.get(namespace, &desired.name_any())?;
+    let owners = desired.meta().owner_references.clone().unwrap_or_default();
+    (owners.as_slice() != observed.owner_references()).then(|| Write::Owners {
+        kind,
+        name: desired.name_any(),
+        resource_version: observed.resource_version(),
+        owners,
+    })
+}
+
+pub fn holds_finalizer(finalizers: &[String]) -> bool {
+    finalizers.iter().any(|name| name == DATABASE_FINALIZER)
+}
+
+/// The stack's finalizers with [`DATABASE_FINALIZER`] held exactly when
+/// `wanted`, or `None` when `current` already is that.
+pub fn desired_finalizers(current: &[String], wanted: bool) -> Option<Vec<String>> {
+    match (holds_finalizer(current), wanted) {
+        (false, true) => Some(
+            current
+                .iter()
+                .cloned()
+                .chain([DATABASE_FINALIZER.to_string()])
+                .collect(),
+        ),
+        (true, false) => Some(
+            current
+                .iter()
+                .filter(|name| *name != DATABASE_FINALIZER)
+                .cloned()
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// An object a pass deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    pub kind: Kind,
+    pub name: String,
+    pub uid: Option<String>,
+}
+
+/// Children of switched-off components: objects labelled as this stack's,
+/// owned by its UID, that are not desired. Finished migration Jobs of older
+/// revisions beyond the last few go too. Volumes are never deleted here.
+pub fn orphans(
+    stack: &ValidatedStack,
+    desired: &BTreeMap<Stage, Vec<Desired>>,
+    caches: &Caches,
+) -> Vec<Deletion> {
+    let wanted: BTreeSet<(&'static str, String)> = desired
+        .values()
+        .flatten()
+        .map(|child| (child.object.kind().as_str(), child.object.name()))
+        .collect();
+    let mut deletions = Vec::new();
+    let mut sweep = |kind: Kind, objects: Vec<(String, Option<String>, Vec<OwnerReference>)>| {
+        for (name, uid, owners) in objects {
+            let owned = owners.iter().any(|owner| owner.uid == stack.uid);
+            if owned && !wanted.contains(&(kind.as_str(), name.clone())) {
+                deletions.push(Deletion { kind, name, uid });
+            }
+        }
+    };
+    let namespace = stack.namespace.as_str();
+    sweep(
+        Kind::Secret,
+        identities(&caches.secrets, namespace, &stack.name),
+    );
+    sweep(
+        Kind::ConfigMap,
+        identities(&caches.config_maps, namespace, &stack.name),
+    );
+    sweep(
+        Kind::Service,
+        identities(&caches.services, namespace, &stack.name),
+    );
+    sweep(
+        Kind::StatefulSet,
+        identities(&caches.statefulsets, namespace, &stack.name),
+    );
+    sweep(
+        Kind::Deployment,
+        identities(&caches.deployments, namespace, &stack.name),
+    );
+    if caches.service_monitor_api().is_some() {
+        sweep(
+            Kind::ServiceMonitor,
+            identities(&caches.service_monitors, namespace, &stack.name),
+        );
+    }
+    let current_job = desired
+        .get(&Stage::Migrations)
+        .and_then(|jobs| jobs.first())
+        .map(|job| job.object.name());
+    let mut finished: Vec<_> = caches
+        .jobs
+        .of_stack(namespace, &stack.name)
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|owner| owner.uid == stack.uid)
+        })
+        .filter(|job| Some(job.name_any()) != current_job && job_finished(job))
+        .collect();
+    // Newest first; everything after the first few goes.
+    finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
+    deletions.extend(
+        finished
+            .into_iter()
+            .skip(KEEP_FINISHED_JOBS)
+            .map(|job| Deletion {
+                kind: Kind::Job,
+                name: job.name_any(),
+                uid: job.uid(),
+            }),
+    );
+    deletions
+}
+
+fn identities<K>(
+    cache: &KindCache<K>,
+    namespace: &str,
+    stack: &str,
+) -> Vec<(String, Option<String>, Vec<OwnerReference>)>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    cache
+        .of_stack(namespace, stack)
+        .into_iter()
+        .map(|object| {
+            (
+                object.name_any(),
+                object.uid(),
+                object.owner_references().to_vec(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::placeholders;
+    use crate::stack::tests::example;
+    use kube::runtime::watcher::Event;
+
+    fn desired_of(stack: &ValidatedStack) -> BTreeMap<Stage, Vec<Desired>> {
+        by_stage(children::build(stack, &placeholders(stack)))
+    }
+
+    #[test]
+    fn an_empty_cache_plans_every_child_and_the_finalizer_comes_first_under_delete() {
+        let mut stack = example();
+        if let crate::stack::Database::Managed(managed) = &mut stack.database {
+            managed.deletion_policy = crate::crd::DeletionPolicy::Delete;
+        }
+        let (caches, _writers) = Caches::new();
+        let desired = desired_of(&stack);
+        let writes = super::stage(
+            Stage::Secrets,
+            &desired[&Stage::Secrets],
+            &stack,
+            &caches,
+            &StackFacts::default(),
+        );
+        let names: Vec<String> = writes
+            .iter()
+            .map(|write| match write {
+                Write::Apply(object) => format!("apply {}", object.name()),
+                Write::Create(object) => format!("create {}", object.name()),
+                Write::Finalizer(held) => format!("finalizer {held}"),
+                Write::Owners { name, .. } => format!("owners {name}"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "finalizer true",
+                "create shop-db",
+                "apply shop-env",
+                "apply shop-env"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_observed_child_that_matches_is_not_written_and_quantities_compare_as_quantities() {
+        let stack = crate::stack::tests::from_yaml(
+            "apiVersion: appstack.dev/v1alpha1\nkind: AppStack\nmetadata: {name: shop}\nspec:\n  backend: {image: x, resources: {requests: {cpu: \"0.5\"}}}\n  database: {managed: {storage: {size: 0.5Gi}}}\n",
+        );
+        let desired = desired_of(&stack);
+        let (caches, mut writers) = Caches::new();
+        for child in &desired[&Stage::Backend] {
+            if let Object::Deployment(deployment) = &child.object {
+                let mut observed = serde_json::to_value(deployment).unwrap();
+                let requests = &mut observed["spec"]["template"]["spec"]["containers"][0]["resources"]
+                    ["requests"];
+                assert_eq!(requests["cpu"], "0.5");
+                requests["cpu"] = "500m".into();
+                observed["spec"]["revisionHistoryLimit"] = 10.into();
+                writers
+                    .deployments
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+            }
+        }
+        for child in &desired[&Stage::Database] {
+            if let Object::StatefulSet(statefulset) = &child.object {
+                let mut observed = serde_json::to_value(statefulset).unwrap();
+                observed["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
+                    "512Mi".into();
+                writers
+                    .statefulsets
+                    .apply_watcher_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+            }
+        }
+        let facts = StackFacts::default();
+        let backend = super::stage(
+            Stage::Backend,
+            &desired[&Stage::Backend],
+            &stack,
+            &caches,
+            &facts,
+        );
+        assert!(
+            backend
+                .iter()
+                .all(|write| !matches!(write, Write::Apply(Object::Deployment(_)))),
+            "0.5 CPU is 500m: {backend:?}"
+        );
+        let database = super::stage(
+            Stage::Database,
+            &desired[&Stage::Database],
+            &stack,
+            &caches,
+            &facts,
+        );
+        assert!(
+            database
+                .iter()
+                .all(|write| !matches!(write, Write::Apply(Object::StatefulSet(_)))),
+            "0.5Gi is 512Mi: {database:?}"
+        );
+    }
+
+    #[test]
+    fn the_database_finalizer_is_added_and_released_beside_others() {
+        let others = vec!["example.com/keep".to_string()];
+        let held = desired_finalizers(&others, true).unwrap();
+        assert_eq!(held, ["example.com/keep", DATABASE_FINALIZER]);
+        assert_eq!(desired_finalizers(&held, true), None);
+        assert_eq!(desired_finalizers(&held, false).unwrap(), others);
+        assert_eq!(desired_finalizers(&others, false), None);
+        assert_eq!(desired_finalizers(&[], false), None);
+    }
+
+    #[test]
+    fn a_switched_off_child_owned_by_the_stack_is_an_orphan_and_others_are_not() {
+        let stack = example();
+        let mut without_frontend = stack.clone();
+        without_frontend.frontend = None;
+        let (caches, mut writers) = Caches::new();
+        for child in desired_of(&stack).values().flatten() {
+            if let Object::Deployment(deployment) = &child.object {
+                writers
+                    .deployments
+                    .apply_watcher_event(&Event::Apply(deployment.clone()));
+            }
+        }
+        let mut foreign = desired_of(&stack)[&Stage::Frontend][1].clone();
+        if let Object::Deployment(deployment) = &mut foreign.object {
+            deployment.metadata.name = Some("shop-other".into());
+            deployment.metadata.owner_references = None;
+            writers
+                .deployments
+                .apply_watcher_event(&Event::Apply(deployment.clone()));
+        }
+        let deletions = orphans(&without_frontend, &desired_of(&without_frontend), &caches);
+        assert_eq!(
+            deletions,
+            [Deletion {
+                kind: Kind::Deployment,
+                name: "shop-frontend".into(),
+                uid: None
+            }]
+        );
+    }
+}

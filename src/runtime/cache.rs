@@ -1,0 +1,785 @@
+//! Caches: what the controller knows of the cluster, kept current by
+//! watches so a reconcile reads memory instead of sending requests.
+//!
+//! One store per child kind, label-filtered to this operator's children and
+//! stripped of what neither the comparison nor the status reads
+//! (`managedFields`, a Job's pod template, a volume's spec). Secrets are
+//! watched whole, because users' Secrets that stacks reference carry no
+//! label of ours: the data of a Secret is kept only while it is ours or a
+//! stack references it (an index maps (namespace, name) to those stacks).
+//!
+//! Every watch event wakes the stacks it concerns, through one trigger
+//! channel, after the store holds the event: a reconcile woken by a Job's
+//! completion reads the completed Job.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::channel::mpsc::UnboundedSender;
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tracing::{debug, info};
+
+use crate::children::{self, LABEL_INSTANCE};
+use crate::crd::AppStack;
+use crate::runtime::watch;
+
+/// How often the ServiceMonitor API is looked for (and looked for again),
+/// so installing the Prometheus Operator later needs no restart.
+pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Marks a cached Secret whose data was not kept: no stack referenced it
+/// when it was last seen. Never sent to the API server.
+const WITHOUT_DATA: &str = "appstack.dev/cached-without-data";
+
+/// What a [`KindCache`] knows that its watch has not shown yet.
+enum Recent<K> {
+    /// This process wrote (or freshly read) the object.
+    Written(Arc<K>),
+    /// This process deleted the object with this UID.
+    Deleted(Option<String>),
+}
+
+/// One kind's store, plus what this process wrote since its watch last
+/// spoke: a reconcile that runs before the watch event of its own write
+/// reads the written object, not the older cached one.
+pub struct KindCache<K: Resource + 'static>
+where
+    K::DynamicType: Hash + Eq + Clone,
+{
+    store: Store<K>,
+    dyntype: K::DynamicType,
+    recent: Mutex<HashMap<(String, String), Recent<K>>>,
+}
+
+impl<K> KindCache<K>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Hash + Eq + Clone,
+{
+    fn new(store: Store<K>, dyntype: K::DynamicType) -> Self {
+        Self {
+            store,
+            dyntype,
+            recent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The object as last seen or written.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        let key = ObjectRef::new_with(name, self.dyntype.clone()).within(namespace);
+        let cached = self.store.get(&key);
+        let recent = self.recent.lock().expect("cache lock");
+        match recent.get(&(namespace.to_string(), name.to_string())) {
+            None => cached,
+            Some(Recent::Written(written)) => match cached {
+                Some(cached) if newer(cached.as_ref(), written.as_ref()) => Some(cached),
+                _ => Some(written.clone()),
+            },
+            Some(Recent::Deleted(uid)) => cached.filter(|cached| cached.uid() != *uid),
+        }
+    }
+
+    /// The objects of one stack: labelled with its name as instance, in its
+    /// namespace.
+    pub fn of_stack(&self, namespace: &str, stack: &str) -> Vec<Arc<K>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|object| object.namespace().as_deref() == Some(namespace))
+            .filter(|object| object.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(stack))
+            .filter_map(|object| self.get(namespace, &object.name_any()))
+            .collect()
+    }
+
+    /// Remembers an object this process wrote or read fresh.
+    pub fn record(&self, object: K) {
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        self.recent
+            .lock()
+            .expect("cache lock")
+            .insert(key, Recent::Written(Arc::new(object)));
+    }
+
+    /// Remembers that this process deleted an object.
+    pub fn record_deleted(&self, namespace: &str, name: &str, uid: Option<String>) {
+        self.recent.lock().expect("cache lock").insert(
+            (namespace.to_string(), name.to_string()),
+            Recent::Deleted(uid),
+        );
+    }
+
+    /// Forgets what the watch has now shown: the object's own event
+    /// arrived, so the store is at least as new.
+    fn seen(&self, object: &K, deleted: bool) {
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let mut recent = self.recent.lock().expect("cache lock");
+        let settled = match recent.get(&key) {
+            None => false,
+            Some(Recent::Written(written)) => deleted || caught_up(object, written.as_ref()),
+            Some(Recent::Deleted(uid)) => deleted || object.uid() != *uid,
+        };
+        if settled {
+            recent.remove(&key);
+        }
+    }
+
+    pub async fn wait_until_ready(&self) -> bool {
+        self.store.wait_until_ready().await.is_ok()
+    }
+
+    /// The store the watch fills.
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Every cached object.
+    pub fn len(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.store.is_empty()
+    }
+}
+
+/// How two versions of an object compare. resourceVersions are etcd
+/// revisions; where one is not a number, only equality is known.
+fn versions<K: Resource>(cached: &K, written: &K) -> Option<std::cmp::Ordering> {
+    let (cached, written) = (cached.resource_version(), written.resource_version());
+    match (
+        cached.as_deref().map(str::parse::<u64>),
+        written.as_deref().map(str::parse::<u64>),
+    ) {
+        (Some(Ok(cached)), Some(Ok(written))) => Some(cached.cmp(&written)),
+        _ if cached == written => Some(std::cmp::Ordering::Equal),
+        _ => None,
+    }
+}
+
+/// The watch has shown `written` (or something after it).
+fn caught_up<K: Resource>(cached: &K, written: &K) -> bool {
+    versions(cached, written).is_none_or(|order| order.is_ge())
+}
+
+/// The cache holds something after `written`. At the same version the
+/// written copy is preferred: it may carry what the cache strips (a
+/// referenced Secret's data, read fresh).
+fn newer<K: Resource>(cached: &K, written: &K) -> bool {
+    versions(cached, written).is_none_or(|order| order.is_gt())
+}
+
+/// Which stacks read which user Secrets: (namespace, Secret name) → stack
+/// names, and each stack's current list, so an update replaces it.
+#[derive(Default)]
+pub struct SecretIndex {
+    readers: HashMap<(String, String), BTreeSet<String>>,
+    read_by: HashMap<(String, String), Vec<String>>,
+}
+
+impl SecretIndex {
+    /// Records the Secrets `stack` reads now.
+    pub fn update(&mut self, stack: &AppStack) {
+        let namespace = stack.namespace().unwrap_or_default();
+        let name = stack.name_any();
+        self.remove(&namespace, &name);
+        let secrets: Vec<String> = stack
+            .spec
+            .referenced_secrets()
+            .into_iter()
+            .map(String::from)
+            .collect();
+        for secret in &secrets {
+            self.readers
+                .entry((namespace.clone(), secret.clone()))
+                .or_default()
+                .insert(name.clone());
+        }
+        self.read_by.insert((namespace, name), secrets);
+    }
+
+    /// Forgets a deleted stack.
+    pub fn remove(&mut self, namespace: &str, stack: &str) {
+        let key = (namespace.to_string(), stack.to_string());
+        for secret in self.read_by.remove(&key).unwrap_or_default() {
+            let secret_key = (namespace.to_string(), secret);
+            if let Some(readers) = self.readers.get_mut(&secret_key) {
+                readers.remove(stack);
+                if readers.is_empty() {
+                    self.readers.remove(&secret_key);
+                }
+            }
+        }
+    }
+
+    /// The stacks reading Secret `name` in `namespace`.
+    pub fn readers(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.readers
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|readers| readers.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Every cache of one scope (all namespaces, or one namespace).
+pub struct Caches {
+    /// AppStacks, with what this process last wrote of each (status,
+    /// finalizers), so a pass never starts from an older status than the
+    /// one it wrote and never repeats a transition or an Event.
+    pub stacks: KindCache<AppStack>,
+    pub secrets: KindCache<Secret>,
+    pub config_maps: KindCache<ConfigMap>,
+    pub services: KindCache<Service>,
+    pub statefulsets: KindCache<StatefulSet>,
+    pub jobs: KindCache<Job>,
+    pub deployments: KindCache<Deployment>,
+    pub volumes: KindCache<PersistentVolumeClaim>,
+    /// ServiceMonitors; its watch runs only while the API is served.
+    pub service_monitors: KindCache<DynamicObject>,
+    /// The ServiceMonitor API, once discovered and its cache synced.
+    service_monitor_api: RwLock<Option<ApiResource>>,
+    index: RwLock<SecretIndex>,
+}
+
+/// The writing halves of [`Caches`], fed by watches (or by tests).
+pub struct Writers {
+    pub stacks: reflector::store::Writer<AppStack>,
+    pub secrets: reflector::store::Writer<Secret>,
+    pub config_maps: reflector::store::Writer<ConfigMap>,
+    pub services: reflector::store::Writer<Service>,
+    pub statefulsets: reflector::store::Writer<StatefulSet>,
+    pub jobs: reflector::store::Writer<Job>,
+    pub deployments: reflector::store::Writer<Deployment>,
+    pub volumes: reflector::store::Writer<PersistentVolumeClaim>,
+    pub service_monitors: reflector::store::Writer<DynamicObject>,
+}
+
+impl Caches {
+    /// Empty caches and the writers that fill them.
+    pub fn new() -> (Arc<Self>, Writers) {
+        fn pair<K>() -> (KindCache<K>, reflector::store::Writer<K>)
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let (reader, writer) = reflector::store();
+            (KindCache::new(reader, ()), writer)
+        }
+        let (stacks, stacks_writer) = pair();
+        let (secrets, secrets_writer) = pair();
+        let (config_maps, config_maps_writer) = pair();
+        let (services, services_writer) = pair();
+        let (statefulsets, statefulsets_writer) = pair();
+        let (jobs, jobs_writer) = pair();
+        let (deployments, deployments_writer) = pair();
+        let (volumes, volumes_writer) = pair();
+        let monitor_resource = children::monitoring::service_monitor_resource();
+        let monitors_writer = reflector::store::Writer::new(monitor_resource.clone());
+        let service_monitors = KindCache::new(monitors_writer.as_reader(), monitor_resource);
+        let caches = Arc::new(Self {
+            stacks,
+            secrets,
+            config_maps,
+            services,
+            statefulsets,
+            jobs,
+            deployments,
+            volumes,
+            service_monitors,
+            service_monitor_api: RwLock::new(None),
+            index: RwLock::new(SecretIndex::default()),
+        });
+        let writers = Writers {
+            stacks: stacks_writer,
+            secrets: secrets_writer,
+            config_maps: config_maps_writer,
+            services: services_writer,
+            statefulsets: statefulsets_writer,
+            jobs: jobs_writer,
+            deployments: deployments_writer,
+            volumes: volumes_writer,
+            service_monitors: monitors_writer,
+        };
+        (caches, writers)
+    }
+
+    /// The ServiceMonitor API while it is served and its cache synced.
+    pub fn service_monitor_api(&self) -> Option<ApiResource> {
+        self.service_monitor_api.read().expect("api lock").clone()
+    }
+
+    /// The stacks that read Secret `name` in `namespace`.
+    pub fn readers_of(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.index
+            .read()
+            .expect("index lock")
+            .readers(namespace, name)
+    }
+
+    fn references(&self, namespace: &str, name: &str) -> bool {
+        !self.readers_of(namespace, name).is_empty()
+    }
+
+    /// Whether the cached Secret lacks its data (no stack read it when it
+    /// was last seen); the reader must fetch it.
+    pub fn without_data(secret: &Secret) -> bool {
+        secret.annotations().contains_key(WITHOUT_DATA)
+    }
+
+    /// Applies one AppStack watch event to the store and the index.
+    pub fn apply_stack_event(
+        &self,
+        writer: &mut reflector::store::Writer<AppStack>,
+        event: &Event<AppStack>,
+    ) {
+        writer.apply_watcher_event(event);
+        let mut index = self.index.write().expect("index lock");
+        match event {
+            Event::Apply(stack) | Event::InitApply(stack) => {
+                index.update(stack);
+                self.stacks.seen(stack, false);
+            }
+            Event::Delete(stack) => {
+                index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any());
+                self.stacks.seen(stack, true);
+            }
+            Event::Init | Event::InitDone => {}
+        }
+    }
+
+    /// A Secret as the cache keeps it: ours or referenced with its data,
+    /// any other without.
+    fn slim_secret(&self, mut secret: Secret) -> Secret {
+        secret.slim();
+        let ours = secret
+            .labels()
+            .get(children::LABEL_MANAGED_BY)
+            .is_some_and(|value| value == children::MANAGED_BY);
+        let namespace = secret.namespace().unwrap_or_default();
+        if !ours && !self.references(&namespace, &secret.name_any()) {
+            secret.data = None;
+            secret.string_data = None;
+            secret
+                .annotations_mut()
+                .insert(WITHOUT_DATA.into(), "true".into());
+        }
+        secret
+    }
+}
+
+/// Cached objects keep what the comparison and the status read.
+pub trait Slim {
+    fn slim(&mut self);
+}
+
+fn slim_meta(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+macro_rules! slim_metadata_only {
+    ($($kind:ty),*) => {$(
+        impl Slim for $kind {
+            fn slim(&mut self) {
+                slim_meta(&mut self.metadata);
+            }
+        }
+    )*};
+}
+slim_metadata_only!(
+    Secret,
+    ConfigMap,
+    Service,
+    StatefulSet,
+    Deployment,
+    DynamicObject,
+    AppStack
+);
+
+impl Slim for Job {
+    /// A Job is never patched: its status and labels matter, not its pods.
+    fn slim(&mut self) {
+        slim_meta(&mut self.metadata);
+        if let Some(spec) = self.spec.as_mut() {
+            spec.template = Default::default();
+        }
+    }
+}
+
+impl Slim for PersistentVolumeClaim {
+    /// Only the volume's ownerReferences are ever read.
+    fn slim(&mut self) {
+        slim_meta(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
+
+fn slim_event<K: Slim>(event: Event<K>, slim: impl Fn(K) -> K) -> Event<K> {
+    match event {
+        Event::Apply(object) => Event::Apply(slim(object)),
+        Event::Delete(object) => Event::Delete(slim(object)),
+        Event::InitApply(object) => Event::InitApply(slim(object)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
+fn slimmed<K: Slim>(mut object: K) -> K {
+    object.slim();
+    object
+}
+
+/// Wakes the reconcile of stacks.
+pub type Triggers = UnboundedSender<ObjectRef<AppStack>>;
+
+fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
+    let _ = triggers.unbounded_send(ObjectRef::new(stack).within(namespace));
+}
+
+/// Wakes the stack a child belongs to (by its instance label).
+fn wake_owner<K: Resource>(triggers: &Triggers, object: &K) {
+    if let (Some(namespace), Some(stack)) =
+        (object.namespace(), object.labels().get(LABEL_INSTANCE))
+    {
+        wake(triggers, &namespace, stack);
+    }
+}
+
+/// The watch tasks of one scope's caches; dropping this stops them.
+pub struct Watches {
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Watches {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Namespaced API of `K` in `scope` (all namespaces when `None`).
+pub fn scoped<K>(client: Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    }
+}
+
+/// Starts every watch of one scope and returns once every cache has
+/// listed. AppStacks are listed first, so the Secret watch already knows
+/// which Secrets stacks reference and keeps their data. `forget` is called
+/// with the UID of each deleted stack.
+pub async fn start(
+    client: Client,
+    scope: Option<String>,
+    caches: Arc<Caches>,
+    writers: Writers,
+    triggers: Triggers,
+    forget: impl Fn(&str) + Send + Sync + 'static,
+) -> Watches {
+    let Writers {
+        stacks: mut stacks_writer,
+        secrets,
+        config_maps,
+        services,
+        statefulsets,
+        jobs,
+        deployments,
+        volumes,
+        service_monitors,
+    } = writers;
+    let scope = scope.as_deref();
+    let mut tasks = Vec::new();
+
+    let stack_events = watch::resilient(
+        "AppStack",
+        watcher::watcher(scoped::<AppStack>(client.clone(), scope), watch::config()),
+    );
+    let stack_caches = caches.clone();
+    let stack_triggers = triggers.clone();
+    tasks.push(tokio::spawn(async move {
+        let mut events = std::pin::pin!(stack_events);
+        while let Some(Ok(event)) = events.next().await {
+            let event = slim_event(event, slimmed);
+            stack_caches.apply_stack_event(&mut stacks_writer, &event);
+            match &event {
+                Event::Apply(stack) => wake_stack(&stack_triggers, stack),
+                Event::Delete(stack) => forget(&stack.uid().unwrap_or_default()),
+                Event::InitDone => {
+                    for stack in stack_caches.stacks.store().state() {
+                        wake_stack(&stack_triggers, &stack);
+                    }
+                }
+                Event::Init | Event::InitApply(_) => {}
+            }
+        }
+    }));
+    let _ = caches.stacks.wait_until_ready().await;
+
+    // Secrets: every Secret in scope, so referenced ones are seen too.
+    let secret_events = watch::resilient(
+        "Secret",
+        watcher::watcher(scoped::<Secret>(client.clone(), scope), watch::config()),
+    );
+    let secret_caches = caches.clone();
+    tasks.push(spawn_cache(
+        secret_events,
+        secrets,
+        move |secret| secret_caches.slim_secret(secret),
+        {
+            let caches = caches.clone();
+            let triggers = triggers.clone();
+            move |secret: &Secret, deleted| {
+                caches.secrets.seen(secret, deleted);
+                let namespace = secret.namespace().unwrap_or_default();
+                wake_owner(&triggers, secret);
+                for stack in caches.readers_of(&namespace, &secret.name_any()) {
+                    wake(&triggers, &namespace, &stack);
+                }
+            }
+        },
+    ));
+    macro_rules! child_watch {
+        ($writer:expr, $kind:ty, $field:ident) => {{
+            let events = watch::resilient(
+                <$kind as Resource>::kind(&()).into_owned(),
+                watcher::watcher(scoped::<$kind>(client.clone(), scope), children_config()),
+            );
+            let caches = caches.clone();
+            let triggers = triggers.clone();
+            tasks.push(spawn_cache(
+                events,
+                $writer,
+                slimmed,
+                move |object: &$kind, deleted| {
+                    caches.$field.seen(object, deleted);
+                    wake_owner(&triggers, object);
+                },
+            ));
+        }};
+    }
+    child_watch!(config_maps, ConfigMap, config_maps);
+    child_watch!(services, Service, services);
+    child_watch!(statefulsets, StatefulSet, statefulsets);
+    child_watch!(jobs, Job, jobs);
+    child_watch!(deployments, Deployment, deployments);
+    child_watch!(volumes, PersistentVolumeClaim, volumes);
+
+    tasks.push(tokio::spawn(discover_service_monitors(
+        client,
+        scope.map(String::from),
+        caches.clone(),
+        service_monitors,
+        triggers,
+    )));
+
+    for ready in [
+        caches.secrets.wait_until_ready().await,
+        caches.config_maps.wait_until_ready().await,
+        caches.services.wait_until_ready().await,
+        caches.statefulsets.wait_until_ready().await,
+        caches.jobs.wait_until_ready().await,
+        caches.deployments.wait_until_ready().await,
+        caches.volumes.wait_until_ready().await,
+    ] {
+        debug_assert!(ready, "a cache's watch ended before it listed");
+    }
+    info!(stacks = caches.stacks.len(), "caches synced");
+    Watches { tasks }
+}
+
+fn wake_stack(triggers: &Triggers, stack: &AppStack) {
+    wake(
+        triggers,
+        &stack.namespace().unwrap_or_default(),
+        &stack.name_any(),
+    );
+}
+
+/// Children are watched by the managed-by label.
+fn children_config() -> watcher::Config {
+    watch::config().labels(&children::managed_selector())
+}
+
+/// Feeds one kind's store from its watch, slimming each object, and calls
+/// `seen` with every object applied or deleted (and, after a relist, every
+/// object listed) once the store holds it.
+fn spawn_cache<K>(
+    events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    mut writer: reflector::store::Writer<K>,
+    slim: impl Fn(K) -> K + Send + 'static,
+    seen: impl Fn(&K, bool) + Send + 'static,
+) -> JoinHandle<()>
+where
+    K: Resource + Slim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Hash + Eq + Clone + Send + Sync,
+{
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(Ok(event)) = events.next().await {
+            let event = slim_event(event, &slim);
+            writer.apply_watcher_event(&event);
+            match &event {
+                Event::Apply(object) => seen(object, false),
+                Event::Delete(object) => seen(object, true),
+                Event::InitDone => {
+                    for object in writer.as_reader().state() {
+                        seen(&object, false);
+                    }
+                }
+                Event::Init | Event::InitApply(_) => {}
+            }
+        }
+    })
+}
+
+/// Looks for the ServiceMonitor API every [`DISCOVERY_INTERVAL`]; once it
+/// is served, watches ServiceMonitors, and publishes the API when that
+/// cache has listed, waking every stack so waiting ServiceMonitors are
+/// written.
+async fn discover_service_monitors(
+    client: Client,
+    scope: Option<String>,
+    caches: Arc<Caches>,
+    writer: reflector::store::Writer<DynamicObject>,
+    triggers: Triggers,
+) {
+    let gvk = children::monitoring::service_monitor_gvk();
+    let mut writer = Some(writer);
+    loop {
+        match kube::discovery::pinned_kind(&client, &gvk).await {
+            Ok((resource, _)) => {
+                if let Some(writer) = writer.take() {
+                    let api = match &scope {
+                        Some(namespace) => Api::<DynamicObject>::namespaced_with(
+                            client.clone(),
+                            namespace,
+                            &resource,
+                        ),
+                        None => Api::all_with(client.clone(), &resource),
+                    };
+                    let events = watch::resilient(
+                        "ServiceMonitor",
+                        watcher::watcher(api, children_config()),
+                    );
+                    let watch_caches = caches.clone();
+                    let watch_triggers = triggers.clone();
+                    // Lives as long as this discovery task.
+                    let _watch = AbortOnDrop(spawn_cache(
+                        events,
+                        writer,
+                        slimmed,
+                        move |monitor: &DynamicObject, deleted| {
+                            watch_caches.service_monitors.seen(monitor, deleted);
+                            wake_owner(&watch_triggers, monitor);
+                        },
+                    ));
+                    caches.service_monitors.wait_until_ready().await;
+                    *caches.service_monitor_api.write().expect("api lock") = Some(resource);
+                    info!("the ServiceMonitor API is served; ServiceMonitors are written");
+                    for stack in caches.stacks.store().state() {
+                        wake_stack(&triggers, &stack);
+                    }
+                    // Keep the watch for the rest of this term.
+                    std::future::pending::<()>().await;
+                }
+            }
+            Err(error) => debug!(%error, "the ServiceMonitor API is not served"),
+        }
+        tokio::time::sleep(DISCOVERY_INTERVAL).await;
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(namespace: &str, name: &str, version: &str, value: &str) -> Secret {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": namespace, "name": name, "resourceVersion": version, "uid": "u1"},
+            "data": {"key": k8s_openapi::ByteString(value.as_bytes().to_vec())}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_write_is_read_back_until_the_watch_catches_up() {
+        let (caches, mut writers) = Caches::new();
+        writers
+            .secrets
+            .apply_watcher_event(&Event::Apply(secret("a", "s", "5", "old")));
+        caches.secrets.record(secret("a", "s", "7", "new"));
+        let read = |caches: &Caches| {
+            caches.secrets.get("a", "s").unwrap().data.clone().unwrap()["key"]
+                .0
+                .clone()
+        };
+        assert_eq!(read(&caches), b"new", "the store is older than the write");
+        writers
+            .secrets
+            .apply_watcher_event(&Event::Apply(secret("a", "s", "8", "newer")));
+        assert_eq!(read(&caches), b"newer", "the store caught up");
+        caches.secrets.record_deleted("a", "s", Some("u1".into()));
+        assert!(
+            caches.secrets.get("a", "s").is_none(),
+            "deleted here, not yet by the watch"
+        );
+    }
+
+    #[test]
+    fn the_index_follows_each_stacks_references() {
+        let stack = |secret: &str| -> AppStack {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "appstack.dev/v1alpha1", "kind": "AppStack",
+                "metadata": {"namespace": "a", "name": "shop"},
+                "spec": {"database": {"external": {"urlSecretRef": {"name": secret, "key": "url"}}},
+                         "backend": {"image": "x"}}
+            }))
+            .unwrap()
+        };
+        let mut index = SecretIndex::default();
+        index.update(&stack("one"));
+        assert_eq!(index.readers("a", "one"), ["shop"]);
+        index.update(&stack("two"));
+        assert!(
+            index.readers("a", "one").is_empty(),
+            "the old reference is gone"
+        );
+        assert_eq!(index.readers("a", "two"), ["shop"]);
+        index.remove("a", "shop");
+        assert!(index.readers("a", "two").is_empty());
+    }
+
+    #[test]
+    fn unreferenced_secrets_are_cached_without_their_data() {
+        let (caches, _writers) = Caches::new();
+        let slim = caches.slim_secret(secret("a", "other", "1", "v"));
+        assert!(slim.data.is_none() && Caches::without_data(&slim));
+    }
+}

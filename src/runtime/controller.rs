@@ -1,0 +1,183 @@
+//! The controller loop: per scope (all namespaces, or each namespace given),
+//! caches fed by watches, and a kube-runtime controller that runs a pass
+//! for every stack a watch event concerns, a bounded number at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use tracing::{Instrument, debug, warn};
+
+use super::cache::{self, Caches};
+use super::metrics::Metrics;
+use super::server::ProcessState;
+use super::telemetry::error_chain;
+use crate::children;
+use crate::crd::AppStack;
+use crate::reconcile::{self, Context};
+
+/// Longest wait before retrying a failed pass.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(60);
+
+/// How the controller runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Namespaces to watch; all when empty.
+    pub namespaces: Vec<String>,
+    /// Passes running at once, per scope.
+    pub concurrency: u16,
+    /// Upper bound of one pass; its API calls share the bound.
+    pub pass_timeout: Duration,
+}
+
+/// What the controller of one scope shares between its passes.
+struct Scope {
+    context: Context,
+    timeout: Duration,
+    /// Consecutive failures per stack UID, for the retry backoff; a stack's
+    /// entry goes when it succeeds or is deleted.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Scope {
+    /// The retry delay after a failure: doubling from 1 s, capped at
+    /// [`MAX_RETRY_DELAY`].
+    fn retry_delay(&self, stack: &AppStack) -> Duration {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let count = failures.entry(stack.uid().unwrap_or_default()).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs(1u64 << (*count - 1).min(6)).min(MAX_RETRY_DELAY)
+    }
+
+    fn succeeded(&self, stack: &AppStack) {
+        if let Some(uid) = stack.uid() {
+            self.failures.lock().expect("failures lock").remove(&uid);
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` completes and in-flight passes have
+/// finished. Each scope's caches are filled before its first pass, and are
+/// handed to `state` for readiness and metrics.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    options: RunOptions,
+    state: Arc<ProcessState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    metrics.set_max_concurrent_reconciles(options.concurrency);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: children::FIELD_MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut watches = Vec::new();
+    let mut all_caches = Vec::new();
+    let mut controllers = Vec::new();
+    for scope in scopes {
+        let (caches, writers) = Caches::new();
+        let (triggers, woken) = futures::channel::mpsc::unbounded();
+        let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let forget = {
+            let failures = failures.clone();
+            move |uid: &str| {
+                failures.lock().expect("failures lock").remove(uid);
+            }
+        };
+        watches.push(
+            cache::start(
+                client.clone(),
+                scope.clone(),
+                caches.clone(),
+                writers,
+                triggers,
+                forget,
+            )
+            .await,
+        );
+        all_caches.push(caches.clone());
+        let scope = Arc::new(Scope {
+            context: Context {
+                client: client.clone(),
+                recorder: recorder.clone(),
+                metrics: metrics.clone(),
+                caches: caches.clone(),
+            },
+            timeout: options.pass_timeout,
+            failures,
+        });
+        let no_stream = futures::stream::pending::<Result<AppStack, watcher::Error>>();
+        controllers.push(
+            Controller::for_stream(no_stream, caches.stacks.store().clone())
+                .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
+                .reconcile_on(woken)
+                .graceful_shutdown_on(shutdown.clone())
+                .run(reconcile, error_policy, scope)
+                .for_each(|result| async move {
+                    match result {
+                        Ok((stack, _)) => debug!(stack = %stack, "reconciled"),
+                        Err(error) => debug!(error = %error_chain(&error), "reconcile failed"),
+                    }
+                }),
+        );
+    }
+    state.set_caches(all_caches);
+    futures::future::join_all(controllers).await;
+    drop(watches);
+}
+
+fn error_policy(stack: Arc<AppStack>, error: &reconcile::Error, scope: Arc<Scope>) -> Action {
+    let delay = scope.retry_delay(&stack);
+    warn!(
+        namespace = stack.namespace().unwrap_or_default(),
+        stack = stack.name_any(),
+        step = error.step(),
+        error = %error_chain(error),
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// One pass within the timeout, timed and counted, in a span naming the
+/// stack and this pass.
+async fn reconcile(stack: Arc<AppStack>, scope: Arc<Scope>) -> Result<Action, reconcile::Error> {
+    let metrics = &scope.context.metrics;
+    let timer = metrics.reconcile_started();
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %stack.namespace().unwrap_or_default(),
+        stack = %stack.name_any(),
+        reconcile_id = %reconcile_id(),
+    );
+    let result = tokio::time::timeout(scope.timeout, reconcile::pass(&scope.context, &stack))
+        .instrument(span)
+        .await
+        .unwrap_or(Err(reconcile::Error::Timeout(scope.timeout)));
+    timer.finish(result.as_ref().err().map(reconcile::Error::step));
+    if result.is_ok() {
+        scope.succeeded(&stack);
+    }
+    result
+}
+
+/// A short random id tying one pass's log lines together.
+fn reconcile_id() -> String {
+    let mut bytes = [0u8; 4];
+    let _ = getrandom::fill(&mut bytes);
+    crate::stack::hex(&bytes)
+}
