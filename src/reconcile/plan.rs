@@ -605,9 +605,10 @@ mod tests {
                 assert_eq!(requests["cpu"], "0.5");
                 requests["cpu"] = "500m".into();
                 observed["spec"]["revisionHistoryLimit"] = 10.into();
-                writers
-                    .deployments
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+                caches.deployments.apply_event(
+                    &mut writers.deployments,
+                    &Event::Apply(serde_json::from_value(observed).unwrap()),
+                );
             }
         }
         for child in &desired[&Stage::Database] {
@@ -615,9 +616,10 @@ mod tests {
                 let mut observed = serde_json::to_value(statefulset).unwrap();
                 observed["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
                     "512Mi".into();
-                writers
-                    .statefulsets
-                    .apply_watcher_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+                caches.statefulsets.apply_event(
+                    &mut writers.statefulsets,
+                    &Event::Apply(serde_json::from_value(observed).unwrap()),
+                );
             }
         }
         let facts = StackFacts::default();
@@ -668,18 +670,18 @@ mod tests {
         let (caches, mut writers) = Caches::new();
         for child in desired_of(&stack).values().flatten() {
             if let Object::Deployment(deployment) = &child.object {
-                writers
+                caches
                     .deployments
-                    .apply_watcher_event(&Event::Apply(deployment.clone()));
+                    .apply_event(&mut writers.deployments, &Event::Apply(deployment.clone()));
             }
         }
         let mut foreign = desired_of(&stack)[&Stage::Frontend][1].clone();
         if let Object::Deployment(deployment) = &mut foreign.object {
             deployment.metadata.name = Some("shop-other".into());
             deployment.metadata.owner_references = None;
-            writers
+            caches
                 .deployments
-                .apply_watcher_event(&Event::Apply(deployment.clone()));
+                .apply_event(&mut writers.deployments, &Event::Apply(deployment.clone()));
         }
         let deletions = orphans(&without_frontend, &desired_of(&without_frontend), &caches);
         assert_eq!(

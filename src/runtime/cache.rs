@@ -62,6 +62,9 @@ where
     store: Store<K>,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
+    /// Names of each stack's objects, by (namespace, instance label), so a
+    /// pass finds its stack's children without scanning the store.
+    members: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
 impl<K> KindCache<K>
@@ -74,6 +77,7 @@ where
             store,
             dyntype,
             recent: Mutex::new(HashMap::new()),
+            members: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,17 +99,50 @@ where
     /// The objects of one stack: labelled with its name as instance, in its
     /// namespace.
     pub fn of_stack(&self, namespace: &str, stack: &str) -> Vec<Arc<K>> {
-        self.store
-            .state()
-            .into_iter()
-            .filter(|object| object.namespace().as_deref() == Some(namespace))
+        let key = (namespace.to_string(), stack.to_string());
+        let names: Vec<String> = self
+            .members
+            .lock()
+            .expect("cache lock")
+            .get(&key)
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default();
+        let objects: Vec<Arc<K>> = names
+            .iter()
+            .filter_map(|name| self.get(namespace, name))
             .filter(|object| object.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(stack))
-            .filter_map(|object| self.get(namespace, &object.name_any()))
-            .collect()
+            .collect();
+        if objects.len() < names.len() {
+            // Some went while the watch relisted (no delete event): forget them.
+            let present: BTreeSet<String> =
+                objects.iter().map(|object| object.name_any()).collect();
+            if let Some(names) = self.members.lock().expect("cache lock").get_mut(&key) {
+                names.retain(|name| present.contains(name));
+            }
+        }
+        objects
+    }
+
+    /// Keeps [`Self::of_stack`]'s index in line with an object seen.
+    fn index(&self, object: &K, present: bool) {
+        let Some(stack) = object.labels().get(LABEL_INSTANCE) else {
+            return;
+        };
+        let key = (object.namespace().unwrap_or_default(), stack.clone());
+        let mut members = self.members.lock().expect("cache lock");
+        if present {
+            members.entry(key).or_default().insert(object.name_any());
+        } else if let Some(names) = members.get_mut(&key) {
+            names.remove(&object.name_any());
+            if names.is_empty() {
+                members.remove(&key);
+            }
+        }
     }
 
     /// Remembers an object this process wrote or read fresh.
     pub fn record(&self, object: K) {
+        self.index(&object, true);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         self.recent
             .lock()
@@ -124,6 +161,7 @@ where
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
     fn seen(&self, object: &K, deleted: bool) {
+        self.index(object, !deleted);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
         let settled = match recent.get(&key) {
@@ -133,6 +171,22 @@ where
         };
         if settled {
             recent.remove(&key);
+        }
+    }
+
+    /// Applies one watch event to the store through `writer`, and settles
+    /// what this process wrote or deleted that the event shows.
+    pub fn apply_event(&self, writer: &mut reflector::store::Writer<K>, event: &Event<K>) {
+        writer.apply_watcher_event(event);
+        match event {
+            Event::Apply(object) => self.seen(object, false),
+            Event::Delete(object) => self.seen(object, true),
+            Event::InitDone => {
+                for object in self.store.state() {
+                    self.seen(&object, false);
+                }
+            }
+            Event::Init | Event::InitApply(_) => {}
         }
     }
 
@@ -343,16 +397,12 @@ impl Caches {
         writer: &mut reflector::store::Writer<AppStack>,
         event: &Event<AppStack>,
     ) {
-        writer.apply_watcher_event(event);
+        self.stacks.apply_event(writer, event);
         let mut index = self.index.write().expect("index lock");
         match event {
-            Event::Apply(stack) | Event::InitApply(stack) => {
-                index.update(stack);
-                self.stacks.seen(stack, false);
-            }
+            Event::Apply(stack) | Event::InitApply(stack) => index.update(stack),
             Event::Delete(stack) => {
-                index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any());
-                self.stacks.seen(stack, true);
+                index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any())
             }
             Event::Init | Event::InitDone => {}
         }
@@ -542,13 +592,14 @@ pub async fn start(
     let secret_caches = caches.clone();
     tasks.push(spawn_cache(
         secret_events,
+        caches.clone(),
+        |caches| &caches.secrets,
         secrets,
         move |secret| secret_caches.slim_secret(secret),
         {
             let caches = caches.clone();
             let triggers = triggers.clone();
-            move |secret: &Secret, deleted| {
-                caches.secrets.seen(secret, deleted);
+            move |secret: &Secret| {
                 let namespace = secret.namespace().unwrap_or_default();
                 wake_owner(&triggers, secret);
                 for stack in caches.readers_of(&namespace, &secret.name_any()) {
@@ -563,16 +614,14 @@ pub async fn start(
                 <$kind as Resource>::kind(&()).into_owned(),
                 watcher::watcher(scoped::<$kind>(client.clone(), scope), children_config()),
             );
-            let caches = caches.clone();
             let triggers = triggers.clone();
             tasks.push(spawn_cache(
                 events,
+                caches.clone(),
+                |caches| &caches.$field,
                 $writer,
                 slimmed,
-                move |object: &$kind, deleted| {
-                    caches.$field.seen(object, deleted);
-                    wake_owner(&triggers, object);
-                },
+                move |object: &$kind| wake_owner(&triggers, object),
             ));
         }};
     }
@@ -619,14 +668,16 @@ fn children_config() -> watcher::Config {
     watch::config().labels(&children::managed_selector())
 }
 
-/// Feeds one kind's store from its watch, slimming each object, and calls
-/// `seen` with every object applied or deleted (and, after a relist, every
-/// object listed) once the store holds it.
+/// Feeds one kind's cache from its watch, slimming each object, and calls
+/// `wake` with every object applied or deleted (and, after a relist, every
+/// object listed) once the cache holds it.
 fn spawn_cache<K>(
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
+    caches: Arc<Caches>,
+    cache: fn(&Caches) -> &KindCache<K>,
     mut writer: reflector::store::Writer<K>,
     slim: impl Fn(K) -> K + Send + 'static,
-    seen: impl Fn(&K, bool) + Send + 'static,
+    wake: impl Fn(&K) + Send + 'static,
 ) -> JoinHandle<()>
 where
     K: Resource + Slim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
@@ -636,13 +687,13 @@ where
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
             let event = slim_event(event, &slim);
-            writer.apply_watcher_event(&event);
+            let cache = cache(&caches);
+            cache.apply_event(&mut writer, &event);
             match &event {
-                Event::Apply(object) => seen(object, false),
-                Event::Delete(object) => seen(object, true),
+                Event::Apply(object) | Event::Delete(object) => wake(object),
                 Event::InitDone => {
-                    for object in writer.as_reader().state() {
-                        seen(&object, false);
+                    for object in cache.store.state() {
+                        wake(&object);
                     }
                 }
                 Event::Init | Event::InitApply(_) => {}
@@ -680,17 +731,15 @@ async fn discover_service_monitors(
                         "ServiceMonitor",
                         watcher::watcher(api, children_config()),
                     );
-                    let watch_caches = caches.clone();
                     let watch_triggers = triggers.clone();
                     // Lives as long as this discovery task.
                     let _watch = AbortOnDrop(spawn_cache(
                         events,
+                        caches.clone(),
+                        |caches| &caches.service_monitors,
                         writer,
                         slimmed,
-                        move |monitor: &DynamicObject, deleted| {
-                            watch_caches.service_monitors.seen(monitor, deleted);
-                            wake_owner(&watch_triggers, monitor);
-                        },
+                        move |monitor: &DynamicObject| wake_owner(&watch_triggers, monitor),
                     ));
                     caches.service_monitors.wait_until_ready().await;
                     *caches.service_monitor_api.write().expect("api lock") = Some(resource);
@@ -731,9 +780,10 @@ mod tests {
     #[test]
     fn a_write_is_read_back_until_the_watch_catches_up() {
         let (caches, mut writers) = Caches::new();
-        writers
-            .secrets
-            .apply_watcher_event(&Event::Apply(secret("a", "s", "5", "old")));
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Apply(secret("a", "s", "5", "old")),
+        );
         caches.secrets.record(secret("a", "s", "7", "new"));
         let read = |caches: &Caches| {
             caches.secrets.get("a", "s").unwrap().data.clone().unwrap()["key"]
@@ -741,9 +791,10 @@ mod tests {
                 .clone()
         };
         assert_eq!(read(&caches), b"new", "the store is older than the write");
-        writers
-            .secrets
-            .apply_watcher_event(&Event::Apply(secret("a", "s", "8", "newer")));
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Apply(secret("a", "s", "8", "newer")),
+        );
         assert_eq!(read(&caches), b"newer", "the store caught up");
         caches.secrets.record_deleted("a", "s", Some("u1".into()));
         assert!(
