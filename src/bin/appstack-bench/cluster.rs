@@ -1,0 +1,290 @@
+//! The local control plane the benchmark runs against, started by the
+//! project's own `scripts/cluster.sh` in a state directory of its own, and
+//! the operator as a separate process on it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The project's checkout.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One local control plane.
+pub struct Cluster {
+    pub dir: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a fresh control plane in `dir` (stopping one already there).
+    pub fn fresh(dir: &Path) -> anyhow::Result<Self> {
+        let cluster = Self {
+            dir: dir.to_path_buf(),
+        };
+        let _ = cluster.script(&["down"]);
+        cluster.script(&["up"])?;
+        Ok(cluster)
+    }
+
+    fn script(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = std::process::Command::new(root().join("scripts/cluster.sh"))
+            .args(args)
+            .env("APPSTACK_CLUSTER_DIR", &self.dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running scripts/cluster.sh")?;
+        if !output.status.success() {
+            bail!("scripts/cluster.sh {} failed", args.join(" "));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    pub fn kubectl(&self) -> anyhow::Result<PathBuf> {
+        Ok(PathBuf::from(self.script(&["bin"])?).join("kubectl"))
+    }
+
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        self.dir.join("admin.kubeconfig")
+    }
+
+    pub fn operator_kubeconfig(&self) -> PathBuf {
+        self.dir.join("operator.kubeconfig")
+    }
+
+    pub fn audit_log(&self) -> PathBuf {
+        self.dir.join("logs/audit.log")
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(self.admin_kubeconfig())?;
+        let mut config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        config.read_timeout = Some(Duration::from_secs(300));
+        Ok(Client::try_from(config)?)
+    }
+
+    /// `kubectl apply --server-side -f -` of `manifest` as the admin.
+    pub fn apply(&self, manifest: &str) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut child = std::process::Command::new(self.kubectl()?)
+            .args(["--kubeconfig"])
+            .arg(self.admin_kubeconfig())
+            .args(["apply", "--server-side", "--force-conflicts", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(manifest.as_bytes())?;
+        if !child.wait()?.success() {
+            bail!("kubectl apply failed");
+        }
+        Ok(())
+    }
+
+    pub fn down(&self) {
+        let _ = self.script(&["down"]);
+    }
+}
+
+/// The operator, a release build, as a child process of the benchmark.
+pub struct Operator {
+    child: std::process::Child,
+    pub metrics_port: u16,
+    pub health_port: u16,
+    pub started: Instant,
+}
+
+impl Operator {
+    pub fn start(binary: &Path, cluster: &Cluster, log: &Path) -> anyhow::Result<Self> {
+        let metrics_port = free_port()?;
+        let health_port = free_port()?;
+        let log = std::fs::File::create(log)?;
+        let started = Instant::now();
+        let child = std::process::Command::new(binary)
+            .arg("run")
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .env("KUBECONFIG", cluster.operator_kubeconfig())
+            .env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "warn")
+            .env_remove("RUST_LOG")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        Ok(Self {
+            child,
+            metrics_port,
+            health_port,
+            started,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until `/readyz` answers 200: the caches have listed.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some((200, _)) = http_get(self.health_port, "/readyz").await {
+                return Ok(self.started.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!("the operator was not ready within {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        match http_get(self.metrics_port, "/metrics").await {
+            Some((200, body)) => Ok(body),
+            _ => bail!("the operator's /metrics did not answer"),
+        }
+    }
+
+    /// Passes run so far, failed or not.
+    pub async fn passes(&self) -> anyhow::Result<f64> {
+        let metrics = self.metrics().await?;
+        Ok(["success", "error"]
+            .iter()
+            .filter_map(|result| {
+                sample(
+                    &metrics,
+                    &format!(
+                        r#"controller_runtime_reconcile_total{{controller="appstack",result="{result}"}}"#
+                    ),
+                )
+            })
+            .sum())
+    }
+
+    /// SIGTERM, then wait for the process to exit.
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A plain HTTP/1.0 GET on a loopback port: status and body.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of the sample `series` in a metrics text.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
+}
+
+/// Resident memory and CPU time of a process, from /proc.
+pub struct Usage {
+    pub rss_bytes: u64,
+    pub peak_rss_bytes: u64,
+    pub cpu_seconds: f64,
+}
+
+pub fn usage(pid: u32) -> anyhow::Result<Usage> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = |field: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(field))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> f64 {
+        fields
+            .get(index)
+            .and_then(|value| value.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat; 12 and 13 after ")".
+    Ok(Usage {
+        rss_bytes: kib("VmRSS:") * 1024,
+        peak_rss_bytes: kib("VmHWM:") * 1024,
+        cpu_seconds: (ticks(11) + ticks(12)) / clock_ticks(),
+    })
+}
+
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8_lossy(&output.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Mutating requests by `user` in the audit log after byte `mark`.
+pub fn writes_since(log: &Path, mark: u64, user: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log)?;
+    file.seek(SeekFrom::Start(mark))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["user"]["username"] == user && entry["stage"] == "ResponseComplete")
+        .map(|entry| {
+            format!(
+                "{} {} {}",
+                entry["verb"].as_str().unwrap_or_default(),
+                entry["objectRef"]["resource"].as_str().unwrap_or_default(),
+                entry["objectRef"]["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect())
+}
+
+pub fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
+}

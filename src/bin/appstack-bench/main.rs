@@ -1,0 +1,423 @@
+//! `appstack-bench`: how the operator compares with the floor of the same
+//! work done by a plain loader, on a local control plane of its own.
+//!
+//! Every figure is one line on standard output,
+//! `figure=<name> stacks=<n> value=<number> unit=<unit>`; progress goes to
+//! standard error. Build both binaries in release mode first:
+//!
+//! ```sh
+//! cargo build --release --bins
+//! target/release/appstack-bench --stacks 100
+//! ```
+
+mod cluster;
+mod load;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use appstack::crd::AppStack;
+use cluster::{Cluster, Operator, usage, writes_since};
+
+/// Benchmarks the operator against a plain loader on a local control plane.
+#[derive(Parser, Debug)]
+#[command(name = "appstack-bench")]
+struct Args {
+    /// Stacks to create (the full example: managed database, migrations,
+    /// backend, frontend).
+    #[arg(long, default_value_t = 100)]
+    stacks: usize,
+    /// Spec changes timed at 5 per second over the converged stacks.
+    #[arg(long, default_value_t = 100)]
+    changes: usize,
+    /// Which parts to run: floor, operator (cold create, no-op passes, change
+    /// latency, restart, memory and CPU).
+    #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_string(), "operator".to_string()])]
+    phases: Vec<String>,
+    /// The operator binary (a release build).
+    #[arg(long, default_value = "target/release/appstack")]
+    operator: PathBuf,
+    /// State directory of the benchmark's control plane.
+    #[arg(long, default_value = ".cluster-bench")]
+    dir: PathBuf,
+    /// Requests in flight for the loader and for creating stacks.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    limit_seconds: u64,
+}
+
+/// The user the local control plane's operator kubeconfig authenticates as.
+const OPERATOR_USER: &str = "appstack-operator";
+const NAMESPACE: &str = "bench";
+
+fn figure(name: &str, stacks: usize, value: f64, unit: &str) {
+    println!("figure={name} stacks={stacks} value={value:.3} unit={unit}");
+}
+
+fn progress(message: impl std::fmt::Display) {
+    eprintln!("[bench] {message}");
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let root = cluster::root();
+    let dir = root.join(&args.dir);
+    let operator_binary = root.join(&args.operator);
+    let limit = Duration::from_secs(args.limit_seconds);
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|info| info.matches("processor\t:").count())
+        .unwrap_or(0);
+    progress(format!(
+        "{} stacks on a machine with {machine} cores",
+        args.stacks
+    ));
+    let mut floor = None;
+    if args.phases.iter().any(|phase| phase == "floor") {
+        let cluster = Cluster::fresh(&dir)?;
+        let seconds = load::floor(&cluster, args.stacks, args.in_flight, limit).await?;
+        figure("floor_seconds", args.stacks, seconds, "s");
+        floor = Some(seconds);
+        cluster.down();
+    }
+    if args.phases.iter().any(|phase| phase == "operator") {
+        let cluster = Cluster::fresh(&dir)?;
+        let result = operator(&cluster, &operator_binary, &args, floor, limit).await;
+        cluster.down();
+        result?;
+    }
+    Ok(())
+}
+
+/// Everything measured with the operator running, on one fresh cluster.
+async fn operator(
+    cluster: &Cluster,
+    binary: &std::path::Path,
+    args: &Args,
+    floor: Option<f64>,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    let n = args.stacks;
+    let client = cluster.client().await?;
+    let crd = std::process::Command::new(binary).arg("crd").output()?;
+    cluster.apply(&String::from_utf8(crd.stdout)?)?;
+    cluster.apply(&std::fs::read_to_string(
+        cluster::root().join("deploy/rbac.yaml"),
+    )?)?;
+    load::namespace(&client, NAMESPACE).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let log = cluster.dir.join("logs/operator.log");
+    let operator = Operator::start(binary, cluster, &log)?;
+    operator.wait_ready(limit).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let baseline = usage(operator.pid())?;
+    figure(
+        "rss_empty_mib",
+        0,
+        baseline.rss_bytes as f64 / 1048576.0,
+        "MiB",
+    );
+
+    // Cold create: every stack at once, until each is Ready.
+    progress(format!("creating {n} AppStacks"));
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), NAMESPACE);
+    let watcher = tokio::spawn(wait_all_ready(stacks.clone(), n, limit));
+    let passes_before = operator.passes().await?;
+    let cpu_before = usage(operator.pid())?.cpu_seconds;
+    let started = Instant::now();
+    load::create_stacks(&client, NAMESPACE, n, args.in_flight).await?;
+    watcher.await??;
+    let cold = started.elapsed().as_secs_f64();
+    let converging = usage(operator.pid())?;
+    let converging_passes = operator.passes().await? - passes_before;
+    figure("cold_create_seconds", n, cold, "s");
+    if let Some(floor) = floor {
+        figure("cold_create_over_floor", n, cold / floor, "ratio");
+    }
+    figure("converging_passes", n, converging_passes, "passes");
+    figure(
+        "cpu_per_converging_pass_ms",
+        n,
+        1000.0 * (converging.cpu_seconds - cpu_before) / converging_passes.max(1.0),
+        "ms",
+    );
+
+    // Steady state: converged stacks, nothing changing.
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let steady = usage(operator.pid())?;
+    figure(
+        "rss_steady_mib",
+        n,
+        steady.rss_bytes as f64 / 1048576.0,
+        "MiB",
+    );
+    figure(
+        "rss_per_stack_kib",
+        n,
+        (steady.rss_bytes.saturating_sub(baseline.rss_bytes)) as f64 / 1024.0 / n as f64,
+        "KiB",
+    );
+
+    // No-op passes: touching each stack's metadata wakes a pass that finds
+    // nothing to do.
+    progress("touching every stack: no-op passes");
+    let passes_before = operator.passes().await?;
+    let cpu_before = usage(operator.pid())?.cpu_seconds;
+    load::touch_stacks(&client, NAMESPACE, n, args.in_flight).await?;
+    let deadline = Instant::now() + limit;
+    while operator.passes().await? < passes_before + n as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let noop_passes = operator.passes().await? - passes_before;
+    let cpu = usage(operator.pid())?.cpu_seconds - cpu_before;
+    figure(
+        "cpu_per_noop_pass_ms",
+        n,
+        1000.0 * cpu / noop_passes.max(1.0),
+        "ms",
+    );
+
+    // Change latency under 5 changes per second.
+    progress(format!("{} spec changes at 5 per second", args.changes));
+    let latencies = change_latency(&client, n, args.changes, limit).await?;
+    for (name, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+        figure(
+            &format!("change_latency_{name}_ms"),
+            n,
+            percentile(&latencies, quantile) * 1000.0,
+            "ms",
+        );
+    }
+    let peak = usage(operator.pid())?;
+    figure(
+        "rss_peak_mib",
+        n,
+        peak.peak_rss_bytes as f64 / 1048576.0,
+        "MiB",
+    );
+
+    // Restart over converged stacks.
+    progress("restarting the operator");
+    operator.stop()?;
+    wait_all_ready(stacks.clone(), n, limit).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mark = cluster::file_len(&cluster.audit_log());
+    let operator = Operator::start(binary, cluster, &log)?;
+    let synced = operator.wait_ready(limit).await?;
+    let deadline = Instant::now() + limit;
+    while operator.passes().await? < n as f64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reverified = operator.started.elapsed();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = writes_since(&cluster.audit_log(), mark, OPERATOR_USER)?;
+    figure("restart_synced_seconds", n, synced.as_secs_f64(), "s");
+    figure(
+        "restart_reverified_seconds",
+        n,
+        reverified.as_secs_f64(),
+        "s",
+    );
+    figure(
+        "restart_mutating_requests",
+        n,
+        writes.len() as f64,
+        "requests",
+    );
+    if !writes.is_empty() {
+        progress(format!("writes after the restart: {writes:?}"));
+    }
+    let restarted = usage(operator.pid())?;
+    figure(
+        "rss_after_restart_mib",
+        n,
+        restarted.rss_bytes as f64 / 1048576.0,
+        "MiB",
+    );
+    operator.stop()?;
+    Ok(())
+}
+
+/// Waits until `n` stacks are Ready with their current generation observed.
+async fn wait_all_ready(stacks: Api<AppStack>, n: usize, limit: Duration) -> anyhow::Result<()> {
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let mut events = std::pin::pin!(watcher::watcher(stacks, watcher::Config::default()));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last_report = Instant::now();
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.try_next())
+            .await
+            .context("stacks did not become Ready in time")??;
+        match event {
+            Some(Event::Apply(stack) | Event::InitApply(stack)) => {
+                ready.insert(stack.name_any(), is_ready(&stack));
+            }
+            Some(Event::Delete(stack)) => {
+                ready.remove(&stack.name_any());
+            }
+            Some(Event::Init | Event::InitDone) => {}
+            None => anyhow::bail!("the AppStack watch ended"),
+        }
+        let count = ready.values().filter(|ready| **ready).count();
+        if last_report.elapsed() > Duration::from_secs(10) {
+            progress(format!("{count} of {n} stacks Ready"));
+            last_report = Instant::now();
+        }
+        if count >= n {
+            return Ok(());
+        }
+    }
+}
+
+fn is_ready(stack: &AppStack) -> bool {
+    let Some(status) = &stack.status else {
+        return false;
+    };
+    status.observed_generation == stack.metadata.generation.unwrap_or(0)
+        && status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == "Ready" && condition.status == "True")
+}
+
+/// One timed change: the stack, the generation the change made, the
+/// backend replicas it asks for, and when it was sent.
+struct Change {
+    generation: i64,
+    replicas: i32,
+    sent: Instant,
+}
+
+/// Changes `changes` stacks' backend replicas, 5 per second, and times each
+/// until an outside watcher sees both the backend Deployment with the new
+/// replicas and the stack's status at the new generation.
+async fn change_latency(
+    client: &kube::Client,
+    n: usize,
+    changes: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<f64>> {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    enum Seen {
+        Stack(String, i64),
+        Deployment(String, i32),
+    }
+    let stack_events = watcher::watcher(stacks.clone(), watcher::Config::default())
+        .filter_map(|event| async move {
+            match event.ok()? {
+                Event::Apply(stack) | Event::InitApply(stack) => Some(Seen::Stack(
+                    stack.name_any(),
+                    stack
+                        .status
+                        .as_ref()
+                        .map_or(-1, |status| status.observed_generation),
+                )),
+                _ => None,
+            }
+        })
+        .boxed();
+    let deployment_events = watcher::watcher(
+        deployments,
+        watcher::Config::default().labels("app.kubernetes.io/component=backend"),
+    )
+    .filter_map(|event| async move {
+        match event.ok()? {
+            Event::Apply(deployment) | Event::InitApply(deployment) => {
+                let stack = deployment
+                    .labels()
+                    .get("app.kubernetes.io/instance")?
+                    .clone();
+                Some(Seen::Deployment(
+                    stack,
+                    deployment.spec.replicas.unwrap_or(1),
+                ))
+            }
+            _ => None,
+        }
+    })
+    .boxed();
+    let mut seen = futures::stream::select(stack_events, deployment_events);
+    let mut observed_generation: HashMap<String, i64> = HashMap::new();
+    let mut replicas: HashMap<String, i32> = HashMap::new();
+    let mut pending: BTreeMap<String, Change> = BTreeMap::new();
+    let mut latencies = Vec::new();
+    let mut sent = 0;
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut current_replicas: HashMap<String, i32> = HashMap::new();
+    while latencies.len() < changes {
+        tokio::select! {
+            _ = ticks.tick(), if sent < changes => {
+                // A stack with no change in flight, in turn.
+                let name = (0..n)
+                    .map(|offset| load::stack_name((sent * 7 + offset) % n))
+                    .find(|name| !pending.contains_key(name))
+                    .context("every stack has a change in flight")?;
+                let next = if current_replicas.get(&name).copied().unwrap_or(2) == 2 { 3 } else { 2 };
+                let at = Instant::now();
+                let changed = stacks
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"backend": {"replicas": next}}})),
+                    )
+                    .await?;
+                current_replicas.insert(name.clone(), next);
+                pending.insert(
+                    name,
+                    Change {
+                        generation: changed.metadata.generation.unwrap_or(0),
+                        replicas: next,
+                        sent: at,
+                    },
+                );
+                sent += 1;
+            }
+            item = seen.next() => {
+                let name = match item.context("a watch ended")? {
+                    Seen::Stack(name, generation) => {
+                        observed_generation.insert(name.clone(), generation);
+                        name
+                    }
+                    Seen::Deployment(name, count) => {
+                        replicas.insert(name.clone(), count);
+                        name
+                    }
+                };
+                if let Some(change) = pending.get(&name)
+                    && observed_generation.get(&name).copied().unwrap_or(-1) >= change.generation
+                    && replicas.get(&name) == Some(&change.replicas)
+                {
+                    latencies.push(change.sent.elapsed().as_secs_f64());
+                    pending.remove(&name);
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => anyhow::bail!("changes were not applied in time"),
+        }
+    }
+    Ok(latencies)
+}
+
+fn percentile(values: &[f64], quantile: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * quantile).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
