@@ -252,6 +252,12 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.backend.resources.limits.memory"],
         },
         Invalid {
+            what: "unquoted fractional CPU (a YAML number, not a quantity string)",
+            path: "spec.backend.resources.requests.cpu",
+            value: json!(0.5),
+            expect: &["spec.backend.resources.requests.cpu"],
+        },
+        Invalid {
             what: "malformed scrape interval",
             path: "spec.backend.metrics.interval",
             value: json!("30 seconds"),
