@@ -11,17 +11,7 @@ use crate::crd::AppStackStatus;
 
 /// Events for the transitions between two statuses.
 pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) -> Vec<Event> {
-    let became = |type_: &str, reason: &str| {
-        let now = status::condition(Some(desired), type_)
-            .filter(|condition| condition.reason == reason)?;
-        let before = status::condition(previous, type_);
-        let changed = before.is_none_or(|before| {
-            before.reason != now.reason
-                || before.status != now.status
-                || before.message != now.message
-        });
-        changed.then(|| now.message.clone())
-    };
+    let became = |type_: &str, reason: &str| status::became(previous, desired, type_, reason);
     let mut events = Vec::new();
     if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
         events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));

@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use self::apply::{ApplyError, Done};
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
-use self::status::{Observation, Outcome, reasons};
+use self::status::{Observation, Outcome, reasons, types};
 use crate::children::{self, env_name};
 use crate::crd::{AppStack, AppStackStatus};
 use crate::runtime::cache::{Caches, Slim};
@@ -228,14 +228,15 @@ async fn publish(
             Done::Created { .. } | Done::Deleted { .. } => {}
         }
     }
-    let transitions = events::transitions(previous, desired);
-    for event in &transitions {
-        match event.reason.as_str() {
-            reasons::MIGRATION_SUCCEEDED => metrics.migration("succeeded"),
-            reasons::MIGRATION_FAILED => metrics.migration("failed"),
-            _ => {}
+    for (reason, result) in [
+        (reasons::MIGRATION_SUCCEEDED, "succeeded"),
+        (reasons::MIGRATION_FAILED, "failed"),
+    ] {
+        if status::became(previous, desired, types::MIGRATIONS_APPLIED, reason).is_some() {
+            metrics.migration(result);
         }
     }
+    let transitions = events::transitions(previous, desired);
     let reference = stack.object_ref(&());
     for event in done.iter().filter_map(events::of_done).chain(transitions) {
         if let Err(error) = context.recorder.publish(&event, &reference).await {

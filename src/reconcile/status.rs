@@ -282,6 +282,22 @@ pub fn status_patch(
     (current != Some(desired)).then(|| desired.clone())
 }
 
+/// The message of condition `type_` when it newly holds `reason` in
+/// `desired` (its reason, status or message changed since `previous`).
+pub fn became(
+    previous: Option<&AppStackStatus>,
+    desired: &AppStackStatus,
+    type_: &str,
+    reason: &str,
+) -> Option<String> {
+    let now = condition(Some(desired), type_).filter(|condition| condition.reason == reason)?;
+    let before = condition(previous, type_);
+    let changed = before.is_none_or(|before| {
+        before.reason != now.reason || before.status != now.status || before.message != now.message
+    });
+    changed.then(|| now.message.clone())
+}
+
 /// The condition of a type in a status.
 pub fn condition<'a>(status: Option<&'a AppStackStatus>, type_: &str) -> Option<&'a Condition> {
     status?
