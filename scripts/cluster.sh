@@ -33,13 +33,15 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # the PV binder and a provisioner: they bind, release and delete the volumes.
 # A StatefulSet's persistentVolumeClaimRetentionPolicy (whenDeleted: Delete) is
 # the statefulset controller owning the PVCs and the garbage collector deleting
-# them.
+# them. The disruption controller fills in which pods a PodDisruptionBudget
+# covers.
 CONTROLLERS=(
   deployment-controller replicaset-controller statefulset-controller job-controller
   garbage-collector-controller namespace-controller serviceaccount-controller
   serviceaccount-token-controller endpointslice-controller ttl-after-finished-controller
   root-ca-certificate-publisher-controller
   persistentvolumeclaim-protection-controller persistentvolume-protection-controller
+  disruption-controller
 )
 
 log() { echo "[cluster] $*" >&2; }

@@ -170,7 +170,7 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
                         ..PodSecurityContext::default()
                     }),
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
-                    ..PodSpec::default()
+                    ..super::pod_service_account(None)
                 }),
             },
             volume_claim_templates: Some(vec![claim]),
@@ -289,6 +289,7 @@ mod tests {
             .collect();
         assert_eq!(mounts, [DATA_PATH, "/var/run/postgresql", "/tmp"]);
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let service = service.spec.unwrap();
         assert_eq!(service.cluster_ip.as_deref(), Some("None"));
         assert_eq!(service.ports.unwrap()[0].port, 5432);

@@ -33,6 +33,19 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
             format!("frontend: {note}"),
         ));
     }
+    for reason in [reasons::INGRESS_READY, reasons::ROUTE_ACCEPTED] {
+        if let Some(note) = became(types::EXPOSE_READY, reason)
+            && status::condition(Some(desired), types::EXPOSE_READY)
+                .is_some_and(|condition| condition.status == "True")
+        {
+            events.push(event(EventType::Normal, reasons::EXPOSED, note));
+        }
+    }
+    for reason in [reasons::ROUTE_NOT_ACCEPTED, reasons::ROUTE_REFS_UNRESOLVED] {
+        if let Some(note) = became(types::EXPOSE_READY, reason) {
+            events.push(event(EventType::Warning, reason, note));
+        }
+    }
     if let Some(note) = became(types::READY, reasons::READY) {
         events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }

@@ -98,6 +98,7 @@ pub async fn pass(context: &Context, cached: &AppStack) -> Result<Action, Error>
     let mut done = Vec::new();
     match ValidatedStack::new(&stack) {
         Ok(validated) => {
+            observation.url = validated.expose.as_ref().map(|expose| expose.url());
             run_stages(context, &stack, &validated, &mut observation, &mut done).await?
         }
         Err(invalid) => observation.invalid = Some(invalid.to_string()),
@@ -192,8 +193,10 @@ async fn write_status(
         &stack.namespace().unwrap_or_default(),
     );
     let mut value = serde_json::to_value(status).unwrap_or_default();
-    // A merge patch keeps keys it does not mention: clear a dropped migration.
+    // A merge patch keeps keys it does not mention: clear a dropped
+    // migration or URL.
     value["migration"] = serde_json::to_value(&status.migration).unwrap_or_default();
+    value["url"] = serde_json::to_value(&status.url).unwrap_or_default();
     let mut written = stacks
         .patch_status(
             &stack.name_any(),

@@ -10,6 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -163,6 +165,9 @@ fn resource_of(kind: &str) -> anyhow::Result<ApiResource> {
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
         "Job" => ApiResource::erase::<Job>(&()),
         "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
+        "Ingress" => ApiResource::erase::<Ingress>(&()),
         other => anyhow::bail!("the loader does not write {other}"),
     })
 }
