@@ -288,6 +288,84 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.backend.imagePullPolicy", "not declared in schema"],
         },
         Invalid {
+            what: "public host that is not a DNS name",
+            path: "spec.expose.host",
+            value: json!("Shop_Example.com"),
+            expect: &["spec.expose.host", "must be a DNS name"],
+        },
+        Invalid {
+            what: "public host that is an IP address",
+            path: "spec.expose.host",
+            value: json!("203.0.113.7"),
+            expect: &["spec.expose.host", "not an IP address"],
+        },
+        Invalid {
+            what: "expose without a host",
+            path: "spec.expose.host",
+            value: Value::Null,
+            expect: &["spec.expose.host", "Required value"],
+        },
+        Invalid {
+            what: "relative API path",
+            path: "spec.expose.apiPath",
+            value: json!("api"),
+            expect: &["spec.expose.apiPath", "must be an absolute path"],
+        },
+        Invalid {
+            what: "API path with a trailing slash",
+            path: "spec.expose.apiPath",
+            value: json!("/api/"),
+            expect: &["spec.expose.apiPath", "does not end with '/'"],
+        },
+        Invalid {
+            what: "API path at the root while the frontend is there",
+            path: "spec.expose.apiPath",
+            value: json!("/"),
+            expect: &["spec.expose.apiPath", "the frontend is served at '/'"],
+        },
+        Invalid {
+            what: "both an Ingress and a gateway",
+            path: "spec.expose.gateway",
+            value: json!({"name": "public"}),
+            expect: &[
+                "spec.expose",
+                "at most one of expose.ingress or expose.gateway",
+            ],
+        },
+        Invalid {
+            what: "both a TLS Secret and a ClusterIssuer",
+            path: "spec.expose.tls.secretName",
+            value: json!("shop-tls"),
+            expect: &[
+                "spec.expose.tls",
+                "exactly one of expose.tls.secretName or expose.tls.clusterIssuer",
+            ],
+        },
+        Invalid {
+            what: "TLS with neither a Secret nor a ClusterIssuer",
+            path: "spec.expose.tls",
+            value: json!({}),
+            expect: &[
+                "spec.expose.tls",
+                "exactly one of expose.tls.secretName or expose.tls.clusterIssuer",
+            ],
+        },
+        Invalid {
+            what: "database address that is not a CIDR",
+            path: "spec.networkPolicy.databaseCIDRs",
+            value: json!(["10.0.0.0/8", "db.example.com"]),
+            expect: &["spec.networkPolicy.databaseCIDRs", "must be CIDRs"],
+        },
+        Invalid {
+            what: "peer selecting nothing",
+            path: "spec.networkPolicy.exposeFrom",
+            value: json!({}),
+            expect: &[
+                "spec.networkPolicy.exposeFrom",
+                "set namespaceSelector, podSelector or both",
+            ],
+        },
+        Invalid {
             what: "stack name that is not a DNS-1035 label",
             path: "metadata.name",
             value: json!("shop.v2"),
