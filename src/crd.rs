@@ -135,6 +135,9 @@ pub struct ManagedDatabase {
     /// seen the deletion.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Compute resources of the PostgreSQL container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 impl Default for ManagedDatabase {
@@ -143,6 +146,7 @@ impl Default for ManagedDatabase {
             image: default_postgres_image(),
             storage: StorageSpec::default(),
             deletion_policy: DeletionPolicy::default(),
+            resources: None,
         }
     }
 }

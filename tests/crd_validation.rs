@@ -96,6 +96,30 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn every_example_stack_is_accepted() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::new(&client, "crd-examples").await;
+    let mut accepted = Vec::new();
+    for file in [
+        include_str!("../deploy/examples/shop.yaml"),
+        include_str!("../deploy/examples/api.yaml"),
+    ] {
+        for document in serde_yaml::Deserializer::from_str(file) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap();
+            if value["kind"] == "AppStack" {
+                let stack = apply(&client, &namespace.name, &value)
+                    .await
+                    .unwrap_or_else(|message| panic!("{}: {message}", value["metadata"]["name"]));
+                accepted.push(stack.metadata.name.unwrap());
+            }
+        }
+    }
+    assert_eq!(accepted, ["shop", "api"]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn maps_emptied_by_server_side_apply_are_accepted() {
     let client = client().await;
     install_crd(&client).await;
