@@ -7,8 +7,8 @@ mod common;
 
 use appstack::crd::AppStack;
 use common::{
-    LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup, wait_for,
-    wait_ready,
+    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
+    wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -38,6 +38,21 @@ async fn frontend_api_url(client: &Client, namespace: &str) -> String {
         .find(|var| var.name == "REACT_APP_API_URL")
         .expect("the frontend gets REACT_APP_API_URL");
     var.value.clone().unwrap()
+}
+
+/// The operator's writes to `resource` in `namespace` since `mark`.
+fn writes_to(audit: &AuditLog, mark: u64, namespace: &str, resource: &str) -> Vec<String> {
+    audit
+        .writes_since(mark, "appstack-operator", namespace)
+        .into_iter()
+        .filter(|write| {
+            write
+                .split(' ')
+                .nth(1)
+                .unwrap_or_default()
+                .starts_with(&format!("{resource}/"))
+        })
+        .collect()
 }
 
 fn url(stack: &AppStack) -> Option<String> {
@@ -141,7 +156,10 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
     assert!(header.contains("URL"), "{listed}");
     assert!(listed.contains("https://shop.example.com"), "{listed}");
 
-    // An ingress controller reports the address it serves the host on.
+    // An ingress controller reports the address it serves the host on; the
+    // operator reads it and writes nothing to the Ingress.
+    let audit = AuditLog::open();
+    let mark = audit.mark();
     ingresses
         .patch_status(
             "shop",
@@ -159,6 +177,8 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
             .then_some(())
     })
     .await;
+    let written = writes_to(&audit, mark, ns, "ingresses");
+    assert!(written.is_empty(), "{written:?}");
 
     // Without TLS the URLs are http.
     stack["spec"]["expose"]
@@ -351,7 +371,10 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
         "https://shop.example.com/api"
     );
 
-    // The gateway controller accepts the route, then stops accepting it.
+    // The gateway controller accepts the route, then stops accepting it;
+    // the operator reads its status and writes nothing to the route.
+    let audit = AuditLog::open();
+    let mark = audit.mark();
     report_on_route(&routes, true).await;
     let accepted = wait_for(
         &client,
@@ -378,6 +401,8 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
     )
     .await;
     assert!(message(&refused, "ExposeReady").contains("no listener allows routes"));
+    let written = writes_to(&audit, mark, ns, "httproutes");
+    assert!(written.is_empty(), "{written:?}");
     assert_eq!(
         condition(&refused, "Ready").unwrap().0,
         "True",
