@@ -147,4 +147,33 @@ mod tests {
             "no repeat on a converged pass"
         );
     }
+
+    #[test]
+    fn exposure_events_follow_the_route_and_do_not_repeat() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let with_expose = |check: Check| {
+            let mut observation = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
+            observation.record(Stage::Expose, check);
+            desired_status(&observation, 1, None, at)
+        };
+        let waiting = with_expose(Check::pending(reasons::WAITING_FOR_GATEWAY, "waiting"));
+        let accepted = with_expose(Check::ok(reasons::ROUTE_ACCEPTED, "accepted"));
+        let refused = with_expose(Check::pending(reasons::ROUTE_NOT_ACCEPTED, "refused"));
+        let reasons_of = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .map(|event| (event.type_, event.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons_of(transitions(Some(&waiting), &accepted)),
+            [(EventType::Normal, reasons::EXPOSED.to_string())]
+        );
+        assert_eq!(
+            reasons_of(transitions(Some(&accepted), &refused)),
+            [(EventType::Warning, reasons::ROUTE_NOT_ACCEPTED.to_string())]
+        );
+        assert!(transitions(Some(&refused), &refused).is_empty());
+        assert!(transitions(Some(&accepted), &waiting).is_empty());
+    }
 }
