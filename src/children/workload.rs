@@ -149,7 +149,7 @@ mod tests {
     use crate::stack::tests::example;
 
     #[test]
-    fn a_disruption_budget_takes_one_pod_at_a_time_and_only_of_several() {
+    fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {
         let stack = example();
         let budget = disruption_budget(&stack, Component::Backend, 3).unwrap();
         assert_eq!(budget.metadata.name.as_deref(), Some("shop-backend"));
