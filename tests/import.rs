@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use appstack::crd::AppStack;
-use common::{Operator, setup, wait_ready};
+use common::{Operator, TestNamespace, setup, wait_ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -106,19 +106,20 @@ async fn apply(namespace: &str, yaml: &str) {
     assert!(output.status.success(), "kubectl apply: {}", text(&output));
 }
 
-/// Dry-runs, applies (Secret first) and waits for Ready under an operator
-/// scoped to the namespace; checks that none of `secrets` (values of the
-/// project's .env) reaches the AppStack, as printed, as stored or in the
-/// messages. Returns the stack.
-async fn deploy(
-    client: &Client,
-    namespace: &str,
-    project: &str,
-    imported: &Imported,
-    secret_file: &Path,
-    secrets: &[&str],
-) -> AppStack {
-    assert!(imported.output.status.success(), "{}", imported.report);
+/// A project imported into a namespace of its own and Ready there.
+struct Deployed {
+    client: Client,
+    namespace: TestNamespace,
+    imported: Imported,
+    stack: AppStack,
+}
+
+/// Imports `project` with `args` plus `--secrets-out`, dry-runs the
+/// AppStack on the API server, applies the Secret and the AppStack in a
+/// fresh namespace and waits for Ready under an operator scoped to it.
+/// Checks that none of `secrets` (values of the project's .env) reaches
+/// the AppStack: as printed, as stored, or in the messages.
+async fn import_and_deploy(project: &str, args: &[&str], secrets: &[&str]) -> Deployed {
     let dotenv = std::fs::read_to_string(fixture(project).join(".env")).unwrap();
     for secret in secrets {
         assert!(
@@ -126,23 +127,30 @@ async fn deploy(
             "{secret} is not a value of {project}/.env"
         );
     }
-    let dry = dry_run(namespace, &imported.stack).await;
+    let (client, namespace) = setup(&format!("import-{project}")).await;
+    let ns = namespace.name.as_str();
+    let secret_file = scratch(project);
+    let secrets_out = ["--secrets-out", secret_file.to_str().unwrap()];
+    let imported = import_compose(project, &[args, &secrets_out].concat());
+    assert!(imported.output.status.success(), "{}", imported.report);
+    let dry = dry_run(ns, &imported.stack).await;
     assert!(
         dry.status.success(),
         "server-side dry run rejected the AppStack: {}\n{}",
         text(&dry),
         imported.stack
     );
-    let secret = std::fs::read_to_string(secret_file).expect("the Secret manifest was written");
-    apply(namespace, &secret).await;
-    apply(namespace, &imported.stack).await;
+    let secret = std::fs::read_to_string(&secret_file).expect("the Secret manifest was written");
+    apply(ns, &secret).await;
+    apply(ns, &imported.stack).await;
     let name = serde_yaml::from_str::<AppStack>(&imported.stack)
         .unwrap()
         .metadata
         .name
         .unwrap();
-    let _operator = Operator::start(namespace).await;
-    let stack = wait_ready(client, namespace, &name).await;
+    let operator = Operator::start(ns).await;
+    let stack = wait_ready(&client, ns, &name).await;
+    operator.stop().await;
     let stored = serde_json::to_string(&stack).unwrap();
     for secret in secrets {
         assert!(
@@ -155,7 +163,12 @@ async fn deploy(
             "{secret} printed on stderr"
         );
     }
-    stack
+    Deployed {
+        client,
+        namespace,
+        imported,
+        stack,
+    }
 }
 
 async fn secret_value(client: &Client, namespace: &str, name: &str, key: &str) -> String {
@@ -176,26 +189,18 @@ async fn backend_image(client: &Client, namespace: &str, stack: &str) -> String 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn fastapi_react_with_a_migration_service_reaches_ready() {
-    let (client, namespace) = setup("import-fastapi").await;
-    let ns = namespace.name.as_str();
-    let secret_file = scratch("fastapi");
-    let imported = import_compose(
+    let Deployed {
+        client,
+        namespace,
+        imported,
+        stack,
+    } = import_and_deploy(
         "fastapi-react",
-        &[
-            "--generate-secrets",
-            "--secrets-out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    let stack = deploy(
-        &client,
-        ns,
-        "fastapi-react",
-        &imported,
-        &secret_file,
+        &["--generate-secrets"],
         &["pg-Kq8v3Lx2Rt", "SG.live-9fJ2kLmN3pQ"],
     )
     .await;
+    let ns = namespace.name.as_str();
     assert_eq!(stack.metadata.name.as_deref(), Some("shop"));
     assert_eq!(
         backend_image(&client, ns, "shop").await,
@@ -222,24 +227,11 @@ async fn fastapi_react_with_a_migration_service_reaches_ready() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn django_celery_reaches_ready_and_reports_worker_and_redis() {
-    let (client, namespace) = setup("import-django").await;
-    let ns = namespace.name.as_str();
-    let secret_file = scratch("django");
-    let imported = import_compose(
+    let Deployed {
+        imported, stack, ..
+    } = import_and_deploy(
         "django-celery",
-        &[
-            "--name",
-            "blog",
-            "--secrets-out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    let stack = deploy(
-        &client,
-        ns,
-        "django-celery",
-        &imported,
-        &secret_file,
+        &["--name", "blog"],
         &[
             "Xu8-blog-db-pass",
             "app-mail-Pw-77",
@@ -272,16 +264,45 @@ async fn django_celery_reaches_ready_and_reports_worker_and_redis() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn node_api_built_from_source_needs_images_then_reaches_ready() {
-    let (client, namespace) = setup("import-node").await;
+    let Deployed {
+        client, namespace, ..
+    } = import_and_deploy(
+        "node-api",
+        &[
+            "--name",
+            "notes",
+            "--image",
+            "api=ghcr.io/acme/notes-api:0.9.1",
+            "--image",
+            "web=ghcr.io/acme/notes-web:0.9.1",
+            "--generate-secrets",
+        ],
+        &[
+            "n0tes-Pg!pass",
+            "m4il-S3cret",
+            "whsec_8dJ2kq0LmZ",
+            "MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEAAkEAq7BFUpkGp3+LQmlQ",
+        ],
+    )
+    .await;
     let ns = namespace.name.as_str();
+    // The multi-line, double-quoted key went through .env parsing, the
+    // Secret manifest and the operator unchanged.
+    assert_eq!(
+        secret_value(&client, ns, "notes-env", "JWT_PRIVATE_KEY").await,
+        "-----BEGIN PRIVATE KEY-----\n\
+         MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEAAkEAq7BFUpkGp3+LQmlQ\n\
+         Yx2eqzDV+xeG8kx/sQFV18S5JhzGeIJNA72wSeukEPojtqUyX2J0CciPBh7eqclQ\n\
+         -----END PRIVATE KEY-----"
+    );
+    assert_eq!(
+        backend_image(&client, ns, "notes").await,
+        "ghcr.io/acme/notes-api:0.9.1"
+    );
 
     // Without --image the command says so, and the API server refuses the
     // placeholder: nothing half-made is applied.
-    let placeholder_file = scratch("node-placeholder");
-    let placeholder = import_compose(
-        "node-api",
-        &["--secrets-out", placeholder_file.to_str().unwrap()],
-    );
+    let placeholder = import_compose("node-api", &[]);
     assert!(
         placeholder.output.status.success(),
         "{}",
@@ -301,75 +322,23 @@ async fn node_api_built_from_source_needs_images_then_reaches_ready() {
         message.contains("spec.backend.image") && message.contains("pass --image api=IMAGE"),
         "{message}"
     );
-
-    let secret_file = scratch("node");
-    let imported = import_compose(
-        "node-api",
-        &[
-            "--name",
-            "notes",
-            "--image",
-            "api=ghcr.io/acme/notes-api:0.9.1",
-            "--image",
-            "web=ghcr.io/acme/notes-web:0.9.1",
-            "--generate-secrets",
-            "--secrets-out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    deploy(
-        &client,
-        ns,
-        "node-api",
-        &imported,
-        &secret_file,
-        &[
-            "n0tes-Pg!pass",
-            "m4il-S3cret",
-            "whsec_8dJ2kq0LmZ",
-            "MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEAAkEAq7BFUpkGp3+LQmlQ",
-        ],
-    )
-    .await;
-    // The multi-line, double-quoted key went through .env parsing, the
-    // Secret manifest and the operator unchanged.
-    assert_eq!(
-        secret_value(&client, ns, "notes-env", "JWT_PRIVATE_KEY").await,
-        "-----BEGIN PRIVATE KEY-----\n\
-         MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEAAkEAq7BFUpkGp3+LQmlQ\n\
-         Yx2eqzDV+xeG8kx/sQFV18S5JhzGeIJNA72wSeukEPojtqUyX2J0CciPBh7eqclQ\n\
-         -----END PRIVATE KEY-----"
-    );
-    assert_eq!(
-        backend_image(&client, ns, "notes").await,
-        "ghcr.io/acme/notes-api:0.9.1"
-    );
 }
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn external_database_project_reaches_ready_with_the_url_in_a_secret() {
-    let (client, namespace) = setup("import-external").await;
-    let ns = namespace.name.as_str();
-    let secret_file = scratch("external");
-    let imported = import_compose(
+    let Deployed {
+        client,
+        namespace,
+        stack,
+        ..
+    } = import_and_deploy(
         "external-db",
-        &[
-            "--name",
-            "ledger",
-            "--secrets-out",
-            secret_file.to_str().unwrap(),
-        ],
-    );
-    let stack = deploy(
-        &client,
-        ns,
-        "external-db",
-        &imported,
-        &secret_file,
+        &["--name", "ledger"],
         &["L3dger-db-Pw", "tok_live_5Gh8sK2pQ"],
     )
     .await;
+    let ns = namespace.name.as_str();
     let external = stack.spec.database.external.unwrap();
     assert_eq!(
         (
@@ -383,8 +352,7 @@ async fn external_database_project_reaches_ready_with_the_url_in_a_secret() {
         "postgres://ledger:L3dger-db-Pw@db.internal.example.com:5432/ledger?sslmode=require"
     );
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let backend = deployments.get("ledger-backend").await.unwrap();
-    let spec = backend.spec;
+    let spec = deployments.get("ledger-backend").await.unwrap().spec;
     assert_eq!(spec.replicas, Some(3));
     let container = &spec.template.spec.unwrap().containers[0];
     let url = container

@@ -605,6 +605,17 @@ struct DatabasePlan {
     compose_url: Option<String>,
 }
 
+/// The parts of a backend or frontend spec read from its service.
+struct Workload {
+    image: String,
+    command: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+    port: i32,
+    health: Option<HealthSpec>,
+    replicas: Option<i32>,
+    resources: Option<Resources>,
+}
+
 impl Builder<'_> {
     fn backend(&self) -> &Facts<'_> {
         &self.all[self.roles.backend]
@@ -1051,34 +1062,63 @@ impl Builder<'_> {
         }
     }
 
-    fn backend_spec(&self, report: &mut Report) -> BackendSpec {
-        let facts = self.backend();
+    /// What backend and frontend are made of alike; reports the service's
+    /// dependencies and the attributes that are not carried over.
+    fn workload(
+        &self,
+        facts: &Facts,
+        component: &str,
+        default_port: u16,
+        report: &mut Report,
+    ) -> Workload {
         let image = self.image(facts, report);
+        let (command, args) = command_and_args(facts);
+        let health = health(facts, report);
+        let service_name = format!("{}-{component}", self.stack_name);
+        let port = port(facts, health.as_ref(), default_port, report, &service_name);
+        let (replicas, resources) = facts
+            .service
+            .deploy
+            .as_ref()
+            .map(|deploy| {
+                (
+                    deploy_replicas(deploy, facts.name, report),
+                    deploy_resources(deploy),
+                )
+            })
+            .unwrap_or_default();
+        self.report_dependencies(facts, &format!("the {component} starts"), report);
+        self.report_other_attributes(facts, report);
+        Workload {
+            image,
+            command,
+            args,
+            port: i32::from(port),
+            health: health.map(|(health, _)| health),
+            replicas,
+            resources,
+        }
+    }
+
+    fn backend_spec(&self, report: &mut Report) -> BackendSpec {
+        let Workload {
+            image,
+            command,
+            args,
+            port,
+            health,
+            replicas,
+            resources,
+        } = self.workload(self.backend(), "backend", DEFAULT_BACKEND_PORT, report);
+        // Read from JSON so the CRD's defaults apply to what compose leaves out.
         let mut spec: BackendSpec =
             serde_json::from_value(json!({ "image": image })).expect("a backend spec");
-        let (command, args) = command_and_args(facts);
         spec.command = command;
         spec.args = args;
-        let health = health(facts, report);
-        spec.port = i32::from(port(
-            facts,
-            health.as_ref(),
-            DEFAULT_BACKEND_PORT,
-            report,
-            &format!("{}-backend", self.stack_name),
-        ));
-        spec.health = health.map(|(health, _)| health);
-        if let Some(deploy) = &facts.service.deploy {
-            apply_deploy(
-                deploy,
-                &mut spec.replicas,
-                &mut spec.resources,
-                facts.name,
-                report,
-            );
-        }
-        self.report_dependencies(facts, "the backend starts", report);
-        self.report_other_attributes(facts, report);
+        spec.port = port;
+        spec.health = health;
+        spec.replicas = replicas.unwrap_or(spec.replicas);
+        spec.resources = resources;
         spec
     }
 
@@ -1168,21 +1208,23 @@ impl Builder<'_> {
 
     fn frontend_spec(&self, report: &mut Report) -> Option<FrontendSpec> {
         let facts = self.frontend()?;
-        let image = self.image(facts, report);
+        let Workload {
+            image,
+            command,
+            args,
+            port,
+            health,
+            replicas,
+            resources,
+        } = self.workload(facts, "frontend", DEFAULT_FRONTEND_PORT, report);
         let mut spec: FrontendSpec =
             serde_json::from_value(json!({ "image": image })).expect("a frontend spec");
-        let (command, args) = command_and_args(facts);
         spec.command = command;
         spec.args = args;
-        let health = health(facts, report);
-        spec.port = i32::from(port(
-            facts,
-            health.as_ref(),
-            DEFAULT_FRONTEND_PORT,
-            report,
-            &format!("{}-frontend", self.stack_name),
-        ));
-        spec.health = health.map(|(health, _)| health);
+        spec.port = port;
+        spec.health = health;
+        spec.replicas = replicas.unwrap_or(spec.replicas);
+        spec.resources = resources;
         let api_url = roles::api_url_variable(facts, self.backend())
             .filter(|name| valid_name(name) && !RESERVED_ENV_NAMES.contains(&name.as_str()));
         match &api_url {
@@ -1208,17 +1250,6 @@ impl Builder<'_> {
                 "an AppStack gives the frontend only the backend's URL (apiUrlEnv); build the value into the image",
             );
         }
-        if let Some(deploy) = &facts.service.deploy {
-            apply_deploy(
-                deploy,
-                &mut spec.replicas,
-                &mut spec.resources,
-                facts.name,
-                report,
-            );
-        }
-        self.report_dependencies(facts, "the frontend starts", report);
-        self.report_other_attributes(facts, report);
         Some(spec)
     }
 
@@ -1576,23 +1607,17 @@ fn command_port(words: &[String]) -> Option<u16> {
     None
 }
 
-fn apply_deploy(
-    deploy: &Deploy,
-    replicas: &mut i32,
-    resources: &mut Option<Resources>,
-    name: &str,
-    report: &mut Report,
-) {
-    if let Some(count) = deploy.replicas {
-        match i32::try_from(count) {
-            Ok(count) if (0..=100).contains(&count) => *replicas = count,
-            _ => report.warn(format!(
-                "{name}: deploy.replicas {count} is outside 0..100; using {replicas}"
-            )),
+/// `deploy.replicas`, when within the AppStack's 0 to 100.
+fn deploy_replicas(deploy: &Deploy, name: &str, report: &mut Report) -> Option<i32> {
+    let count = deploy.replicas?;
+    match i32::try_from(count) {
+        Ok(count) if (0..=100).contains(&count) => Some(count),
+        _ => {
+            report.warn(format!(
+                "{name}: deploy.replicas {count} is outside 0..100; the AppStack's default applies"
+            ));
+            None
         }
-    }
-    if let Some(amounts) = deploy_resources(deploy) {
-        *resources = Some(amounts);
     }
 }
 
