@@ -158,9 +158,10 @@ impl<'a> Parser<'a> {
                 '_' | '.' | '-' | '[' | ']' => {}
                 c if c.is_alphanumeric() => {}
                 other => {
-                    let first_line = rest.lines().next().unwrap_or_default();
+                    // The name so far only: the rest of the line may be a secret.
+                    let name = &rest[..index + other.len_utf8()];
                     return Err(self.error(format!(
-                        "unexpected character {other:?} in variable name {first_line:?}"
+                        "unexpected character {other:?} in variable name {name:?}"
                     )));
                 }
             }
@@ -184,11 +185,11 @@ impl<'a> Parser<'a> {
         }
         let rest = self.rest();
         self.position += rest.len() - rest.trim_start_matches(is_blank).len();
-        let value = self.value()?;
+        let value = self.value(&key)?;
         Ok(Statement { key, line, value })
     }
 
-    fn value(&mut self) -> Result<RawValue, DotenvError> {
+    fn value(&mut self, key: &str) -> Result<RawValue, DotenvError> {
         let rest = self.rest();
         let quote = match rest.chars().next() {
             Some(quote @ ('"' | '\'')) => quote,
@@ -233,10 +234,9 @@ impl<'a> Parser<'a> {
                 RawValue::Literal(value)
             });
         }
-        let first_line = rest.lines().next().unwrap_or_default();
         Err(DotenvError::Syntax {
             line: start_line,
-            message: format!("unterminated quoted value {first_line}"),
+            message: format!("unterminated quoted value of {key}: no closing {quote}"),
         })
     }
 }
@@ -544,10 +544,14 @@ mod tests {
             "KEY='value",
             "KEY='value\\'",
         ] {
-            let error = parse(source).unwrap_err();
+            let error = parse(source).unwrap_err().to_string();
             assert!(
-                error.to_string().contains("unterminated quoted value"),
+                error.starts_with("line 1: unterminated quoted value of KEY: no closing"),
                 "{source}: {error}"
+            );
+            assert!(
+                !error.contains("value\\"),
+                "the value is not quoted back: {error}"
             );
         }
         assert_eq!(
@@ -557,7 +561,10 @@ mod tests {
                 message: "a variable name cannot contain a space".into()
             }
         );
-        assert!(parse("lol$wut").is_err());
+        assert_eq!(
+            parse("lol$wut=s3cret").unwrap_err().to_string(),
+            "line 1: unexpected character '$' in variable name \"lol$\""
+        );
     }
 
     #[test]

@@ -12,8 +12,10 @@ use std::collections::BTreeSet;
 /// both cases, and so does the import.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InterpolationError {
-    #[error("invalid interpolation format in {template:?}")]
-    Invalid { template: String },
+    /// The fragment is the text from the offending `${`, cut short: the
+    /// rest of the value may be a secret.
+    #[error("invalid interpolation format at {fragment:?}")]
+    Invalid { fragment: String },
     #[error("required variable {variable} is missing a value{}", reason_suffix(.reason))]
     MissingRequired { variable: String, reason: String },
 }
@@ -67,9 +69,9 @@ pub fn substitute(template: &str, variables: &mut Variables) -> Result<String, I
             rest = tail;
         } else if let Some(braced) = after.strip_prefix('{') {
             let Some(close) = closing_brace(braced) else {
-                return Err(invalid(template));
+                return Err(invalid(&rest[dollar..]));
             };
-            output.push_str(&braced_value(&braced[..close], template, variables)?);
+            output.push_str(&braced_value(&braced[..close], variables)?);
             rest = &braced[close + 1..];
         } else {
             let length = name_length(after);
@@ -88,10 +90,15 @@ pub fn substitute(template: &str, variables: &mut Variables) -> Result<String, I
     Ok(output)
 }
 
-fn invalid(template: &str) -> InterpolationError {
-    InterpolationError::Invalid {
-        template: template.to_string(),
+/// Longest fragment of a value an error message quotes.
+const FRAGMENT_LENGTH: usize = 24;
+
+fn invalid(fragment: &str) -> InterpolationError {
+    let mut fragment: String = fragment.chars().take(FRAGMENT_LENGTH + 1).collect();
+    if fragment.chars().count() > FRAGMENT_LENGTH {
+        fragment = fragment.chars().take(FRAGMENT_LENGTH).collect::<String>() + "...";
     }
+    InterpolationError::Invalid { fragment }
 }
 
 fn lookup_or_warn(name: &str, variables: &mut Variables) -> String {
@@ -128,14 +135,11 @@ fn closing_brace(text: &str) -> Option<usize> {
 }
 
 /// The value of `${inner}`.
-fn braced_value(
-    inner: &str,
-    template: &str,
-    variables: &mut Variables,
-) -> Result<String, InterpolationError> {
+fn braced_value(inner: &str, variables: &mut Variables) -> Result<String, InterpolationError> {
+    let invalid = || invalid(&format!("${{{inner}}}"));
     let length = name_length(inner);
     if length == 0 {
-        return Err(invalid(template));
+        return Err(invalid());
     }
     let name = &inner[..length];
     let modifier = &inner[length..];
@@ -147,7 +151,7 @@ fn braced_value(
         None => (false, modifier),
     };
     let mut chars = operator_and_word.chars();
-    let operator = chars.next().ok_or_else(|| invalid(template))?;
+    let operator = chars.next().ok_or_else(invalid)?;
     let word = chars.as_str();
     let value = variables.get(name);
     // "Set" for the `:` forms means set and not empty.
@@ -165,7 +169,7 @@ fn braced_value(
         }),
         '+' if set => substitute(word, variables),
         '+' => Ok(value.unwrap_or_default()),
-        _ => Err(invalid(template)),
+        _ => Err(invalid()),
     }
 }
 
@@ -332,6 +336,24 @@ mod tests {
                 "{template}"
             );
         }
+    }
+
+    #[test]
+    fn errors_quote_only_the_broken_fragment() {
+        let error = with(VARS, "postgres://app:s3cret-pw@db/${DB NAME}")
+            .0
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid interpolation format at \"${DB NAME}\""
+        );
+        let error = with(VARS, "pw=s3cret-pw ${unterminated and a long tail")
+            .0
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid interpolation format at \"${unterminated and a lon...\""
+        );
     }
 
     #[test]

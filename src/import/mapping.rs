@@ -720,6 +720,12 @@ impl Builder<'_> {
             env,
             monitoring: None,
         };
+        report.redact(
+            &secrets
+                .iter()
+                .map(|(_, value)| value.as_str())
+                .collect::<Vec<_>>(),
+        );
         Ok(Imported {
             stack: AppStack::new(self.stack_name, spec),
             secret_name: self.secret_name.clone(),
@@ -1794,6 +1800,13 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
             "{DATABASE_URL} dropped from env: the operator sets it; for an external database it is kept in Secret {secret_name} (use spec.database.external.urlSecretRef {{name: {secret_name}, key: {DATABASE_URL}}})"
         ));
     }
+    let secrets: Vec<&str> = known
+        .iter()
+        .map(|(_, value)| value.as_str())
+        .chain(secret_values.values().map(String::as_str))
+        .filter(|value| value.len() >= MIN_EMBEDDED_SECRET_LENGTH)
+        .collect();
+    report.redact(&secrets);
     Ok(ImportedEnv {
         env: entries,
         secret_name,

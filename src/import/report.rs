@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+/// What stands in for a secret value in a message.
+pub const REDACTED: &str = "<redacted>";
+
 /// Messages gathered while importing, printed once at the end.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -47,6 +50,24 @@ impl Report {
         };
         if !self.skipped.contains(&skipped) {
             self.skipped.push(skipped);
+        }
+    }
+
+    /// Replaces every occurrence of the `secrets` in the messages, so no
+    /// secret value reaches the terminal whatever a message quotes.
+    pub fn redact(&mut self, secrets: &[&str]) {
+        let scrub = |text: &mut String| {
+            for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+                if text.contains(secret) {
+                    *text = text.replace(secret, REDACTED);
+                }
+            }
+        };
+        self.warnings.iter_mut().for_each(scrub);
+        self.notes.iter_mut().for_each(scrub);
+        for skipped in &mut self.skipped {
+            scrub(&mut skipped.what);
+            scrub(&mut skipped.reason);
         }
     }
 
@@ -95,6 +116,21 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_reaches_every_message() {
+        let mut report = Report::default();
+        report.warn("a hunter22 b");
+        report.note("hunter22");
+        report.skip(
+            "db",
+            "healthcheck \"redis-cli -a hunter22 ping\"",
+            "hunter22",
+        );
+        report.redact(&["hunter22"]);
+        assert!(!report.to_string().contains("hunter22"), "{report}");
+        assert_eq!(report.warnings()[0], "a <redacted> b");
+    }
 
     #[test]
     fn prints_warnings_then_notes_then_what_was_left_out_once_each() {

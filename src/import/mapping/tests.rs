@@ -578,3 +578,64 @@ fn dotenv_alone_becomes_an_env_list() {
         ["API_KEY", "DATABASE_URL"]
     );
 }
+
+#[test]
+fn services_behind_a_profile_are_left_out_unless_named() {
+    // Compose starts a service with `profiles` only when a profile is
+    // active, so it is not part of the default project.
+    let directory = project_dir(
+        "services:\n  api:\n    image: api:1\n    ports: ['8000:8000']\n\
+         \x20 adminer:\n    image: adminer\n    profiles: [tools]\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    assert_eq!(
+        skipped_services(&imported.report),
+        [(
+            "adminer",
+            "only started with profile tools: not part of the default project"
+        )]
+    );
+}
+
+#[test]
+fn an_override_file_is_merged_over_the_default_file() {
+    // Compose reads compose.override.yaml after compose.yaml when no -f is
+    // given; the later file's image wins.
+    let directory = project_dir("services:\n  api:\n    image: api:1\n", None);
+    std::fs::write(
+        directory.join("compose.override.yaml"),
+        "services:\n  api:\n    image: api:2\n    environment: [DEBUG=1]\n",
+    )
+    .unwrap();
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    assert_eq!(imported.stack.spec.backend.image, "api:2");
+    assert_eq!(entry(&imported.stack, "DEBUG").value.as_deref(), Some("1"));
+}
+
+#[test]
+fn messages_never_quote_a_secret() {
+    let directory = project_dir(
+        "services:\n  api:\n    image: api:1\n    environment: {REDIS_PASSWORD: \"${REDIS_PASSWORD}\"}\n\
+         \x20   healthcheck:\n      test: [\"CMD-SHELL\", \"redis-cli -a ${REDIS_PASSWORD} ping\"]\n",
+        Some("REDIS_PASSWORD=r3dis-Hunter22\n"),
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let report = imported.report.to_string();
+    assert!(!report.contains("r3dis-Hunter22"), "{report}");
+    assert!(
+        report.contains(
+            "api: healthcheck \"CMD-SHELL redis-cli -a <redacted> ping\": not an HTTP check"
+        ),
+        "{report}"
+    );
+}
