@@ -130,7 +130,7 @@ pub fn import_compose(request: &ComposeRequest) -> Result<Imported, ImportError>
         roles: &roles,
         known_secrets: &known_secrets,
     };
-    builder.build(report)
+    Ok(builder.build(report))
 }
 
 /// Reads the `.env` files into the project environment.
@@ -566,22 +566,20 @@ fn assign_roles(
     })
 }
 
-/// Migrations the backend runs itself before starting its server, as the
-/// first commands of a `sh -c` chain.
+/// Migrations the backend runs itself before starting its server, in a
+/// `sh -c` chain: the migration commands become the Job, the others stay.
 fn backend_chain_migrations(backend: &Facts) -> Option<MigrationSource> {
     let chain = roles::shell_chain(backend.service.command.as_ref()?)?;
-    let last_migration = chain
+    let tool = chain
         .iter()
-        .rposition(|command| roles::migration_tool(command).is_some())?;
-    if last_migration + 1 >= chain.len() {
-        return None;
-    }
-    let tool = roles::migration_tool(&chain[last_migration])?;
-    let (migrate, rest) = chain.split_at(last_migration + 1);
-    Some(MigrationSource::BackendChain {
+        .find_map(|command| roles::migration_tool(command))?;
+    let (migrate, rest): (Vec<Vec<String>>, Vec<Vec<String>>) = chain
+        .into_iter()
+        .partition(|command| roles::migration_tool(command).is_some());
+    (!rest.is_empty()).then_some(MigrationSource::BackendChain {
         tool,
-        migrate: migrate.to_vec(),
-        rest: rest.to_vec(),
+        migrate,
+        rest,
     })
 }
 
@@ -636,7 +634,7 @@ impl Builder<'_> {
         self.roles.frontend.map(|index| &self.all[index])
     }
 
-    fn build(&self, mut report: Report) -> Result<Imported, ImportError> {
+    fn build(&self, mut report: Report) -> Imported {
         let settings = EnvSettings {
             stack_name: self.stack_name,
             secret_name: &self.secret_name,
@@ -726,12 +724,12 @@ impl Builder<'_> {
                 .map(|(_, value)| value.as_str())
                 .collect::<Vec<_>>(),
         );
-        Ok(Imported {
+        Imported {
             stack: AppStack::new(self.stack_name, spec),
             secret_name: self.secret_name.clone(),
             secret_values,
             report,
-        })
+        }
     }
 
     /// Every secret value that must not appear in the AppStack: the

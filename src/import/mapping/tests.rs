@@ -639,3 +639,29 @@ fn messages_never_quote_a_secret() {
         "{report}"
     );
 }
+
+#[test]
+fn only_the_migration_commands_of_a_chain_move_to_the_job() {
+    let directory = project_dir(
+        "services:\n  db:\n    image: postgres:16\n  app:\n    image: app:1\n    depends_on: [db]\n\
+         \x20   command: sh -c \"python manage.py collectstatic --noinput && python manage.py migrate && exec gunicorn app.wsgi\"\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let spec = &imported.stack.spec;
+    assert_eq!(
+        spec.migrations.as_ref().unwrap().args,
+        strings(&["python", "manage.py", "migrate"])
+    );
+    assert_eq!(
+        spec.backend.args,
+        strings(&[
+            "sh",
+            "-c",
+            "python manage.py collectstatic --noinput && exec gunicorn app.wsgi"
+        ])
+    );
+}
