@@ -14,7 +14,7 @@ use super::dotenv::{self, EnvMap};
 use super::env::{EnvSettings, TypedEnv, secret_destination, typed_env, valid_name};
 use super::report::Report;
 use super::roles::{self, FRONTEND_THRESHOLD, Facts};
-use super::sensitive::{MIN_EMBEDDED_SECRET_LENGTH, secret_reason, url_parts};
+use super::sensitive::{distinctive, secret_reason, url_parts};
 use super::{ImportError, ProjectEnvironment};
 use crate::crd::{
     AppStack, AppStackSpec, BackendSpec, DatabaseSpec, EnvEntry, ExternalDatabase, FrontendSpec,
@@ -744,7 +744,7 @@ impl Builder<'_> {
                 .iter()
                 .map(|(key, value)| (key.clone(), value.clone())),
         );
-        secrets.retain(|(_, value)| value.len() >= MIN_EMBEDDED_SECRET_LENGTH);
+        secrets.retain(|(_, value)| distinctive(value));
         secrets
     }
 
@@ -1802,7 +1802,7 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
         .iter()
         .map(|(_, value)| value.as_str())
         .chain(secret_values.values().map(String::as_str))
-        .filter(|value| value.len() >= MIN_EMBEDDED_SECRET_LENGTH)
+        .filter(|value| distinctive(value))
         .collect();
     report.redact(&secrets);
     Ok(ImportedEnv {

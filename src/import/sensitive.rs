@@ -15,6 +15,14 @@ pub enum SecretReason {
 /// shorter ones match too much text by chance.
 pub const MIN_EMBEDDED_SECRET_LENGTH: usize = 6;
 
+/// Whether a secret value is distinctive enough to look for inside other
+/// text: long enough, and not a lowercase word such as the `postgres` of
+/// `POSTGRES_PASSWORD=postgres`, which would match image names and
+/// commands by chance.
+pub fn distinctive(value: &str) -> bool {
+    value.len() >= MIN_EMBEDDED_SECRET_LENGTH && !value.chars().all(|c| c.is_ascii_lowercase())
+}
+
 /// Whether a variable name marks its value as a secret: `*_KEY`,
 /// `*_SECRET` (and any name holding SECRET), `*PASSWORD*`, `*PASSWD*`,
 /// `*_PASS`, `*TOKEN*` and `*_CREDENTIALS`, in any case.
@@ -43,9 +51,7 @@ pub fn secret_reason(name: &str, value: &str, known: &[(String, String)]) -> Opt
     known
         .iter()
         .find(|(other, secret)| {
-            other != name
-                && secret.len() >= MIN_EMBEDDED_SECRET_LENGTH
-                && value.contains(secret.as_str())
+            other != name && distinctive(secret) && value.contains(secret.as_str())
         })
         .map(|(other, _)| SecretReason::Embeds(other.clone()))
 }
@@ -205,6 +211,20 @@ mod tests {
         );
         let short = vec![("PIN".to_string(), "1234".to_string())];
         assert_eq!(secret_reason("PORT", "12345", &short), None);
+    }
+
+    #[test]
+    fn only_distinctive_secrets_are_looked_for_in_other_text() {
+        assert!(distinctive("pg-Kq8v3Lx2Rt"));
+        assert!(distinctive("Tr0ub4dor"));
+        for value in ["postgres", "pw", "password", "secret"] {
+            assert!(!distinctive(value), "{value}");
+        }
+        let known = vec![("POSTGRES_PASSWORD".to_string(), "postgres".to_string())];
+        assert_eq!(
+            secret_reason("DB_ENGINE", "django.db.backends.postgresql", &known),
+            None
+        );
     }
 
     #[test]

@@ -665,3 +665,23 @@ fn only_the_migration_commands_of_a_chain_move_to_the_job() {
         ])
     );
 }
+
+#[test]
+fn a_dictionary_word_password_does_not_mangle_commands_or_messages() {
+    // POSTGRES_PASSWORD=postgres is the most common development setting;
+    // the word must not be taken for a secret inside "postgres" commands.
+    let directory = project_dir(
+        "services:\n  db:\n    image: postgres:16\n    environment: {POSTGRES_PASSWORD: postgres}\n\
+         \x20 api:\n    image: api:1\n    command: [\"serve\", \"--driver\", \"postgres\"]\n    depends_on: [db]\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    assert_eq!(
+        imported.stack.spec.backend.args,
+        strings(&["serve", "--driver", "postgres"])
+    );
+    assert!(imported.report.to_string().contains("postgres:16"));
+}
