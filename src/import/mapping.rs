@@ -381,6 +381,45 @@ fn service_index(all: &[Facts], flag: &'static str, name: &str) -> Result<usize,
         })
 }
 
+/// Services not yet given a part, as the parts are handed out.
+struct Unassigned<'a> {
+    all: &'a [Facts<'a>],
+    taken: Vec<bool>,
+    /// Services named by `--backend` and `--frontend`, kept for those parts.
+    reserved: [Option<usize>; 2],
+}
+
+impl<'a> Unassigned<'a> {
+    /// Free services, in compose order, that no flag reserved.
+    fn free(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.all.len())
+            .filter(|&index| !self.taken[index] && !self.reserved.contains(&Some(index)))
+    }
+
+    fn take(&mut self, index: usize) -> usize {
+        self.taken[index] = true;
+        index
+    }
+
+    /// The free service (compose order breaks ties) scoring highest, if it
+    /// scores at least `threshold`.
+    fn best(
+        &self,
+        candidates: &[usize],
+        threshold: i32,
+        score: impl Fn(&Facts) -> i32,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, i32)> = None;
+        for &index in candidates.iter().filter(|&&index| !self.taken[index]) {
+            let score = score(&self.all[index]);
+            if score >= threshold && best.is_none_or(|(_, best_score)| score > best_score) {
+                best = Some((index, score));
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+}
+
 fn assign_roles(
     request: &ComposeRequest,
     all: &[Facts],
@@ -403,41 +442,116 @@ fn assign_roles(
             ));
         }
     }
-    let mut taken = vec![false; all.len()];
-    for (index, facts) in all.iter().enumerate() {
-        let chosen = chosen_backend == Some(index) || chosen_frontend == Some(index);
-        if !facts.service.profiles.is_empty() && !chosen {
-            taken[index] = true;
-            report.skip(
-                facts.name,
-                "service",
-                format!(
-                    "only started with profile {}: not part of the default project",
-                    facts.service.profiles.join(", ")
-                ),
-            );
-        }
-    }
+    let mut unassigned = Unassigned {
+        all,
+        taken: vec![false; all.len()],
+        reserved: [chosen_backend, chosen_frontend],
+    };
+    leave_out_profiles(&mut unassigned, report);
+    let database = choose_database(&mut unassigned, report);
+    let migration_service = choose_migration_service(&mut unassigned, report);
+    // Infrastructure and workers are never the application.
+    let candidates: Vec<usize> = unassigned
+        .free()
+        .chain(chosen_backend)
+        .chain(chosen_frontend)
+        .filter(|&index| {
+            roles::infrastructure(&all[index]).is_none() && roles::worker(&all[index]).is_none()
+        })
+        .collect();
+    let database_facts = database.map(|index| &all[index]);
 
-    let database = (0..all.len()).find(|&index| {
-        !taken[index] && roles::is_postgres(&all[index]) && chosen_backend != Some(index)
+    let backend = match chosen_backend {
+        Some(index) => index,
+        None => {
+            let candidates: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|index| Some(*index) != chosen_frontend)
+                .collect();
+            let backend = unassigned
+                .best(&candidates, i32::MIN, |facts| {
+                    roles::backend_score(facts, database_facts, all)
+                })
+                .ok_or(ImportError::NoBackend)?;
+            report.note(format!(
+                "backend: service {} (choose another with --backend SERVICE)",
+                all[backend].name
+            ));
+            backend
+        }
+    };
+    unassigned.take(backend);
+    let migrations = match migration_service {
+        Some(index) => Some(MigrationSource::Service(index)),
+        None => backend_chain_migrations(&all[backend]),
+    };
+
+    let frontend = chosen_frontend.or_else(|| {
+        let frontend = unassigned.best(&candidates, FRONTEND_THRESHOLD, |facts| {
+            roles::frontend_score(facts, &all[backend], database_facts)
+        })?;
+        report.note(format!(
+            "frontend: service {} (choose another with --frontend SERVICE)",
+            all[frontend].name
+        ));
+        Some(frontend)
     });
-    if let Some(database) = database {
-        taken[database] = true;
-        for (index, facts) in all.iter().enumerate() {
-            if !taken[index] && roles::is_postgres(facts) {
-                taken[index] = true;
-                report.skip(
-                    facts.name,
-                    "service",
-                    "a second PostgreSQL server: an AppStack has one database",
-                );
-            }
-        }
+    if let Some(index) = frontend {
+        unassigned.take(index);
     }
+    report_unassigned(&unassigned, report);
+    Ok(Roles {
+        database,
+        migrations,
+        backend,
+        frontend,
+    })
+}
 
-    // A one-shot service others wait for, or one whose command ends by
-    // running a migration tool.
+/// Services behind a profile are not part of the default project.
+fn leave_out_profiles(unassigned: &mut Unassigned, report: &mut Report) {
+    let profiled: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| !unassigned.all[index].service.profiles.is_empty())
+        .collect();
+    for index in profiled {
+        let facts = &unassigned.all[unassigned.take(index)];
+        report.skip(
+            facts.name,
+            "service",
+            format!(
+                "only started with profile {}: not part of the default project",
+                facts.service.profiles.join(", ")
+            ),
+        );
+    }
+}
+
+/// The first PostgreSQL service; any other is left out.
+fn choose_database(unassigned: &mut Unassigned, report: &mut Report) -> Option<usize> {
+    let servers: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| roles::is_postgres(&unassigned.all[index]))
+        .collect();
+    for &index in servers.iter().skip(1) {
+        report.skip(
+            unassigned.all[index].name,
+            "service",
+            "a second PostgreSQL server: an AppStack has one database",
+        );
+    }
+    for &index in &servers {
+        unassigned.take(index);
+    }
+    servers.first().copied()
+}
+
+/// A one-shot service others wait for (`service_completed_successfully`),
+/// else one whose command ends by running a migration tool; any other such
+/// service is left out.
+fn choose_migration_service(unassigned: &mut Unassigned, report: &mut Report) -> Option<usize> {
+    let all = unassigned.all;
     let awaited = |index: usize| {
         all.iter().any(|other| {
             other
@@ -452,29 +566,26 @@ fn assign_roles(
     let runs_migrations = |index: usize| {
         let facts = &all[index];
         let mut words: Vec<String> = facts.image_repository().into_iter().collect();
-        let commands = [&facts.service.entrypoint, &facts.service.command];
-        let last = commands
+        let last_command = [&facts.service.entrypoint, &facts.service.command]
             .iter()
             .rev()
             .find_map(|line| line.as_ref().and_then(roles::shell_chain))
             .and_then(|chain| chain.last().cloned());
-        words.extend(last.unwrap_or_else(|| facts.words()));
+        words.extend(last_command.unwrap_or_else(|| facts.words()));
         roles::migration_tool(&words).is_some() && facts.service.ports.is_empty()
     };
-    let migration_candidates: Vec<usize> = (0..all.len())
-        .filter(|&index| {
-            !taken[index] && chosen_backend != Some(index) && chosen_frontend != Some(index)
-        })
+    let candidates: Vec<usize> = unassigned
+        .free()
         .filter(|&index| awaited(index) || runs_migrations(index))
         .collect();
-    let migration_service = migration_candidates
+    let chosen = candidates
         .iter()
         .copied()
         .find(|&index| awaited(index))
-        .or_else(|| migration_candidates.first().copied());
-    for &index in &migration_candidates {
-        taken[index] = true;
-        if Some(index) != migration_service {
+        .or_else(|| candidates.first().copied());
+    for &index in &candidates {
+        unassigned.take(index);
+        if Some(index) != chosen {
             report.skip(
                 all[index].name,
                 "service",
@@ -482,73 +593,13 @@ fn assign_roles(
             );
         }
     }
+    chosen
+}
 
-    let candidates: Vec<usize> = (0..all.len())
-        .filter(|&index| {
-            !taken[index]
-                && roles::infrastructure(&all[index]).is_none()
-                && roles::worker(&all[index]).is_none()
-        })
-        .collect();
-    let database_facts = database.map(|index| &all[index]);
-    let backend = match chosen_backend {
-        Some(index) => index,
-        None => {
-            let mut best: Option<(usize, i32)> = None;
-            for &index in &candidates {
-                let score = roles::backend_score(&all[index], database_facts, all);
-                if best.is_none_or(|(_, best_score)| score > best_score) {
-                    best = Some((index, score));
-                }
-            }
-            best.ok_or(ImportError::NoBackend)?.0
-        }
-    };
-    taken[backend] = true;
-    if chosen_backend.is_none() {
-        report.note(format!(
-            "backend: service {} (choose another with --backend SERVICE)",
-            all[backend].name
-        ));
-    }
-
-    let migrations = match migration_service {
-        Some(index) => Some(MigrationSource::Service(index)),
-        None => backend_chain_migrations(&all[backend]),
-    };
-
-    let frontend = match chosen_frontend {
-        Some(index) => Some(index),
-        None => {
-            let mut best: Option<(usize, i32)> = None;
-            for &index in &candidates {
-                if taken[index] {
-                    continue;
-                }
-                let score = roles::frontend_score(&all[index], &all[backend], database_facts);
-                if score >= FRONTEND_THRESHOLD
-                    && best.is_none_or(|(_, best_score)| score > best_score)
-                {
-                    best = Some((index, score));
-                }
-            }
-            best.map(|(index, _)| index)
-        }
-    };
-    if let Some(index) = frontend {
-        taken[index] = true;
-        if chosen_frontend.is_none() {
-            report.note(format!(
-                "frontend: service {} (choose another with --frontend SERVICE)",
-                all[index].name
-            ));
-        }
-    }
-
-    for (index, facts) in all.iter().enumerate() {
-        if taken[index] {
-            continue;
-        }
+/// Every service without a part, with the reason it has none.
+fn report_unassigned(unassigned: &Unassigned, report: &mut Report) {
+    for index in unassigned.free() {
+        let facts = &unassigned.all[index];
         let reason = roles::infrastructure(facts).or_else(|| roles::worker(facts)).unwrap_or(
             "not the database, the migrations, the backend or the frontend: an AppStack has no place for another service; run it separately",
         );
@@ -558,12 +609,6 @@ fn assign_roles(
         };
         report.skip(facts.name, what, reason);
     }
-    Ok(Roles {
-        database,
-        migrations,
-        backend,
-        frontend,
-    })
 }
 
 /// Migrations the backend runs itself before starting its server, in a

@@ -22,7 +22,6 @@ mod report;
 mod roles;
 mod sensitive;
 
-pub use env::GENERATED_LENGTH;
 pub use mapping::{
     ComposeRequest, DotenvRequest, Imported, ImportedEnv, import_compose, import_dotenv,
     secret_manifest,

@@ -75,10 +75,6 @@ impl Report {
         &self.warnings
     }
 
-    pub fn notes(&self) -> &[String] {
-        &self.notes
-    }
-
     pub fn skipped(&self) -> &[Skipped] {
         &self.skipped
     }
