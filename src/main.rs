@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appstack::controller::{self, Context, RunOptions};
+use appstack::database::DatabaseChecks;
 use appstack::leader::{self, LeaderState, LeaseSettings};
 use appstack::metrics::{Metrics, RequestCounterLayer};
 use appstack::server::{self, ProcessState};
@@ -96,6 +97,17 @@ struct RunArgs {
     /// hostname and process id).
     #[arg(long, env = "APPSTACK_LEADER_ELECT_IDENTITY")]
     leader_elect_identity: Option<String>,
+    /// Which databases the operator connects to (SELECT 1 before
+    /// migrating, then the schema revision): `all` in the cluster;
+    /// `external` when the operator cannot reach pod IPs (outside the
+    /// cluster, a local control plane); `none` to never connect.
+    #[arg(
+        long,
+        env = "APPSTACK_DATABASE_CHECKS",
+        value_enum,
+        default_value_t = DatabaseChecks::All
+    )]
+    database_checks: DatabaseChecks,
 }
 
 #[derive(Args, Debug)]
@@ -230,11 +242,10 @@ async fn run(args: RunArgs) -> ExitCode {
     // Reconcile while leading (always, without election). A leader that
     // loses its lease stops at once and stands by again.
     let lead = Lead {
-        context: Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            request_timeout,
-        )),
+        context: Arc::new(
+            Context::new(client.clone(), metrics.clone(), request_timeout)
+                .with_database_checks(args.database_checks),
+        ),
         options: RunOptions {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
