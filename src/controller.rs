@@ -129,17 +129,17 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            databases: Databases::new(DatabaseChecks::default(), metrics.clone()),
             metrics,
             reconcile_timeout,
             service_monitor_api: Mutex::new(None),
             failures: std::sync::Mutex::new(HashMap::new()),
-            databases: Databases::new(DatabaseChecks::default()),
         }
     }
 
     /// Which databases the operator connects to (`--database-checks`).
     pub fn with_database_checks(mut self, checks: DatabaseChecks) -> Self {
-        self.databases = Databases::new(checks);
+        self.databases = Databases::new(checks, self.metrics.clone());
         self
     }
 

@@ -20,9 +20,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tracing::debug;
 
 use crate::children::database_name;
 use crate::crd::AppStackStatus;
+use crate::metrics::Metrics;
 use crate::secrets::{ObservedSecrets, SecretValues, db_keys};
 use crate::stack::{Database, DatabaseIdentity, ValidatedStack};
 use crate::status::{self, Check, reasons, types};
@@ -170,6 +172,7 @@ pub struct Databases {
     checks: DatabaseChecks,
     limits: Limits,
     retries: Backoff,
+    metrics: Metrics,
 }
 
 /// The first retry of a database that cannot be used; doubling from here.
@@ -179,11 +182,14 @@ pub const FIRST_RETRY: Duration = Duration::from_secs(5);
 pub const MAX_RETRY: Duration = Duration::from_secs(120);
 
 impl Databases {
-    pub fn new(checks: DatabaseChecks) -> Self {
+    /// Checks as `checks` says, counted in `metrics`
+    /// (`appstack_database_checks_total`).
+    pub fn new(checks: DatabaseChecks, metrics: Metrics) -> Self {
         Self {
             checks,
             limits: Limits::default(),
             retries: Backoff::new(FIRST_RETRY, MAX_RETRY),
+            metrics,
         }
     }
 
@@ -254,12 +260,21 @@ impl Databases {
             Ok(url) => url,
             Err(failure) => return Check::pending(failure.reason, failure.message.clone()),
         };
-        match probe::check(url, self.limits).await {
+        let checked = probe::check(url, self.limits).await;
+        self.metrics.count_database_check(
+            checked
+                .as_ref()
+                .map_or_else(|failure| failure.reason, |()| "ok"),
+        );
+        match checked {
             Ok(()) => Check::ok(
                 ready_reason,
                 format!("{statefulset}SELECT 1 answered on {described}"),
             ),
-            Err(failure) => Check::pending(failure.reason, failure.message),
+            Err(failure) => {
+                debug!(reason = failure.reason, message = %failure.message, "database check failed");
+                Check::pending(failure.reason, failure.message)
+            }
         }
     }
 
@@ -311,12 +326,12 @@ impl Databases {
 
     /// When to check a database that cannot be used again: `Some` with a
     /// delay growing per stack while `database` (this pass's
-    /// `DatabaseReady`) says it cannot be used; `None`, and the delay
-    /// starts over, otherwise.
+    /// `DatabaseReady`) says it cannot be used for the same reason; `None`,
+    /// and the delay starts over, otherwise.
     pub fn retry_after(&self, stack_uid: &str, database: Option<&Check>) -> Option<Duration> {
         match database {
             Some(check) if !check.ok && reasons::DATABASE_UNUSABLE.contains(&check.reason) => {
-                Some(self.retries.next(stack_uid))
+                Some(self.retries.next(stack_uid, check.reason))
             }
             _ => {
                 self.retries.reset(stack_uid);
@@ -349,11 +364,12 @@ pub fn settled(
     status::condition(previous, types::DATABASE_READY)
 }
 
-/// Per-key delays doubling from `first` up to `max`.
+/// Per-key delays doubling from `first` up to `max`, starting over when
+/// the key fails for another reason.
 pub struct Backoff {
     first: Duration,
     max: Duration,
-    attempts: Mutex<HashMap<String, u32>>,
+    attempts: Mutex<HashMap<String, (&'static str, u32)>>,
 }
 
 impl Backoff {
@@ -365,15 +381,19 @@ impl Backoff {
         }
     }
 
-    /// The delay before the next attempt for `key`, counting this one.
-    pub fn next(&self, key: &str) -> Duration {
+    /// The delay before the next attempt for `key`, which failed for
+    /// `reason`, counting this failure.
+    pub fn next(&self, key: &str, reason: &'static str) -> Duration {
         let mut attempts = self.attempts.lock().expect("backoff lock");
-        let count = attempts.entry(key.to_string()).or_insert(0);
+        let entry = attempts.entry(key.to_string()).or_insert((reason, 0));
+        if entry.0 != reason {
+            *entry = (reason, 0);
+        }
         let delay = self
             .first
-            .saturating_mul(1 << (*count).min(16))
+            .saturating_mul(1 << entry.1.min(16))
             .min(self.max);
-        *count = count.saturating_add(1);
+        entry.1 = entry.1.saturating_add(1);
         delay
     }
 
@@ -496,18 +516,18 @@ mod tests {
         };
         let managed = locate(&stack, &ObservedSecrets::default(), &values);
         let managed_ref = managed.as_ref().unwrap();
-        assert!(Databases::new(DatabaseChecks::All).reaches(managed_ref));
-        assert!(!Databases::new(DatabaseChecks::External).reaches(managed_ref));
+        assert!(Databases::new(DatabaseChecks::All, Metrics::new()).reaches(managed_ref));
+        assert!(!Databases::new(DatabaseChecks::External, Metrics::new()).reaches(managed_ref));
         let external = locate(
             &external_stack(),
             &observed(&[("prod-db", "DATABASE_URL", "postgresql://app:pw@db/shop")]),
             &SecretValues::default(),
         )
         .unwrap();
-        assert!(Databases::new(DatabaseChecks::External).reaches(&external));
-        assert!(!Databases::new(DatabaseChecks::None).reaches(&external));
+        assert!(Databases::new(DatabaseChecks::External, Metrics::new()).reaches(&external));
+        assert!(!Databases::new(DatabaseChecks::None, Metrics::new()).reaches(&external));
 
-        let check = Databases::new(DatabaseChecks::External)
+        let check = Databases::new(DatabaseChecks::External, Metrics::new())
             .readiness(&managed, None)
             .await;
         assert!(check.ok);
@@ -517,7 +537,7 @@ mod tests {
             "StatefulSet ready (pg_isready probe); not connecting to shop-db.prod.svc:5432/shop \
              as user \"shop\" (sslmode=prefer): --database-checks=external"
         );
-        let (revision, note) = Databases::new(DatabaseChecks::External)
+        let (revision, note) = Databases::new(DatabaseChecks::External, Metrics::new())
             .schema_revision(managed_ref, None)
             .await;
         assert_eq!(revision, None);
@@ -554,7 +574,7 @@ mod tests {
 
     #[test]
     fn retries_back_off_per_stack_and_start_over_once_usable() {
-        let databases = Databases::new(DatabaseChecks::All);
+        let databases = Databases::new(DatabaseChecks::All, Metrics::new());
         let refused = Check::pending(reasons::CONNECTION_REFUSED, "refused");
         let delays: Vec<_> = (0..8)
             .map(|_| databases.retry_after("a", Some(&refused)).unwrap())
@@ -567,6 +587,12 @@ mod tests {
             databases.retry_after("b", Some(&refused)),
             Some(FIRST_RETRY),
             "per stack"
+        );
+        let denied = Check::pending(reasons::AUTHENTICATION_FAILED, "denied");
+        assert_eq!(
+            databases.retry_after("a", Some(&denied)),
+            Some(FIRST_RETRY),
+            "another reason starts over"
         );
         let starting = Check::pending(reasons::DATABASE_STARTING, "0 of 1 ready");
         assert_eq!(databases.retry_after("a", Some(&starting)), None);
