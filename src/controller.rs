@@ -1480,4 +1480,20 @@ mod tests {
             "no repeat on a converged pass"
         );
     }
+
+    #[test]
+    fn a_database_that_cannot_be_used_is_a_warning_once() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let mut refused = observation(Check::pending(reasons::WAITING_FOR_DATABASE, "waiting"));
+        refused.database = Some(Check::pending(
+            reasons::CONNECTION_REFUSED,
+            "127.0.0.1:5432 refused the connection",
+        ));
+        let status = desired_status(&refused, 1, None, at);
+        let events = transition_events(None, &status);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, reasons::CONNECTION_REFUSED);
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert!(transition_events(Some(&status), &status).is_empty());
+    }
 }

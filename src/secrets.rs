@@ -307,6 +307,19 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_external_database_url_is_left_to_the_database_check() {
+        let stack = crate::stack::tests::from_yaml(
+            &include_str!("../deploy/examples/shop.yaml").replace(
+                "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+                "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+            ),
+        );
+        let resolved = resolve(&stack, &sendgrid()).unwrap();
+        assert_eq!(resolved.values.external_database_url, None);
+        assert!(resolved.values.database.is_empty());
+    }
+
+    #[test]
     fn a_missing_reference_is_an_error_naming_it() {
         let error = resolve(&example(), &ObservedSecrets::default()).unwrap_err();
         assert_eq!(
