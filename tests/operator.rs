@@ -16,8 +16,9 @@ use common::{
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, PodSpec, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
@@ -35,6 +36,39 @@ async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Jo
         .await
         .unwrap()
         .items
+}
+
+/// When a finished Job completed.
+fn completed_at(job: &Job) -> Time {
+    job.status
+        .as_ref()
+        .and_then(|status| status.completion_time.clone())
+        .expect("Job completed")
+}
+
+/// When the backend's ReplicaSet whose pod spec `matches` was created.
+async fn backend_rolled_at(
+    client: &Client,
+    namespace: &str,
+    matches: impl Fn(&PodSpec) -> bool,
+) -> Time {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend";
+    replica_sets
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|set| {
+            set.spec
+                .template
+                .as_ref()
+                .and_then(|template| template.spec.as_ref())
+                .is_some_and(&matches)
+        })
+        .and_then(|set| set.metadata.creation_timestamp)
+        .expect("a backend ReplicaSet for the new pod spec")
 }
 
 fn backend_image(deployment: &Deployment) -> String {
@@ -229,13 +263,7 @@ async fn an_image_bump_migrates_once_then_rolls_the_backend() {
         job_image.as_deref(),
         Some("ghcr.io/acme/shop-backend:1.5.0")
     );
-    let completed = new_job
-        .status
-        .as_ref()
-        .unwrap()
-        .completion_time
-        .clone()
-        .expect("Job completed");
+    let completed = completed_at(new_job);
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     assert_eq!(
@@ -243,29 +271,10 @@ async fn an_image_bump_migrates_once_then_rolls_the_backend() {
         "ghcr.io/acme/shop-backend:1.5.0"
     );
     // The backend's new ReplicaSet was created only after the Job completed.
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend";
-    let new_replica_set = replica_sets
-        .list(&ListParams::default().labels(selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|set| {
-            set.spec
-                .template
-                .as_ref()
-                .unwrap()
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .image
-                .as_deref()
-                == Some("ghcr.io/acme/shop-backend:1.5.0")
-        })
-        .expect("a ReplicaSet for the new image");
-    let created = new_replica_set.metadata.creation_timestamp.unwrap();
+    let created = backend_rolled_at(&client, ns, |pod| {
+        pod.containers[0].image.as_deref() == Some("ghcr.io/acme/shop-backend:1.5.0")
+    })
+    .await;
     assert!(
         created.0 >= completed.0,
         "backend rolled at {created:?}, before the migration completed at {completed:?}"
@@ -700,13 +709,7 @@ async fn moving_to_an_external_database_migrates_it_before_the_backend_follows()
         .iter()
         .find(|job| job.metadata.name.as_deref() == Some(job_name.as_str()))
         .expect("a migration Job for the external database");
-    let completed = job
-        .status
-        .as_ref()
-        .unwrap()
-        .completion_time
-        .clone()
-        .expect("Job completed");
+    let completed = completed_at(job);
 
     // ...before the backend's pod template moved to the new database.
     let writes = audit.writes_since(mark, "appstack-operator", ns);
@@ -729,26 +732,12 @@ async fn moving_to_an_external_database_migrates_it_before_the_backend_follows()
         (reference.name.as_str(), reference.key.as_str()),
         ("prod-db", "DATABASE_URL")
     );
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let rolled = replica_sets
-        .list(
-            &ListParams::default()
-                .labels("app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend"),
-        )
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|set| {
-            set.spec.template.as_ref().is_some_and(|template| {
-                serde_json::to_string(template)
-                    .unwrap()
-                    .contains(r#""name":"prod-db""#)
-            })
-        })
-        .map(|set| set.metadata.creation_timestamp.unwrap())
-        .next()
-        .expect("a ReplicaSet for the new database");
+    let rolled = backend_rolled_at(&client, ns, |pod| {
+        serde_json::to_string(pod)
+            .unwrap()
+            .contains(r#""name":"prod-db""#)
+    })
+    .await;
     assert!(
         rolled.0 >= completed.0,
         "backend rolled at {rolled:?}, before the migration completed at {completed:?}"

@@ -14,8 +14,8 @@ use common::{
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::Api;
 use kube::api::{ListParams, PostParams};
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 /// The leader gauge of the default Lease.
@@ -214,28 +214,8 @@ async fn secret_values_never_reach_logs_events_or_status() {
         "trace logging is on ({} lines)",
         lines.len()
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    let places = [
-        ("the operator's output", lines.join("\n")),
-        (
-            "the Events",
-            serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items)
-                .unwrap(),
-        ),
-        (
-            "the core Events",
-            serde_json::to_string(
-                &core_events
-                    .list(&ListParams::default())
-                    .await
-                    .unwrap()
-                    .items,
-            )
-            .unwrap(),
-        ),
-        ("the status", serde_json::to_string(&ready.status).unwrap()),
-    ];
+    let mut places = reported(&client, ns, &lines).await;
+    places.push(("the status", serde_json::to_string(&ready.status).unwrap()));
     for (place, text) in &places {
         for value in &forbidden {
             let value = String::from_utf8_lossy(value);
@@ -341,29 +321,9 @@ async fn a_database_password_never_reaches_logs_events_status_or_metrics() {
         "trace logging is on ({} lines)",
         lines.len()
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    let places = [
-        ("the operator's output", lines.join("\n")),
-        (
-            "the Events",
-            serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items)
-                .unwrap(),
-        ),
-        (
-            "the core Events",
-            serde_json::to_string(
-                &core_events
-                    .list(&ListParams::default())
-                    .await
-                    .unwrap()
-                    .items,
-            )
-            .unwrap(),
-        ),
-        ("the status", statuses.join("\n")),
-        ("the metrics", operator.metrics().await),
-    ];
+    let mut places = reported(&client, ns, &lines).await;
+    places.push(("the status", statuses.join("\n")));
+    places.push(("the metrics", operator.metrics().await));
     for (place, text) in &places {
         for value in &forbidden {
             assert!(!text.contains(value.as_str()), "{place} contain a password");
@@ -373,6 +333,29 @@ async fn a_database_password_never_reaches_logs_events_status_or_metrics() {
         places[0].1.contains("AuthenticationFailed") && places[1].1.contains("DatabaseMissing"),
         "the failures were logged and reported"
     );
+}
+
+/// Where the operator reports what it does, each as one text to search:
+/// its output (`lines`) and the Events in `namespace`, through both APIs.
+async fn reported(
+    client: &Client,
+    namespace: &str,
+    lines: &[String],
+) -> Vec<(&'static str, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let all = ListParams::default();
+    vec![
+        ("the operator's output", lines.join("\n")),
+        (
+            "the Events",
+            serde_json::to_string(&events.list(&all).await.unwrap().items).unwrap(),
+        ),
+        (
+            "the core Events",
+            serde_json::to_string(&core_events.list(&all).await.unwrap().items).unwrap(),
+        ),
+    ]
 }
 
 /// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
