@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::children::{self, Children, DatabaseChildren, Workload};
 use crate::crd::AppStack;
 use crate::secrets;
-use crate::stack::{Database, InvalidSpec, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack};
 
 /// Stand-in for the UID the API server assigns.
 pub const PLACEHOLDER_UID: &str = "<uid>";
@@ -25,8 +25,8 @@ pub enum RenderError {
 /// the order the controller applies them. Secret values are placeholders;
 /// the ServiceMonitor is shown whenever enabled (in a cluster it is applied
 /// only where its API is served). The migration Job of an external database
-/// is named by a comment only: its revision covers the host, port and
-/// database of the URL in the user's Secret, which render does not read.
+/// carries a revision computed without the URL in the user's Secret, which
+/// render does not read; a comment says its name in a cluster differs.
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
     let mut output = String::new();
     for document in serde_yaml::Deserializer::from_str(input) {
@@ -60,7 +60,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         } = children::build(
             &validated,
             &secrets::placeholders(&validated),
-            validated.managed_database_identity().as_ref(),
+            Some(&rendered_identity(&validated)),
         );
         let push = |output: &mut String, object: &dyn erased::Yaml| {
             output.push_str("---\n");
@@ -81,14 +81,15 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
         if let Some(job) = &migration_job {
             push(&mut output, job);
-        } else if let (Some(_), Database::External { url_secret_ref }) =
-            (&validated.migration, &validated.database)
-        {
-            output.push_str(&format!(
-                "# Job {}-migrate-<revision>: the revision covers the database named by \
-                 key {} of Secret {}, read in the cluster\n",
-                validated.name, url_secret_ref.key, url_secret_ref.name
-            ));
+            if let Database::External { url_secret_ref } = &validated.database {
+                let note = format!(
+                    "# In a cluster this Job's name differs: its revision covers the host, port \
+                     and database of the URL in Secret {} key {}.\n",
+                    url_secret_ref.name, url_secret_ref.key
+                );
+                let start = output.rfind("---\n").expect("the Job's document") + "---\n".len();
+                output.insert_str(start, &note);
+            }
         }
         for Workload {
             deployment,
@@ -103,6 +104,24 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
     }
     Ok(output)
+}
+
+/// The database identity a migration revision is rendered with: the
+/// managed database's, or a stand-in naming the external URL's Secret.
+fn rendered_identity(stack: &ValidatedStack) -> DatabaseIdentity {
+    match &stack.database {
+        Database::Managed(_) => DatabaseIdentity::Managed {
+            database: stack.database_name.clone(),
+        },
+        Database::External { url_secret_ref } => DatabaseIdentity::External {
+            host: format!(
+                "<from Secret {}/{}>",
+                url_secret_ref.name, url_secret_ref.key
+            ),
+            port: 0,
+            database: String::new(),
+        },
+    }
 }
 
 /// A Secret with its (placeholder) data as `stringData`, so a reader sees
@@ -175,16 +194,19 @@ mod tests {
     }
 
     #[test]
-    fn an_external_database_names_its_job_in_a_comment() {
+    fn an_external_database_job_says_its_name_differs_in_a_cluster() {
         let input = include_str!("../deploy/examples/shop.yaml").replace(
             "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
             "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
         );
         let output = render(&input, "prod").unwrap();
-        assert!(!output.contains("kind: Job"), "{output}");
-        assert!(output.contains(
-            "# Job shop-migrate-<revision>: the revision covers the database named by key DATABASE_URL of Secret prod-db"
-        ));
+        let job = output
+            .split("---\n")
+            .find(|document| document.contains("kind: Job"))
+            .expect("the Job is shown");
+        assert!(job.starts_with(
+            "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
+        ), "{job}");
     }
 
     #[test]

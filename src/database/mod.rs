@@ -273,7 +273,10 @@ impl Databases {
             ),
             Err(failure) => {
                 debug!(reason = failure.reason, message = %failure.message, "database check failed");
-                Check::pending(failure.reason, failure.message)
+                Check::pending(
+                    failure.reason,
+                    format!("{} (URL from {})", failure.message, located.source),
+                )
             }
         }
     }
