@@ -403,6 +403,30 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
+    fn database_checks_default_to_all_and_take_the_documented_values() {
+        let checks = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run(run)) => Ok(run.database_checks),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(checks(&["appstack", "run"]), Ok(DatabaseChecks::All));
+        for (value, expected) in [
+            ("all", DatabaseChecks::All),
+            ("external", DatabaseChecks::External),
+            ("none", DatabaseChecks::None),
+        ] {
+            assert_eq!(
+                checks(&["appstack", "run", "--database-checks", value]),
+                Ok(expected)
+            );
+        }
+        assert_eq!(
+            checks(&["appstack", "run", "--database-checks", "some"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
+
+    #[test]
     fn every_run_flag_reads_a_variable_the_readme_documents() {
         let command = Cli::command();
         let run = command.find_subcommand("run").expect("a run subcommand");

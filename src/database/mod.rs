@@ -193,10 +193,6 @@ impl Databases {
         }
     }
 
-    pub fn checks(&self) -> DatabaseChecks {
-        self.checks
-    }
-
     /// Whether the operator connects to this database.
     pub fn reaches(&self, located: &Located) -> bool {
         match self.checks {
