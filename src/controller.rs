@@ -28,6 +28,7 @@ use tracing::{Instrument, debug, info, warn};
 use crate::apply::{self, Applied};
 use crate::children::{self, Children, DatabaseChildren, Workload, database_name, env_name};
 use crate::crd::{AppStack, AppStackStatus, MigrationStatus};
+use crate::database::{self, DatabaseChecks, Databases, Located};
 use crate::metrics::Metrics;
 use crate::secrets::{self, ObservedSecrets, SecretValue};
 use crate::server::ProcessState;
@@ -115,6 +116,8 @@ pub struct Context {
     service_monitor_api: Mutex<Option<(Instant, Option<ApiResource>)>>,
     /// Consecutive failures per stack UID, for the retry backoff.
     failures: std::sync::Mutex<HashMap<String, u32>>,
+    /// Connection checks of the stacks' databases and their retry pace.
+    pub databases: Databases,
 }
 
 impl Context {
@@ -126,11 +129,18 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            databases: Databases::new(DatabaseChecks::default(), metrics.clone()),
             metrics,
             reconcile_timeout,
             service_monitor_api: Mutex::new(None),
             failures: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Which databases the operator connects to (`--database-checks`).
+    pub fn with_database_checks(mut self, checks: DatabaseChecks) -> Self {
+        self.databases = Databases::new(checks, self.metrics.clone());
+        self
     }
 
     /// The retry delay after a failure: doubling from 1 s, capped at
@@ -397,6 +407,14 @@ async fn reconcile_stack(cached: Arc<AppStack>, context: Arc<Context>) -> Result
         write_status(&context.client, &namespace, &name, &status).await?;
         info!(%namespace, %name, outcome = ?observation.outcome(), "status updated");
     }
+    let uid = stack.uid().unwrap_or_default();
+    if let Some(delay) = context
+        .databases
+        .retry_after(&uid, observation.database.as_ref())
+    {
+        // The database cannot be used: look again later and later.
+        return Ok(Action::requeue(delay));
+    }
     Ok(next_check(&observation))
 }
 
@@ -463,6 +481,12 @@ pub fn transition_events(
         secondary: None,
     };
     let mut events = Vec::new();
+    if let Some(condition) = status::condition(Some(desired), types::DATABASE_READY)
+        .filter(|condition| reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str()))
+        && let Some(note) = became(types::DATABASE_READY, &condition.reason)
+    {
+        events.push(event(EventType::Warning, &condition.reason, note));
+    }
     if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
         events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));
     }
@@ -513,6 +537,14 @@ async fn pipeline(
     if validated.deletes_database_with_stack() {
         set_finalizer(&stacks, stack, true).await?;
     }
+    let previous_migration = stack
+        .status
+        .as_ref()
+        .and_then(|status| status.migration.clone());
+    if validated.migration.is_some() {
+        // Until the migration step reports, the status keeps what it said.
+        observation.migration = previous_migration.clone();
+    }
 
     // Fetch what is referenced and what was generated before.
     let referenced = stack.spec.referenced_secrets();
@@ -535,7 +567,10 @@ async fn pipeline(
     } else {
         None
     };
-    let built = children::build(validated, &resolved.values);
+    let located = database::locate(validated, &observed, &resolved.values);
+    let identity = located.as_ref().ok().map(|located| &located.identity);
+    let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
+    let built = children::build(validated, &resolved.values, identity);
     sweep(
         context,
         stack,
@@ -598,7 +633,17 @@ async fn pipeline(
         "env and database credentials are in place",
     ));
 
-    // 2. The database.
+    // 2. The database: ready, and answering where the operator reaches it.
+    let migration_pending = target_revision.is_some()
+        && target_revision
+            != previous_migration
+                .as_ref()
+                .and_then(|migration| migration.applied_revision.clone());
+    let settled = database::settled(
+        stack.status.as_ref(),
+        validated.generation,
+        migration_pending,
+    );
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     let database_check = match (database, &validated.database) {
         (
@@ -624,13 +669,11 @@ async fn pipeline(
                         children::database::volume_claim_name(validated)
                     ),
                 ),
+                check if check.ok => context.databases.readiness(&located, settled).await,
                 check => check,
             }
         }
-        (None, Database::External { url_secret_ref }) => Check::ok(
-            reasons::EXTERNAL_DATABASE,
-            format!("using the database URL in Secret {:?}", url_secret_ref.name),
-        ),
+        (None, Database::External { .. }) => context.databases.readiness(&located, settled).await,
         (None, Database::Managed(_)) => unreachable!("a managed database always has children"),
     };
     if !validated.deletes_database_with_stack() {
@@ -640,26 +683,27 @@ async fn pipeline(
     }
     let database_ready = database_check.ok;
     observation.database = Some(database_check);
-    if !database_ready {
+    let (true, Ok(located)) = (database_ready, &located) else {
         return Ok(());
-    }
+    };
 
     // 3. Migrations: the target revision's Job must succeed first.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let previous_migration = stack
-        .status
-        .as_ref()
-        .and_then(|status| status.migration.clone());
-    let migrations_check = match (&migration_job, &validated.migration) {
-        (Some(job), Some(migration)) => {
+    let migrations_check = match (&migration_job, &validated.migration, &target_revision) {
+        (Some(job), Some(migration), Some(revision)) => {
             let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+            let schema = SchemaSource {
+                located,
+                query: migration.spec.revision_query.as_deref(),
+            };
             let (check, migration_status) = migrate(
                 context,
                 stack,
                 &jobs,
                 job,
-                &migration.revision,
+                revision,
                 previous_migration,
+                schema,
             )
             .await?;
             observation.migration = Some(migration_status);
@@ -743,7 +787,24 @@ async fn pipeline(
     Ok(())
 }
 
-/// Runs (or follows) the migration Job of `revision`.
+/// Where the schema revision is read after a migration succeeded.
+struct SchemaSource<'a> {
+    located: &'a Located,
+    /// `spec.migrations.revisionQuery`; Alembic's table when `None`.
+    query: Option<&'a str>,
+}
+
+impl SchemaSource<'_> {
+    async fn read(&self, context: &Context) -> (Option<String>, String) {
+        context
+            .databases
+            .schema_revision(self.located, self.query)
+            .await
+    }
+}
+
+/// Runs (or follows) the migration Job of `revision`, and reads the schema
+/// revision it left once it succeeded (again on later passes while unknown).
 async fn migrate(
     context: &Context,
     stack: &AppStack,
@@ -751,6 +812,7 @@ async fn migrate(
     job: &Job,
     revision: &str,
     previous: Option<MigrationStatus>,
+    schema: SchemaSource<'_>,
 ) -> Result<(Check, MigrationStatus), Error> {
     let job_name = job.name_any();
     let previous = previous.unwrap_or_default();
@@ -760,6 +822,7 @@ async fn migrate(
         applied_revision: applied_before.clone(),
         job_name: Some(job_name.clone()),
         attempts: None,
+        schema_revision: previous.schema_revision.clone(),
     };
     if applied_before.as_deref() == Some(revision) {
         // Already applied: the Job may have been cleaned up; never re-run it.
@@ -768,9 +831,17 @@ async fn migrate(
             .await
             .map_err(fetch_error("the migration Job"))?;
         status.attempts = existing.as_ref().map(job_attempts).or(previous.attempts);
+        let note = match &status.schema_revision {
+            Some(known) => database::schema_note(known),
+            None => {
+                let (read, note) = schema.read(context).await;
+                status.schema_revision = read;
+                note
+            }
+        };
         let check = Check::ok(
             reasons::MIGRATION_SUCCEEDED,
-            format!("revision {revision} applied"),
+            format!("revision {revision} applied; {note}"),
         );
         return Ok((check, status));
     }
@@ -787,9 +858,11 @@ async fn migrate(
     let check = match job_state(&applied.object) {
         JobState::Succeeded => {
             status.applied_revision = Some(revision.into());
+            let (read, note) = schema.read(context).await;
+            status.schema_revision = read;
             Check::ok(
                 reasons::MIGRATION_SUCCEEDED,
-                format!("revision {revision} applied"),
+                format!("revision {revision} applied; {note}"),
             )
         }
         JobState::Failed(why) => Check::pending(
@@ -937,7 +1010,10 @@ async fn observe_secrets(
     }
     observed.env = data_of(get(env_name(stack)).await?).unwrap_or_default();
     for name in referenced {
-        let data = data_of(get(name.to_string()).await?).unwrap_or_default();
+        let Some(data) = data_of(get(name.to_string()).await?) else {
+            continue;
+        };
+        observed.present.insert(name.to_string());
         for (key, value) in data {
             observed.referenced.insert((name.to_string(), key), value);
         }
@@ -1403,5 +1479,21 @@ mod tests {
             transition_events(Some(&failed), &failed).is_empty(),
             "no repeat on a converged pass"
         );
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_used_is_a_warning_once() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let mut refused = observation(Check::pending(reasons::WAITING_FOR_DATABASE, "waiting"));
+        refused.database = Some(Check::pending(
+            reasons::CONNECTION_REFUSED,
+            "127.0.0.1:5432 refused the connection",
+        ));
+        let status = desired_status(&refused, 1, None, at);
+        let events = transition_events(None, &status);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, reasons::CONNECTION_REFUSED);
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert!(transition_events(Some(&status), &status).is_empty());
     }
 }

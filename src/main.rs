@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use appstack::controller::{self, Context, RunOptions};
+use appstack::database::DatabaseChecks;
 use appstack::leader::{self, LeaderState, LeaseSettings};
 use appstack::metrics::{Metrics, RequestCounterLayer};
 use appstack::server::{self, ProcessState};
@@ -100,6 +101,17 @@ struct RunArgs {
     /// hostname and process id).
     #[arg(long, env = "APPSTACK_LEADER_ELECT_IDENTITY")]
     leader_elect_identity: Option<String>,
+    /// Which databases the operator connects to (SELECT 1 before
+    /// migrating, then the schema revision): `all` in the cluster;
+    /// `external` when the operator cannot reach pod IPs (outside the
+    /// cluster, a local control plane); `none` to never connect.
+    #[arg(
+        long,
+        env = "APPSTACK_DATABASE_CHECKS",
+        value_enum,
+        default_value_t = DatabaseChecks::All
+    )]
+    database_checks: DatabaseChecks,
 }
 
 #[derive(Args, Debug)]
@@ -235,11 +247,10 @@ async fn run(args: RunArgs) -> ExitCode {
     // Reconcile while leading (always, without election). A leader that
     // loses its lease stops at once and stands by again.
     let lead = Lead {
-        context: Arc::new(Context::new(
-            client.clone(),
-            metrics.clone(),
-            request_timeout,
-        )),
+        context: Arc::new(
+            Context::new(client.clone(), metrics.clone(), request_timeout)
+                .with_database_checks(args.database_checks),
+        ),
         options: RunOptions {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
@@ -395,6 +406,30 @@ async fn shutdown_signal() {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn database_checks_default_to_all_and_take_the_documented_values() {
+        let checks = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run(run)) => Ok(run.database_checks),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(checks(&["appstack", "run"]), Ok(DatabaseChecks::All));
+        for (value, expected) in [
+            ("all", DatabaseChecks::All),
+            ("external", DatabaseChecks::External),
+            ("none", DatabaseChecks::None),
+        ] {
+            assert_eq!(
+                checks(&["appstack", "run", "--database-checks", value]),
+                Ok(expected)
+            );
+        }
+        assert_eq!(
+            checks(&["appstack", "run", "--database-checks", "some"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
 
     #[test]
     fn every_run_flag_reads_a_variable_the_readme_documents() {

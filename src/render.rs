@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::children::{self, Children, DatabaseChildren, Workload};
 use crate::crd::AppStack;
 use crate::secrets;
-use crate::stack::{InvalidSpec, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack};
 
 /// Stand-in for the UID the API server assigns.
 pub const PLACEHOLDER_UID: &str = "<uid>";
@@ -24,7 +24,9 @@ pub enum RenderError {
 /// Renders every AppStack in a YAML stream as a YAML stream of children, in
 /// the order the controller applies them. Secret values are placeholders;
 /// the ServiceMonitor is shown whenever enabled (in a cluster it is applied
-/// only where its API is served).
+/// only where its API is served). The migration Job of an external database
+/// carries a revision computed without the URL in the user's Secret, which
+/// render does not read; a comment says its name in a cluster differs.
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
     let mut output = String::new();
     for document in serde_yaml::Deserializer::from_str(input) {
@@ -55,40 +57,71 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             backend,
             frontend,
             service_monitor,
-        } = children::build(&validated, &secrets::placeholders(&validated));
-        let mut push = |object: &dyn erased::Yaml| {
+        } = children::build(
+            &validated,
+            &secrets::placeholders(&validated),
+            Some(&rendered_identity(&validated)),
+        );
+        let push = |output: &mut String, object: &dyn erased::Yaml| {
             output.push_str("---\n");
             output.push_str(&object.to_yaml());
         };
         if let Some(secret) = database_secret {
-            push(&readable(secret));
+            push(&mut output, &readable(secret));
         }
-        push(&readable(env_secret));
-        push(&env_config);
+        push(&mut output, &readable(env_secret));
+        push(&mut output, &env_config);
         if let Some(DatabaseChildren {
             statefulset,
             service,
         }) = &database
         {
-            push(service);
-            push(statefulset);
+            push(&mut output, service);
+            push(&mut output, statefulset);
         }
         if let Some(job) = &migration_job {
-            push(job);
+            push(&mut output, job);
+            if let Database::External { url_secret_ref } = &validated.database {
+                let note = format!(
+                    "# In a cluster this Job's name differs: its revision covers the host, port \
+                     and database of the URL in Secret {} key {}.\n",
+                    url_secret_ref.name, url_secret_ref.key
+                );
+                let start = output.rfind("---\n").expect("the Job's document") + "---\n".len();
+                output.insert_str(start, &note);
+            }
         }
         for Workload {
             deployment,
             service,
         } in std::iter::once(&backend).chain(frontend.as_ref())
         {
-            push(service);
-            push(deployment);
+            push(&mut output, service);
+            push(&mut output, deployment);
         }
         if let Some(monitor) = &service_monitor {
-            push(monitor);
+            push(&mut output, monitor);
         }
     }
     Ok(output)
+}
+
+/// The database identity a migration revision is rendered with: the
+/// managed database's, or a stand-in naming the external URL's Secret.
+fn rendered_identity(stack: &ValidatedStack) -> DatabaseIdentity {
+    match &stack.database {
+        Database::Managed(_) => DatabaseIdentity::Managed {
+            database: stack.database_name.clone(),
+        },
+        Database::External { url_secret_ref } => DatabaseIdentity::External {
+            host: format!(
+                "<from Secret {}/{}>",
+                url_secret_ref.name, url_secret_ref.key
+            ),
+            port: 0,
+            database: String::new(),
+        },
+    }
 }
 
 /// A Secret with its (placeholder) data as `stringData`, so a reader sees
@@ -158,6 +191,22 @@ mod tests {
         let data = env.string_data.unwrap();
         assert_eq!(data["SECRET_KEY"], "<generated: 48 characters>");
         assert_eq!(data["SENDGRID_API_KEY"], "<from Secret sendgrid/api-key>");
+    }
+
+    #[test]
+    fn an_external_database_job_says_its_name_differs_in_a_cluster() {
+        let input = include_str!("../deploy/examples/shop.yaml").replace(
+            "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+            "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+        );
+        let output = render(&input, "prod").unwrap();
+        let job = output
+            .split("---\n")
+            .find(|document| document.contains("kind: Job"))
+            .expect("the Job is shown");
+        assert!(job.starts_with(
+            "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
+        ), "{job}");
     }
 
     #[test]
