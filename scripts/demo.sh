@@ -25,7 +25,10 @@ if [[ -f "$STATE/operator.pid" ]] && kill -0 "$(cat "$STATE/operator.pid")" 2>/d
   kill "$(cat "$STATE/operator.pid")"
   sleep 1
 fi
+# On the host, outside the (fake) pod network: connect to external
+# databases only, never to the managed one's Service.
 KUBECONFIG="$(scripts/cluster.sh operator-kubeconfig)" LOG_FORMAT=text \
+  APPSTACK_DATABASE_CHECKS=external \
   nohup "$APPSTACK" run >"$STATE/logs/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
 

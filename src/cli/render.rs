@@ -8,7 +8,7 @@ use crate::children;
 use crate::crd::AppStack;
 use crate::reconcile::plan::{self, Object};
 use crate::secrets;
-use crate::stack::{InvalidSpec, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack};
 use crate::stages;
 
 /// Stand-in for the UID the API server assigns.
@@ -26,7 +26,9 @@ pub enum RenderError {
 /// Renders every AppStack in a YAML stream as a YAML stream of children, in
 /// the order the controller applies them. Secret values are placeholders;
 /// the ServiceMonitor is shown whenever enabled (in a cluster it is applied
-/// only where its API is served).
+/// only where its API is served). The migration Job of an external database
+/// carries a revision computed without the URL in the user's Secret, which
+/// render does not read; a comment says its name in a cluster differs.
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
     let mut output = String::new();
     for document in serde_yaml::Deserializer::from_str(input) {
@@ -51,6 +53,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         let children = plan::by_stage(children::build(
             &validated,
             &secrets::placeholders(&validated),
+            Some(&rendered_identity(&validated)),
         ));
         for stage in stages::ORDER {
             for desired in &children[&stage] {
@@ -59,6 +62,15 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
                     other => other.clone(),
                 };
                 output.push_str("---\n");
+                if let (Object::Job(_), Database::External { url_secret_ref }) =
+                    (&object, &validated.database)
+                {
+                    output.push_str(&format!(
+                        "# In a cluster this Job's name differs: its revision covers the host, port \
+                         and database of the URL in Secret {} key {}.\n",
+                        url_secret_ref.name, url_secret_ref.key
+                    ));
+                }
                 output.push_str(
                     &serde_yaml::to_string(&object.to_value()).expect("children always serialize"),
                 );
@@ -66,6 +78,24 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
     }
     Ok(output)
+}
+
+/// The database identity a migration revision is rendered with: the
+/// managed database's, or a stand-in naming the external URL's Secret.
+fn rendered_identity(stack: &ValidatedStack) -> DatabaseIdentity {
+    match &stack.database {
+        Database::Managed(_) => DatabaseIdentity::Managed {
+            database: stack.database_name.clone(),
+        },
+        Database::External { url_secret_ref } => DatabaseIdentity::External {
+            host: format!(
+                "<from Secret {}/{}>",
+                url_secret_ref.name, url_secret_ref.key
+            ),
+            port: 0,
+            database: String::new(),
+        },
+    }
 }
 
 /// A Secret with its (placeholder) data as `stringData`, so a reader sees
@@ -122,6 +152,22 @@ mod tests {
         let data = env.string_data.unwrap();
         assert_eq!(data["SECRET_KEY"], "<generated: 48 characters>");
         assert_eq!(data["SENDGRID_API_KEY"], "<from Secret sendgrid/api-key>");
+    }
+
+    #[test]
+    fn an_external_database_job_says_its_name_differs_in_a_cluster() {
+        let input = include_str!("../../deploy/examples/shop.yaml").replace(
+            "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+            "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+        );
+        let output = render(&input, "prod").unwrap();
+        let job = output
+            .split("---\n")
+            .find(|document| document.contains("kind: Job"))
+            .expect("the Job is shown");
+        assert!(job.starts_with(
+            "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
+        ), "{job}");
     }
 
     #[test]

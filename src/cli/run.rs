@@ -102,6 +102,7 @@ async fn run(args: RunArgs) -> ExitCode {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
             pass_timeout: request_timeout,
+            database_checks: args.database_checks,
         },
         state: state.clone(),
         grace: Duration::from_secs(args.shutdown_timeout_seconds),

@@ -19,6 +19,7 @@ use super::server::ProcessState;
 use super::telemetry::error_chain;
 use crate::children;
 use crate::crd::AppStack;
+use crate::database::{DatabaseChecks, Databases};
 use crate::reconcile::{self, Context};
 
 /// Longest wait before retrying a failed pass.
@@ -33,6 +34,8 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// Upper bound of one pass; its API calls share the bound.
     pub pass_timeout: Duration,
+    /// Which databases the operator connects to.
+    pub database_checks: DatabaseChecks,
 }
 
 /// What the controller of one scope shares between its passes.
@@ -84,6 +87,7 @@ pub async fn run(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
+    let databases = Arc::new(Databases::new(options.database_checks, metrics.clone()));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let mut watches = Vec::new();
     let mut all_caches = Vec::new();
@@ -116,6 +120,7 @@ pub async fn run(
                 recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 caches: caches.clone(),
+                databases: databases.clone(),
             },
             timeout: options.pass_timeout,
             failures,

@@ -17,6 +17,8 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
+pub mod postgres;
+
 /// Field manager the tests write with.
 pub const TEST_MANAGER: &str = "appstack-tests";
 
@@ -228,6 +230,9 @@ impl Operator {
             .env("LOG_LEVEL", "info,appstack=debug")
             .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
+            // The operator runs on the host: the managed databases' pods are
+            // not reachable (nor real), external ones are on loopback.
+            .env("APPSTACK_DATABASE_CHECKS", "external")
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
