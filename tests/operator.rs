@@ -1,6 +1,6 @@
 //! The operator against the real local control plane: each test runs the
 //! `appstack` binary as a child process, scoped to a fresh namespace, as the
-//! `appstack-operator` user bound by deploy/rbac.yaml.
+//! chart's ServiceAccount with the chart's RBAC rendered for that namespace.
 
 mod common;
 
@@ -615,11 +615,10 @@ async fn a_converged_stack_costs_no_writes() {
     }
     // Let trailing watch events settle before stopping.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = operator.user.clone();
     operator.stop().await;
     assert!(
-        !audit
-            .writes_since(start, "appstack-operator", ns)
-            .is_empty(),
+        !audit.writes_since(start, &user, ns).is_empty(),
         "the audit log sees the operator's writes"
     );
 
@@ -639,7 +638,7 @@ async fn a_converged_stack_costs_no_writes() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = audit.writes_since(mark, "appstack-operator", ns);
+    let writes = audit.writes_since(mark, &operator.user, ns);
     assert!(
         writes.is_empty(),
         "a converged re-reconcile wrote: {writes:#?}"
