@@ -20,7 +20,10 @@ source "$ROOT/scripts/lib/go-build.sh"
 
 etcd_dir="$(build etcd "$ETCD_VERSION" etcd -- go.etcd.io/etcd/server/v3)"
 kwok_dir="$(build kwok "$KWOK_VERSION" kwok -- sigs.k8s.io/kwok/cmd/kwok)"
-k8s_dir="$(build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
+# The API server reports its version (kubectl version, Helm's kubeVersion
+# checks) from these variables, which upstream's release build stamps.
+K8S_MINOR="${K8S_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"
+k8s_dir="$(LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$K8S_MINOR -X k8s.io/component-base/version.gitTreeState=clean" build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)"
 

@@ -20,7 +20,7 @@ log() { echo "[build-tools] $*" >&2; }
 # shellcheck source=scripts/lib/go-build.sh
 source "$ROOT/scripts/lib/go-build.sh"
 
-helm_dir="$(build helm "$HELM_VERSION" helm -- helm.sh/helm/v4/cmd/helm)"
+helm_dir="$(LDFLAGS="-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" build helm "$HELM_VERSION" helm -- helm.sh/helm/v4/cmd/helm)"
 actionlint_dir="$(build actionlint "$ACTIONLINT_VERSION" actionlint -- github.com/rhysd/actionlint/cmd/actionlint)"
 kstatus_dir="$(build kstatus "$KSTATUS_VERSION" kstatus -- appstack.dev/hack/tools/kstatus)"
 

@@ -9,7 +9,8 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::{
-    Operator, TestNamespace, apply_stack, chart_dir, eventually, example, helm, setup, wait_ready,
+    Operator, TestNamespace, apply_stack, chart_dir, documents, eventually, example, run_helm,
+    setup, wait_ready,
 };
 use serde_json::Value;
 
@@ -166,16 +167,6 @@ fn the_values_schema_declares_every_value_and_rejects_unknown_keys() {
     }
 }
 
-/// `helm` run to completion: (success, stdout, stderr).
-async fn run_helm(args: &[&str]) -> (bool, String, String) {
-    let output = helm().args(args).output().await.expect("run helm");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// The chart rendered with `args`, as JSON objects.
 async fn render(args: &[&str]) -> Vec<Value> {
     let chart = chart_dir();
@@ -184,14 +175,6 @@ async fn render(args: &[&str]) -> Vec<Value> {
     let (ok, stdout, stderr) = run_helm(&all).await;
     assert!(ok, "helm template {args:?}: {stderr}");
     documents(&stdout)
-}
-
-fn documents(yaml: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|document| Value::deserialize(document).expect("valid YAML"))
-        .filter(|value| !value.is_null())
-        .collect()
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {

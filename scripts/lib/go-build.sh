@@ -4,15 +4,17 @@
 # go.sum. The caller sets ROOT, HACK, CACHE and defines log().
 
 # key <module dir> <version>: a cache directory name that changes whenever the
-# pinned module graph changes. Only the files' contents count, not where the
-# checkout is, so every clone shares the cache.
+# pinned module graph or the link flags ($LDFLAGS) change. Only contents
+# count, not where the checkout is, so every clone shares the cache.
 key() {
   local sum
-  sum="$(cat "$HACK/$1/go.mod" "$HACK/$1/go.sum" | sha256sum | cut -c1-12)"
+  sum="$({ cat "$HACK/$1/go.mod" "$HACK/$1/go.sum"; echo "${LDFLAGS:-}"; } | sha256sum | cut -c1-12)"
   echo "$CACHE/bin/$1-$2-$sum"
 }
 
-# build <module dir> <version> <binary names...> -- <packages...>
+# build <module dir> <version> <binary names...> -- <packages...>, linked with
+# $LDFLAGS added (for example -X flags stamping the upstream version, which a
+# build from the module proxy otherwise lacks).
 build() {
   local module="$1" version="$2"; shift 2
   local names=() packages=()
@@ -34,7 +36,7 @@ build() {
   # A single package is named explicitly: etcd's main package sits at a
   # module root ending in /v3, which go build would name after the path.
   [[ "${#packages[@]}" == 1 ]] && out="$tmp/${names[0]}"
-  (cd "$HACK/$module" && GOFLAGS=-buildvcs=false go build -trimpath -ldflags="-s -w" -o "$out" "${packages[@]}")
+  (cd "$HACK/$module" && GOFLAGS=-buildvcs=false go build -trimpath -ldflags="-s -w ${LDFLAGS:-}" -o "$out" "${packages[@]}")
   rm -rf "$dir"
   mv "$tmp" "$dir"
   log "built ${names[*]}"

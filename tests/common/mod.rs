@@ -288,6 +288,25 @@ pub fn helm() -> tokio::process::Command {
     command
 }
 
+/// `helm args` run to completion: (success, stdout, stderr).
+pub async fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let output = helm().args(args).output().await.expect("run helm");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The documents of a YAML stream, as JSON values (empty ones dropped).
+pub fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
 /// A kubeconfig authenticating as ServiceAccount `account` of `namespace`,
 /// with a token from the TokenRequest API (`scripts/cluster.sh
 /// sa-kubeconfig`), and the user name the API server's audit log records.
