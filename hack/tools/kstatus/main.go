@@ -29,17 +29,23 @@ func main() {
 	decoder := utilyaml.NewYAMLOrJSONDecoder(bufio.NewReader(os.Stdin), 4096)
 	encoder := json.NewEncoder(os.Stdout)
 	for {
-		var object map[string]any
-		if err := decoder.Decode(&object); err == io.EOF {
+		var raw json.RawMessage
+		if err := decoder.Decode(&raw); err == io.EOF {
 			return
 		} else if err != nil {
 			fmt.Fprintf(os.Stderr, "kstatus: reading objects: %v\n", err)
 			os.Exit(1)
 		}
-		if object == nil {
+		if len(raw) == 0 || string(raw) == "null" {
 			continue
 		}
-		u := &unstructured.Unstructured{Object: object}
+		// Unstructured's own decoding keeps integers as int64, as kstatus
+		// expects of generations.
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(raw); err != nil {
+			fmt.Fprintf(os.Stderr, "kstatus: decoding an object: %v\n", err)
+			os.Exit(1)
+		}
 		result, err := status.Compute(u)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "kstatus: %s %s: %v\n", u.GetKind(), u.GetName(), err)
