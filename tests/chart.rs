@@ -378,7 +378,19 @@ async fn values_shape_the_rendered_objects() {
     assert!(find(&without, "ServiceMonitor").is_empty());
     assert!(find(&without, "PrometheusRule").is_empty());
     let mut served = monitoring.to_vec();
-    served.extend(["--api-versions", "monitoring.coreos.com/v1"]);
+    // Each kind counts on its own: its CRD may be installed without the
+    // other's.
+    let mut only_monitors = monitoring.to_vec();
+    only_monitors.extend(["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"]);
+    let partly = render(&only_monitors).await;
+    assert_eq!(find(&partly, "ServiceMonitor").len(), 1);
+    assert!(find(&partly, "PrometheusRule").is_empty());
+    served.extend([
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    ]);
     let with = render(&served).await;
     let monitor = the(&with, "ServiceMonitor");
     let service = the(&with, "Service");
@@ -692,7 +704,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
 
     let objects = render(&[
         "--api-versions",
-        "monitoring.coreos.com/v1",
+        "monitoring.coreos.com/v1/PrometheusRule",
         "--set",
         "prometheusRule.enabled=true,grafanaDashboard.enabled=true",
     ])

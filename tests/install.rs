@@ -14,13 +14,15 @@ use std::time::Instant;
 use appstack::crd::AppStack;
 use common::{
     LIMIT, Operator, TestNamespace, apply_stack, chart_dir, condition, create_secret,
-    deployment_args, eventually, example, run_helm, service_account_identity, setup, wait_for,
-    wait_ready,
+    deployment_args, documents, eventually, example, run_helm, service_account_identity, setup,
+    wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -125,6 +127,36 @@ fn assert_served_as(generated: &Value, served: &Value, path: &str) {
     }
 }
 
+/// The Prometheus Operator CRDs the chart's optional objects need.
+const MONITORING_CRDS: [&str; 2] = [
+    include_str!("fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+    include_str!("fixtures/crds/monitoring.coreos.com_prometheusrules.yaml"),
+];
+
+/// The kinds of the monitoring objects in `namespace`, sorted.
+async fn monitoring_objects(client: &Client, namespace: &str) -> Vec<String> {
+    let mut kinds = Vec::new();
+    for (kind, plural) in [
+        ("PrometheusRule", "prometheusrules"),
+        ("ServiceMonitor", "servicemonitors"),
+    ] {
+        let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            namespace,
+            &ApiResource::from_gvk_with_plural(&gvk, plural),
+        );
+        if api
+            .list(&Default::default())
+            .await
+            .is_ok_and(|list| !list.items.is_empty())
+        {
+            kinds.push(kind.to_string());
+        }
+    }
+    kinds
+}
+
 /// `kubectl auth can-i` as `user`.
 async fn can(user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
     let output = common::kubectl()
@@ -150,8 +182,29 @@ async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack()
     // Other tests installed the CRD with kubectl-style server-side apply,
     // as a platform team moving to the chart would have: Helm takes it
     // over.
-    helm_operator("install", release, release_ns, &["--take-ownership"]).await;
+    // Without the Prometheus Operator's CRDs, enabling its objects installs
+    // fine and renders none of them.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in MONITORING_CRDS {
+        let name = documents(crd)[0]["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let _ = crds.delete(&name, &Default::default()).await;
+        eventually("the monitoring CRD gone", LIMIT, || async {
+            matches!(crds.get_opt(&name).await, Ok(None)).then_some(())
+        })
+        .await;
+    }
+    let monitoring = "serviceMonitor.enabled=true,prometheusRule.enabled=true";
+    helm_operator(
+        "install",
+        release,
+        release_ns,
+        &["--take-ownership", "--set", monitoring],
+    )
+    .await;
+    assert!(monitoring_objects(&client, release_ns).await.is_empty());
     let installed = serde_json::to_value(crds.get(CRD_NAME).await.unwrap()).unwrap();
     let generated: Value = serde_yaml::from_str(CRD).unwrap();
     // Equal up to what the API server defaults (names.listKind,
@@ -190,15 +243,44 @@ async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack()
     assert!(can("auditor", "watch", "appstacks.appstack.dev", ns).await);
     assert!(!can("auditor", "create", "appstacks.appstack.dev", ns).await);
 
-    // An upgrade with changed values rolls the operator, not the stacks.
+    // An upgrade with changed values rolls the operator, not the stacks;
+    // with the Prometheus Operator's CRDs installed since, it adds the
+    // ServiceMonitor and PrometheusRule, and the optional parts install.
     let before = snapshot(&client, ns, "shop").await;
+    for crd in MONITORING_CRDS {
+        common::apply_yaml(&client, crd).await;
+    }
     helm_operator(
         "upgrade",
         release,
         release_ns,
-        &["--set", "concurrency=4,logLevel=debug"],
+        &[
+            "--set",
+            monitoring,
+            "--set",
+            "grafanaDashboard.enabled=true,networkPolicy.enabled=true",
+            "--set",
+            "concurrency=4,logLevel=debug",
+        ],
     )
     .await;
+    assert_eq!(
+        monitoring_objects(&client, release_ns).await,
+        ["PrometheusRule", "ServiceMonitor"]
+    );
+    let dashboards: Api<ConfigMap> = Api::namespaced(client.clone(), release_ns);
+    let dashboard = dashboards
+        .get(&format!("{release}-dashboard"))
+        .await
+        .unwrap();
+    assert!(
+        dashboard
+            .data
+            .unwrap()
+            .contains_key("appstack-operator.json")
+    );
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), release_ns);
+    assert!(policies.get_opt(release).await.unwrap().is_some());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), release_ns);
     let upgraded = serde_json::to_value(deployments.get(release).await.unwrap()).unwrap();
     assert!(

@@ -44,9 +44,12 @@ gives the operator's series through the ServiceMonitor. */}}
 job="{{ include "appstack-operator.metricsService" . }}", namespace="{{ .Release.Namespace }}"
 {{- end -}}
 
-{{/* Whether the cluster serves the Prometheus Operator API. */}}
+{{/* Whether the cluster serves the Prometheus Operator's kind (list: the
+root context, the kind). Each kind has its own CRD, so one may be served
+without the other. */}}
 {{- define "appstack-operator.monitoringServed" -}}
-{{- if .Capabilities.APIVersions.Has "monitoring.coreos.com/v1" -}}true{{- end -}}
+{{- $root := index . 0 -}}
+{{- if $root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" (index . 1)) -}}true{{- end -}}
 {{- end -}}
 
 {{/* What the operator does to an AppStack's children, the same in a
