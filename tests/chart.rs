@@ -235,6 +235,54 @@ async fn helm_lint_is_strictly_clean_and_the_rendered_manifest_is_committed() {
 }
 
 #[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn the_rendered_manifest_applies_server_side() {
+    // The Namespace first, for real: a dry run creates nothing, and the
+    // namespaced objects after it need it to exist.
+    let namespace = documents(RENDERED).remove(0);
+    let output = common::output_with_stdin(
+        {
+            let mut command = common::kubectl();
+            command.args(["apply", "--server-side", "-f", "-"]);
+            command
+        },
+        namespace.to_string().as_bytes(),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/appstack-operator.yaml");
+    let output = common::kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-f",
+            path,
+        ])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/appstacks.appstack.dev",
+        "deployment.apps/appstack-operator",
+        "clusterrole.rbac.authorization.k8s.io/appstack-operator",
+    ] {
+        assert!(stdout.contains(object), "{object} not applied: {stdout}");
+    }
+}
+
+#[tokio::test]
 #[ignore = "needs helm: run scripts/test.sh"]
 async fn values_shape_the_rendered_objects() {
     // Defaults: two replicas with leader election, a PDB, the CRD kept on
@@ -509,22 +557,12 @@ async fn the_operator_deployment_passes_pod_security_restricted_without_a_warnin
         }
     };
     let apply = |manifest: String, dry_run: bool| async move {
-        use tokio::io::AsyncWriteExt;
         let mut command = common::kubectl();
         command.args(["apply", "--server-side", "-f", "-"]);
         if dry_run {
             command.arg("--dry-run=server");
         }
-        let mut child = command
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(manifest.as_bytes()).await.unwrap();
-        drop(stdin);
-        let output = child.wait_with_output().await.unwrap();
+        let output = common::output_with_stdin(command, manifest.as_bytes()).await;
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stderr).into_owned(),

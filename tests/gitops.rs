@@ -24,9 +24,6 @@ const HEALTH_DIR: &str = concat!(
     "/deploy/argocd/resource_customizations/appstack.dev/AppStack"
 );
 
-/// The label KWOK's stages read to fail a pod's container.
-const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
-
 /// A JSON value as a Lua 5.1 table constructor (null fields left out, as
 /// Argo CD's conversion leaves them nil).
 fn lua(value: &Value) -> String {
@@ -68,23 +65,14 @@ fn lua_string(text: &str) -> String {
 /// Argo CD's reading of `object`: health.lua run on it in lua5.1, as
 /// (status, message).
 async fn argo_cd_health(object: &Value) -> (String, String) {
-    use tokio::io::AsyncWriteExt;
     let driver = format!(
         "obj = {}\nlocal hs = dofile({})\nio.write(hs.status, \"\\n\", hs.message or \"\")\n",
         lua(object),
         lua_string(&format!("{HEALTH_DIR}/health.lua"))
     );
-    let mut child = tokio::process::Command::new("lua5.1")
-        .arg("-")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("lua5.1 is installed (apt-get install lua5.1; .ci/run does)");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(driver.as_bytes()).await.unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
+    let mut lua = tokio::process::Command::new("lua5.1");
+    lua.arg("-");
+    let output = common::output_with_stdin(lua, driver.as_bytes()).await;
     assert!(
         output.status.success(),
         "health.lua: {}",
@@ -98,20 +86,8 @@ async fn argo_cd_health(object: &Value) -> (String, String) {
 /// kstatus's reading of `object` (the library Helm 4's --wait and Flux's
 /// kustomize-controller use), as (status, message).
 async fn kstatus(object: &Value) -> (String, String) {
-    use tokio::io::AsyncWriteExt;
-    let mut child = tokio::process::Command::new(common::tool("kstatus"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(object.to_string().as_bytes())
-        .await
-        .unwrap();
-    drop(stdin);
-    let output = child.wait_with_output().await.unwrap();
+    let command = tokio::process::Command::new(common::tool("kstatus"));
+    let output = common::output_with_stdin(command, object.to_string().as_bytes()).await;
     assert!(
         output.status.success(),
         "kstatus: {}",
@@ -277,9 +253,7 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
     // Spec changed, not yet observed: the operator is down when a new
     // revision (whose migration will fail) arrives.
     operator.stop().await;
-    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
-    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
-    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+    common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
     let changed = read(&client, ns, "shop").await;
     assert_eq!(changed.metadata.generation, Some(2));
@@ -292,15 +266,7 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
 
     // Stalled by the failed migration.
     let _operator = Operator::start(ns).await;
-    let stalled = wait_for(
-        &client,
-        ns,
-        "shop",
-        "Stalled",
-        "True",
-        Some("MigrationFailed"),
-    )
-    .await;
+    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
     states.push(State {
         file: "degraded_migration_failed.yaml",
         health: "Degraded",

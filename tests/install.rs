@@ -15,7 +15,7 @@ use appstack::crd::AppStack;
 use common::{
     LIMIT, Operator, TestNamespace, apply_stack, chart_dir, condition, create_secret,
     deployment_args, documents, eventually, example, run_helm, service_account_identity, setup,
-    wait_for, wait_ready,
+    wait_ready,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -28,9 +28,6 @@ use serde_json::{Value, json};
 
 const CRD: &str = include_str!("../crds/appstack.dev_appstacks.yaml");
 const CRD_NAME: &str = "appstacks.appstack.dev";
-
-/// The label KWOK's stages read to fail a pod's container.
-const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
 
 /// `helm install|upgrade` of the operator chart as `release` into
 /// `namespace`, waiting (kstatus) for every object; panics with Helm's
@@ -436,7 +433,10 @@ async fn helm_install_of_an_app_chart_waits_for_the_stack_and_fails_on_a_failed_
     let values = std::env::temp_dir().join(format!("appstack-broken-{ns}.yaml"));
     std::fs::write(
         &values,
-        format!("migrations:\n  backoffLimit: 0\n  podLabels:\n    {KWOK_FAIL_LABEL}: \"true\"\n"),
+        format!(
+            "migrations:\n  backoffLimit: 0\n  podLabels:\n    {}: \"true\"\n",
+            common::KWOK_FAIL_LABEL
+        ),
     )
     .unwrap();
     let started = Instant::now();
@@ -463,15 +463,7 @@ async fn helm_install_of_an_app_chart_waits_for_the_stack_and_fails_on_a_failed_
         "helm install --wait failed after {elapsed:.1?}: {}",
         stderr.trim()
     );
-    let stalled = wait_for(
-        &client,
-        ns,
-        "broken",
-        "Stalled",
-        "True",
-        Some("MigrationFailed"),
-    )
-    .await;
+    let stalled = common::wait_stalled_by_migration(&client, ns, "broken").await;
     assert_eq!(condition(&stalled, "Ready").unwrap().0, "False");
     assert!(stderr.contains("broken"), "Helm names the stack: {stderr}");
 }

@@ -23,9 +23,6 @@ use kube::api::{
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-/// The label KWOK's stages read to fail a pod's container.
-const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
-
 async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
     let selector =
@@ -280,19 +277,9 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
     let serving = deployments.get("shop-backend").await.unwrap();
     let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
 
-    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
-    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
-    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+    common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
-    let stalled = wait_for(
-        &client,
-        ns,
-        "shop",
-        "Stalled",
-        "True",
-        Some("MigrationFailed"),
-    )
-    .await;
+    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
     assert_eq!(
         condition(&stalled, "Ready").unwrap(),
         ("False".into(), "MigrationFailed".into())

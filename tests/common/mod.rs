@@ -563,6 +563,48 @@ impl AuditLog {
 
 // Stacks
 
+/// The label KWOK's stages read to fail a pod's container.
+pub const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
+
+/// Makes `stack`'s next migration revision fail at once: a new backend
+/// image (a new revision), no retries, and pods KWOK fails.
+pub fn fail_next_migration(stack: &mut Value) {
+    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
+    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
+    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+}
+
+/// Waits until the stack is Stalled by a failed migration.
+pub async fn wait_stalled_by_migration(client: &Client, namespace: &str, name: &str) -> AppStack {
+    wait_for(
+        client,
+        namespace,
+        name,
+        "Stalled",
+        "True",
+        Some("MigrationFailed"),
+    )
+    .await
+}
+
+/// Runs `command` with `input` on its standard input; its output.
+pub async fn output_with_stdin(
+    mut command: tokio::process::Command,
+    input: &[u8],
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
 /// How long a stack may take to converge before a test gives up.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
