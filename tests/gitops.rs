@@ -203,6 +203,9 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
     let (client, namespace) = setup("gitops").await;
     let ns = namespace.name.as_str();
     let mut stack = example("shop");
+    // Without a ServiceMonitor, so MonitoringReady does not depend on
+    // whether another test has the Prometheus Operator's CRD installed.
+    stack["spec"].as_object_mut().unwrap().remove("monitoring");
     // A referenced Secret that does not exist yet keeps the stack
     // reconciling until it is created.
     stack["spec"]["env"].as_array_mut().unwrap().push(
