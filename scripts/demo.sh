@@ -19,8 +19,9 @@ APPSTACK="$PWD/target/debug/appstack"
 
 step "installing the chart into namespace appstack-system"
 HELM="$(scripts/build-tools.sh)/helm"
+# --take-ownership: on a cluster the tests used, the CRD exists already.
 "$HELM" upgrade --install appstack-operator charts/appstack-operator \
-  --namespace appstack-system --create-namespace --wait --timeout 2m
+  --namespace appstack-system --create-namespace --take-ownership --wait --timeout 2m
 
 step "starting the operator (as ServiceAccount appstack-system/appstack-operator; log: $STATE/logs/operator.log)"
 if [[ -f "$STATE/operator.pid" ]] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
