@@ -23,6 +23,10 @@ pub const MAX_STACK_NAME_LENGTH: usize = 63 - "-migrate-".len() - MIGRATION_HASH
 /// Length of the revision hash in migration Job names.
 pub const MIGRATION_HASH_LENGTH: usize = 10;
 
+/// An image reference has no whitespace; the pattern also rejects the
+/// placeholder `appstack import` writes for an image still to be built.
+const IMAGE_PATTERN: &str = r"^\S+$";
+
 /// Kubernetes' quantity grammar (as in `resource.Quantity`).
 const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
@@ -106,7 +110,7 @@ pub struct DatabaseSpec {
 pub struct ManagedDatabase {
     /// PostgreSQL container image.
     #[serde(default = "default_postgres_image")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// The data volume.
     #[serde(default)]
@@ -229,7 +233,7 @@ fn default_pool_timeout() -> i32 {
 pub struct MigrationsSpec {
     /// Migration image; the backend image when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: Option<String>,
     /// Migration command, e.g. ["alembic", "upgrade", "head"]; the image's
     /// entrypoint when omitted.
@@ -286,7 +290,7 @@ fn default_active_deadline() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct BackendSpec {
     /// Backend container image, e.g. ghcr.io/acme/shop-backend:1.4.2.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -345,7 +349,7 @@ fn default_backend_port() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct FrontendSpec {
     /// Frontend container image.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]

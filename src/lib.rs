@@ -7,6 +7,7 @@ pub mod apply;
 pub mod children;
 pub mod controller;
 pub mod crd;
+pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod render;

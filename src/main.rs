@@ -40,6 +40,10 @@ enum Command {
     /// Print the objects an AppStack would create, without a cluster.
     /// Generated and referenced secret values are shown as placeholders.
     Render(RenderArgs),
+    /// Make an AppStack from a docker-compose project (`import compose`) or
+    /// its env list from a .env file (`import dotenv`), secrets kept out.
+    #[command(subcommand)]
+    Import(appstack::import::cli::ImportCommand),
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Render(args) => render(&args),
+        Command::Import(command) => appstack::import::cli::run(command),
         Command::Run(args) => {
             telemetry::init();
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
