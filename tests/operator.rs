@@ -1,6 +1,6 @@
 //! The operator against the real local control plane: each test runs the
 //! `appstack` binary as a child process, scoped to a fresh namespace, as the
-//! `appstack-operator` user bound by deploy/rbac.yaml.
+//! chart's ServiceAccount with the chart's RBAC rendered for that namespace.
 
 mod common;
 
@@ -24,9 +24,6 @@ use kube::api::{
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-
-/// The label KWOK's stages read to fail a pod's container.
-const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
 
 async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -290,19 +287,9 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
     let serving = deployments.get("shop-backend").await.unwrap();
     let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
 
-    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
-    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
-    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+    common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
-    let stalled = wait_for(
-        &client,
-        ns,
-        "shop",
-        "Stalled",
-        "True",
-        Some("MigrationFailed"),
-    )
-    .await;
+    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
     assert_eq!(
         condition(&stalled, "Ready").unwrap(),
         ("False".into(), "MigrationFailed".into())
@@ -640,11 +627,10 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
     assert_eq!(stored_cpu.0, "500m", "the API server canonicalizes 0.5");
     // Let trailing watch events settle before stopping.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = operator.user.clone();
     operator.stop().await;
     assert!(
-        !audit
-            .writes_since(start, "appstack-operator", ns)
-            .is_empty(),
+        !audit.writes_since(start, &user, ns).is_empty(),
         "the audit log sees the operator's writes"
     );
 
@@ -664,7 +650,7 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = audit.writes_since(mark, "appstack-operator", ns);
+    let writes = audit.writes_since(mark, &operator.user, ns);
     assert!(
         writes.is_empty(),
         "a converged re-reconcile wrote: {writes:#?}"
@@ -713,7 +699,7 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
 #[tokio::test]
 #[ignore = "needs the local control plane and PostgreSQL: run scripts/test.sh"]
 async fn moving_to_an_external_database_migrates_it_before_the_backend_follows() {
-    let (client, namespace, _operator, mut stack) = ready_shop("external").await;
+    let (client, namespace, operator, mut stack) = ready_shop("external").await;
     let ns = namespace.name.as_str();
     let managed = wait_ready(&client, ns, "shop").await;
     let managed_revision = managed.status.unwrap().migration.unwrap().applied_revision;
@@ -766,7 +752,7 @@ async fn moving_to_an_external_database_migrates_it_before_the_backend_follows()
     let completed = completed_at(job);
 
     // ...before the backend's pod template moved to the new database.
-    let writes = audit.writes_since(mark, "appstack-operator", ns);
+    let writes = audit.writes_since(mark, &operator.user, ns);
     let position = |write: &str| writes.iter().position(|line| line == write);
     let created = position(&format!("create jobs/ {job_name}")).expect("the Job was created");
     let moved = position("patch deployments/ shop-backend").expect("the backend was patched");

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
 use common::{
-    LIMIT, Operator, apply_stack, client, eventually, example, free_port, http_get, ready_shop,
-    sample, setup, wait_for, wait_ready,
+    LIMIT, Operator, TestNamespace, apply_stack, client, eventually, example, free_port, http_get,
+    ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -122,17 +122,21 @@ async fn metrics_count_reconciles_requests_and_stacks() {
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn readiness_follows_caches_and_the_leader_lease() {
     let client = client().await;
-    common::install_operator_prerequisites(&client).await;
-    // The Lease's namespace does not exist yet: the election cannot reach
-    // its lease, so the process is alive but not ready.
-    let lease_namespace = format!("lease-{}", free_port());
+    let namespace = TestNamespace::new(&client, "readiness").await;
+    let ns = namespace.name.as_str();
+    common::install_crd(&client).await;
+    // The chart's ServiceAccount and Role, but not yet its leader-election
+    // Role: the election cannot reach its Lease, so the process is alive
+    // but not ready.
+    let [account, role, lease_role] = common::OPERATOR_RBAC_TEMPLATES;
+    common::apply_yaml(&client, &render_operator_rbac(ns, &[account, role]).await).await;
     let operator = Operator::start_with(
         &[
             "--namespace",
-            &lease_namespace,
+            ns,
             "--leader-elect",
             "--leader-elect-namespace",
-            &lease_namespace,
+            ns,
         ],
         &[],
     )
@@ -143,13 +147,7 @@ async fn readiness_follows_caches_and_the_leader_lease() {
     let metrics = operator.metrics().await;
     assert_eq!(sample(&metrics, MASTER_STATUS), Some(0.0));
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": lease_namespace}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    common::apply_yaml(&client, &render_operator_rbac(ns, &[lease_role]).await).await;
     // Ready once leading with synced caches.
     operator.wait_for_health("/readyz", 200).await;
     let metrics = operator.metrics().await;
@@ -165,9 +163,6 @@ async fn readiness_follows_caches_and_the_leader_lease() {
             .success()
     );
     assert_eq!(operator.health("/healthz").await, None);
-    let _ = namespaces
-        .delete(&lease_namespace, &Default::default())
-        .await;
 }
 
 #[tokio::test]
