@@ -15,46 +15,15 @@ KWOK_VERSION=v0.8.0
 
 log() { echo "[build-control-plane] $*" >&2; }
 
-# key <module dir> <version>: a cache directory name that changes whenever the
-# pinned module graph changes.
-key() {
-  local sum
-  sum="$(sha256sum "$HACK/$1/go.mod" "$HACK/$1/go.sum" | sha256sum | cut -c1-12)"
-  echo "$CACHE/bin/$1-$2-$sum"
-}
-
-# build <module dir> <version> <binary names...> -- <packages...>
-build() {
-  local module="$1" version="$2"; shift 2
-  local names=() packages=()
-  while [[ "$1" != "--" ]]; do names+=("$1"); shift; done
-  shift
-  packages=("$@")
-  local dir; dir="$(key "$module" "$version")"
-  local missing=0
-  for n in "${names[@]}"; do [[ -x "$dir/$n" ]] || missing=1; done
-  if [[ "$missing" == 0 ]]; then
-    echo "$dir"
-    return
-  fi
-  command -v go >/dev/null || { log "go is required to build the control plane"; exit 1; }
-  log "building ${names[*]} ($version) into $dir; this takes minutes on a cold cache"
-  local tmp="$dir.tmp.$$"
-  mkdir -p "$tmp"
-  local out="$tmp/"
-  # A single package is named explicitly: etcd's main package sits at a
-  # module root ending in /v3, which go build would name after the path.
-  [[ "${#packages[@]}" == 1 ]] && out="$tmp/${names[0]}"
-  (cd "$HACK/$module" && GOFLAGS=-buildvcs=false go build -trimpath -ldflags="-s -w" -o "$out" "${packages[@]}")
-  rm -rf "$dir"
-  mv "$tmp" "$dir"
-  log "built ${names[*]}"
-  echo "$dir"
-}
+# shellcheck source=scripts/lib/go-build.sh
+source "$ROOT/scripts/lib/go-build.sh"
 
 etcd_dir="$(build etcd "$ETCD_VERSION" etcd -- go.etcd.io/etcd/server/v3)"
 kwok_dir="$(build kwok "$KWOK_VERSION" kwok -- sigs.k8s.io/kwok/cmd/kwok)"
-k8s_dir="$(build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
+# The API server reports its version (kubectl version, Helm's kubeVersion
+# checks) from these variables, which upstream's release build stamps.
+K8S_MINOR="${K8S_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"
+k8s_dir="$(LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$K8S_MINOR -X k8s.io/component-base/version.gitTreeState=clean" build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)"
 

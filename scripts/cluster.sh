@@ -7,10 +7,12 @@
 #   scripts/cluster.sh down        stop every process it started, remove state
 #   scripts/cluster.sh status      print what runs and whether it is healthy
 #   scripts/cluster.sh kubeconfig  print the admin kubeconfig path
-#   scripts/cluster.sh operator-kubeconfig
-#                                  print the operator's kubeconfig path: user
-#                                  appstack-operator, no groups, so it holds only
-#                                  what deploy/rbac.yaml grants once applied
+#   scripts/cluster.sh sa-kubeconfig <namespace> <serviceaccount>
+#                                  write a kubeconfig that authenticates as the
+#                                  ServiceAccount (a token from the TokenRequest
+#                                  API, `kubectl create token`) and print its
+#                                  path: the operator runs on the host with the
+#                                  chart's RBAC, as it would in a pod
 #   scripts/cluster.sh restart-apiserver [seconds]
 #                                  stop kube-apiserver only, wait (default 10 s),
 #                                  start it again and wait until it is ready
@@ -33,14 +35,17 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # the PV binder and a provisioner: they bind, release and delete the volumes.
 # A StatefulSet's persistentVolumeClaimRetentionPolicy (whenDeleted: Delete) is
 # the statefulset controller owning the PVCs and the garbage collector deleting
-# them. The disruption controller fills in which pods a PodDisruptionBudget
-# covers.
+# them. The clusterrole-aggregation controller fills the built-in view, edit
+# and admin roles from ClusterRoles labelled to aggregate into them (the
+# chart's appstack-view and appstack-edit). The disruption controller fills in
+# which pods a PodDisruptionBudget covers.
 CONTROLLERS=(
   deployment-controller replicaset-controller statefulset-controller job-controller
   garbage-collector-controller namespace-controller serviceaccount-controller
   serviceaccount-token-controller endpointslice-controller ttl-after-finished-controller
   root-ca-certificate-publisher-controller
   persistentvolumeclaim-protection-controller persistentvolume-protection-controller
+  clusterrole-aggregation-controller
   disruption-controller
 )
 
@@ -150,17 +155,14 @@ subjectAltName=IP:127.0.0.1,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DN
   )
 }
 
-# The operator's own identity: CN (user name) appstack-operator and no O, so no
-# group beyond system:authenticated; RBAC (deploy/rbac.yaml) decides what it may
-# do, and the audit log records its requests as user.username=appstack-operator.
-make_operator_identity() {
-  sign_cert operator "/CN=appstack-operator" "$CLIENT_EXT"
-  write_kubeconfig operator appstack-operator
-}
-
 write_kubeconfig() { # write_kubeconfig <cert name> <user name>: $STATE/<cert name>.kubeconfig
   local cert="$1" user="$2"
-  cat >"$STATE/$cert.kubeconfig" <<KCFG
+  kubeconfig_for "$user" "client-certificate: $STATE/pki/$cert.crt
+    client-key: $STATE/pki/$cert.key" >"$STATE/$cert.kubeconfig"
+}
+
+kubeconfig_for() { # kubeconfig_for <user name> <user fields>: a kubeconfig on standard output
+  cat <<KCFG
 apiVersion: v1
 kind: Config
 clusters:
@@ -169,15 +171,29 @@ clusters:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority: $STATE/pki/ca.crt
 users:
-- name: $user
+- name: $1
   user:
-    client-certificate: $STATE/pki/$cert.crt
-    client-key: $STATE/pki/$cert.key
+    $2
 contexts:
 - name: appstack-local
-  context: {cluster: appstack-local, user: $user}
+  context: {cluster: appstack-local, user: $1}
 current-context: appstack-local
 KCFG
+}
+
+# sa-kubeconfig <namespace> <serviceaccount>: a kubeconfig holding a token of
+# the ServiceAccount, so a process on the host has exactly the rights RBAC
+# gives that account (as user system:serviceaccount:<namespace>:<name>).
+sa_kubeconfig() {
+  local namespace="${1:?namespace}" account="${2:?service account}"
+  all_running || die "no cluster running in $STATE"
+  BIN="$(bin_dir)"
+  local token file="$STATE/tokens/$namespace.$account.kubeconfig"
+  token="$(kubectl_ create token "$account" -n "$namespace" --duration 24h)"
+  mkdir -p "$STATE/tokens"
+  kubeconfig_for "system:serviceaccount:$namespace:$account" "token: $token" >"$file.tmp"
+  mv "$file.tmp" "$file"
+  echo "$file"
 }
 
 start() { # start <name> <binary args...>: runs in its own session, logs to state
@@ -202,8 +218,6 @@ wait_for() { # wait_for <what> <seconds> <command...>
 up() {
   BIN="$(bin_dir)"
   if all_running; then
-    # A cluster started before the operator identity existed gets it now.
-    [[ -f "$STATE/operator.kubeconfig" ]] || make_operator_identity
     log "already running; kubeconfig: $STATE/admin.kubeconfig"
     return
   fi
@@ -226,7 +240,6 @@ PORTS
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
   write_kubeconfig admin admin
-  make_operator_identity
 
   start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -238,7 +251,7 @@ PORTS
 
   # Audit only writes, at Metadata level, for every user and every resource
   # (Events included): tests count the operator's mutating requests from
-  # outside the operator, by user.username (appstack-operator) and namespace.
+  # outside the operator, by user.username (its ServiceAccount) and namespace.
   cat >"$STATE/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -350,7 +363,6 @@ status() {
   done
   if apiserver_ready; then echo "kube-apiserver: ready at https://127.0.0.1:$APISERVER_PORT"; else echo "kube-apiserver: not ready"; healthy=1; fi
   echo "kubeconfig: $STATE/admin.kubeconfig"
-  echo "operator kubeconfig: $STATE/operator.kubeconfig"
   return $healthy
 }
 
@@ -359,8 +371,8 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   kubeconfig) echo "$STATE/admin.kubeconfig" ;;
-  operator-kubeconfig) echo "$STATE/operator.kubeconfig" ;;
+  sa-kubeconfig) sa_kubeconfig "${2:-}" "${3:-}" ;;
   restart-apiserver) restart_apiserver "${2:-10}" ;;
   bin) bin_dir ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|operator-kubeconfig|restart-apiserver [seconds]|bin" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|sa-kubeconfig <namespace> <serviceaccount>|restart-apiserver [seconds]|bin" >&2; exit 2 ;;
 esac

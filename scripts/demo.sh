@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The demo on a fresh machine: builds the pinned control-plane binaries once,
-# starts the local cluster, installs the CRD and the operator's RBAC, runs the
-# operator, applies the example AppStack and waits until it is Ready.
+# The demo on a fresh machine: builds the pinned control-plane binaries and
+# tools once, starts the local cluster, installs the Helm chart (CRD, RBAC,
+# the operator Deployment, whose pods KWOK only pretends to run), runs the
+# real operator on this machine as the chart's ServiceAccount, applies the
+# example AppStack and waits until it is Ready.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/cluster.sh up
@@ -15,18 +17,22 @@ step "building the operator"
 cargo build --quiet --bin appstack
 APPSTACK="$PWD/target/debug/appstack"
 
-step "installing the AppStack CRD and the operator's RBAC"
-"$APPSTACK" crd | kubectl apply --server-side -f -
-kubectl wait --for=condition=Established crd/appstacks.appstack.dev --timeout=60s
-kubectl apply --server-side -f deploy/rbac.yaml
+step "installing the chart into namespace appstack-system"
+HELM="$(scripts/build-tools.sh)/helm"
+# --take-ownership: on a cluster the tests used, the CRD exists already.
+"$HELM" upgrade --install appstack-operator charts/appstack-operator \
+  --namespace appstack-system --create-namespace --take-ownership --wait --timeout 2m
 
-step "starting the operator (as user appstack-operator; log: $STATE/logs/operator.log)"
+step "starting the operator (as ServiceAccount appstack-system/appstack-operator; log: $STATE/logs/operator.log)"
 if [[ -f "$STATE/operator.pid" ]] && kill -0 "$(cat "$STATE/operator.pid")" 2>/dev/null; then
   kill "$(cat "$STATE/operator.pid")"
   sleep 1
 fi
-KUBECONFIG="$(scripts/cluster.sh operator-kubeconfig)" LOG_FORMAT=text \
-  nohup "$APPSTACK" run >"$STATE/logs/operator.log" 2>&1 &
+# On the host, outside the (fake) pod network: connect to external
+# databases only, never to the managed one's Service.
+KUBECONFIG="$(scripts/cluster.sh sa-kubeconfig appstack-system appstack-operator)" LOG_FORMAT=text \
+  POD_NAMESPACE=appstack-system APPSTACK_DATABASE_CHECKS=external \
+  nohup "$APPSTACK" run --leader-elect >"$STATE/logs/operator.log" 2>&1 &
 echo $! >"$STATE/operator.pid"
 
 step "applying deploy/examples/shop.yaml to namespace demo"

@@ -29,6 +29,10 @@ pub const MAX_STACK_NAME_LENGTH: usize = 63 - "-migrate-".len() - MIGRATION_HASH
 /// Length of the revision hash in migration Job names.
 pub const MIGRATION_HASH_LENGTH: usize = 10;
 
+/// An image reference has no whitespace; the pattern also rejects the
+/// placeholder `appstack import` writes for an image still to be built.
+const IMAGE_PATTERN: &str = r"^\S+$";
+
 /// Kubernetes' quantity grammar (as in `resource.Quantity`).
 const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
 
@@ -50,6 +54,7 @@ const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGT
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Migration","type":"string","jsonPath":".status.migration.appliedRevision"}"#,
+    printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.migration.schemaRevision"}"#,
     printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
@@ -123,7 +128,7 @@ pub struct DatabaseSpec {
 pub struct ManagedDatabase {
     /// PostgreSQL container image.
     #[serde(default = "default_postgres_image")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// The data volume.
     #[serde(default)]
@@ -243,14 +248,17 @@ fn default_pool_timeout() -> i32 {
 }
 
 /// The migration Job. A new revision (image, command, args, env or
-/// retryToken changed) runs a new Job `<stack>-migrate-<hash>`; the backend
-/// only moves once that Job has succeeded.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// retryToken changed, or another database: the managed one, or the host,
+/// port and database name of the external URL) runs a new Job
+/// `<stack>-migrate-<hash>`; the backend only moves once that Job has
+/// succeeded.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.revisionQuery) || self.revisionQuery.matches('^[[:space:]]*(?i:select|with)[[:space:]][^;]*$')").message("migrations.revisionQuery must be a single SELECT (or WITH ... SELECT) statement without ';'").field_path(".revisionQuery"))]
 #[serde(rename_all = "camelCase")]
 pub struct MigrationsSpec {
     /// Migration image; the backend image when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: Option<String>,
     /// Migration command, e.g. ["alembic", "upgrade", "head"]; the image's
     /// entrypoint when omitted.
@@ -298,6 +306,21 @@ pub struct MigrationsSpec {
     )]
     #[schemars(extend("nullable" = true))]
     pub pod_annotations: BTreeMap<String, String>,
+    /// The query that reads the schema revision the migrations left in the
+    /// database, published as status.migration.schemaRevision after each
+    /// successful migration Job. One SELECT (or WITH) statement without ';';
+    /// its first column is the revision, of any type (several rows are
+    /// joined with ', '). It runs as the stack's database user in a
+    /// read-only transaction. Default (Alembic): SELECT version_num FROM
+    /// alembic_version. Django: SELECT app || '.' || name FROM
+    /// django_migrations ORDER BY id DESC LIMIT 1. Flyway: SELECT version
+    /// FROM flyway_schema_history WHERE success ORDER BY installed_rank DESC
+    /// LIMIT 1. golang-migrate: SELECT version FROM schema_migrations WHERE
+    /// NOT dirty. sqlx: SELECT max(version) FROM _sqlx_migrations WHERE
+    /// success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub revision_query: Option<String>,
 }
 
 fn default_backoff_limit() -> i32 {
@@ -313,7 +336,7 @@ fn default_active_deadline() -> i64 {
 #[serde(rename_all = "camelCase")]
 pub struct BackendSpec {
     /// Backend container image, e.g. ghcr.io/acme/shop-backend:1.4.2.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,7 +401,7 @@ fn default_backend_port() -> i32 {
 #[serde(rename_all = "camelCase")]
 pub struct FrontendSpec {
     /// Frontend container image.
-    #[schemars(length(min = 1, max = 512))]
+    #[schemars(length(min = 1, max = 512), regex(pattern = IMAGE_PATTERN))]
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -649,6 +672,12 @@ pub struct MigrationStatus {
     /// Pods the target revision's Job has started so far.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// The schema revision read from the database after the applied
+    /// revision's Job succeeded: Alembic's alembic_version.version_num, or
+    /// what spec.migrations.revisionQuery returns. Absent while unknown; the
+    /// MigrationsApplied condition then says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_revision: Option<String>,
 }
 
 /// The AppStack CustomResourceDefinition as installed in a cluster.

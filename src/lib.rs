@@ -6,6 +6,8 @@
 pub mod children;
 pub mod cli;
 pub mod crd;
+pub mod database;
+pub mod import;
 pub mod reconcile;
 pub mod runtime;
 pub mod secrets;

@@ -1,7 +1,7 @@
 //! Secret values: generated from the operating system's CSPRNG, held in a
 //! type whose `Debug` and `Display` never show them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::crd::SecretKeyRef;
@@ -78,8 +78,9 @@ pub struct SecretValues {
     pub database: BTreeMap<String, SecretValue>,
     /// Data of the `<stack>-env` Secret: generated and referenced env.
     pub env: BTreeMap<String, SecretValue>,
-    /// The external database URL (external database only), for the config
-    /// checksum; pods read it from the user's Secret by reference.
+    /// The external database URL (external database only, once its Secret
+    /// and key exist), for the config checksum; pods read it from the user's
+    /// Secret by reference.
     pub external_database_url: Option<SecretValue>,
 }
 
@@ -93,6 +94,9 @@ pub struct ObservedSecrets {
     /// Values of the user's Secrets the spec references, by (name, key);
     /// absent when the Secret or key does not exist.
     pub referenced: BTreeMap<(String, String), SecretValue>,
+    /// Names of the referenced Secrets that exist, so a missing Secret and
+    /// a missing key can be told apart.
+    pub present: BTreeSet<String>,
 }
 
 /// Why secret values could not be resolved.
@@ -133,7 +137,9 @@ pub fn resolve(
             }
         },
         Database::External { url_secret_ref } => {
-            external_database_url = Some(referenced(observed, url_secret_ref)?.clone());
+            // A missing URL is the database's to report (DatabaseReady), not
+            // a reason to hold back the stack's own Secrets.
+            external_database_url = referenced(observed, url_secret_ref).ok().cloned();
         }
     }
 
@@ -298,6 +304,19 @@ mod tests {
         let second = resolve(&stack, &observed).unwrap();
         assert!(!second.generated_database && second.generated_env.is_empty());
         assert_eq!(second.values, first.values);
+    }
+
+    #[test]
+    fn a_missing_external_database_url_is_left_to_the_database_check() {
+        let stack = crate::stack::tests::from_yaml(
+            &include_str!("../deploy/examples/shop.yaml").replace(
+                "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+                "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+            ),
+        );
+        let resolved = resolve(&stack, &sendgrid()).unwrap();
+        assert_eq!(resolved.values.external_database_url, None);
+        assert!(resolved.values.database.is_empty());
     }
 
     #[test]

@@ -65,15 +65,47 @@ pub struct EnvVar {
     pub source: EnvSource,
 }
 
-/// The migration step with its defaults resolved and its revision computed.
+/// The migration step with its defaults resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Migration {
     pub spec: MigrationsSpec,
     /// `spec.migrations.image`, or the backend image when empty.
     pub image: String,
-    /// Hash of image, command, args, env spec and retry token: the Job's
-    /// name suffix and `status.migration.targetRevision`.
-    pub revision: String,
+    /// What runs and what it is given (image, command, args, env spec,
+    /// retry token), as hashed into the revision.
+    recipe: serde_json::Value,
+}
+
+impl Migration {
+    /// The revision of this migration against `database`: the Job's name
+    /// suffix and `status.migration.targetRevision`. A new value means a new
+    /// Job, so a stack moved to another database migrates it before the
+    /// backend follows.
+    pub fn revision(&self, database: &DatabaseIdentity) -> String {
+        let input = serde_json::json!({
+            "migration": self.recipe,
+            "database": database,
+        });
+        let digest = Sha256::digest(input.to_string().as_bytes());
+        hex(&digest)[..MIGRATION_HASH_LENGTH].to_string()
+    }
+}
+
+/// Which database a migration runs against: part of its revision. It names
+/// the database, never the credentials, so a rotated password does not run
+/// migrations again.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DatabaseIdentity {
+    /// The stack's own managed database, by its database name.
+    Managed { database: String },
+    /// An external server: host, port and database name from the URL in
+    /// the referenced Secret.
+    External {
+        host: String,
+        port: u16,
+        database: String,
+    },
 }
 
 /// An AppStack the builders can turn into children without further checks.
@@ -207,11 +239,11 @@ impl ValidatedStack {
                 .clone()
                 .filter(|image| !image.is_empty())
                 .unwrap_or_else(|| spec.backend.image.clone());
-            let revision = migration_revision(&image, migrations, &spec.env);
+            let recipe = migration_recipe(&image, migrations, &spec.env);
             Migration {
                 spec: migrations.clone(),
                 image,
-                revision,
+                recipe,
             }
         });
         let service_monitor_labels = spec
@@ -239,6 +271,26 @@ impl ValidatedStack {
             expose: spec.expose.as_ref().map(Expose::new),
             network_policy,
         })
+    }
+
+    /// The identity of the managed database; `None` for an external one,
+    /// whose identity comes from the URL in its Secret
+    /// ([`crate::database::url::DatabaseUrl::identity`]).
+    pub fn managed_database_identity(&self) -> Option<DatabaseIdentity> {
+        match self.database {
+            Database::Managed(_) => Some(DatabaseIdentity::Managed {
+                database: self.database_name.clone(),
+            }),
+            Database::External { .. } => None,
+        }
+    }
+
+    /// The migration revision against `database`; `None` without
+    /// `spec.migrations`.
+    pub fn migration_revision(&self, database: &DatabaseIdentity) -> Option<String> {
+        self.migration
+            .as_ref()
+            .map(|migration| migration.revision(database))
     }
 
     /// The database PVC and `<stack>-db` Secret outlive the stack unless the
@@ -270,20 +322,22 @@ fn env_var(entry: &EnvEntry) -> Result<EnvVar, InvalidSpec> {
     })
 }
 
-/// The migration revision: a new value means a new Job. It covers what can
-/// change the outcome of a migration run — what runs (image, command, args),
-/// the environment it is given (the env spec, not resolved secret values) —
-/// and the retry token the user changes to re-run a failed revision.
-fn migration_revision(image: &str, migrations: &MigrationsSpec, env: &[EnvEntry]) -> String {
-    let input = serde_json::json!({
+/// What a migration revision covers besides the database: what can change
+/// the outcome of a run — what runs (image, command, args), the environment
+/// it is given (the env spec, not resolved secret values) — and the retry
+/// token the user changes to re-run a failed revision.
+fn migration_recipe(
+    image: &str,
+    migrations: &MigrationsSpec,
+    env: &[EnvEntry],
+) -> serde_json::Value {
+    serde_json::json!({
         "image": image,
         "command": migrations.command,
         "args": migrations.args,
         "env": env,
         "retryToken": migrations.retry_token.clone().unwrap_or_default(),
-    });
-    let digest = Sha256::digest(input.to_string().as_bytes());
-    hex(&digest)[..MIGRATION_HASH_LENGTH].to_string()
+    })
 }
 
 /// Lower-case hex of a byte string (hashes, ids).
@@ -323,17 +377,29 @@ pub(crate) mod tests {
             migration.image, stack.backend.image,
             "defaults to backend image"
         );
-        assert_eq!(migration.revision.len(), MIGRATION_HASH_LENGTH);
+        let identity = stack.managed_database_identity().unwrap();
+        assert_eq!(
+            identity,
+            DatabaseIdentity::Managed {
+                database: "shop".into()
+            }
+        );
+        assert_eq!(migration.revision(&identity).len(), MIGRATION_HASH_LENGTH);
         assert!(
             !stack.deletes_database_with_stack(),
             "Retain is the default"
         );
     }
 
+    fn managed_revision(stack: &ValidatedStack) -> String {
+        let identity = stack.managed_database_identity().unwrap();
+        stack.migration_revision(&identity).unwrap()
+    }
+
     #[test]
     fn revision_changes_with_what_a_migration_depends_on_only() {
         let base = example();
-        let revision = |stack: &ValidatedStack| stack.migration.as_ref().unwrap().revision.clone();
+        let revision = managed_revision;
         let mut spec: AppStack =
             serde_yaml::from_str(include_str!("../deploy/examples/shop.yaml")).unwrap();
         let rebuild = |spec: &AppStack| {
@@ -365,5 +431,40 @@ pub(crate) mod tests {
         let mut env_changed = spec.clone();
         env_changed.spec.env[0].value = Some("DEBUG".into());
         assert_ne!(revision(&rebuild(&env_changed)), revision(&base), "env");
+    }
+
+    #[test]
+    fn revision_follows_the_database_but_not_its_credentials() {
+        let stack = example();
+        let migration = stack.migration.as_ref().unwrap();
+        let external = |host: &str, port: u16, database: &str| DatabaseIdentity::External {
+            host: host.into(),
+            port,
+            database: database.into(),
+        };
+        let managed = managed_revision(&stack);
+        let primary = migration.revision(&external("db.example.com", 5432, "shop"));
+        assert_ne!(primary, managed, "managed -> external is a new revision");
+        for other in [
+            external("db2.example.com", 5432, "shop"),
+            external("db.example.com", 6432, "shop"),
+            external("db.example.com", 5432, "shop_v2"),
+        ] {
+            assert_ne!(migration.revision(&other), primary, "{other:?}");
+        }
+        assert_eq!(
+            migration.revision(&external("db.example.com", 5432, "shop")),
+            primary,
+            "the identity holds no password, so a rotation keeps the revision"
+        );
+        let renamed = from_yaml(
+            &include_str!("../deploy/examples/shop.yaml")
+                .replace("    name: shop\n", "    name: shop_v2\n"),
+        );
+        assert_ne!(
+            managed_revision(&renamed),
+            managed,
+            "another managed database name"
+        );
     }
 }

@@ -92,6 +92,24 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
     assert_eq!(raw["database"]["managed"]["deletionPolicy"], "Retain");
     assert_eq!(raw["database"]["managed"]["storage"]["size"], "10Gi");
     assert_eq!(raw["backend"]["replicas"], 2);
+
+    // The revision queries the field's description gives as examples.
+    for (index, query) in [
+        "SELECT version_num FROM alembic_version",
+        "SELECT app || '.' || name FROM django_migrations ORDER BY id DESC LIMIT 1",
+        "select version from flyway_schema_history where success order by installed_rank desc limit 1",
+        "WITH heads AS (SELECT version FROM schema_migrations WHERE NOT dirty)\nSELECT version FROM heads",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut stack = example();
+        set(&mut stack, "metadata.name", json!(format!("query-{index}")));
+        set(&mut stack, "spec.migrations.revisionQuery", json!(query));
+        apply(&client, &namespace.name, &stack)
+            .await
+            .unwrap_or_else(|message| panic!("{query:?} rejected: {message}"));
+    }
 }
 
 #[tokio::test]
@@ -103,7 +121,8 @@ async fn every_example_stack_is_accepted() {
     let mut accepted = Vec::new();
     for file in [
         include_str!("../deploy/examples/shop.yaml"),
-        include_str!("../deploy/examples/api.yaml"),
+        include_str!("../deploy/examples/external-database.yaml"),
+        include_str!("../deploy/examples/backend-only.yaml"),
     ] {
         for document in serde_yaml::Deserializer::from_str(file) {
             let value: Value = serde::Deserialize::deserialize(document).unwrap();
@@ -115,7 +134,7 @@ async fn every_example_stack_is_accepted() {
             }
         }
     }
-    assert_eq!(accepted, ["shop", "api"]);
+    assert_eq!(accepted, ["shop", "billing", "api"]);
 }
 
 #[tokio::test]
@@ -388,6 +407,21 @@ fn invalid_cases() -> Vec<Invalid> {
                 "spec.networkPolicy.exposeFrom",
                 "set namespaceSelector, podSelector or both",
             ],
+        },
+        Invalid {
+            what: "revision query that writes",
+            path: "spec.migrations.revisionQuery",
+            value: json!("DELETE FROM alembic_version"),
+            expect: &[
+                "spec.migrations.revisionQuery",
+                "a single SELECT (or WITH ... SELECT) statement",
+            ],
+        },
+        Invalid {
+            what: "revision query with a second statement",
+            path: "spec.migrations.revisionQuery",
+            value: json!("SELECT version_num FROM alembic_version; DROP TABLE users"),
+            expect: &["spec.migrations.revisionQuery", "without ';'"],
         },
         Invalid {
             what: "stack name that is not a DNS-1035 label",

@@ -117,8 +117,7 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
 #[tokio::test]
 #[ignore = "removes the AppStack CRD from the local control plane: scripts/test.sh runs it alone"]
 async fn disruption_without_the_crd_the_operator_exits_with_the_install_hint() {
-    let client = common::client().await;
-    common::install_operator_prerequisites(&client).await;
+    let (client, namespace) = setup("nocrd").await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.delete("appstacks.appstack.dev", &DeleteParams::default())
         .await
@@ -132,7 +131,7 @@ async fn disruption_without_the_crd_the_operator_exits_with_the_install_hint() {
     })
     .await;
 
-    let mut operator = Operator::start_with(&[], &[]).await;
+    let mut operator = Operator::start(&namespace.name).await;
     let status = operator.exit_status(Duration::from_secs(30)).await;
     common::install_crd(&client).await;
     assert_eq!(status.code(), Some(2), "{}", operator.lines().join("\n"));

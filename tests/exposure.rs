@@ -41,9 +41,15 @@ async fn frontend_api_url(client: &Client, namespace: &str) -> String {
 }
 
 /// The operator's writes to `resource` in `namespace` since `mark`.
-fn writes_to(audit: &AuditLog, mark: u64, namespace: &str, resource: &str) -> Vec<String> {
+fn writes_to(
+    audit: &AuditLog,
+    mark: u64,
+    operator: &Operator,
+    namespace: &str,
+    resource: &str,
+) -> Vec<String> {
     audit
-        .writes_since(mark, "appstack-operator", namespace)
+        .writes_since(mark, &operator.user, namespace)
         .into_iter()
         .filter(|write| {
             write
@@ -75,7 +81,9 @@ fn message(stack: &AppStack, type_: &str) -> String {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
-    let (client, namespace, _operator, mut stack) = ready_shop("ingress").await;
+    let audit = AuditLog::open();
+    let start = audit.mark();
+    let (client, namespace, operator, mut stack) = ready_shop("ingress").await;
     let ns = namespace.name.as_str();
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), ns);
     let ready = wait_for(
@@ -158,7 +166,11 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
 
     // An ingress controller reports the address it serves the host on; the
     // operator reads it and writes nothing to the Ingress.
-    let audit = AuditLog::open();
+    assert_eq!(
+        writes_to(&audit, start, &operator, ns, "ingresses"),
+        ["patch ingresses/ shop"],
+        "the Ingress was applied once"
+    );
     let mark = audit.mark();
     ingresses
         .patch_status(
@@ -177,7 +189,7 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
             .then_some(())
     })
     .await;
-    let written = writes_to(&audit, mark, ns, "ingresses");
+    let written = writes_to(&audit, mark, &operator, ns, "ingresses");
     assert!(written.is_empty(), "{written:?}");
 
     // Without TLS the URLs are http.
@@ -278,7 +290,9 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
         })
         .await;
     }
-    let _operator = Operator::start(ns).await;
+    let audit = AuditLog::open();
+    let start = audit.mark();
+    let operator = Operator::start(ns).await;
     let mut stack = example("shop");
     stack["spec"]["expose"] = json!({
         "host": "shop.example.com",
@@ -373,7 +387,11 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
 
     // The gateway controller accepts the route, then stops accepting it;
     // the operator reads its status and writes nothing to the route.
-    let audit = AuditLog::open();
+    assert_eq!(
+        writes_to(&audit, start, &operator, ns, "httproutes"),
+        ["patch httproutes/ shop"],
+        "the HTTPRoute was applied once"
+    );
     let mark = audit.mark();
     report_on_route(&routes, true).await;
     let accepted = wait_for(
@@ -401,7 +419,7 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
     )
     .await;
     assert!(message(&refused, "ExposeReady").contains("no listener allows routes"));
-    let written = writes_to(&audit, mark, ns, "httproutes");
+    let written = writes_to(&audit, mark, &operator, ns, "httproutes");
     assert!(written.is_empty(), "{written:?}");
     assert_eq!(
         condition(&refused, "Ready").unwrap().0,

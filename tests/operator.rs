@@ -1,6 +1,6 @@
 //! The operator against the real local control plane: each test runs the
 //! `appstack` binary as a child process, scoped to a fresh namespace, as the
-//! `appstack-operator` user bound by deploy/rbac.yaml.
+//! chart's ServiceAccount with the chart's RBAC rendered for that namespace.
 
 mod common;
 
@@ -9,22 +9,21 @@ use std::time::Duration;
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use appstack::reconcile::plan::DATABASE_FINALIZER;
+use common::postgres::Postgres;
 use common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
     wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, PodSpec, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-
-/// The label KWOK's stages read to fail a pod's container.
-const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
 
 async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Job> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -34,6 +33,39 @@ async fn migration_jobs(client: &Client, namespace: &str, stack: &str) -> Vec<Jo
         .await
         .unwrap()
         .items
+}
+
+/// When a finished Job completed.
+fn completed_at(job: &Job) -> Time {
+    job.status
+        .as_ref()
+        .and_then(|status| status.completion_time.clone())
+        .expect("Job completed")
+}
+
+/// When the backend's ReplicaSet whose pod spec `matches` was created.
+async fn backend_rolled_at(
+    client: &Client,
+    namespace: &str,
+    matches: impl Fn(&PodSpec) -> bool,
+) -> Time {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend";
+    replica_sets
+        .list(&ListParams::default().labels(selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|set| {
+            set.spec
+                .template
+                .as_ref()
+                .and_then(|template| template.spec.as_ref())
+                .is_some_and(&matches)
+        })
+        .and_then(|set| set.metadata.creation_timestamp)
+        .expect("a backend ReplicaSet for the new pod spec")
 }
 
 fn backend_image(deployment: &Deployment) -> String {
@@ -228,13 +260,7 @@ async fn an_image_bump_migrates_once_then_rolls_the_backend() {
         job_image.as_deref(),
         Some("ghcr.io/acme/shop-backend:1.5.0")
     );
-    let completed = new_job
-        .status
-        .as_ref()
-        .unwrap()
-        .completion_time
-        .clone()
-        .expect("Job completed");
+    let completed = completed_at(new_job);
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     assert_eq!(
@@ -242,29 +268,10 @@ async fn an_image_bump_migrates_once_then_rolls_the_backend() {
         "ghcr.io/acme/shop-backend:1.5.0"
     );
     // The backend's new ReplicaSet was created only after the Job completed.
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
-    let selector = "app.kubernetes.io/instance=shop,app.kubernetes.io/component=backend";
-    let new_replica_set = replica_sets
-        .list(&ListParams::default().labels(selector))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|set| {
-            set.spec
-                .template
-                .as_ref()
-                .unwrap()
-                .spec
-                .as_ref()
-                .unwrap()
-                .containers[0]
-                .image
-                .as_deref()
-                == Some("ghcr.io/acme/shop-backend:1.5.0")
-        })
-        .expect("a ReplicaSet for the new image");
-    let created = new_replica_set.metadata.creation_timestamp.unwrap();
+    let created = backend_rolled_at(&client, ns, |pod| {
+        pod.containers[0].image.as_deref() == Some("ghcr.io/acme/shop-backend:1.5.0")
+    })
+    .await;
     assert!(
         created.0 >= completed.0,
         "backend rolled at {created:?}, before the migration completed at {completed:?}"
@@ -280,19 +287,9 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
     let serving = deployments.get("shop-backend").await.unwrap();
     let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
 
-    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
-    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
-    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+    common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
-    let stalled = wait_for(
-        &client,
-        ns,
-        "shop",
-        "Stalled",
-        "True",
-        Some("MigrationFailed"),
-    )
-    .await;
+    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
     assert_eq!(
         condition(&stalled, "Ready").unwrap(),
         ("False".into(), "MigrationFailed".into())
@@ -630,11 +627,10 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
     assert_eq!(stored_cpu.0, "500m", "the API server canonicalizes 0.5");
     // Let trailing watch events settle before stopping.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = operator.user.clone();
     operator.stop().await;
     assert!(
-        !audit
-            .writes_since(start, "appstack-operator", ns)
-            .is_empty(),
+        !audit.writes_since(start, &user, ns).is_empty(),
         "the audit log sees the operator's writes"
     );
 
@@ -654,7 +650,7 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = audit.writes_since(mark, "appstack-operator", ns);
+    let writes = audit.writes_since(mark, &operator.user, ns);
     assert!(
         writes.is_empty(),
         "a converged re-reconcile wrote: {writes:#?}"
@@ -701,20 +697,37 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
 }
 
 #[tokio::test]
-#[ignore = "needs the local control plane: run scripts/test.sh"]
-async fn moving_to_an_external_database_removes_the_managed_one() {
-    let (client, namespace, _operator, mut stack) = ready_shop("external").await;
+#[ignore = "needs the local control plane and PostgreSQL: run scripts/test.sh"]
+async fn moving_to_an_external_database_migrates_it_before_the_backend_follows() {
+    let (client, namespace, operator, mut stack) = ready_shop("external").await;
     let ns = namespace.name.as_str();
+    let managed = wait_ready(&client, ns, "shop").await;
+    let managed_revision = managed.status.unwrap().migration.unwrap().applied_revision;
 
+    // The new database, with the revision its (real) migration would leave.
+    let server = Postgres::start();
+    server
+        .create_user_and_database("app", "app-password", "shop")
+        .await;
+    server
+        .execute(
+            "shop",
+            "CREATE TABLE alembic_version (version_num varchar(32) NOT NULL PRIMARY KEY);
+             INSERT INTO alembic_version VALUES ('4b1d0c8e9f2a');
+             GRANT SELECT ON alembic_version TO app",
+        )
+        .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     common::create_secret(
         &client,
         ns,
         "prod-db",
         "DATABASE_URL",
-        "postgresql://app:pw@db.example.com:5432/shop",
+        &server.url("app", "app-password", "shop", "sslmode=require"),
     )
     .await;
+    let audit = AuditLog::open();
+    let mark = audit.mark();
     stack["spec"]["database"] =
         json!({"external": {"urlSecretRef": {"name": "prod-db", "key": "DATABASE_URL"}}});
     apply_stack(&client, ns, &stack).await;
@@ -724,6 +737,53 @@ async fn moving_to_an_external_database_removes_the_managed_one() {
         ("True".into(), "ExternalDatabase".into())
     );
 
+    // Another database is another revision: a new Job migrated it...
+    let migration = ready.status.clone().unwrap().migration.unwrap();
+    let external_revision = migration.applied_revision.clone().unwrap();
+    assert_ne!(Some(&external_revision), managed_revision.as_ref());
+    assert_eq!(migration.target_revision, migration.applied_revision);
+    assert_eq!(migration.schema_revision.as_deref(), Some("4b1d0c8e9f2a"));
+    let job_name = format!("shop-migrate-{external_revision}");
+    let jobs = migration_jobs(&client, ns, "shop").await;
+    let job = jobs
+        .iter()
+        .find(|job| job.metadata.name.as_deref() == Some(job_name.as_str()))
+        .expect("a migration Job for the external database");
+    let completed = completed_at(job);
+
+    // ...before the backend's pod template moved to the new database.
+    let writes = audit.writes_since(mark, &operator.user, ns);
+    let position = |write: &str| writes.iter().position(|line| line == write);
+    let created = position(&format!("create jobs/ {job_name}")).expect("the Job was created");
+    let moved = position("patch deployments/ shop-backend").expect("the backend was patched");
+    assert!(
+        created < moved,
+        "backend patched before the migration: {writes:#?}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let backend = deployments.get("shop-backend").await.unwrap();
+    let env = backend.spec.template.spec.clone().unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let url = env.iter().find(|var| var.name == "DATABASE_URL").unwrap();
+    let reference = url.value_from.clone().unwrap().secret_key_ref.unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.key.as_str()),
+        ("prod-db", "DATABASE_URL")
+    );
+    let rolled = backend_rolled_at(&client, ns, |pod| {
+        serde_json::to_string(pod)
+            .unwrap()
+            .contains(r#""name":"prod-db""#)
+    })
+    .await;
+    assert!(
+        rolled.0 >= completed.0,
+        "backend rolled at {rolled:?}, before the migration completed at {completed:?}"
+    );
+
+    // The managed database goes; its credentials stay (Retain).
     let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     eventually("managed database removed", LIMIT, || async {
@@ -733,17 +793,5 @@ async fn moving_to_an_external_database_removes_the_managed_one() {
     assert!(
         !gone(&secrets, "shop-db").await,
         "Retain keeps the old credentials"
-    );
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let backend = deployments.get("shop-backend").await.unwrap();
-    let env = backend.spec.template.spec.unwrap().containers[0]
-        .env
-        .clone()
-        .unwrap();
-    let url = env.iter().find(|var| var.name == "DATABASE_URL").unwrap();
-    let reference = url.value_from.clone().unwrap().secret_key_ref.unwrap();
-    assert_eq!(
-        (reference.name.as_str(), reference.key.as_str()),
-        ("prod-db", "DATABASE_URL")
     );
 }

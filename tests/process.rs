@@ -6,15 +6,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::postgres::Postgres;
 use common::{
-    LIMIT, Operator, apply_stack, client, eventually, example, free_port, http_get, ready_shop,
-    sample, setup, wait_ready,
+    LIMIT, Operator, TestNamespace, apply_stack, client, eventually, example, free_port, http_get,
+    ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
 };
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
+use kube::{Api, Client};
 use serde_json::{Value, json};
 
 /// The leader gauge of the default Lease.
@@ -121,17 +122,21 @@ async fn metrics_count_reconciles_requests_and_stacks() {
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn readiness_follows_caches_and_the_leader_lease() {
     let client = client().await;
-    common::install_operator_prerequisites(&client).await;
-    // The Lease's namespace does not exist yet: the election cannot reach
-    // its lease, so the process is alive but not ready.
-    let lease_namespace = format!("lease-{}", free_port());
+    let namespace = TestNamespace::new(&client, "readiness").await;
+    let ns = namespace.name.as_str();
+    common::install_crd(&client).await;
+    // The chart's ServiceAccount and Role, but not yet its leader-election
+    // Role: the election cannot reach its Lease, so the process is alive
+    // but not ready.
+    let [account, role, lease_role] = common::OPERATOR_RBAC_TEMPLATES;
+    common::apply_yaml(&client, &render_operator_rbac(ns, &[account, role]).await).await;
     let operator = Operator::start_with(
         &[
             "--namespace",
-            &lease_namespace,
+            ns,
             "--leader-elect",
             "--leader-elect-namespace",
-            &lease_namespace,
+            ns,
         ],
         &[],
     )
@@ -142,13 +147,7 @@ async fn readiness_follows_caches_and_the_leader_lease() {
     let metrics = operator.metrics().await;
     assert_eq!(sample(&metrics, MASTER_STATUS), Some(0.0));
 
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": lease_namespace}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    common::apply_yaml(&client, &render_operator_rbac(ns, &[lease_role]).await).await;
     // Ready once leading with synced caches.
     operator.wait_for_health("/readyz", 200).await;
     let metrics = operator.metrics().await;
@@ -164,9 +163,6 @@ async fn readiness_follows_caches_and_the_leader_lease() {
             .success()
     );
     assert_eq!(operator.health("/healthz").await, None);
-    let _ = namespaces
-        .delete(&lease_namespace, &Default::default())
-        .await;
 }
 
 #[tokio::test]
@@ -219,28 +215,8 @@ async fn secret_values_never_reach_logs_events_or_status() {
         "trace logging is on ({} lines)",
         lines.len()
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), ns);
-    let places = [
-        ("the operator's output", lines.join("\n")),
-        (
-            "the Events",
-            serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items)
-                .unwrap(),
-        ),
-        (
-            "the core Events",
-            serde_json::to_string(
-                &core_events
-                    .list(&ListParams::default())
-                    .await
-                    .unwrap()
-                    .items,
-            )
-            .unwrap(),
-        ),
-        ("the status", serde_json::to_string(&ready.status).unwrap()),
-    ];
+    let mut places = reported(&client, ns, &lines).await;
+    places.push(("the status", serde_json::to_string(&ready.status).unwrap()));
     for (place, text) in &places {
         for value in &forbidden {
             let value = String::from_utf8_lossy(value);
@@ -274,6 +250,113 @@ async fn secret_values_never_reach_logs_events_or_status() {
             .as_str()
             .is_some_and(|id| !id.is_empty())
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane and PostgreSQL: run scripts/test.sh"]
+async fn a_database_password_never_reaches_logs_events_status_or_metrics() {
+    let (client, namespace) = setup("db-canary").await;
+    let ns = namespace.name.as_str();
+    // Characters a URL must percent-encode, so both forms are looked for.
+    let canary = format!("Canary/{}:{}@pw", free_port(), std::process::id());
+    let wrong = format!("Wrong/{}:{}@pw", free_port(), std::process::id());
+    let server = Postgres::start();
+    server
+        .create_user_and_database("app", &canary, "shop")
+        .await;
+    let operator = Operator::start_with(
+        &["--namespace", ns],
+        &[("LOG_LEVEL", "trace"), ("LOG_FORMAT", "json")],
+    )
+    .await;
+    let mut stack = example("shop");
+    stack["spec"]["database"] =
+        json!({"external": {"urlSecretRef": {"name": "shop-database", "key": "DATABASE_URL"}}});
+    apply_stack(&client, ns, &stack).await;
+
+    // Through failures whose driver and server errors are logged and
+    // reported, then to Ready.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut statuses = Vec::new();
+    for (url, reason) in [
+        (
+            server.url("app", &wrong, "shop", "sslmode=require"),
+            "AuthenticationFailed",
+        ),
+        (
+            server.url("app", &canary, "orders", "sslmode=require"),
+            "DatabaseMissing",
+        ),
+        (
+            server.url("app", &canary, "shop", "sslmode=verify-full"),
+            "TLSFailed",
+        ),
+    ] {
+        let _ = secrets.delete("shop-database", &Default::default()).await;
+        common::create_secret(&client, ns, "shop-database", "DATABASE_URL", &url).await;
+        let stack = wait_for(&client, ns, "shop", "DatabaseReady", "False", Some(reason)).await;
+        statuses.push(serde_json::to_string(&stack.status).unwrap());
+    }
+    let _ = secrets.delete("shop-database", &Default::default()).await;
+    common::create_secret(
+        &client,
+        ns,
+        "shop-database",
+        "DATABASE_URL",
+        &server.url("app", &canary, "shop", "sslmode=require"),
+    )
+    .await;
+    let ready = wait_ready(&client, ns, "shop").await;
+    statuses.push(serde_json::to_string(&ready.status).unwrap());
+
+    let mut forbidden = Vec::new();
+    for password in [&canary, &wrong] {
+        let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
+        forbidden.push(base64(password.as_bytes()));
+        forbidden.push(encoded);
+        forbidden.push(password.clone());
+    }
+    let lines = operator.lines();
+    assert!(
+        lines.len() > 100,
+        "trace logging is on ({} lines)",
+        lines.len()
+    );
+    let mut places = reported(&client, ns, &lines).await;
+    places.push(("the status", statuses.join("\n")));
+    places.push(("the metrics", operator.metrics().await));
+    for (place, text) in &places {
+        for value in &forbidden {
+            assert!(!text.contains(value.as_str()), "{place} contain a password");
+        }
+    }
+    assert!(
+        places[0].1.contains("AuthenticationFailed") && places[1].1.contains("DatabaseMissing"),
+        "the failures were logged and reported"
+    );
+}
+
+/// Where the operator reports what it does, each as one text to search:
+/// its output (`lines`) and the Events in `namespace`, through both APIs.
+async fn reported(
+    client: &Client,
+    namespace: &str,
+    lines: &[String],
+) -> Vec<(&'static str, String)> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let core_events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let all = ListParams::default();
+    vec![
+        ("the operator's output", lines.join("\n")),
+        (
+            "the Events",
+            serde_json::to_string(&events.list(&all).await.unwrap().items).unwrap(),
+        ),
+        (
+            "the core Events",
+            serde_json::to_string(&core_events.list(&all).await.unwrap().items).unwrap(),
+        ),
+    ]
 }
 
 /// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).

@@ -5,30 +5,29 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Component, MIGRATION_REVISION_LABEL, application_env, object_meta, pod_labels};
-use crate::stack::ValidatedStack;
+use crate::stack::{DatabaseIdentity, ValidatedStack};
 
 /// Name of the Job for a migration revision.
 pub fn job_name(stack: &ValidatedStack, revision: &str) -> String {
     format!("{}-migrate-{revision}", stack.name)
 }
 
-/// The Job running the target revision's migration, `None` without
-/// `spec.migrations`. Its name carries the revision, so a changed spec makes
-/// a new Job instead of patching one that may have run.
-pub fn migration_job(stack: &ValidatedStack) -> Option<Job> {
+/// The Job running the target revision's migration against `database`,
+/// `None` without `spec.migrations` or while the database is not known yet
+/// (an external URL not read). Its name carries the revision, so a changed
+/// spec or another database makes a new Job instead of patching one that
+/// may have run.
+pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>) -> Option<Job> {
     let migration = stack.migration.as_ref()?;
+    let revision = migration.revision(database?);
     let spec = &migration.spec;
-    let mut metadata = object_meta(
-        stack,
-        job_name(stack, &migration.revision),
-        Component::Migration,
-    );
+    let mut metadata = object_meta(stack, job_name(stack, &revision), Component::Migration);
     metadata
         .labels
         .get_or_insert_default()
-        .insert(MIGRATION_REVISION_LABEL.into(), migration.revision.clone());
+        .insert(MIGRATION_REVISION_LABEL.into(), revision.clone());
     let mut labels = pod_labels(stack, Component::Migration, &spec.pod_labels);
-    labels.insert(MIGRATION_REVISION_LABEL.into(), migration.revision.clone());
+    labels.insert(MIGRATION_REVISION_LABEL.into(), revision);
     let (env, env_from) = application_env(stack);
     Some(Job {
         metadata,
@@ -67,11 +66,16 @@ mod tests {
     use super::*;
     use crate::stack::tests::{example, from_yaml};
 
+    fn managed_job(stack: &ValidatedStack) -> Option<Job> {
+        migration_job(stack, stack.managed_database_identity().as_ref())
+    }
+
     #[test]
     fn job_runs_the_migration_command_with_the_application_env() {
         let stack = example();
-        let revision = stack.migration.as_ref().unwrap().revision.clone();
-        let job = migration_job(&stack).unwrap();
+        let identity = stack.managed_database_identity().unwrap();
+        let revision = stack.migration_revision(&identity).unwrap();
+        let job = migration_job(&stack, Some(&identity)).unwrap();
         assert_eq!(
             job.metadata.name.as_deref(),
             Some(format!("shop-migrate-{revision}").as_str())
@@ -113,7 +117,7 @@ mod tests {
             "    retryToken: \"\"\n",
             "    retryToken: \"\"\n    podLabels: {team: data, app.kubernetes.io/component: hijack}\n    podAnnotations: {sidecar.istio.io/inject: \"false\"}\n",
         ));
-        let template = migration_job(&stack).unwrap().spec.unwrap().template;
+        let template = managed_job(&stack).unwrap().spec.unwrap().template;
         let metadata = template.metadata.unwrap();
         let labels = metadata.labels.unwrap();
         assert_eq!(labels["team"], "data");
@@ -131,6 +135,11 @@ mod tests {
                 .replace("  migrations:\n", "  unused:\n")
                 .replace("  unused:\n    command: [\"alembic\", \"upgrade\", \"head\"]\n    backoffLimit: 2\n    activeDeadlineSeconds: 900\n    retryToken: \"\"\n", ""),
         );
-        assert!(migration_job(&stack).is_none());
+        assert!(managed_job(&stack).is_none());
+    }
+
+    #[test]
+    fn no_job_before_the_database_is_known() {
+        assert!(migration_job(&example(), None).is_none());
     }
 }

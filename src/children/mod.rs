@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::Resources;
 use crate::secrets::{SecretValues, db_keys};
-use crate::stack::{Database, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, ValidatedStack};
 
 /// The field manager of every server-side apply the operator sends.
 pub const FIELD_MANAGER: &str = "appstack-operator";
@@ -177,20 +177,28 @@ pub struct Children {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
-/// Builds every child of a stack.
-pub fn build(stack: &ValidatedStack, secrets: &SecretValues) -> Children {
+/// Builds every child of a stack. The migration Job needs the identity of
+/// the database it migrates (see [`migration::migration_job`]), the
+/// NetworkPolicies where it is and whether the operator's pods connect to
+/// it (`operator`).
+pub fn build(
+    stack: &ValidatedStack,
+    secrets: &SecretValues,
+    database: Option<&DatabaseIdentity>,
+    operator: Option<&network::OperatorPods>,
+) -> Children {
     let checksum = config_checksum(stack, secrets);
     Children {
         database_secret: config::database_secret(stack, secrets),
         env_secret: config::env_secret(stack, secrets),
         env_config: config::env_config_map(stack),
         database: database::database(stack),
-        migration_job: migration::migration_job(stack),
+        migration_job: migration::migration_job(stack, database),
         backend: backend::backend(stack, &checksum),
         frontend: frontend::frontend(stack),
         service_monitor: monitoring::service_monitor(stack),
         exposure: expose::exposure(stack),
-        network_policies: network::network_policies(stack, secrets.external_database_url.as_ref()),
+        network_policies: network::network_policies(stack, database, operator),
     }
 }
 
@@ -344,7 +352,12 @@ mod tests {
     #[test]
     fn every_child_is_labelled_and_owned() {
         let stack = example();
-        let children = build(&stack, &placeholders(&stack));
+        let children = build(
+            &stack,
+            &placeholders(&stack),
+            stack.managed_database_identity().as_ref(),
+            None,
+        );
         let metas: Vec<&ObjectMeta> = vec![
             &children.database_secret.as_ref().unwrap().metadata,
             &children.env_secret.metadata,

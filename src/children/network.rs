@@ -10,7 +10,6 @@
 //! | `<stack>-backend` | backend | in: frontend, exposure, Prometheus, backend port; out: DNS, the database, `backendEgress` |
 //! | `<stack>-frontend` | frontend | in: exposure, frontend port; out: DNS, backend port |
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use k8s_openapi::api::networking::v1::{
@@ -22,11 +21,22 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{APP_NAME, Component, LABEL_INSTANCE, LABEL_NAME, object_meta, selector_labels};
 use crate::crd::PeerSpec;
-use crate::secrets::SecretValue;
-use crate::stack::{Database, POSTGRES_PORT, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, POSTGRES_PORT, ValidatedStack};
 
 /// Port of DNS, which every pod that connects anywhere needs.
 const DNS_PORT: i32 = 53;
+
+/// `app.kubernetes.io/name` of the operator's own pods, as the Helm chart
+/// labels them.
+pub const OPERATOR_APP_NAME: &str = "appstack-operator";
+
+/// The operator's own pods, when they connect to managed databases to check
+/// them (`--database-checks=all` in a cluster): the database's policy lets
+/// them in, from their namespace only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorPods {
+    pub namespace: String,
+}
 
 /// Name of the policy denying everything to every pod of the stack.
 pub fn default_deny_name(stack: &ValidatedStack) -> String {
@@ -50,16 +60,19 @@ pub fn stack_pod_labels(stack: &ValidatedStack) -> std::collections::BTreeMap<St
 }
 
 /// Every NetworkPolicy of the stack; none when `networkPolicy.enabled` is
-/// false. `external_database_url` is the external database's URL, whose
-/// host and port the backend and migrations may reach.
+/// false. `database` is the database located from the stack's Secrets
+/// (an external one's host and port are what the backend and migrations
+/// may reach); `operator` the operator's pods when they check the managed
+/// database.
 pub fn network_policies(
     stack: &ValidatedStack,
-    external_database_url: Option<&SecretValue>,
+    database: Option<&DatabaseIdentity>,
+    operator: Option<&OperatorPods>,
 ) -> Vec<NetworkPolicy> {
     let Some(settings) = &stack.network_policy else {
         return Vec::new();
     };
-    let database = database_egress(stack, external_database_url);
+    let database = database_egress(stack, database);
     let dns = NetworkPolicyEgressRule {
         to: None,
         ports: Some(vec![port(DNS_PORT, "UDP"), port(DNS_PORT, "TCP")]),
@@ -76,16 +89,15 @@ pub fn network_policies(
         Vec::new(),
     )];
     if matches!(stack.database, Database::Managed(_)) {
+        let mut clients = vec![
+            pods(stack, Component::Backend),
+            pods(stack, Component::Migration),
+        ];
+        clients.extend(operator.map(operator_pods));
         policies.push(component_policy(
             stack,
             Component::Database,
-            vec![allow_in(
-                vec![
-                    pods(stack, Component::Backend),
-                    pods(stack, Component::Migration),
-                ],
-                POSTGRES_PORT,
-            )],
+            vec![allow_in(clients, POSTGRES_PORT)],
             Vec::new(),
         ));
     }
@@ -205,6 +217,19 @@ fn pods(stack: &ValidatedStack, component: Component) -> NetworkPolicyPeer {
     }
 }
 
+/// The operator's pods, in their namespace.
+fn operator_pods(operator: &OperatorPods) -> NetworkPolicyPeer {
+    let labels = |key: &str, value: &str| LabelSelector {
+        match_labels: Some([(key.to_string(), value.to_string())].into()),
+        ..LabelSelector::default()
+    };
+    NetworkPolicyPeer {
+        namespace_selector: Some(labels("kubernetes.io/metadata.name", &operator.namespace)),
+        pod_selector: Some(labels(LABEL_NAME, OPERATOR_APP_NAME)),
+        ip_block: None,
+    }
+}
+
 /// The user's peer, or every pod of every namespace.
 fn peer(spec: Option<&PeerSpec>) -> NetworkPolicyPeer {
     match spec {
@@ -221,10 +246,12 @@ fn peer(spec: Option<&PeerSpec>) -> NetworkPolicyPeer {
 }
 
 /// Where the backend and migrations reach the database: the managed
-/// database's pods, or the external database's addresses and ports.
+/// database's pods, or the external database located from its URL (its
+/// host when that is an IP address, else any address) on its port, or the
+/// CIDRs the user listed. `database` is `None` while the URL is unknown.
 fn database_egress(
     stack: &ValidatedStack,
-    external_database_url: Option<&SecretValue>,
+    database: Option<&DatabaseIdentity>,
 ) -> NetworkPolicyEgressRule {
     if matches!(stack.database, Database::Managed(_)) {
         return NetworkPolicyEgressRule {
@@ -232,19 +259,26 @@ fn database_egress(
             ports: Some(vec![port(POSTGRES_PORT, "TCP")]),
         };
     }
-    let address = external_database_url
-        .map(|url| database_address(&String::from_utf8_lossy(url.expose())))
-        .unwrap_or_default();
+    let (address, database_port) = match database {
+        Some(DatabaseIdentity::External { host, port, .. }) => (
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .ok(),
+            // Port 0 is no port: the URL is not known (`appstack render`
+            // without the Secret).
+            (*port != 0).then(|| i32::from(*port)),
+        ),
+        _ => (None, None),
+    };
     let cidrs: Vec<String> = match &stack.network_policy {
         Some(settings) if !settings.database_cidrs.is_empty() => settings.database_cidrs.clone(),
         _ => address
-            .ips
-            .iter()
-            .flatten()
             .map(|ip| match ip {
                 IpAddr::V4(_) => format!("{ip}/32"),
                 IpAddr::V6(_) => format!("{ip}/128"),
             })
+            .into_iter()
             .collect(),
     };
     NetworkPolicyEgressRule {
@@ -258,106 +292,8 @@ fn database_egress(
                 })
                 .collect()
         }),
-        ports: Some(
-            address
-                .ports
-                .iter()
-                .map(|number| port(i32::from(*number), "TCP"))
-                .collect(),
-        ),
+        ports: Some(vec![port(database_port.unwrap_or(POSTGRES_PORT), "TCP")]),
     }
-}
-
-/// Where a PostgreSQL URL points, as far as a NetworkPolicy can say it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatabaseAddress {
-    /// The hosts' IP addresses, or `None` when a host is a name (or the URL
-    /// could not be read).
-    pub ips: Option<Vec<IpAddr>>,
-    pub ports: BTreeSet<u16>,
-}
-
-impl Default for DatabaseAddress {
-    fn default() -> Self {
-        Self {
-            ips: None,
-            ports: BTreeSet::from([POSTGRES_PORT as u16]),
-        }
-    }
-}
-
-/// The hosts and ports of a libpq connection URL:
-/// `postgresql://[user[:password]@][host][:port][,host[:port]...][/dbname][?params]`.
-/// A `host`, `hostaddr` or `port` parameter overrides the authority part.
-pub fn database_address(url: &str) -> DatabaseAddress {
-    let Some((_, rest)) = url.split_once("://") else {
-        return DatabaseAddress::default();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let hosts = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, hosts)| hosts);
-    let parameters: Vec<(&str, &str)> = tail
-        .split_once('?')
-        .map(|(_, query)| query.split('#').next().unwrap_or(""))
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .collect();
-    let mut ips = Some(Vec::new());
-    let mut ports = BTreeSet::new();
-    for entry in hosts.split(',').filter(|entry| !entry.is_empty()) {
-        let (host, port) = match entry.strip_prefix('[') {
-            Some(bracketed) => match bracketed.split_once(']') {
-                Some((host, after)) => (host, after.strip_prefix(':')),
-                None => return DatabaseAddress::default(),
-            },
-            None => match entry.split_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (entry, None),
-            },
-        };
-        match host.parse::<IpAddr>() {
-            Ok(ip) => {
-                if let Some(ips) = ips.as_mut() {
-                    ips.push(ip);
-                }
-            }
-            Err(_) => ips = None,
-        }
-        match port.filter(|port| !port.is_empty()) {
-            None => {
-                ports.insert(POSTGRES_PORT as u16);
-            }
-            Some(port) => match port.parse::<u16>() {
-                Ok(port) => {
-                    ports.insert(port);
-                }
-                Err(_) => return DatabaseAddress::default(),
-            },
-        }
-    }
-    for (key, value) in parameters {
-        match key {
-            "host" | "hostaddr" => ips = None,
-            "port" => {
-                ports = value
-                    .split(',')
-                    .filter_map(|port| port.parse().ok())
-                    .collect();
-            }
-            _ => {}
-        }
-    }
-    if ports.is_empty() {
-        ports.insert(POSTGRES_PORT as u16);
-    }
-    // No host at all means a local socket: nothing to allow but the port.
-    if ips.as_ref().is_some_and(Vec::is_empty) {
-        ips = None;
-    }
-    DatabaseAddress { ips, ports }
 }
 
 #[cfg(test)]
@@ -391,7 +327,7 @@ mod tests {
     #[test]
     fn the_example_denies_everything_then_allows_exactly_its_flows() {
         let stack = example();
-        let policies = by_name(&network_policies(&stack, None));
+        let policies = by_name(&network_policies(&stack, None, None));
         assert_eq!(
             policies.keys().collect::<Vec<_>>(),
             [
@@ -450,7 +386,7 @@ mod tests {
             policies["shop-frontend"]["egress"],
             json!([dns, {"to": [pods_of("backend")], "ports": backend_port}])
         );
-        for policy in network_policies(&stack, None) {
+        for policy in network_policies(&stack, None, None) {
             assert_eq!(
                 policy.metadata.labels.unwrap()["app.kubernetes.io/component"],
                 "network-policy"
@@ -463,7 +399,7 @@ mod tests {
         let mut stack = example();
         stack.expose = None;
         stack.service_monitor_labels = None;
-        let policies = by_name(&network_policies(&stack, None));
+        let policies = by_name(&network_policies(&stack, None, None));
         assert_eq!(
             policies["shop-backend"]["ingress"],
             json!([{"from": [pods_of("frontend")], "ports": [{"port": 8000, "protocol": "TCP"}]}])
@@ -477,7 +413,7 @@ mod tests {
             "  networkPolicy:\n",
             "  networkPolicy:\n    exposeFrom: {namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}}\n    metricsFrom: {podSelector: {matchLabels: {app: prometheus}}}\n",
         );
-        let policies = by_name(&network_policies(&from_yaml(&yaml), None));
+        let policies = by_name(&network_policies(&from_yaml(&yaml), None, None));
         let ingress = policies["shop-backend"]["ingress"]
             .as_array()
             .unwrap()
@@ -498,7 +434,7 @@ mod tests {
             "  networkPolicy:\n",
             "  networkPolicy:\n    enabled: false\n",
         );
-        assert!(network_policies(&from_yaml(&yaml), None).is_empty());
+        assert!(network_policies(&from_yaml(&yaml), None, None).is_empty());
     }
 
     fn external(cidrs: &str) -> ValidatedStack {
@@ -513,8 +449,13 @@ mod tests {
         stack
     }
 
-    fn backend_database_egress(stack: &ValidatedStack, url: &str) -> serde_json::Value {
-        let policies = by_name(&network_policies(stack, Some(&SecretValue::new(url))));
+    fn backend_database_egress(stack: &ValidatedStack, host: &str, port: u16) -> serde_json::Value {
+        let identity = DatabaseIdentity::External {
+            host: host.into(),
+            port,
+            database: "shop".into(),
+        };
+        let policies = by_name(&network_policies(stack, Some(&identity), None));
         assert!(
             !policies.contains_key("shop-database"),
             "no managed database"
@@ -530,57 +471,57 @@ mod tests {
     fn an_external_database_is_reached_at_its_ip_or_the_listed_cidrs_or_its_port() {
         let stack = external("");
         assert_eq!(
-            backend_database_egress(&stack, "postgresql://app:pw@10.1.2.3:6432/shop"),
+            backend_database_egress(&stack, "10.1.2.3", 6432),
             json!({"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 6432, "protocol": "TCP"}]})
         );
         assert_eq!(
-            backend_database_egress(
-                &stack,
-                "postgres://app:pw@db.example.com/shop?sslmode=require"
-            ),
+            backend_database_egress(&stack, "[fd00::5]", 5432),
+            json!({"to": [{"ipBlock": {"cidr": "fd00::5/128"}}], "ports": [{"port": 5432, "protocol": "TCP"}]})
+        );
+        assert_eq!(
+            backend_database_egress(&stack, "db.example.com", 5432),
             json!({"ports": [{"port": 5432, "protocol": "TCP"}]}),
             "a host name: the port, to any address"
         );
         let listed = external("    databaseCIDRs: [10.20.0.0/24, fd00::/64]\n");
         assert_eq!(
-            backend_database_egress(&listed, "postgres://app:pw@db.example.com/shop"),
+            backend_database_egress(&listed, "db.example.com", 5433),
             json!({"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}, {"ipBlock": {"cidr": "fd00::/64"}}],
-                   "ports": [{"port": 5432, "protocol": "TCP"}]})
+                   "ports": [{"port": 5433, "protocol": "TCP"}]})
+        );
+        assert_eq!(
+            backend_database_egress(&listed, "10.1.2.3", 5432)["to"],
+            json!([{"ipBlock": {"cidr": "10.20.0.0/24"}}, {"ipBlock": {"cidr": "fd00::/64"}}]),
+            "listed CIDRs replace the URL's address"
+        );
+        let unknown = by_name(&network_policies(&stack, None, None));
+        assert_eq!(
+            unknown["shop-backend"]["egress"][1],
+            json!({"ports": [{"port": 5432, "protocol": "TCP"}]}),
+            "an unknown URL: PostgreSQL's port, to any address"
         );
     }
 
     #[test]
-    fn database_urls_are_read_for_hosts_and_ports_only() {
-        let address = |url: &str| database_address(url);
+    fn the_operator_checking_the_managed_database_is_let_in_from_its_namespace() {
+        let stack = example();
+        let operator = OperatorPods {
+            namespace: "appstack-system".into(),
+        };
+        let policies = by_name(&network_policies(&stack, None, Some(&operator)));
         assert_eq!(
-            address("postgresql://u:p%40ss@10.0.0.1,10.0.0.2:5433/db"),
-            DatabaseAddress {
-                ips: Some(vec![
-                    "10.0.0.1".parse().unwrap(),
-                    "10.0.0.2".parse().unwrap()
-                ]),
-                ports: BTreeSet::from([5432, 5433]),
-            }
+            policies["shop-database"]["ingress"][0]["from"][2],
+            json!({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "appstack-system"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "appstack-operator"}}})
         );
-        assert_eq!(
-            address("postgresql://u:p@[fd00::5]:6000/db").ips,
-            Some(vec!["fd00::5".parse().unwrap()])
+        let chart = include_str!("../../charts/appstack-operator/Chart.yaml");
+        assert!(
+            chart
+                .lines()
+                .any(|line| line == format!("name: {OPERATOR_APP_NAME}")),
+            "the chart labels the operator's pods app.kubernetes.io/name: <chart name>"
         );
-        assert_eq!(
-            address("postgresql://u:p@10.0.0.1/db?host=other.example.com&port=7000"),
-            DatabaseAddress {
-                ips: None,
-                ports: BTreeSet::from([7000])
-            }
-        );
-        assert_eq!(address("postgresql:///db"), DatabaseAddress::default());
-        assert_eq!(
-            address("<from Secret prod-db/url>"),
-            DatabaseAddress::default()
-        );
-        assert_eq!(
-            address("postgresql://u@h:notaport/db"),
-            DatabaseAddress::default()
-        );
+        let helpers = include_str!("../../charts/appstack-operator/templates/_helpers.tpl");
+        assert!(helpers.contains("app.kubernetes.io/name: {{ .Chart.Name }}"));
     }
 }

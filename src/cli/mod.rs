@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::database::DatabaseChecks;
+
 /// The AppStack operator.
 #[derive(Parser, Debug)]
 #[command(name = "appstack", version, about)]
@@ -31,6 +33,10 @@ pub enum Command {
     /// Print the objects an AppStack would create, without a cluster.
     /// Generated and referenced secret values are shown as placeholders.
     Render(RenderArgs),
+    /// Make an AppStack from a docker-compose project (`import compose`) or
+    /// its env list from a .env file (`import dotenv`), secrets kept out.
+    #[command(subcommand)]
+    Import(crate::import::cli::ImportCommand),
 }
 
 #[derive(Args, Debug)]
@@ -87,6 +93,17 @@ pub struct RunArgs {
     /// hostname and process id).
     #[arg(long, env = "APPSTACK_LEADER_ELECT_IDENTITY")]
     pub leader_elect_identity: Option<String>,
+    /// Which databases the operator connects to (SELECT 1 before
+    /// migrating, then the schema revision): `all` in the cluster;
+    /// `external` when the operator cannot reach pod IPs (outside the
+    /// cluster, a local control plane); `none` to never connect.
+    #[arg(
+        long,
+        env = "APPSTACK_DATABASE_CHECKS",
+        value_enum,
+        default_value_t = DatabaseChecks::All
+    )]
+    pub database_checks: DatabaseChecks,
 }
 
 #[derive(Args, Debug)]
@@ -118,6 +135,7 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Render(args) => render_command(&args),
+        Command::Import(command) => crate::import::cli::run(command),
         Command::Run(args) => run::main(args),
     }
 }
@@ -150,6 +168,30 @@ fn render_command(args: &RenderArgs) -> ExitCode {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn database_checks_default_to_all_and_take_the_documented_values() {
+        let checks = |args: &[&str]| match Cli::try_parse_from(args).map(|cli| cli.command) {
+            Ok(Command::Run(run)) => Ok(run.database_checks),
+            Ok(other) => panic!("parsed as {other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert_eq!(checks(&["appstack", "run"]), Ok(DatabaseChecks::All));
+        for (value, expected) in [
+            ("all", DatabaseChecks::All),
+            ("external", DatabaseChecks::External),
+            ("none", DatabaseChecks::None),
+        ] {
+            assert_eq!(
+                checks(&["appstack", "run", "--database-checks", value]),
+                Ok(expected)
+            );
+        }
+        assert_eq!(
+            checks(&["appstack", "run", "--database-checks", "some"]),
+            Err(clap::error::ErrorKind::InvalidValue)
+        );
+    }
 
     #[test]
     fn every_run_flag_reads_a_variable_the_readme_documents() {

@@ -8,9 +8,11 @@ use serde::Deserialize;
 
 use crate::children;
 use crate::crd::{AppStack, SecretKeyRef};
+use crate::database::DatabaseUrl;
+use crate::database::url::UrlError;
 use crate::reconcile::plan::{self, Object};
 use crate::secrets::{self, SecretValue};
-use crate::stack::{Database, EnvSource, InvalidSpec, ValidatedStack};
+use crate::stack::{Database, DatabaseIdentity, EnvSource, InvalidSpec, ValidatedStack};
 use crate::stages;
 
 /// Stand-in for the UID the API server assigns.
@@ -42,6 +44,16 @@ pub enum RenderError {
         secret: String,
         key: String,
     },
+    #[error(
+        "AppStack {stack}: the database URL in Secret {secret:?} key {key:?} is unusable: {source}"
+    )]
+    DatabaseUrl {
+        stack: String,
+        secret: String,
+        key: String,
+        #[source]
+        source: UrlError,
+    },
     #[error("no AppStack in the input")]
     NoStack,
 }
@@ -49,12 +61,13 @@ pub enum RenderError {
 /// Renders every AppStack in a YAML stream as a YAML stream of children, in
 /// the order the controller applies them. The stream may hold the Secrets
 /// the stacks reference beside them, as users keep them: their keys are
-/// checked, and their values show as placeholders like every secret value
-/// (an external database's URL in such a Secret is read for its hosts and
-/// ports, which the NetworkPolicies allow). Other kinds are not the
-/// operator's and are skipped. The ServiceMonitor and HTTPRoute are shown
-/// whenever asked for (in a cluster they are applied only where their API
-/// is served).
+/// checked, and their values show as placeholders like every secret value.
+/// An external database's URL in such a Secret locates the database (the
+/// migration Job's revision and the NetworkPolicies follow it, as in a
+/// cluster); without it, a comment says the Job's name in a cluster
+/// differs. Other kinds are not the operator's and are skipped. The
+/// ServiceMonitor and HTTPRoute are shown whenever asked for (in a cluster
+/// they are applied only where their API is served).
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
     let mut stacks = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
@@ -101,7 +114,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             name: name.clone(),
             source,
         })?;
-        let mut values = secrets::placeholders(&validated);
+        let mut identity = None;
         for reference in referenced_keys(&validated) {
             let Some(secret) = secrets.get(&(namespace.clone(), reference.name.clone())) else {
                 continue;
@@ -116,10 +129,25 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             if let Database::External { url_secret_ref } = &validated.database
                 && *url_secret_ref == reference
             {
-                values.external_database_url = Some(value);
+                let url = DatabaseUrl::parse(value.expose()).map_err(|source| {
+                    RenderError::DatabaseUrl {
+                        stack: name.clone(),
+                        secret: reference.name.clone(),
+                        key: reference.key.clone(),
+                        source,
+                    }
+                })?;
+                identity = Some(url.identity());
             }
         }
-        let children = plan::by_stage(children::build(&validated, &values));
+        let located = identity.is_some();
+        let identity = identity.unwrap_or_else(|| rendered_identity(&validated));
+        let children = plan::by_stage(children::build(
+            &validated,
+            &secrets::placeholders(&validated),
+            Some(&identity),
+            None,
+        ));
         for stage in stages::ORDER {
             for desired in &children[&stage] {
                 let object = match &desired.object {
@@ -127,6 +155,15 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
                     other => other.clone(),
                 };
                 output.push_str("---\n");
+                if let (Object::Job(_), Database::External { url_secret_ref }, false) =
+                    (&object, &validated.database, located)
+                {
+                    output.push_str(&format!(
+                        "# In a cluster this Job's name differs: its revision covers the host, port \
+                         and database of the URL in Secret {} key {}.\n",
+                        url_secret_ref.name, url_secret_ref.key
+                    ));
+                }
                 output.push_str(
                     &serde_yaml::to_string(&object.to_value()).expect("children always serialize"),
                 );
@@ -157,6 +194,24 @@ fn secret_value(secret: &Secret, key: &str) -> Option<SecretValue> {
     let string = secret.string_data.as_ref().and_then(|data| data.get(key));
     data.map(|value| SecretValue::new(value.0.clone()))
         .or_else(|| string.map(|value| SecretValue::new(value.as_bytes().to_vec())))
+}
+
+/// The database identity a migration revision is rendered with: the
+/// managed database's, or a stand-in naming the external URL's Secret.
+fn rendered_identity(stack: &ValidatedStack) -> DatabaseIdentity {
+    match &stack.database {
+        Database::Managed(_) => DatabaseIdentity::Managed {
+            database: stack.database_name.clone(),
+        },
+        Database::External { url_secret_ref } => DatabaseIdentity::External {
+            host: format!(
+                "<from Secret {}/{}>",
+                url_secret_ref.name, url_secret_ref.key
+            ),
+            port: 0,
+            database: String::new(),
+        },
+    }
 }
 
 /// A Secret with its (placeholder) data as `stringData`, so a reader sees
@@ -333,5 +388,21 @@ data: {a: b}
         );
         let error = render(WITH_SECRETS, "default").unwrap_err().to_string();
         assert_eq!(error, "no AppStack in the input");
+    }
+
+    #[test]
+    fn an_external_database_job_says_its_name_differs_in_a_cluster() {
+        let input = include_str!("../../deploy/examples/shop.yaml").replace(
+            "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+            "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+        );
+        let output = render(&input, "prod").unwrap();
+        let job = output
+            .split("---\n")
+            .find(|document| document.contains("kind: Job"))
+            .expect("the Job is shown");
+        assert!(job.starts_with(
+            "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
+        ), "{job}");
     }
 }

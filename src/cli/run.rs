@@ -102,6 +102,8 @@ async fn run(args: RunArgs) -> ExitCode {
             namespaces: args.namespaces.clone(),
             concurrency: args.concurrency,
             pass_timeout: request_timeout,
+            database_checks: args.database_checks,
+            pod_namespace: std::env::var("POD_NAMESPACE").ok(),
         },
         state: state.clone(),
         grace: Duration::from_secs(args.shutdown_timeout_seconds),

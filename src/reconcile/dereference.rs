@@ -1,6 +1,6 @@
 //! Dereference: the secret values a stack's children carry — generated ones
 //! kept from the stack's own Secrets, referenced ones copied from the user's
-//! — read from the caches.
+//! — and where its database is, read from the caches.
 //!
 //! Two reads go to the API server, both rare: a referenced Secret the cache
 //! keeps without data (no stack referenced it when it was last seen), and,
@@ -15,6 +15,7 @@ use kube::Api;
 use super::Context;
 use super::status::{Check, reasons};
 use crate::children::{database_name, env_name};
+use crate::database::{self, Failure, Located};
 use crate::runtime::cache::{Caches, Slim};
 use crate::secrets::{self, ObservedSecrets, ResolveError, Resolved, SecretValue};
 use crate::stack::{Database, ValidatedStack};
@@ -32,9 +33,15 @@ pub enum DereferenceError {
     Generate(#[source] ResolveError),
 }
 
-/// The stack's secret values, or the reference that is missing.
+/// The stack's secret values and where its database is, or the reference
+/// that is missing.
 pub enum Dereferenced {
-    Resolved(Resolved),
+    Resolved {
+        resolved: Resolved,
+        /// The database, as far as the spec and the Secrets say; an external
+        /// URL that cannot be used is the database stage's to report.
+        located: Box<Result<Located, Failure>>,
+    },
     /// A referenced Secret or key does not exist (yet).
     Missing(Check),
 }
@@ -65,7 +72,13 @@ pub async fn dereference(
         resolved = secrets::resolve(stack, &observed);
     }
     match resolved {
-        Ok(resolved) => Ok(Dereferenced::Resolved(resolved)),
+        Ok(resolved) => {
+            let located = database::locate(stack, &observed, &resolved.values);
+            Ok(Dereferenced::Resolved {
+                resolved,
+                located: Box::new(located),
+            })
+        }
         Err(ResolveError::MissingReference { name, key }) => {
             Ok(Dereferenced::Missing(Check::pending(
                 reasons::SECRET_NOT_FOUND,
@@ -126,7 +139,11 @@ async fn observe(
             }
             cached => cached,
         };
-        for (key, value) in secret.as_deref().map(data_of).unwrap_or_default() {
+        let Some(secret) = secret else {
+            continue;
+        };
+        observed.present.insert(name.to_string());
+        for (key, value) in data_of(&secret) {
             observed.referenced.insert((name.to_string(), key), value);
         }
     }

@@ -13,6 +13,12 @@ use crate::crd::AppStackStatus;
 pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) -> Vec<Event> {
     let became = |type_: &str, reason: &str| status::became(previous, desired, type_, reason);
     let mut events = Vec::new();
+    if let Some(condition) = status::condition(Some(desired), types::DATABASE_READY)
+        .filter(|condition| reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str()))
+        && let Some(note) = became(types::DATABASE_READY, &condition.reason)
+    {
+        events.push(event(EventType::Warning, &condition.reason, note));
+    }
     if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
         events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));
     }
@@ -146,6 +152,26 @@ mod tests {
             transitions(Some(&failed), &failed).is_empty(),
             "no repeat on a converged pass"
         );
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_used_is_a_warning_once() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let mut refused = Observation::default();
+        refused.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
+        refused.record(
+            Stage::Database,
+            Check::pending(
+                reasons::CONNECTION_REFUSED,
+                "127.0.0.1:5432 refused the connection",
+            ),
+        );
+        let status = desired_status(&refused, 1, None, at);
+        let events = transitions(None, &status);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, reasons::CONNECTION_REFUSED);
+        assert!(matches!(events[0].type_, EventType::Warning));
+        assert!(transitions(Some(&status), &status).is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod dereference;
 pub mod events;
 pub mod observe;
 pub mod plan;
+pub mod probe;
 pub mod release;
 pub mod status;
 
@@ -29,8 +30,10 @@ use self::apply::{ApplyError, Done};
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
 use self::status::{Observation, Outcome, reasons, types};
+use crate::children::network::OperatorPods;
 use crate::children::{self, env_name};
 use crate::crd::{AppStack, AppStackStatus};
+use crate::database::Databases;
 use crate::runtime::cache::{Caches, Slim};
 use crate::runtime::metrics::Metrics;
 use crate::stack::ValidatedStack;
@@ -42,13 +45,17 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 /// Look again this soon while the stack is still coming up.
 pub const PROGRESS: Duration = Duration::from_secs(30);
 
-/// What a pass needs: the client and recorder, the metrics, and the caches
-/// of the stack's scope.
+/// What a pass needs: the client and recorder, the metrics, the caches of
+/// the stack's scope, and the process's side of every database.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Metrics,
     pub caches: Arc<Caches>,
+    pub databases: Arc<Databases>,
+    /// The operator's pods, when they connect to managed databases from
+    /// inside the cluster: the databases' NetworkPolicies let them in.
+    pub operator_pods: Option<OperatorPods>,
 }
 
 /// A step of the pass failed; the stack is retried with backoff.
@@ -111,6 +118,14 @@ pub async fn pass(context: &Context, cached: &AppStack) -> Result<Action, Error>
         info!(outcome = ?observation.outcome(), "status updated");
     }
     publish(context, &stack, previous, &desired, &done).await;
+    let uid = stack.uid().unwrap_or_default();
+    if let Some(delay) = context
+        .databases
+        .retry_after(&uid, observation.check(Stage::Database))
+    {
+        // The database cannot be used: look again later and later.
+        return Ok(Action::requeue(delay));
+    }
     Ok(next_check(&observation))
 }
 
@@ -123,26 +138,42 @@ async fn run_stages(
     done: &mut Vec<Done>,
 ) -> Result<(), Error> {
     let caches = context.caches.as_ref();
-    let referenced = stack.spec.referenced_secrets();
-    let resolved = match dereference::dereference(context, validated, &referenced).await? {
-        Dereferenced::Resolved(resolved) => resolved,
-        Dereferenced::Missing(check) => {
-            observation.record(Stage::Secrets, check);
-            return Ok(());
-        }
-    };
-    let desired = plan::by_stage(children::build(validated, &resolved.values));
-    done.extend(
-        apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
-    );
     let previous_migration = stack
         .status
         .as_ref()
         .and_then(|status| status.migration.as_ref());
+    if validated.migration.is_some() {
+        // Until the migration stage reports, the status keeps what it said.
+        observation.migration = previous_migration.cloned();
+    }
+    let referenced = stack.spec.referenced_secrets();
+    let (resolved, located) =
+        match dereference::dereference(context, validated, &referenced).await? {
+            Dereferenced::Resolved { resolved, located } => (resolved, *located),
+            Dereferenced::Missing(check) => {
+                observation.record(Stage::Secrets, check);
+                return Ok(());
+            }
+        };
+    let identity = located.as_ref().ok().map(|located| &located.identity);
+    let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
+    let desired = plan::by_stage(children::build(
+        validated,
+        &resolved.values,
+        identity,
+        context.operator_pods.as_ref(),
+    ));
+    done.extend(
+        apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
+    );
     let facts = StackFacts {
         finalizers: stack.finalizers(),
         migration: previous_migration,
+        target_revision: target_revision.as_deref(),
     };
+    let migration_pending = target_revision.is_some()
+        && target_revision.as_deref()
+            != previous_migration.and_then(|migration| migration.applied_revision.as_deref());
     let mut reached = 0;
     for stage in stages::ORDER {
         let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
@@ -153,13 +184,35 @@ async fn run_stages(
                 keys: resolved.generated_env.clone(),
             });
         }
-        let check = observe::check(
+        let mut check = observe::check(
             stage,
             validated,
             caches,
+            facts.target_revision,
             previous_migration,
             &mut observation.migration,
         );
+        if stage == Stage::Database {
+            check = probe::database(
+                context,
+                stack,
+                validated,
+                &located,
+                check,
+                migration_pending,
+            )
+            .await;
+        }
+        if stage == Stage::Migrations {
+            check = probe::schema(
+                context,
+                validated,
+                &located,
+                check,
+                &mut observation.migration,
+            )
+            .await;
+        }
         let go_on = check.ok || !stage.blocks();
         observation.record(stage, check);
         reached += 1;

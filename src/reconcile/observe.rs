@@ -15,12 +15,16 @@ use crate::runtime::cache::Caches;
 use crate::stack::{Database, Route, ValidatedStack};
 use crate::stages::Stage;
 
-/// The check of a stage the pass reached, after its writes. `migration`
-/// receives the migration status when the stage is [`Stage::Migrations`].
+/// The check of a stage the pass reached, after its writes, from the
+/// caches. `target` is the migration revision the spec asks for against the
+/// located database; `migration` receives the migration status when the
+/// stage is [`Stage::Migrations`]. The database stage's check is completed
+/// by connecting to the database (see [`super::probe`]).
 pub fn check(
     stage: Stage,
     stack: &ValidatedStack,
     caches: &Caches,
+    target: Option<&str>,
     previous: Option<&MigrationStatus>,
     migration: &mut Option<MigrationStatus>,
 ) -> Check {
@@ -56,13 +60,18 @@ pub fn check(
             ),
         },
         Stage::Migrations => {
-            let Some(target) = stack.migration.as_ref() else {
+            if stack.migration.is_none() {
                 return Check::ok(reasons::NO_MIGRATIONS, "no migrations configured");
+            }
+            let Some(target) = target else {
+                return Check::pending(
+                    reasons::WAITING_FOR_DATABASE,
+                    "the database the migrations run against is not known yet",
+                );
             };
-            let job_name = children::migration::job_name(stack, &target.revision);
+            let job_name = children::migration::job_name(stack, target);
             let job = caches.jobs.get(namespace, &job_name);
-            let (check, status) =
-                migration_check(&target.revision, &job_name, job.as_deref(), previous);
+            let (check, status) = migration_check(target, &job_name, job.as_deref(), previous);
             *migration = Some(status);
             check
         }
@@ -265,7 +274,8 @@ fn workload_check(stack: &ValidatedStack, caches: &Caches, component: Component)
 }
 
 /// The migration stage: done when the target revision was applied before
-/// (its Job may be gone) or its Job succeeded.
+/// (its Job may be gone) or its Job succeeded. The schema revision read
+/// after the applied revision is kept; a newly applied one is read again.
 pub fn migration_check(
     revision: &str,
     job_name: &str,
@@ -278,6 +288,7 @@ pub fn migration_check(
         applied_revision: previous.applied_revision.clone(),
         job_name: Some(job_name.into()),
         attempts: job.map(job_attempts).or(previous.attempts),
+        schema_revision: previous.schema_revision.clone(),
     };
     let applied = || {
         Check::ok(
@@ -295,6 +306,7 @@ pub fn migration_check(
         ),
         Some(JobState::Succeeded) => {
             status.applied_revision = Some(revision.into());
+            status.schema_revision = None;
             applied()
         }
         Some(JobState::Failed(why)) => Check::failed(

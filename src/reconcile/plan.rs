@@ -304,6 +304,9 @@ pub struct StackFacts<'a> {
     pub finalizers: &'a [String],
     /// The last migration status written.
     pub migration: Option<&'a MigrationStatus>,
+    /// The migration revision the spec asks for against the located
+    /// database, if both are known.
+    pub target_revision: Option<&'a str>,
 }
 
 /// The writes of one stage: every desired child that is absent or differs
@@ -353,11 +356,7 @@ pub fn stage(
                 let applied = facts
                     .migration
                     .and_then(|migration| migration.applied_revision.as_deref());
-                let revision = stack
-                    .migration
-                    .as_ref()
-                    .map(|migration| migration.revision.as_str());
-                if applied.is_some() && applied == revision {
+                if applied.is_some() && applied == facts.target_revision {
                     // Applied before: its Job may be gone; never run it again.
                     None
                 } else {
@@ -648,7 +647,12 @@ mod tests {
     use kube::runtime::watcher::Event;
 
     fn desired_of(stack: &ValidatedStack) -> BTreeMap<Stage, Vec<Desired>> {
-        by_stage(children::build(stack, &placeholders(stack)))
+        by_stage(children::build(
+            stack,
+            &placeholders(stack),
+            stack.managed_database_identity().as_ref(),
+            None,
+        ))
     }
 
     #[test]

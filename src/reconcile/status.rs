@@ -58,6 +58,44 @@ pub mod reasons {
     pub const ROUTE_REFS_UNRESOLVED: &str = "RouteRefsUnresolved";
     pub const WAITING_FOR_GATEWAY: &str = "WaitingForGateway";
 
+    // DatabaseReady reasons for a database the operator cannot use. The
+    // reconcile retries them with a growing delay; a change of the
+    // referenced Secret retries at once.
+    /// The Secret named by `database.external.urlSecretRef` does not exist.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// The Secret exists but lacks the key.
+    pub const KEY_MISSING: &str = "KeyMissing";
+    /// The value is not a PostgreSQL URL the operator can use.
+    pub const INVALID_URL: &str = "InvalidURL";
+    /// The URL's host name does not resolve.
+    pub const HOST_NOT_FOUND: &str = "HostNotFound";
+    /// Nothing listens on the URL's host and port.
+    pub const CONNECTION_REFUSED: &str = "ConnectionRefused";
+    /// The server rejected the user or password.
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    /// The server has no database of the URL's name.
+    pub const DATABASE_MISSING: &str = "DatabaseMissing";
+    /// TLS could not be set up as the URL's `sslmode` asks.
+    pub const TLS_FAILED: &str = "TLSFailed";
+    /// No answer within the connect or statement timeout.
+    pub const TIMEOUT: &str = "Timeout";
+    /// Any other failure to connect or to run `SELECT 1`.
+    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+
+    /// Every reason above: the database cannot be used.
+    pub const DATABASE_UNUSABLE: [&str; 10] = [
+        SECRET_MISSING,
+        KEY_MISSING,
+        INVALID_URL,
+        HOST_NOT_FOUND,
+        CONNECTION_REFUSED,
+        AUTHENTICATION_FAILED,
+        DATABASE_MISSING,
+        TLS_FAILED,
+        TIMEOUT,
+        CONNECTION_FAILED,
+    ];
+
     // Reasons of Events that are not condition reasons.
     pub const SECRET_GENERATED: &str = "SecretGenerated";
     pub const MIGRATION_STARTED: &str = "MigrationStarted";

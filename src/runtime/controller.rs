@@ -18,7 +18,9 @@ use super::metrics::Metrics;
 use super::server::ProcessState;
 use super::telemetry::error_chain;
 use crate::children;
+use crate::children::network::OperatorPods;
 use crate::crd::AppStack;
+use crate::database::{DatabaseChecks, Databases};
 use crate::reconcile::{self, Context};
 
 /// Longest wait before retrying a failed pass.
@@ -33,6 +35,20 @@ pub struct RunOptions {
     pub concurrency: u16,
     /// Upper bound of one pass; its API calls share the bound.
     pub pass_timeout: Duration,
+    /// Which databases the operator connects to.
+    pub database_checks: DatabaseChecks,
+    /// The namespace of the operator's pod (`POD_NAMESPACE`), when it runs
+    /// in the cluster.
+    pub pod_namespace: Option<String>,
+}
+
+impl RunOptions {
+    /// The operator's pods as the stacks' NetworkPolicies see them: only an
+    /// operator in the cluster that connects to managed databases needs in.
+    fn operator_pods(&self) -> Option<OperatorPods> {
+        let namespace = self.pod_namespace.clone()?;
+        (self.database_checks == DatabaseChecks::All).then_some(OperatorPods { namespace })
+    }
 }
 
 /// What the controller of one scope shares between its passes.
@@ -84,6 +100,7 @@ pub async fn run(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
+    let databases = Arc::new(Databases::new(options.database_checks, metrics.clone()));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let mut watches = Vec::new();
     let mut all_caches = Vec::new();
@@ -116,6 +133,8 @@ pub async fn run(
                 recorder: recorder.clone(),
                 metrics: metrics.clone(),
                 caches: caches.clone(),
+                databases: databases.clone(),
+                operator_pods: options.operator_pods(),
             },
             timeout: options.pass_timeout,
             failures,

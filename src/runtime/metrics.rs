@@ -32,6 +32,7 @@ pub struct Metrics {
     stacks: IntGaugeVec,
     migrations: IntCounterVec,
     secrets_generated: IntCounter,
+    database_checks: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -125,6 +126,14 @@ impl Metrics {
                 "Secrets into which the operator generated values",
             )
             .unwrap(),
+            database_checks: IntCounterVec::new(
+                Opts::new(
+                    "appstack_database_checks_total",
+                    "Connections to stacks' databases (SELECT 1), by result: ok or the DatabaseReady reason",
+                ),
+                &["result"],
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -138,6 +147,7 @@ impl Metrics {
             Box::new(metrics.stacks.clone()),
             Box::new(metrics.migrations.clone()),
             Box::new(metrics.secrets_generated.clone()),
+            Box::new(metrics.database_checks.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).unwrap();
@@ -157,6 +167,7 @@ impl Metrics {
         for result in ["started", "succeeded", "failed"] {
             metrics.migrations.with_label_values(&[result]);
         }
+        metrics.database_checks.with_label_values(&["ok"]);
         for condition in [types::READY, types::RECONCILING, types::STALLED, "Unknown"] {
             metrics.stacks.with_label_values(&[condition]);
         }
@@ -188,6 +199,12 @@ impl Metrics {
     /// Counts a Secret written with newly generated values.
     pub fn secrets_generated(&self) {
         self.secrets_generated.inc();
+    }
+
+    /// Counts a connection check of a database: `ok`, or the reason it
+    /// failed (a constant from [`crate::reconcile::status::reasons`]).
+    pub fn count_database_check(&self, result: &str) {
+        self.database_checks.with_label_values(&[result]).inc();
     }
 
     /// Recounts stacks by condition from the controller's cache.

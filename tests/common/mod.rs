@@ -17,6 +17,8 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
+pub mod postgres;
+
 /// Field manager the tests write with.
 pub const TEST_MANAGER: &str = "appstack-tests";
 
@@ -181,11 +183,153 @@ pub async fn apply_yaml(client: &Client, yaml: &str) {
     }
 }
 
-/// Installs the CRD and the operator's RBAC (the operator runs as the
-/// `appstack-operator` user that deploy/rbac.yaml binds).
-pub async fn install_operator_prerequisites(client: &Client) {
+/// Installs the CRD, and the operator's RBAC for an operator scoped to
+/// `namespace`: the chart's ServiceAccount, Role and RoleBinding and leader
+/// election Role, rendered by `helm template` in namespaced mode with
+/// `namespace` as both the release namespace and the one watched. Nothing
+/// cluster-wide, so tests in other namespaces never share an identity.
+pub async fn install_operator_prerequisites(client: &Client, namespace: &str) {
     install_crd(client).await;
-    apply_yaml(client, include_str!("../../deploy/rbac.yaml")).await;
+    apply_yaml(
+        client,
+        &render_operator_rbac(namespace, &OPERATOR_RBAC_TEMPLATES).await,
+    )
+    .await;
+}
+
+/// The chart's templates that give the operator its identity and rights.
+pub const OPERATOR_RBAC_TEMPLATES: [&str; 3] = [
+    "templates/serviceaccount.yaml",
+    "templates/rbac.yaml",
+    "templates/leader-election-rbac.yaml",
+];
+
+/// The release name the tests render the chart with; the chart names the
+/// ServiceAccount, Roles and Lease after it.
+pub const RELEASE: &str = "appstack-operator";
+
+/// Chart `templates` rendered into `namespace` in namespaced mode, watching
+/// `namespace`.
+pub async fn render_operator_rbac(namespace: &str, templates: &[&str]) -> String {
+    let mut command = helm();
+    command
+        .args(["template", RELEASE, chart_dir().to_str().unwrap()])
+        .args(["--namespace", namespace])
+        .args(["--set", &format!("watchNamespaces={{{namespace}}}")]);
+    for template in templates {
+        command.args(["--show-only", template]);
+    }
+    let output = command.output().await.expect("run helm");
+    assert!(
+        output.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The `appstack run` arguments of a rendered operator Deployment, without
+/// `run` and the endpoint addresses ([`Operator`] picks free ports), so a
+/// test runs the process as the chart's pods would.
+pub fn deployment_args(deployment: &Value) -> Vec<String> {
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("the Deployment's container has args");
+    let args: Vec<String> = args
+        .iter()
+        .map(|arg| arg.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(args[0], "run");
+    args[1..]
+        .iter()
+        .filter(|arg| !arg.starts_with("--metrics-addr") && !arg.starts_with("--health-addr"))
+        .flat_map(|arg| match arg.split_once('=') {
+            Some((flag, value)) => vec![flag.to_string(), value.to_string()],
+            None => vec![arg.clone()],
+        })
+        .collect()
+}
+
+/// The operator chart's directory.
+pub fn chart_dir() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/appstack-operator"
+    ))
+}
+
+/// A pinned upstream tool built by scripts/build-tools.sh (helm, actionlint,
+/// kstatus), from the directory in `APPSTACK_TEST_TOOLS`.
+pub fn tool(name: &str) -> PathBuf {
+    std::env::var("APPSTACK_TEST_TOOLS")
+        .map(|dir| PathBuf::from(dir).join(name))
+        .expect("APPSTACK_TEST_TOOLS is not set: run these tests with scripts/test.sh")
+}
+
+/// helm, talking to the local control plane as its admin.
+pub fn helm() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(tool("helm"));
+    command
+        .env(
+            "KUBECONFIG",
+            std::env::var("APPSTACK_TEST_KUBECONFIG").unwrap_or_default(),
+        )
+        // Helm keeps its cache and config out of the user's home.
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("appstack-tests-helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("appstack-tests-helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("appstack-tests-helm/data"),
+        );
+    command
+}
+
+/// `helm args` run to completion: (success, stdout, stderr).
+pub async fn run_helm(args: &[&str]) -> (bool, String, String) {
+    let output = helm().args(args).output().await.expect("run helm");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The documents of a YAML stream, as JSON values (empty ones dropped).
+pub fn documents(yaml: &str) -> Vec<Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|document| Value::deserialize(document).expect("valid YAML"))
+        .filter(|value| !value.is_null())
+        .collect()
+}
+
+/// A kubeconfig authenticating as ServiceAccount `account` of `namespace`,
+/// with a token from the TokenRequest API (`scripts/cluster.sh
+/// sa-kubeconfig`), and the user name the API server's audit log records.
+pub async fn service_account_identity(namespace: &str, account: &str) -> (PathBuf, String) {
+    let output =
+        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .args(["sa-kubeconfig", namespace, account])
+            .env("APPSTACK_CLUSTER_DIR", cluster_dir())
+            .output()
+            .await
+            .expect("run cluster.sh sa-kubeconfig");
+    assert!(
+        output.status.success(),
+        "cluster.sh sa-kubeconfig: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let path = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    (
+        PathBuf::from(path),
+        format!("system:serviceaccount:{namespace}:{account}"),
+    )
 }
 
 /// A free loopback port.
@@ -197,14 +341,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The operator binary running as a child process as the
-/// `appstack-operator` user, with its endpoints on free ports. Its output is
-/// kept for assertions; it is killed when dropped.
+/// The operator binary running as a child process as a ServiceAccount (by
+/// default the chart's, in the namespace it is scoped to), with its
+/// endpoints on free ports. Its output is kept for assertions; it is killed
+/// when dropped.
 pub struct Operator {
     child: tokio::process::Child,
     pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub metrics_port: u16,
     pub health_port: u16,
+    /// The user name the API server knows the process by.
+    pub user: String,
 }
 
 impl Operator {
@@ -213,8 +360,26 @@ impl Operator {
         Self::start_with(&["--namespace", namespace], &[]).await
     }
 
-    /// The operator with these arguments after `run` and this environment.
+    /// The operator with these arguments after `run` and this environment,
+    /// as the chart's ServiceAccount of the first `--namespace` argument
+    /// (installed there by [`install_operator_prerequisites`]).
     pub async fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let namespace = args
+            .iter()
+            .position(|arg| *arg == "--namespace")
+            .and_then(|index| args.get(index + 1))
+            .expect("the tests scope each operator with --namespace");
+        let identity = service_account_identity(namespace, RELEASE).await;
+        Self::start_as(identity, args, env).await
+    }
+
+    /// The operator authenticated by `(kubeconfig, user)`, with these
+    /// arguments after `run` and this environment.
+    pub async fn start_as(
+        (kubeconfig, user): (PathBuf, String),
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         use tokio::io::AsyncBufReadExt;
         let metrics_port = free_port();
         let health_port = free_port();
@@ -224,10 +389,13 @@ impl Operator {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(args)
-            .env("KUBECONFIG", cluster_dir().join("operator.kubeconfig"))
+            .env("KUBECONFIG", kubeconfig)
             .env("LOG_LEVEL", "info,appstack=debug")
             .env("LOG_FORMAT", "text")
             .env("NO_COLOR", "1")
+            // The operator runs on the host: the managed databases' pods are
+            // not reachable (nor real), external ones are on loopback.
+            .env("APPSTACK_DATABASE_CHECKS", "external")
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -255,6 +423,7 @@ impl Operator {
             output,
             metrics_port,
             health_port,
+            user,
         }
     }
 
@@ -399,6 +568,48 @@ impl AuditLog {
 
 // Stacks
 
+/// The label KWOK's stages read to fail a pod's container.
+pub const KWOK_FAIL_LABEL: &str = "pod-container-running-failed.stage.kwok.x-k8s.io";
+
+/// Makes `stack`'s next migration revision fail at once: a new backend
+/// image (a new revision), no retries, and pods KWOK fails.
+pub fn fail_next_migration(stack: &mut Value) {
+    stack["spec"]["backend"]["image"] = json!("ghcr.io/acme/shop-backend:2.0.0");
+    stack["spec"]["migrations"]["backoffLimit"] = json!(0);
+    stack["spec"]["migrations"]["podLabels"] = json!({KWOK_FAIL_LABEL: "true"});
+}
+
+/// Waits until the stack is Stalled by a failed migration.
+pub async fn wait_stalled_by_migration(client: &Client, namespace: &str, name: &str) -> AppStack {
+    wait_for(
+        client,
+        namespace,
+        name,
+        "Stalled",
+        "True",
+        Some("MigrationFailed"),
+    )
+    .await
+}
+
+/// Runs `command` with `input` on its standard input; its output.
+pub async fn output_with_stdin(
+    mut command: tokio::process::Command,
+    input: &[u8],
+) -> std::process::Output {
+    use tokio::io::AsyncWriteExt;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap()
+}
+
 /// How long a stack may take to converge before a test gives up.
 pub const LIMIT: Duration = Duration::from_secs(120);
 
@@ -413,8 +624,8 @@ pub fn example(name: &str) -> Value {
 
 pub async fn setup(prefix: &str) -> (Client, TestNamespace) {
     let client = client().await;
-    install_operator_prerequisites(&client).await;
     let namespace = TestNamespace::new(&client, prefix).await;
+    install_operator_prerequisites(&client, &namespace.name).await;
     create_secret(
         &client,
         &namespace.name,

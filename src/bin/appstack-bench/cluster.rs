@@ -15,6 +15,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The ServiceAccount (and release) name the chart gives the operator.
+const OPERATOR_ACCOUNT: &str = "appstack-operator";
+
 /// One local control plane.
 pub struct Cluster {
     pub dir: PathBuf,
@@ -52,8 +55,38 @@ impl Cluster {
         self.dir.join("admin.kubeconfig")
     }
 
-    pub fn operator_kubeconfig(&self) -> PathBuf {
-        self.dir.join("operator.kubeconfig")
+    /// Installs the chart's ServiceAccount and cluster-wide RBAC into
+    /// `namespace` and returns a kubeconfig authenticating as that
+    /// ServiceAccount, and the user name the audit log records for it.
+    pub fn operator_identity(&self, namespace: &str) -> anyhow::Result<(PathBuf, String)> {
+        let tools = std::process::Command::new(root().join("scripts/build-tools.sh"))
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running scripts/build-tools.sh")?;
+        let helm = PathBuf::from(String::from_utf8_lossy(&tools.stdout).trim()).join("helm");
+        let rendered = std::process::Command::new(helm)
+            .args(["template", OPERATOR_ACCOUNT])
+            .arg(root().join("charts/appstack-operator"))
+            .args(["--namespace", namespace])
+            .args(["--show-only", "templates/serviceaccount.yaml"])
+            .args(["--show-only", "templates/rbac.yaml"])
+            .output()
+            .context("rendering the chart's RBAC")?;
+        if !rendered.status.success() {
+            bail!(
+                "helm template: {}",
+                String::from_utf8_lossy(&rendered.stderr)
+            );
+        }
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
+        ))?;
+        self.apply(&String::from_utf8(rendered.stdout)?)?;
+        let kubeconfig = self.script(&["sa-kubeconfig", namespace, OPERATOR_ACCOUNT])?;
+        Ok((
+            PathBuf::from(kubeconfig),
+            format!("system:serviceaccount:{namespace}:{OPERATOR_ACCOUNT}"),
+        ))
     }
 
     pub fn audit_log(&self) -> PathBuf {
@@ -104,7 +137,7 @@ pub struct Operator {
 }
 
 impl Operator {
-    pub fn start(binary: &Path, cluster: &Cluster, log: &Path) -> anyhow::Result<Self> {
+    pub fn start(binary: &Path, kubeconfig: &Path, log: &Path) -> anyhow::Result<Self> {
         let metrics_port = free_port()?;
         let health_port = free_port()?;
         let log = std::fs::File::create(log)?;
@@ -113,7 +146,8 @@ impl Operator {
             .arg("run")
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
-            .env("KUBECONFIG", cluster.operator_kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
+            .env("APPSTACK_DATABASE_CHECKS", "external")
             .env("LOG_FORMAT", "json")
             .env("LOG_LEVEL", "warn")
             .env_remove("RUST_LOG")

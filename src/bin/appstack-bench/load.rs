@@ -142,7 +142,12 @@ fn children_of(name: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
         SecretValue::new(b"SG.bench".to_vec()),
     );
     let resolved = secrets::resolve(&validated, &observed)?;
-    let by_stage = plan::by_stage(children::build(&validated, &resolved.values));
+    let by_stage = plan::by_stage(children::build(
+        &validated,
+        &resolved.values,
+        validated.managed_database_identity().as_ref(),
+        None,
+    ));
     Ok(by_stage
         .into_values()
         .flatten()

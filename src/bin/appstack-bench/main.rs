@@ -58,8 +58,6 @@ struct Args {
     limit_seconds: u64,
 }
 
-/// The user the local control plane's operator kubeconfig authenticates as.
-const OPERATOR_USER: &str = "appstack-operator";
 const NAMESPACE: &str = "bench";
 
 fn figure(name: &str, stacks: usize, value: f64, unit: &str) {
@@ -113,14 +111,12 @@ async fn operator(
     let client = cluster.client().await?;
     let crd = std::process::Command::new(binary).arg("crd").output()?;
     cluster.apply(&String::from_utf8(crd.stdout)?)?;
-    cluster.apply(&std::fs::read_to_string(
-        cluster::root().join("deploy/rbac.yaml"),
-    )?)?;
+    let (kubeconfig, operator_user) = cluster.operator_identity("appstack-system")?;
     load::namespace(&client, NAMESPACE).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let log = cluster.dir.join("logs/operator.log");
-    let operator = Operator::start(binary, cluster, &log)?;
+    let operator = Operator::start(binary, &kubeconfig, &log)?;
     operator.wait_ready(limit).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = usage(operator.pid())?;
@@ -215,7 +211,7 @@ async fn operator(
     wait_all_ready(stacks.clone(), n, limit).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mark = cluster::file_len(&cluster.audit_log());
-    let operator = Operator::start(binary, cluster, &log)?;
+    let operator = Operator::start(binary, &kubeconfig, &log)?;
     let synced = operator.wait_ready(limit).await?;
     let deadline = Instant::now() + limit;
     while operator.passes().await? < n as f64 && Instant::now() < deadline {
@@ -223,7 +219,7 @@ async fn operator(
     }
     let reverified = operator.started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = writes_since(&cluster.audit_log(), mark, OPERATOR_USER)?;
+    let writes = writes_since(&cluster.audit_log(), mark, &operator_user)?;
     figure("restart_synced_seconds", n, synced.as_secs_f64(), "s");
     figure(
         "restart_reverified_seconds",

@@ -1,0 +1,148 @@
+{{/* The release's base name: the chart name, prefixed by the release name
+unless that already contains it. */}}
+{{- define "appstack-operator.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator pods; never a version. */}}
+{{- define "appstack-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of every object of the release. */}}
+{{- define "appstack-operator.labels" -}}
+{{ include "appstack-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: appstack-operator
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* The operator image: repository@digest when a digest is set, else
+repository:tag with the tag defaulting to appVersion. */}}
+{{- define "appstack-operator.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The metrics Service's name, which is also the `job` label Prometheus
+gives the operator's series through the ServiceMonitor. */}}
+{{- define "appstack-operator.metricsService" -}}
+{{- printf "%s-metrics" (include "appstack-operator.fullname" .) -}}
+{{- end -}}
+
+{{/* The PromQL selector of this release's operator series. */}}
+{{- define "appstack-operator.jobSelector" -}}
+job="{{ include "appstack-operator.metricsService" . }}", namespace="{{ .Release.Namespace }}"
+{{- end -}}
+
+{{/* Whether the cluster serves the Prometheus Operator's kind (list: the
+root context, the kind). Each kind has its own CRD, so one may be served
+without the other. */}}
+{{- define "appstack-operator.monitoringServed" -}}
+{{- $root := index . 0 -}}
+{{- if $root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" (index . 1)) -}}true{{- end -}}
+{{- end -}}
+
+{{/* What the operator does to an AppStack's children, the same in a
+ClusterRole (all namespaces) and in each watched namespace's Role. Every
+rule says why. */}}
+{{- define "appstack-operator.rules" -}}
+# The operator's own resource: it watches AppStacks (list + watch for the
+# cache, get for single reads).
+- apiGroups: [appstack.dev]
+  resources: [appstacks]
+  verbs: [get, list, watch]
+# With deletionPolicy: Delete it adds the appstack.dev/delete-database
+# finalizer and removes it once it has seen the stack being deleted, so no
+# reconcile recreates the database after its volume was released. A JSON
+# patch of metadata.finalizers, never of the spec.
+- apiGroups: [appstack.dev]
+  resources: [appstacks]
+  verbs: [patch]
+# It reports progress in each AppStack's status subresource (conditions,
+# observedGeneration, migration).
+- apiGroups: [appstack.dev]
+  resources: [appstacks/status]
+  verbs: [get, patch, update]
+# Children in the core group: Secrets (generated credentials, and the values
+# an AppStack references for its env), ConfigMaps (plain env) and Services
+# (one per component). Watched into caches to notice drift (Secrets whole,
+# since users' Secrets carry no label of ours; the cache keeps the data of
+# referenced ones only), written by server-side apply, deleted when a changed
+# spec no longer wants them.
+- apiGroups: [""]
+  resources: [secrets, configmaps, services]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Workload children: the database StatefulSet and the backend and frontend
+# Deployments, managed the same way.
+- apiGroups: [apps]
+  resources: [statefulsets, deployments]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The managed database's volume, which the StatefulSet creates: watched
+# (label-filtered) into a cache, and patched only to add or remove the
+# AppStack's ownerReference so that deletionPolicy decides whether it
+# outlives the stack. Never created or deleted by the operator.
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, list, watch, patch]
+# The migration Job of each revision (<stack>-migrate-<hash>): created,
+# watched until it succeeds or fails, deleted once superseded.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The backend's ServiceMonitor, when the AppStack asks for one and the
+# Prometheus Operator's API is served.
+- apiGroups: [monitoring.coreos.com]
+  resources: [servicemonitors]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Each stack's NetworkPolicies (<stack>-default-deny and one per component)
+# and, with spec.expose, its Ingress: watched (label-filtered) into caches,
+# server-side applied, deleted when networkPolicy.enabled is false, a
+# component goes, or expose is removed or moves to a gateway.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies, ingresses]
+  verbs: [get, list, watch, create, patch, update, delete]
+# A PodDisruptionBudget for the backend and the frontend while they run more
+# than one replica, managed the same way.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The HTTPRoute of spec.expose.gateway, while the Gateway API is served,
+# managed the same way. Its status, the gateway controller's, is only read
+# (through the watch) into ExposeReady.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Events about each AppStack (steps, errors), through events.k8s.io; a
+# recorder patches a repeated Event to bump its count.
+- apiGroups: [events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+# The same Events through the core v1 API, which older recorders use.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* The Helm-only metadata of the CRD template (labels, and the keep
+policy while crds.keep), rendered by one line so the rest of the template
+stays exactly crds/appstack.dev_appstacks.yaml. */}}
+{{- define "appstack-operator.crdMetadata" -}}
+labels:
+  {{- include "appstack-operator.labels" . | nindent 2 }}
+{{- if .Values.crds.keep }}
+annotations:
+  # Uninstalling the chart never deletes the CRD, which would delete every
+  # AppStack and, through garbage collection, every stack's children.
+  helm.sh/resource-policy: keep
+{{- end }}
+{{- end -}}

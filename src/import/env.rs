@@ -1,0 +1,233 @@
+//! Variables to typed `env` entries: secrets by reference (their values go
+//! to a Secret manifest, never into the AppStack), placeholders generated
+//! by the operator when asked, everything else plain.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+
+use super::report::Report;
+use super::sensitive::{SecretReason, looks_like_placeholder, secret_reason};
+use crate::crd::{EnvEntry, EnvValueFrom, GenerateSpec, SecretKeyRef};
+
+/// Length of the values the operator generates for placeholders.
+pub const GENERATED_LENGTH: i32 = 48;
+
+/// How secrets are written.
+pub struct EnvSettings<'a> {
+    /// The stack's name, for messages.
+    pub stack_name: &'a str,
+    /// The Secret the AppStack references for secret values.
+    pub secret_name: &'a str,
+    /// Placeholder secrets become `generate` entries.
+    pub generate_secrets: bool,
+    /// Where the Secret manifest goes, for the messages.
+    pub secrets_out: Option<&'a std::path::Path>,
+}
+
+/// Typed entries and the secret values they reference.
+#[derive(Debug, Default)]
+pub struct TypedEnv {
+    pub entries: Vec<EnvEntry>,
+    /// Key in the Secret to value.
+    pub secret_values: BTreeMap<String, String>,
+    /// Names the operator generates, with the placeholder they replace.
+    pub generated_values: BTreeMap<String, String>,
+}
+
+/// Whether `name` can be an AppStack env name.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|first| first == '_' || first.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+/// Types `variables` (already free of names the operator sets). `known`
+/// holds every secret value seen in the project, for values that embed
+/// one. `origin` names where the variables come from in messages.
+pub fn typed_env(
+    variables: &IndexMap<String, String>,
+    known: &[(String, String)],
+    settings: &EnvSettings,
+    origin: &str,
+    report: &mut Report,
+) -> TypedEnv {
+    let mut typed = TypedEnv::default();
+    let mut plain = Vec::new();
+    let mut referenced = Vec::new();
+    let mut generated = Vec::new();
+    for (name, value) in variables {
+        if !valid_name(name) {
+            report.skip(
+                origin,
+                format!("variable {name}"),
+                "not a valid AppStack env name (letters, digits and '_', not starting with a digit)",
+            );
+            continue;
+        }
+        let Some(reason) = secret_reason(name, value, known) else {
+            plain.push(name.clone());
+            typed.entries.push(EnvEntry {
+                name: name.clone(),
+                value: Some(value.clone()),
+                generate: None,
+                value_from: None,
+            });
+            continue;
+        };
+        match &reason {
+            SecretReason::Name => {}
+            SecretReason::UrlPassword => {
+                report.note(format!(
+                    "{name} holds a URL with a password: treated as a secret"
+                ));
+            }
+            SecretReason::Embeds(other) => {
+                report.note(format!(
+                    "{name} contains the value of {other}: treated as a secret"
+                ));
+            }
+        }
+        if settings.generate_secrets && looks_like_placeholder(value) {
+            generated.push(name.clone());
+            typed.generated_values.insert(name.clone(), value.clone());
+            typed.entries.push(EnvEntry {
+                name: name.clone(),
+                value: None,
+                generate: Some(GenerateSpec {
+                    length: GENERATED_LENGTH,
+                }),
+                value_from: None,
+            });
+            continue;
+        }
+        if value.is_empty() {
+            report.warn(format!(
+                "{name} is a secret with an empty value; fill it in the Secret {} (or use --generate-secrets)",
+                settings.secret_name
+            ));
+        } else if looks_like_placeholder(value) && !settings.generate_secrets {
+            report.warn(format!(
+                "{name} looks like a placeholder; pass --generate-secrets to have the operator generate it"
+            ));
+        }
+        referenced.push(name.clone());
+        typed.secret_values.insert(name.clone(), value.clone());
+        typed.entries.push(EnvEntry {
+            name: name.clone(),
+            value: None,
+            generate: None,
+            value_from: Some(EnvValueFrom {
+                secret_key_ref: SecretKeyRef {
+                    name: settings.secret_name.to_string(),
+                    key: name.clone(),
+                },
+            }),
+        });
+    }
+    if !plain.is_empty() {
+        report.note(format!(
+            "env, plain values (ConfigMap {}-env): {}",
+            settings.stack_name,
+            plain.join(", ")
+        ));
+    }
+    if !generated.is_empty() {
+        report.note(format!(
+            "env, generated once by the operator in place of placeholder values ({GENERATED_LENGTH} characters): {}",
+            generated.join(", ")
+        ));
+    }
+    if !referenced.is_empty() {
+        report.note(format!(
+            "env, secrets referenced from Secret {} ({}): {}",
+            settings.secret_name,
+            secret_destination(settings),
+            referenced.join(", ")
+        ));
+    }
+    typed
+}
+
+/// Where the Secret's values are, for messages.
+pub fn secret_destination(settings: &EnvSettings) -> String {
+    match settings.secrets_out {
+        Some(path) => format!("values written to {}", path.display()),
+        None => "values not written: pass --secrets-out FILE, or create the Secret yourself".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variables(pairs: &[(&str, &str)]) -> IndexMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn secrets_are_referenced_placeholders_generated_and_the_rest_plain() {
+        let mut report = Report::default();
+        let settings = EnvSettings {
+            stack_name: "shop",
+            secret_name: "shop-dotenv",
+            generate_secrets: true,
+            secrets_out: None,
+        };
+        let typed = typed_env(
+            &variables(&[
+                ("LOG_LEVEL", "info"),
+                ("SECRET_KEY", "change-me"),
+                ("STRIPE_API_KEY", "sk_live_51Habc"),
+                ("CACHE_URL", "redis://:r3dis-pass@cache:6379/0"),
+                ("bad-name", "x"),
+            ]),
+            &[],
+            &settings,
+            "api",
+            &mut report,
+        );
+        let yaml = serde_yaml::to_string(&typed.entries).unwrap();
+        assert_eq!(
+            yaml,
+            "- name: LOG_LEVEL\n  value: info\n\
+             - name: SECRET_KEY\n  generate:\n    length: 48\n\
+             - name: STRIPE_API_KEY\n  valueFrom:\n    secretKeyRef:\n      name: shop-dotenv\n      key: STRIPE_API_KEY\n\
+             - name: CACHE_URL\n  valueFrom:\n    secretKeyRef:\n      name: shop-dotenv\n      key: CACHE_URL\n"
+        );
+        assert_eq!(
+            typed.secret_values.keys().collect::<Vec<_>>(),
+            ["CACHE_URL", "STRIPE_API_KEY"]
+        );
+        assert!(
+            !yaml.contains("change-me") && !yaml.contains("sk_live") && !yaml.contains("r3dis")
+        );
+        assert_eq!(report.skipped()[0].what, "variable bad-name");
+    }
+
+    #[test]
+    fn without_generate_secrets_placeholders_are_referenced_with_a_warning() {
+        let mut report = Report::default();
+        let settings = EnvSettings {
+            stack_name: "s",
+            secret_name: "s",
+            generate_secrets: false,
+            secrets_out: None,
+        };
+        let typed = typed_env(
+            &variables(&[("JWT_SECRET", "change-me")]),
+            &[],
+            &settings,
+            ".env",
+            &mut report,
+        );
+        assert!(typed.entries[0].value_from.is_some());
+        assert_eq!(typed.secret_values["JWT_SECRET"], "change-me");
+        assert!(report.warnings()[0].contains("--generate-secrets"));
+    }
+}

@@ -1,0 +1,64 @@
+//! Probe: what the stack's database says when asked — `SELECT 1` before
+//! anything migrates it, and the schema revision a migration left — where
+//! the operator reaches it (`--database-checks`). The only step that talks
+//! to something other than the API server.
+
+use super::Context;
+use super::status::Check;
+use crate::crd::{AppStack, MigrationStatus};
+use crate::database::{self, Failure, Located};
+use crate::stack::{Database, ValidatedStack};
+
+/// `DatabaseReady`: for the managed database, once its StatefulSet is ready
+/// (`cached`), and for an external one, whether it answers. A stack Ready
+/// for this generation with nothing to migrate is not connected to again.
+pub async fn database(
+    context: &Context,
+    stack: &AppStack,
+    validated: &ValidatedStack,
+    located: &Result<Located, Failure>,
+    cached: Check,
+    migration_pending: bool,
+) -> Check {
+    if let Database::Managed(_) = validated.database
+        && !cached.ok
+    {
+        return cached;
+    }
+    let settled = database::settled(
+        stack.status.as_ref(),
+        validated.generation,
+        migration_pending,
+    );
+    context.databases.readiness(located, settled).await
+}
+
+/// `MigrationsApplied` once done, with the schema revision the migration
+/// left: kept from the status when known, read from the database otherwise.
+pub async fn schema(
+    context: &Context,
+    validated: &ValidatedStack,
+    located: &Result<Located, Failure>,
+    check: Check,
+    migration: &mut Option<MigrationStatus>,
+) -> Check {
+    let (true, Some(status), Ok(located)) = (check.ok, migration.as_mut(), located) else {
+        return check;
+    };
+    let note = match &status.schema_revision {
+        Some(known) => database::schema_note(known),
+        None => {
+            let query = validated
+                .migration
+                .as_ref()
+                .and_then(|migration| migration.spec.revision_query.as_deref());
+            let (read, note) = context.databases.schema_revision(located, query).await;
+            status.schema_revision = read;
+            note
+        }
+    };
+    Check {
+        message: format!("{}; {note}", check.message),
+        ..check
+    }
+}
