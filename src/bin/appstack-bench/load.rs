@@ -192,6 +192,7 @@ pub async fn floor(
         objects.len()
     ));
     let converged = tokio::spawn(wait_converged(client.clone(), n, limit));
+    let control_plane = cluster.control_plane_cpu();
     let started = Instant::now();
     futures::stream::iter(objects)
         .map(|object| {
@@ -224,7 +225,14 @@ pub async fn floor(
         started.elapsed().as_secs_f64()
     ));
     converged.await??;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    super::figure(
+        "floor_control_plane_cpu_seconds",
+        n,
+        cluster.control_plane_cpu() - control_plane,
+        "s",
+    );
+    Ok(seconds)
 }
 
 /// Waits until 2n Deployments are Available, n Jobs Complete and n
