@@ -473,7 +473,14 @@ async fn helm_install_of_an_app_chart_waits_for_the_stack_and_fails_on_a_failed_
 async fn every_example_stack_becomes_ready() {
     let (client, namespace) = setup("examples").await;
     let ns = namespace.name.as_str();
-    let _operator = Operator::start(ns).await;
+    // The external-database example's host does not exist here: the
+    // operator parses its URL without connecting (tests/external_database.rs
+    // connects to a real server).
+    let _operator = Operator::start_with(
+        &["--namespace", ns],
+        &[("APPSTACK_DATABASE_CHECKS", "none")],
+    )
+    .await;
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/examples");
     for (file, stack) in [
         ("shop.yaml", "shop"),
