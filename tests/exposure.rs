@@ -7,8 +7,8 @@ mod common;
 
 use appstack::crd::AppStack;
 use common::{
-    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
-    wait_for, wait_ready,
+    AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
+    ready_shop, setup, wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -65,19 +65,6 @@ fn url(stack: &AppStack) -> Option<String> {
     stack.status.as_ref()?.url.clone()
 }
 
-fn message(stack: &AppStack, type_: &str) -> String {
-    stack
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == type_)
-        .unwrap()
-        .message
-        .clone()
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
@@ -97,9 +84,10 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
     .await;
     assert_eq!(url(&ready).as_deref(), Some("https://shop.example.com"));
     assert!(
-        message(&ready, "ExposeReady").contains("no ingress controller has reported an address"),
+        condition_message(&ready, "ExposeReady")
+            .contains("no ingress controller has reported an address"),
         "{}",
-        message(&ready, "ExposeReady")
+        condition_message(&ready, "ExposeReady")
     );
 
     let ingresses: Api<Ingress> = Api::namespaced(client.clone(), ns);
@@ -184,7 +172,7 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
         .unwrap();
     eventually("ExposeReady names the address", LIMIT, || async {
         let stack = stacks.get("shop").await.ok()?;
-        message(&stack, "ExposeReady")
+        condition_message(&stack, "ExposeReady")
             .contains("203.0.113.7")
             .then_some(())
     })
@@ -404,9 +392,9 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
     )
     .await;
     assert!(
-        message(&accepted, "ExposeReady").contains("Gateway"),
+        condition_message(&accepted, "ExposeReady").contains("Gateway"),
         "{}",
-        message(&accepted, "ExposeReady")
+        condition_message(&accepted, "ExposeReady")
     );
     report_on_route(&routes, false).await;
     let refused = wait_for(
@@ -418,7 +406,7 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
         Some("RouteNotAccepted"),
     )
     .await;
-    assert!(message(&refused, "ExposeReady").contains("no listener allows routes"));
+    assert!(condition_message(&refused, "ExposeReady").contains("no listener allows routes"));
     let written = writes_to(&audit, mark, &operator, ns, "httproutes");
     assert!(written.is_empty(), "{written:?}");
     assert_eq!(
