@@ -37,7 +37,8 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # the statefulset controller owning the PVCs and the garbage collector deleting
 # them. The clusterrole-aggregation controller fills the built-in view, edit
 # and admin roles from ClusterRoles labelled to aggregate into them (the
-# chart's appstack-view and appstack-edit).
+# chart's appstack-view and appstack-edit). The disruption controller fills in
+# which pods a PodDisruptionBudget covers.
 CONTROLLERS=(
   deployment-controller replicaset-controller statefulset-controller job-controller
   garbage-collector-controller namespace-controller serviceaccount-controller
@@ -45,6 +46,7 @@ CONTROLLERS=(
   root-ca-certificate-publisher-controller
   persistentvolumeclaim-protection-controller persistentvolume-protection-controller
   clusterrole-aggregation-controller
+  disruption-controller
 )
 
 log() { echo "[cluster] $*" >&2; }

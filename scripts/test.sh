@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit tests, then the integration
-# tests against a fresh local control plane that this script starts and stops.
+# The whole test suite: formatting, lints, checkov on the rendered examples,
+# unit tests, then the integration tests against a fresh local control plane
+# that this script starts and stops.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export APPSTACK_CLUSTER_DIR="${APPSTACK_CLUSTER_DIR:-$PWD/.cluster-test}"
@@ -9,6 +10,7 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # helm, actionlint and kstatus, built once from the Go module proxy and cached.
 export APPSTACK_TEST_TOOLS="$(scripts/build-tools.sh)"
+scripts/checkov.sh
 scripts/cluster.sh down >/dev/null 2>&1 || true
 scripts/cluster.sh up
 trap 'scripts/cluster.sh down' EXIT

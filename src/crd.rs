@@ -5,6 +5,9 @@
 //! lives in the schema (OpenAPI keywords and CEL `x-kubernetes-validations`)
 //! so the API server rejects bad input with a message naming the field.
 
+mod expose;
+mod network;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -12,6 +15,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+
+pub use self::expose::{ExposeSpec, GatewayRef, IngressSpec, TlsSpec};
+pub use self::network::{NetworkPolicySpec, PeerSpec};
 
 /// Environment variable names the operator sets itself; users may not set them.
 pub const RESERVED_ENV_NAMES: [&str; 3] = ["DATABASE_URL", "DB_POOL_SIZE", "DB_POOL_TIMEOUT"];
@@ -49,10 +55,12 @@ const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGT
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Migration","type":"string","jsonPath":".status.migration.appliedRevision"}"#,
     printcolumn = r#"{"name":"Schema","type":"string","jsonPath":".status.migration.schemaRevision"}"#,
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".status.url"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit"),
     validation = Rule::new("self.metadata.name.size() <= 44").message("metadata.name must be at most 44 characters, so that every child name (<name>-migrate-<hash>) fits in 63")
 )]
+#[x_kube(validation = Rule::new("!has(self.expose) || !has(self.frontend) || self.expose.apiPath != '/'").message("expose.apiPath must not be '/' while there is a frontend: the frontend is served at '/'").field_path(".expose.apiPath"))]
 #[serde(rename_all = "camelCase")]
 pub struct AppStackSpec {
     /// The PostgreSQL database: exactly one of `managed` (the operator runs it
@@ -78,6 +86,15 @@ pub struct AppStackSpec {
     /// Prometheus Operator monitoring of the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring: Option<MonitoringSpec>,
+    /// The stack on a public host name, through an Ingress or a Gateway API
+    /// HTTPRoute `<stack>`. The frontend's apiUrlEnv then holds the public
+    /// URL of the backend, and status.url the stack's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expose: Option<ExposeSpec>,
+    /// NetworkPolicies confining the stack's pods to the flows it needs;
+    /// enabled when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
 }
 
 /// Where the stack's PostgreSQL database comes from.
@@ -123,6 +140,9 @@ pub struct ManagedDatabase {
     /// seen the deletion.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// Compute resources of the PostgreSQL container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
 }
 
 impl Default for ManagedDatabase {
@@ -131,6 +151,7 @@ impl Default for ManagedDatabase {
             image: default_postgres_image(),
             storage: StorageSpec::default(),
             deletion_policy: DeletionPolicy::default(),
+            resources: None,
         }
     }
 }
@@ -263,6 +284,12 @@ pub struct MigrationsSpec {
     /// Compute resources of the migration container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// ServiceAccount the migration pod runs as, with its API token mounted.
+    /// Without it the pod runs as the namespace's default ServiceAccount and
+    /// no token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
     /// Extra labels on the migration pod (sidecar injection, policy labels).
     #[serde(
         default,
@@ -330,6 +357,12 @@ pub struct BackendSpec {
     /// Compute resources of the backend container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+    /// ServiceAccount the backend pods run as, with its API token mounted.
+    /// Without it the pods run as the namespace's default ServiceAccount and
+    /// no token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
     /// Extra labels on backend pods (sidecar injection, policy labels).
     #[serde(
         default,
@@ -386,7 +419,9 @@ pub struct FrontendSpec {
     #[serde(default = "default_frontend_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
-    /// Environment variable that receives the backend Service URL.
+    /// Environment variable that receives the backend's URL: its public URL
+    /// (https://<host><apiPath>) when the stack is exposed, for the user's
+    /// browser, otherwise the backend Service's URL inside the cluster.
     #[serde(default = "default_api_url_env")]
     #[schemars(length(min = 1, max = 128))]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
@@ -607,14 +642,18 @@ pub struct AppStackStatus {
     #[serde(default)]
     pub observed_generation: i64,
     /// Ready, Reconciling, Stalled and the component conditions SecretsReady,
-    /// DatabaseReady, MigrationsApplied, BackendAvailable, FrontendAvailable
-    /// and MonitoringReady.
+    /// DatabaseReady, MigrationsApplied, BackendAvailable, FrontendAvailable,
+    /// ExposeReady and MonitoringReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The migration revision the spec asks for and the last one applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<MigrationStatus>,
+    /// The stack's public URL when spec.expose is set: https://<host>, or
+    /// http://<host> without TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 /// Migration progress.

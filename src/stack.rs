@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::crd::{
-    AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, FrontendSpec,
-    MIGRATION_HASH_LENGTH, ManagedDatabase, MigrationsSpec, SecretKeyRef,
+    AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, ExposeSpec, FrontendSpec,
+    GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase, MigrationsSpec,
+    NetworkPolicySpec, SecretKeyRef, TlsSpec,
 };
 
 /// Port PostgreSQL listens on in the managed database.
@@ -125,6 +126,53 @@ pub struct ValidatedStack {
     pub env: Vec<EnvVar>,
     /// ServiceMonitor labels when `monitoring.serviceMonitor.enabled`.
     pub service_monitor_labels: Option<BTreeMap<String, String>>,
+    /// The public host and how it is routed, when `spec.expose` is set.
+    pub expose: Option<Expose>,
+    /// The NetworkPolicy settings, `None` when `networkPolicy.enabled` is false.
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// The stack on a public host, with its defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Expose {
+    pub host: String,
+    /// The backend's path prefix when there is a frontend.
+    pub api_path: String,
+    pub tls: Option<TlsSpec>,
+    pub route: Route,
+}
+
+/// What routes the public host to the stack's Services.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    Ingress(IngressSpec),
+    Gateway(GatewayRef),
+}
+
+impl Expose {
+    fn new(spec: &ExposeSpec) -> Self {
+        let route = match (&spec.ingress, &spec.gateway) {
+            (_, Some(gateway)) => Route::Gateway(gateway.clone()),
+            (ingress, None) => Route::Ingress(ingress.clone().unwrap_or_default()),
+        };
+        Self {
+            host: spec.host.clone(),
+            api_path: spec.api_path.clone(),
+            tls: spec.tls.clone(),
+            route,
+        }
+    }
+
+    /// The stack's public URL: `https://<host>`, `http://` without TLS.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.host)
+    }
+
+    /// The backend's public URL when the frontend is served at `/`.
+    pub fn api_url(&self) -> String {
+        format!("{}{}", self.url(), self.api_path)
+    }
 }
 
 impl ValidatedStack {
@@ -204,6 +252,8 @@ impl ValidatedStack {
             .and_then(|monitoring| monitoring.service_monitor.as_ref())
             .filter(|service_monitor| service_monitor.enabled)
             .map(|service_monitor| service_monitor.labels.clone());
+        let network_policy =
+            Some(spec.network_policy.clone().unwrap_or_default()).filter(|policy| policy.enabled);
         Ok(Self {
             name,
             namespace,
@@ -218,6 +268,8 @@ impl ValidatedStack {
             frontend: spec.frontend.clone(),
             env,
             service_monitor_labels,
+            expose: spec.expose.as_ref().map(Expose::new),
+            network_policy,
         })
     }
 

@@ -13,16 +13,18 @@ pub enum Stage {
     Migrations,
     Backend,
     Frontend,
+    Expose,
     Monitoring,
 }
 
 /// Every stage, in the order the stack comes up.
-pub const ORDER: [Stage; 6] = [
+pub const ORDER: [Stage; 7] = [
     Stage::Secrets,
     Stage::Database,
     Stage::Migrations,
     Stage::Backend,
     Stage::Frontend,
+    Stage::Expose,
     Stage::Monitoring,
 ];
 
@@ -35,6 +37,7 @@ impl Stage {
             Stage::Migrations => types::MIGRATIONS_APPLIED,
             Stage::Backend => types::BACKEND_AVAILABLE,
             Stage::Frontend => types::FRONTEND_AVAILABLE,
+            Stage::Expose => types::EXPOSE_READY,
             Stage::Monitoring => types::MONITORING_READY,
         }
     }
@@ -47,14 +50,18 @@ impl Stage {
             Stage::Migrations => "migrations",
             Stage::Backend => "the backend",
             Stage::Frontend => "the frontend",
+            Stage::Expose => "exposure",
             Stage::Monitoring => "monitoring",
         }
     }
 
     /// Whether the stack can be Ready without this stage done, and whether
-    /// the stages after it wait for it.
+    /// the stages after it wait for it. Exposure and monitoring depend on
+    /// what the cluster has installed (an ingress controller, a gateway, the
+    /// Prometheus Operator) more than on the stack: they report, and never
+    /// hold the stack back.
     pub fn blocks(self) -> bool {
-        self != Stage::Monitoring
+        !matches!(self, Stage::Expose | Stage::Monitoring)
     }
 
     /// The reason of conditions waiting on this stage.
@@ -65,6 +72,7 @@ impl Stage {
             Stage::Migrations => reasons::WAITING_FOR_MIGRATION,
             Stage::Backend => reasons::WAITING_FOR_BACKEND,
             Stage::Frontend => reasons::WAITING_FOR_FRONTEND,
+            Stage::Expose => reasons::WAITING_FOR_EXPOSURE,
             Stage::Monitoring => reasons::WAITING_FOR_MONITORING,
         }
     }
@@ -73,14 +81,21 @@ impl Stage {
     pub fn children(self) -> &'static str {
         match self {
             Stage::Secrets => {
-                "Secret `<stack>-db` (managed database; created once), Secret and ConfigMap `<stack>-env`"
+                "Secret `<stack>-db` (managed database; created once), Secret and ConfigMap `<stack>-env`, the NetworkPolicies `<stack>-*`"
             }
             Stage::Database => {
                 "StatefulSet and headless Service `<stack>-db` (managed), or the external database's URL"
             }
             Stage::Migrations => "Job `<stack>-migrate-<revision>`, never patched",
-            Stage::Backend => "Deployment and Service `<stack>-backend`",
-            Stage::Frontend => "Deployment and Service `<stack>-frontend`",
+            Stage::Backend => {
+                "Deployment, Service and PodDisruptionBudget (replicas > 1) `<stack>-backend`"
+            }
+            Stage::Frontend => {
+                "Deployment, Service and PodDisruptionBudget (replicas > 1) `<stack>-frontend`"
+            }
+            Stage::Expose => {
+                "Ingress or HTTPRoute `<stack>` (with `expose`; an HTTPRoute while its API is served)"
+            }
             Stage::Monitoring => "ServiceMonitor `<stack>-backend`, while its API is served",
         }
     }
@@ -93,6 +108,9 @@ impl Stage {
             Stage::Migrations => "the target revision's Job succeeded (or no migrations are set)",
             Stage::Backend => "every replica of the current template is available",
             Stage::Frontend => "every replica of the current template is available",
+            Stage::Expose => {
+                "the Ingress is written, or the Gateway accepted the HTTPRoute and resolved its Services (never blocks `Ready`)"
+            }
             Stage::Monitoring => "the ServiceMonitor is written (never blocks `Ready`)",
         }
     }
@@ -130,9 +148,12 @@ mod tests {
     }
 
     #[test]
-    fn only_monitoring_is_non_blocking_and_it_comes_last() {
-        let blocking: Vec<_> = ORDER.iter().filter(|stage| stage.blocks()).collect();
-        assert_eq!(blocking.len(), ORDER.len() - 1);
-        assert_eq!(ORDER.last(), Some(&Stage::Monitoring));
+    fn exposure_and_monitoring_are_non_blocking_and_come_last() {
+        let first_non_blocking = ORDER.iter().position(|stage| !stage.blocks()).unwrap();
+        assert_eq!(
+            ORDER[first_non_blocking..],
+            [Stage::Expose, Stage::Monitoring],
+            "a non-blocking stage before a blocking one would let it be skipped"
+        );
     }
 }

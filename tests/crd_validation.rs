@@ -114,6 +114,31 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
 
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn every_example_stack_is_accepted() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::new(&client, "crd-examples").await;
+    let mut accepted = Vec::new();
+    for file in [
+        include_str!("../deploy/examples/shop.yaml"),
+        include_str!("../deploy/examples/external-database.yaml"),
+        include_str!("../deploy/examples/backend-only.yaml"),
+    ] {
+        for document in serde_yaml::Deserializer::from_str(file) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap();
+            if value["kind"] == "AppStack" {
+                let stack = apply(&client, &namespace.name, &value)
+                    .await
+                    .unwrap_or_else(|message| panic!("{}: {message}", value["metadata"]["name"]));
+                accepted.push(stack.metadata.name.unwrap());
+            }
+        }
+    }
+    assert_eq!(accepted, ["shop", "billing", "api"]);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn maps_emptied_by_server_side_apply_are_accepted() {
     let client = client().await;
     install_crd(&client).await;
@@ -304,6 +329,84 @@ fn invalid_cases() -> Vec<Invalid> {
             path: "spec.backend.imagePullPolicy",
             value: json!("Always"),
             expect: &["spec.backend.imagePullPolicy", "not declared in schema"],
+        },
+        Invalid {
+            what: "public host that is not a DNS name",
+            path: "spec.expose.host",
+            value: json!("Shop_Example.com"),
+            expect: &["spec.expose.host", "must be a DNS name"],
+        },
+        Invalid {
+            what: "public host that is an IP address",
+            path: "spec.expose.host",
+            value: json!("203.0.113.7"),
+            expect: &["spec.expose.host", "not an IP address"],
+        },
+        Invalid {
+            what: "expose without a host",
+            path: "spec.expose.host",
+            value: Value::Null,
+            expect: &["spec.expose.host", "Required value"],
+        },
+        Invalid {
+            what: "relative API path",
+            path: "spec.expose.apiPath",
+            value: json!("api"),
+            expect: &["spec.expose.apiPath", "must be an absolute path"],
+        },
+        Invalid {
+            what: "API path with a trailing slash",
+            path: "spec.expose.apiPath",
+            value: json!("/api/"),
+            expect: &["spec.expose.apiPath", "does not end with '/'"],
+        },
+        Invalid {
+            what: "API path at the root while the frontend is there",
+            path: "spec.expose.apiPath",
+            value: json!("/"),
+            expect: &["spec.expose.apiPath", "the frontend is served at '/'"],
+        },
+        Invalid {
+            what: "both an Ingress and a gateway",
+            path: "spec.expose.gateway",
+            value: json!({"name": "public"}),
+            expect: &[
+                "spec.expose",
+                "at most one of expose.ingress or expose.gateway",
+            ],
+        },
+        Invalid {
+            what: "both a TLS Secret and a ClusterIssuer",
+            path: "spec.expose.tls.secretName",
+            value: json!("shop-tls"),
+            expect: &[
+                "spec.expose.tls",
+                "exactly one of expose.tls.secretName or expose.tls.clusterIssuer",
+            ],
+        },
+        Invalid {
+            what: "TLS with neither a Secret nor a ClusterIssuer",
+            path: "spec.expose.tls",
+            value: json!({}),
+            expect: &[
+                "spec.expose.tls",
+                "exactly one of expose.tls.secretName or expose.tls.clusterIssuer",
+            ],
+        },
+        Invalid {
+            what: "database address that is not a CIDR",
+            path: "spec.networkPolicy.databaseCIDRs",
+            value: json!(["10.0.0.0/8", "db.example.com"]),
+            expect: &["spec.networkPolicy.databaseCIDRs", "must be CIDRs"],
+        },
+        Invalid {
+            what: "peer selecting nothing",
+            path: "spec.networkPolicy.exposeFrom",
+            value: json!({}),
+            expect: &[
+                "spec.networkPolicy.exposeFrom",
+                "set namespaceSelector, podSelector or both",
+            ],
         },
         Invalid {
             what: "revision query that writes",

@@ -27,6 +27,7 @@ pub fn backend(stack: &ValidatedStack, checksum: &str) -> Workload {
             health: spec.health.as_ref(),
             env,
             env_from,
+            service_account_name: spec.service_account_name.as_ref(),
         },
     )
 }
@@ -42,7 +43,13 @@ mod tests {
         let Workload {
             deployment,
             service,
+            disruption_budget,
         } = backend(&stack, "abc123");
+        assert_eq!(
+            disruption_budget.unwrap().metadata.name.as_deref(),
+            Some("shop-backend"),
+            "two replicas: a budget"
+        );
         assert_eq!(deployment.metadata.name.as_deref(), Some("shop-backend"));
         let spec = deployment.spec;
         assert_eq!(spec.replicas, Some(2));
@@ -57,7 +64,10 @@ mod tests {
             template.metadata.unwrap().annotations.unwrap()[CONFIG_CHECKSUM_ANNOTATION],
             "abc123"
         );
-        let container = &template.spec.unwrap().containers[0];
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.service_account_name, None);
+        let container = &pod.containers[0];
         assert_eq!(
             container.image.as_deref(),
             Some("ghcr.io/acme/shop-backend:1.4.2")
@@ -96,5 +106,19 @@ mod tests {
         assert_eq!(resources.limits.as_ref().unwrap()["memory"].0, "512Mi");
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8000);
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8000);
+    }
+
+    #[test]
+    fn a_named_service_account_gets_its_token() {
+        let mut stack = example();
+        stack.backend.service_account_name = Some("shop-api".into());
+        let pod = backend(&stack, "abc123")
+            .deployment
+            .spec
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.service_account_name.as_deref(), Some("shop-api"));
+        assert_eq!(pod.automount_service_account_token, Some(true));
     }
 }

@@ -92,6 +92,7 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
         ]),
         readiness_probe: Some(probe(5, 3)),
         liveness_probe: Some(probe(10, 6)),
+        resources: super::resources(managed.resources.as_ref()),
         // Postgres writes only to its data volume, its socket directory and
         // /tmp; everything else stays read-only.
         security_context: Some(SecurityContext {
@@ -170,7 +171,7 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
                         ..PodSecurityContext::default()
                     }),
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
-                    ..PodSpec::default()
+                    ..super::pod_service_account(None)
                 }),
             },
             volume_claim_templates: Some(vec![claim]),
@@ -289,22 +290,35 @@ mod tests {
             .collect();
         assert_eq!(mounts, [DATA_PATH, "/var/run/postgresql", "/tmp"]);
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let service = service.spec.unwrap();
         assert_eq!(service.cluster_ip.as_deref(), Some("None"));
         assert_eq!(service.ports.unwrap()[0].port, 5432);
     }
 
     #[test]
-    fn storage_class_and_delete_policy_are_carried_over() {
+    fn storage_class_resources_and_delete_policy_are_carried_over() {
         let stack = from_yaml(
             &include_str!("../../deploy/examples/shop.yaml")
                 .replace(
                     "storage: {size: 10Gi}",
-                    "storage: {size: 1Gi, storageClassName: fast}",
+                    "storage: {size: 1Gi, storageClassName: fast}\n      resources: {requests: {memory: 1Gi}}",
                 )
                 .replace("deletionPolicy: Retain", "deletionPolicy: Delete"),
         );
         let spec = database(&stack).unwrap().statefulset.spec;
+        let container = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(
+            container
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["memory"]
+                .0,
+            "1Gi"
+        );
         let claim = spec.volume_claim_templates.unwrap()[0]
             .spec
             .clone()

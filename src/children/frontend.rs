@@ -14,6 +14,15 @@ pub fn backend_url(stack: &ValidatedStack) -> String {
     )
 }
 
+/// The backend's URL as the frontend hands it to the user's browser: the
+/// public one when the stack is exposed, else the Service's.
+pub fn api_url(stack: &ValidatedStack) -> String {
+    stack
+        .expose
+        .as_ref()
+        .map_or_else(|| backend_url(stack), |expose| expose.api_url())
+}
+
 /// The frontend's Deployment and Service, `None` without `spec.frontend`.
 pub fn frontend(stack: &ValidatedStack) -> Option<Workload> {
     let spec = stack.frontend.as_ref()?;
@@ -30,8 +39,9 @@ pub fn frontend(stack: &ValidatedStack) -> Option<Workload> {
             pod_labels: &spec.pod_labels,
             pod_annotations: spec.pod_annotations.clone(),
             health: spec.health.as_ref(),
-            env: vec![plain_var(&spec.api_url_env, backend_url(stack))],
+            env: vec![plain_var(&spec.api_url_env, api_url(stack))],
             env_from: Vec::new(),
+            service_account_name: None,
         },
     ))
 }
@@ -43,13 +53,18 @@ mod tests {
 
     #[test]
     fn frontend_gets_the_backend_service_url() {
-        let stack = example();
+        let mut stack = example();
+        stack.expose = None;
         let Workload {
             deployment,
             service,
+            disruption_budget,
         } = frontend(&stack).unwrap();
+        assert!(disruption_budget.is_some(), "two replicas: a budget");
         assert_eq!(deployment.metadata.name.as_deref(), Some("shop-frontend"));
-        let container = &deployment.spec.template.spec.unwrap().containers[0];
+        let pod = deployment.spec.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let container = &pod.containers[0];
         let env = &container.env.as_ref().unwrap()[0];
         assert_eq!(env.name, "REACT_APP_API_URL");
         assert_eq!(
@@ -62,6 +77,22 @@ mod tests {
             "no health path, no probe"
         );
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 3000);
+    }
+
+    #[test]
+    fn an_exposed_frontend_gets_the_public_api_url() {
+        let stack = example();
+        assert_eq!(api_url(&stack), "https://shop.example.com/api");
+        let mut plain = stack.clone();
+        plain.expose.as_mut().unwrap().tls = None;
+        plain.expose.as_mut().unwrap().api_path = "/v1/api".into();
+        assert_eq!(api_url(&plain), "http://shop.example.com/v1/api");
+        let deployment = frontend(&stack).unwrap().deployment;
+        let container = &deployment.spec.template.spec.unwrap().containers[0];
+        assert_eq!(
+            container.env.as_ref().unwrap()[0].value.as_deref(),
+            Some("https://shop.example.com/api")
+        );
     }
 
     #[test]

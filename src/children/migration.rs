@@ -52,7 +52,7 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
                         resources: super::resources(spec.resources.as_ref()),
                         ..Container::default()
                     }],
-                    ..PodSpec::default()
+                    ..super::pod_service_account(spec.service_account_name.as_ref())
                 }),
             },
             ..JobSpec::default()
@@ -92,6 +92,7 @@ mod tests {
         );
         let pod = template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.automount_service_account_token, Some(false));
         let container = &pod.containers[0];
         assert_eq!(
             container.image.as_deref(),

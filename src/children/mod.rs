@@ -5,9 +5,11 @@
 pub mod backend;
 pub mod config;
 pub mod database;
+pub mod expose;
 pub mod frontend;
 pub mod migration;
 pub mod monitoring;
+pub mod network;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -15,9 +17,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapEnvSource, EnvFromSource, EnvVar, EnvVarSource, ResourceRequirements,
-    Secret, SecretEnvSource, SecretKeySelector, Service,
+    ConfigMap, ConfigMapEnvSource, EnvFromSource, EnvVar, EnvVarSource, PodSpec,
+    ResourceRequirements, Secret, SecretEnvSource, SecretKeySelector, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::DynamicObject;
@@ -63,6 +67,9 @@ pub enum Component {
     Migration,
     Backend,
     Frontend,
+    /// The Ingress or HTTPRoute.
+    Expose,
+    NetworkPolicy,
 }
 
 impl Component {
@@ -73,6 +80,8 @@ impl Component {
             Component::Migration => "migration",
             Component::Backend => "backend",
             Component::Frontend => "frontend",
+            Component::Expose => "expose",
+            Component::NetworkPolicy => "network-policy",
         }
     }
 }
@@ -132,11 +141,13 @@ pub fn database_name(stack: &ValidatedStack) -> String {
     format!("{}-db", stack.name)
 }
 
-/// A backend or frontend: its Deployment and Service.
+/// A backend or frontend: its Deployment and Service, and a
+/// PodDisruptionBudget when it runs more than one replica.
 #[derive(Clone, Debug)]
 pub struct Workload {
     pub deployment: Deployment,
     pub service: Service,
+    pub disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// The managed database: its StatefulSet and headless Service.
@@ -160,14 +171,21 @@ pub struct Children {
     pub frontend: Option<Workload>,
     /// Built whenever enabled; applied only while the API is served.
     pub service_monitor: Option<DynamicObject>,
+    /// The Ingress or HTTPRoute, with `spec.expose`.
+    pub exposure: Option<expose::Exposure>,
+    /// Empty when `networkPolicy.enabled` is false.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// Builds every child of a stack. The migration Job needs the identity of
-/// the database it migrates (see [`migration::migration_job`]).
+/// the database it migrates (see [`migration::migration_job`]), the
+/// NetworkPolicies where it is and whether the operator's pods connect to
+/// it (`operator`).
 pub fn build(
     stack: &ValidatedStack,
     secrets: &SecretValues,
     database: Option<&DatabaseIdentity>,
+    operator: Option<&network::OperatorPods>,
 ) -> Children {
     let checksum = config_checksum(stack, secrets);
     Children {
@@ -179,6 +197,8 @@ pub fn build(
         backend: backend::backend(stack, &checksum),
         frontend: frontend::frontend(stack),
         service_monitor: monitoring::service_monitor(stack),
+        exposure: expose::exposure(stack),
+        network_policies: network::network_policies(stack, database, operator),
     }
 }
 
@@ -307,6 +327,17 @@ pub fn pod_labels(
     labels
 }
 
+/// The ServiceAccount part of a pod spec: the API token is mounted only
+/// into pods of a ServiceAccount the user named; every other pod runs as the
+/// namespace's default ServiceAccount without a token it never uses.
+pub fn pod_service_account(service_account: Option<&String>) -> PodSpec {
+    PodSpec {
+        service_account_name: service_account.cloned(),
+        automount_service_account_token: Some(service_account.is_some()),
+        ..PodSpec::default()
+    }
+}
+
 /// `Some(map)` unless the map is empty, which the API server would drop.
 pub fn non_empty<K: Ord, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
     (!map.is_empty()).then_some(map)
@@ -325,6 +356,7 @@ mod tests {
             &stack,
             &placeholders(&stack),
             stack.managed_database_identity().as_ref(),
+            None,
         );
         let metas: Vec<&ObjectMeta> = vec![
             &children.database_secret.as_ref().unwrap().metadata,
@@ -338,7 +370,36 @@ mod tests {
             &children.frontend.as_ref().unwrap().deployment.metadata,
             &children.frontend.as_ref().unwrap().service.metadata,
             &children.service_monitor.as_ref().unwrap().metadata,
+            &children
+                .backend
+                .disruption_budget
+                .as_ref()
+                .unwrap()
+                .metadata,
+            &children
+                .frontend
+                .as_ref()
+                .unwrap()
+                .disruption_budget
+                .as_ref()
+                .unwrap()
+                .metadata,
         ];
+        let exposure = match children.exposure.as_ref().unwrap() {
+            expose::Exposure::Ingress(ingress) => &ingress.metadata,
+            expose::Exposure::HttpRoute(route) => &route.metadata,
+        };
+        let metas: Vec<&ObjectMeta> = metas
+            .into_iter()
+            .chain([exposure])
+            .chain(
+                children
+                    .network_policies
+                    .iter()
+                    .map(|policy| &policy.metadata),
+            )
+            .collect();
+        assert_eq!(metas.len(), 19);
         for meta in metas {
             let labels = meta.labels.as_ref().unwrap();
             for key in [

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
     Probe, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -32,6 +33,8 @@ pub struct WorkloadSpec<'a> {
     pub health: Option<&'a HealthSpec>,
     pub env: Vec<EnvVar>,
     pub env_from: Vec<EnvFromSource>,
+    /// The user's ServiceAccount, whose token the pods then mount.
+    pub service_account_name: Option<&'a String>,
 }
 
 /// Name of a component's Deployment and Service: `<stack>-<component>`.
@@ -89,7 +92,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
-                    ..PodSpec::default()
+                    ..super::pod_service_account(spec.service_account_name)
                 }),
             },
             ..DeploymentSpec::default()
@@ -114,5 +117,50 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
     Workload {
         deployment,
         service,
+        disruption_budget: disruption_budget(stack, spec.component, spec.replicas),
+    }
+}
+
+/// A PodDisruptionBudget `<stack>-<component>` letting a voluntary
+/// disruption (a node drain) take one pod at a time, when there is more than
+/// one. With a single replica a budget would block every drain.
+pub fn disruption_budget(
+    stack: &ValidatedStack,
+    component: Component,
+    replicas: i32,
+) -> Option<PodDisruptionBudget> {
+    (replicas > 1).then(|| PodDisruptionBudget {
+        metadata: object_meta(stack, workload_name(stack, component), component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(stack, component)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::example;
+
+    #[test]
+    fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {
+        let stack = example();
+        let budget = disruption_budget(&stack, Component::Backend, 3).unwrap();
+        assert_eq!(budget.metadata.name.as_deref(), Some("shop-backend"));
+        let spec = budget.spec.unwrap();
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(spec.min_available, None);
+        assert_eq!(
+            spec.selector.unwrap().match_labels.unwrap(),
+            selector_labels(&stack, Component::Backend)
+        );
+        assert!(disruption_budget(&stack, Component::Frontend, 1).is_none());
+        assert!(disruption_budget(&stack, Component::Frontend, 0).is_none());
     }
 }

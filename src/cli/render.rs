@@ -1,14 +1,18 @@
 //! `appstack render`: the children an AppStack would get, built by the same
 //! functions the controller uses, with no cluster involved.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
 use crate::children;
-use crate::crd::AppStack;
+use crate::crd::{AppStack, SecretKeyRef};
+use crate::database::DatabaseUrl;
+use crate::database::url::UrlError;
 use crate::reconcile::plan::{self, Object};
-use crate::secrets;
-use crate::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack};
+use crate::secrets::{self, SecretValue};
+use crate::stack::{Database, DatabaseIdentity, EnvSource, InvalidSpec, ValidatedStack};
 use crate::stages;
 
 /// Stand-in for the UID the API server assigns.
@@ -17,43 +21,132 @@ pub const PLACEHOLDER_UID: &str = "<uid>";
 /// Why rendering failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    #[error("not an AppStack: {0}")]
-    Parse(#[from] serde_yaml::Error),
-    #[error(transparent)]
-    Invalid(#[from] InvalidSpec),
+    #[error("document {index}: {source}")]
+    Parse {
+        index: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {index} is not a Kubernetes object: it has no kind")]
+    NoKind { index: usize },
+    #[error("document {index} (AppStack {name}): {source}")]
+    Invalid {
+        index: usize,
+        name: String,
+        #[source]
+        source: InvalidSpec,
+    },
+    #[error(
+        "AppStack {stack} reads key {key:?} of Secret {secret:?}, which the Secret in this file does not have"
+    )]
+    MissingKey {
+        stack: String,
+        secret: String,
+        key: String,
+    },
+    #[error(
+        "AppStack {stack}: the database URL in Secret {secret:?} key {key:?} is unusable: {source}"
+    )]
+    DatabaseUrl {
+        stack: String,
+        secret: String,
+        key: String,
+        #[source]
+        source: UrlError,
+    },
+    #[error("no AppStack in the input")]
+    NoStack,
 }
 
 /// Renders every AppStack in a YAML stream as a YAML stream of children, in
-/// the order the controller applies them. Secret values are placeholders;
-/// the ServiceMonitor is shown whenever enabled (in a cluster it is applied
-/// only where its API is served). The migration Job of an external database
-/// carries a revision computed without the URL in the user's Secret, which
-/// render does not read; a comment says its name in a cluster differs.
+/// the order the controller applies them. The stream may hold the Secrets
+/// the stacks reference beside them, as users keep them: their keys are
+/// checked, and their values show as placeholders like every secret value.
+/// An external database's URL in such a Secret locates the database (the
+/// migration Job's revision and the NetworkPolicies follow it, as in a
+/// cluster); without it, a comment says the Job's name in a cluster
+/// differs. Other kinds are not the operator's and are skipped. The
+/// ServiceMonitor and HTTPRoute are shown whenever asked for (in a cluster
+/// they are applied only where their API is served).
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
-    let mut output = String::new();
-    for document in serde_yaml::Deserializer::from_str(input) {
-        let value = serde_yaml::Value::deserialize(document)?;
+    let mut stacks = Vec::new();
+    let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
+    for (number, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
+        let index = number + 1;
+        let parse = |source| RenderError::Parse { index, source };
+        let value = serde_yaml::Value::deserialize(document).map_err(parse)?;
         if value.is_null() {
             continue;
         }
-        let stack: AppStack = serde_yaml::from_value(value)?;
-        let namespace = stack
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| default_namespace.to_string());
+        let namespace = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(default_namespace)
+            .to_string();
+        match value["kind"].as_str() {
+            Some("AppStack") => {
+                let stack: AppStack = serde_yaml::from_value(value).map_err(parse)?;
+                stacks.push((index, namespace, stack));
+            }
+            Some("Secret") => {
+                let secret: Secret = serde_yaml::from_value(value).map_err(parse)?;
+                let name = secret.metadata.name.clone().unwrap_or_default();
+                secrets.insert((namespace, name), secret);
+            }
+            Some(_) => {}
+            None => return Err(RenderError::NoKind { index }),
+        }
+    }
+    if stacks.is_empty() {
+        return Err(RenderError::NoStack);
+    }
+    let mut output = String::new();
+    for (index, namespace, stack) in stacks {
         let name = stack.metadata.name.clone().unwrap_or_default();
         let validated = ValidatedStack::from_parts(
-            name,
-            namespace,
+            name.clone(),
+            namespace.clone(),
             PLACEHOLDER_UID.into(),
             stack.metadata.generation.unwrap_or(1),
             &stack.spec,
-        )?;
+        )
+        .map_err(|source| RenderError::Invalid {
+            index,
+            name: name.clone(),
+            source,
+        })?;
+        let mut identity = None;
+        for reference in referenced_keys(&validated) {
+            let Some(secret) = secrets.get(&(namespace.clone(), reference.name.clone())) else {
+                continue;
+            };
+            let Some(value) = secret_value(secret, &reference.key) else {
+                return Err(RenderError::MissingKey {
+                    stack: name,
+                    secret: reference.name.clone(),
+                    key: reference.key.clone(),
+                });
+            };
+            if let Database::External { url_secret_ref } = &validated.database
+                && *url_secret_ref == reference
+            {
+                let url = DatabaseUrl::parse(value.expose()).map_err(|source| {
+                    RenderError::DatabaseUrl {
+                        stack: name.clone(),
+                        secret: reference.name.clone(),
+                        key: reference.key.clone(),
+                        source,
+                    }
+                })?;
+                identity = Some(url.identity());
+            }
+        }
+        let located = identity.is_some();
+        let identity = identity.unwrap_or_else(|| rendered_identity(&validated));
         let children = plan::by_stage(children::build(
             &validated,
             &secrets::placeholders(&validated),
-            Some(&rendered_identity(&validated)),
+            Some(&identity),
+            None,
         ));
         for stage in stages::ORDER {
             for desired in &children[&stage] {
@@ -62,8 +155,8 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
                     other => other.clone(),
                 };
                 output.push_str("---\n");
-                if let (Object::Job(_), Database::External { url_secret_ref }) =
-                    (&object, &validated.database)
+                if let (Object::Job(_), Database::External { url_secret_ref }, false) =
+                    (&object, &validated.database, located)
                 {
                     output.push_str(&format!(
                         "# In a cluster this Job's name differs: its revision covers the host, port \
@@ -78,6 +171,29 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
     }
     Ok(output)
+}
+
+/// Every Secret key a stack reads: the external database URL and the
+/// referenced env values.
+fn referenced_keys(stack: &ValidatedStack) -> Vec<SecretKeyRef> {
+    let database = match &stack.database {
+        Database::External { url_secret_ref } => Some(url_secret_ref.clone()),
+        Database::Managed(_) => None,
+    };
+    let env = stack.env.iter().filter_map(|var| match &var.source {
+        EnvSource::Referenced(reference) => Some(reference.clone()),
+        _ => None,
+    });
+    database.into_iter().chain(env).collect()
+}
+
+/// A key's value in a Secret as written in a file: `data` (base64, decoded
+/// by the type) or `stringData`.
+fn secret_value(secret: &Secret, key: &str) -> Option<SecretValue> {
+    let data = secret.data.as_ref().and_then(|data| data.get(key));
+    let string = secret.string_data.as_ref().and_then(|data| data.get(key));
+    data.map(|value| SecretValue::new(value.0.clone()))
+        .or_else(|| string.map(|value| SecretValue::new(value.as_bytes().to_vec())))
 }
 
 /// The database identity a migration revision is rendered with: the
@@ -113,10 +229,8 @@ fn readable(mut secret: Secret) -> Secret {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_every_child_with_placeholders_for_secrets() {
-        let output = render(include_str!("../../deploy/examples/shop.yaml"), "prod").unwrap();
-        let kinds: Vec<String> = serde_yaml::Deserializer::from_str(&output)
+    fn kinds_and_names(output: &str) -> Vec<String> {
+        serde_yaml::Deserializer::from_str(output)
             .map(|document| {
                 let value = serde_yaml::Value::deserialize(document).unwrap();
                 format!(
@@ -125,33 +239,155 @@ mod tests {
                     value["metadata"]["name"].as_str().unwrap()
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    fn document(output: &str, kind_and_name: &str) -> serde_yaml::Value {
+        serde_yaml::Deserializer::from_str(output)
+            .map(|document| serde_yaml::Value::deserialize(document).unwrap())
+            .find(|value| {
+                format!(
+                    "{} {}",
+                    value["kind"].as_str().unwrap(),
+                    value["metadata"]["name"].as_str().unwrap()
+                ) == kind_and_name
+            })
+            .unwrap_or_else(|| panic!("no {kind_and_name} in the output"))
+    }
+
+    #[test]
+    fn renders_every_child_in_stage_order_with_placeholders_for_secrets() {
+        let output = render(include_str!("../../deploy/examples/shop.yaml"), "prod").unwrap();
+        let kinds = kinds_and_names(&output);
+        let job = kinds
+            .iter()
+            .find(|kind| kind.starts_with("Job shop-migrate-"))
+            .unwrap();
         assert_eq!(
-            kinds[..7],
+            kinds,
             [
                 "Secret shop-db",
                 "Secret shop-env",
                 "ConfigMap shop-env",
+                "NetworkPolicy shop-default-deny",
+                "NetworkPolicy shop-database",
+                "NetworkPolicy shop-migration",
+                "NetworkPolicy shop-backend",
+                "NetworkPolicy shop-frontend",
                 "Service shop-db",
                 "StatefulSet shop-db",
-                &kinds[5],
+                job,
                 "Service shop-backend",
-            ]
-        );
-        assert!(kinds[5].starts_with("Job shop-migrate-"));
-        assert_eq!(
-            kinds[7..],
-            [
                 "Deployment shop-backend",
+                "PodDisruptionBudget shop-backend",
                 "Service shop-frontend",
                 "Deployment shop-frontend",
-                "ServiceMonitor shop-backend"
+                "PodDisruptionBudget shop-frontend",
+                "Ingress shop",
+                "ServiceMonitor shop-backend",
             ]
         );
-        let env: Secret = serde_yaml::from_str(output.split("---\n").nth(2).unwrap()).unwrap();
+        let env: Secret = serde_yaml::from_value(document(&output, "Secret shop-env")).unwrap();
         let data = env.string_data.unwrap();
         assert_eq!(data["SECRET_KEY"], "<generated: 48 characters>");
         assert_eq!(data["SENDGRID_API_KEY"], "<from Secret sendgrid/api-key>");
+    }
+
+    const WITH_SECRETS: &str = "\
+apiVersion: v1
+kind: Secret
+metadata: {name: sendgrid}
+stringData: {api-key: SG.not-for-output}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: prod-db}
+data: {url: cG9zdGdyZXNxbDovL2FwcDpodW50ZXIyQDEwLjEuMi4zOjY0MzIvc2hvcA==}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: unrelated}
+data: {a: b}
+";
+
+    fn external_stack(name: &str) -> String {
+        include_str!("../../deploy/examples/shop.yaml")
+            .replace("name: shop\n", &format!("name: {name}\n"))
+            .replace(
+                "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+                "    external: {urlSecretRef: {name: prod-db, key: url}}\n",
+            )
+    }
+
+    #[test]
+    fn a_multi_document_file_renders_every_stack_with_its_secrets_as_placeholders() {
+        let input = format!(
+            "{WITH_SECRETS}---\n{}---\n{}",
+            include_str!("../../deploy/examples/shop.yaml"),
+            external_stack("api")
+        );
+        let output = render(&input, "prod").unwrap();
+        assert!(
+            !output.contains("SG.not-for-output"),
+            "no value of the file's Secrets"
+        );
+        assert!(
+            !output.contains("hunter2"),
+            "no part of the database URL's credentials"
+        );
+        let kinds = kinds_and_names(&output);
+        assert!(kinds.contains(&"Deployment shop-backend".to_string()));
+        assert!(kinds.contains(&"Deployment api-backend".to_string()));
+        assert!(
+            !kinds
+                .iter()
+                .any(|kind| kind.starts_with("ConfigMap unrelated"))
+        );
+        assert!(
+            !kinds.contains(&"Secret sendgrid".to_string()),
+            "the user's Secrets are theirs"
+        );
+        let env: Secret = serde_yaml::from_value(document(&output, "Secret api-env")).unwrap();
+        assert_eq!(
+            env.string_data.unwrap()["SENDGRID_API_KEY"],
+            "<from Secret sendgrid/api-key>"
+        );
+        let egress = &document(&output, "NetworkPolicy api-backend")["spec"]["egress"][1];
+        assert_eq!(
+            serde_json::to_value(egress).unwrap(),
+            serde_json::json!({"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+                               "ports": [{"port": 6432, "protocol": "TCP"}]}),
+            "the file's database URL locates the database"
+        );
+    }
+
+    #[test]
+    fn a_key_missing_from_a_secret_in_the_file_is_an_error() {
+        let input = format!(
+            "{}---\n{}",
+            WITH_SECRETS.replace("api-key: SG", "other-key: SG"),
+            include_str!("../../deploy/examples/shop.yaml")
+        );
+        let error = render(&input, "prod").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "AppStack shop reads key \"api-key\" of Secret \"sendgrid\", which the Secret in this file does not have"
+        );
+    }
+
+    #[test]
+    fn invalid_documents_are_errors_naming_the_document() {
+        let error = render("apiVersion: v1\nkind: AppStack\nspec: 3\n", "default")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("document 1:"), "{error}");
+        let error = render("a: b\n", "default").unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "document 1 is not a Kubernetes object: it has no kind"
+        );
+        let error = render(WITH_SECRETS, "default").unwrap_err().to_string();
+        assert_eq!(error, "no AppStack in the input");
     }
 
     #[test]
@@ -168,10 +404,5 @@ mod tests {
         assert!(job.starts_with(
             "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
         ), "{job}");
-    }
-
-    #[test]
-    fn an_invalid_document_is_an_error() {
-        assert!(render("apiVersion: v1\nkind: AppStack\nspec: 3\n", "default").is_err());
     }
 }

@@ -103,6 +103,7 @@ async fn run(args: RunArgs) -> ExitCode {
             concurrency: args.concurrency,
             pass_timeout: request_timeout,
             database_checks: args.database_checks,
+            pod_namespace: std::env::var("POD_NAMESPACE").ok(),
         },
         state: state.clone(),
         grace: Duration::from_secs(args.shutdown_timeout_seconds),

@@ -762,6 +762,8 @@ impl Builder<'_> {
             frontend,
             env,
             monitoring: None,
+            expose: None,
+            network_policy: None,
         };
         report.redact(
             &secrets

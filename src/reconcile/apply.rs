@@ -7,7 +7,9 @@ use std::fmt::Debug;
 use futures::future::try_join_all;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -32,8 +34,8 @@ pub enum ApplyError {
     },
     #[error("updating the AppStack's finalizers: {0}")]
     Finalizer(#[source] kube::Error),
-    #[error("the ServiceMonitor API is no longer served")]
-    NoServiceMonitorApi,
+    #[error("the {0} API is no longer served")]
+    NotServed(&'static str),
 }
 
 /// What a pass did that users hear about in Events.
@@ -113,13 +115,44 @@ async fn one(
                 Object::ServiceMonitor(desired) => {
                     let resource = caches
                         .service_monitor_api()
-                        .ok_or(ApplyError::NoServiceMonitorApi)?;
+                        .ok_or(ApplyError::NotServed("ServiceMonitor"))?;
                     let api = Api::<DynamicObject>::namespaced_with(
                         client.clone(),
                         &namespace,
                         &resource,
                     );
                     server_side_apply(&api, &caches.service_monitors, desired).await
+                }
+                Object::NetworkPolicy(desired) => {
+                    server_side_apply(
+                        &namespaced(context, &namespace),
+                        &caches.network_policies,
+                        desired,
+                    )
+                    .await
+                }
+                Object::PodDisruptionBudget(desired) => {
+                    server_side_apply(
+                        &namespaced(context, &namespace),
+                        &caches.disruption_budgets,
+                        desired,
+                    )
+                    .await
+                }
+                Object::Ingress(desired) => {
+                    server_side_apply(&namespaced(context, &namespace), &caches.ingresses, desired)
+                        .await
+                }
+                Object::HttpRoute(desired) => {
+                    let resource = caches
+                        .http_route_api()
+                        .ok_or(ApplyError::NotServed("HTTPRoute"))?;
+                    let api = Api::<DynamicObject>::namespaced_with(
+                        client.clone(),
+                        &namespace,
+                        &resource,
+                    );
+                    server_side_apply(&api, &caches.http_routes, desired).await
                 }
             }
             .map_err(refused("applying", &object))?;
@@ -219,17 +252,17 @@ pub async fn deletions(
                     delete::<k8s_openapi::api::apps::v1::Deployment>(context, &namespace, &name)
                         .await
                 }
-                Kind::ServiceMonitor => match caches.service_monitor_api() {
-                    Some(resource) => {
-                        let api = Api::<DynamicObject>::namespaced_with(
-                            context.client.clone(),
-                            &namespace,
-                            &resource,
-                        );
-                        ignore_gone(api.delete(&name, &DeleteParams::background()).await)
-                    }
-                    None => Ok(()),
-                },
+                Kind::ServiceMonitor => {
+                    delete_dynamic(context, &namespace, &name, caches.service_monitor_api()).await
+                }
+                Kind::HttpRoute => {
+                    delete_dynamic(context, &namespace, &name, caches.http_route_api()).await
+                }
+                Kind::NetworkPolicy => delete::<NetworkPolicy>(context, &namespace, &name).await,
+                Kind::PodDisruptionBudget => {
+                    delete::<PodDisruptionBudget>(context, &namespace, &name).await
+                }
+                Kind::Ingress => delete::<Ingress>(context, &namespace, &name).await,
                 Kind::PersistentVolumeClaim => unreachable!("volumes are never swept"),
             };
             result.map_err(|source| ApplyError::Object {
@@ -248,6 +281,14 @@ pub async fn deletions(
                 Kind::ServiceMonitor => caches
                     .service_monitors
                     .record_deleted(&namespace, &name, uid),
+                Kind::HttpRoute => caches.http_routes.record_deleted(&namespace, &name, uid),
+                Kind::NetworkPolicy => caches
+                    .network_policies
+                    .record_deleted(&namespace, &name, uid),
+                Kind::PodDisruptionBudget => caches
+                    .disruption_budgets
+                    .record_deleted(&namespace, &name, uid),
+                Kind::Ingress => caches.ingresses.record_deleted(&namespace, &name, uid),
                 Kind::PersistentVolumeClaim => {}
             }
             info!(kind = kind.as_str(), %name, "deleted child no longer in the spec");
@@ -332,6 +373,21 @@ where
         + DeserializeOwned,
 {
     let api: Api<K> = namespaced(context, namespace);
+    ignore_gone(api.delete(name, &DeleteParams::background()).await)
+}
+
+/// Deletes an object of a discovered kind; while its API is not served
+/// there is nothing to delete.
+async fn delete_dynamic(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+    resource: Option<ApiResource>,
+) -> Result<(), kube::Error> {
+    let Some(resource) = resource else {
+        return Ok(());
+    };
+    let api = Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
     ignore_gone(api.delete(name, &DeleteParams::background()).await)
 }
 

@@ -39,6 +39,19 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
             format!("frontend: {note}"),
         ));
     }
+    for reason in [reasons::INGRESS_READY, reasons::ROUTE_ACCEPTED] {
+        if let Some(note) = became(types::EXPOSE_READY, reason)
+            && status::condition(Some(desired), types::EXPOSE_READY)
+                .is_some_and(|condition| condition.status == "True")
+        {
+            events.push(event(EventType::Normal, reasons::EXPOSED, note));
+        }
+    }
+    for reason in [reasons::ROUTE_NOT_ACCEPTED, reasons::ROUTE_REFS_UNRESOLVED] {
+        if let Some(note) = became(types::EXPOSE_READY, reason) {
+            events.push(event(EventType::Warning, reason, note));
+        }
+    }
     if let Some(note) = became(types::READY, reasons::READY) {
         events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }
@@ -159,5 +172,34 @@ mod tests {
         assert_eq!(events[0].reason, reasons::CONNECTION_REFUSED);
         assert!(matches!(events[0].type_, EventType::Warning));
         assert!(transitions(Some(&status), &status).is_empty());
+    }
+
+    #[test]
+    fn exposure_events_follow_the_route_and_do_not_repeat() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let with_expose = |check: Check| {
+            let mut observation = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
+            observation.record(Stage::Expose, check);
+            desired_status(&observation, 1, None, at)
+        };
+        let waiting = with_expose(Check::pending(reasons::WAITING_FOR_GATEWAY, "waiting"));
+        let accepted = with_expose(Check::ok(reasons::ROUTE_ACCEPTED, "accepted"));
+        let refused = with_expose(Check::pending(reasons::ROUTE_NOT_ACCEPTED, "refused"));
+        let reasons_of = |events: Vec<Event>| {
+            events
+                .into_iter()
+                .map(|event| (event.type_, event.reason))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons_of(transitions(Some(&waiting), &accepted)),
+            [(EventType::Normal, reasons::EXPOSED.to_string())]
+        );
+        assert_eq!(
+            reasons_of(transitions(Some(&accepted), &refused)),
+            [(EventType::Warning, reasons::ROUTE_NOT_ACCEPTED.to_string())]
+        );
+        assert!(transitions(Some(&refused), &refused).is_empty());
+        assert!(transitions(Some(&accepted), &waiting).is_empty());
     }
 }

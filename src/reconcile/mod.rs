@@ -30,6 +30,7 @@ use self::apply::{ApplyError, Done};
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
 use self::status::{Observation, Outcome, reasons, types};
+use crate::children::network::OperatorPods;
 use crate::children::{self, env_name};
 use crate::crd::{AppStack, AppStackStatus};
 use crate::database::Databases;
@@ -52,6 +53,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub caches: Arc<Caches>,
     pub databases: Arc<Databases>,
+    /// The operator's pods, when they connect to managed databases from
+    /// inside the cluster: the databases' NetworkPolicies let them in.
+    pub operator_pods: Option<OperatorPods>,
 }
 
 /// A step of the pass failed; the stack is retried with backoff.
@@ -101,6 +105,7 @@ pub async fn pass(context: &Context, cached: &AppStack) -> Result<Action, Error>
     let mut done = Vec::new();
     match ValidatedStack::new(&stack) {
         Ok(validated) => {
+            observation.url = validated.expose.as_ref().map(|expose| expose.url());
             run_stages(context, &stack, &validated, &mut observation, &mut done).await?
         }
         Err(invalid) => observation.invalid = Some(invalid.to_string()),
@@ -152,7 +157,12 @@ async fn run_stages(
         };
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
-    let desired = plan::by_stage(children::build(validated, &resolved.values, identity));
+    let desired = plan::by_stage(children::build(
+        validated,
+        &resolved.values,
+        identity,
+        context.operator_pods.as_ref(),
+    ));
     done.extend(
         apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
     );
@@ -236,8 +246,10 @@ async fn write_status(
         &stack.namespace().unwrap_or_default(),
     );
     let mut value = serde_json::to_value(status).unwrap_or_default();
-    // A merge patch keeps keys it does not mention: clear a dropped migration.
+    // A merge patch keeps keys it does not mention: clear a dropped
+    // migration or URL.
     value["migration"] = serde_json::to_value(&status.migration).unwrap_or_default();
+    value["url"] = serde_json::to_value(&status.url).unwrap_or_default();
     let mut written = stacks
         .patch_status(
             &stack.name_any(),

@@ -3,13 +3,16 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
+use kube::api::DynamicObject;
 
 use super::status::{Check, reasons};
+use crate::children::expose::exposure_name;
 use crate::children::{self, Component, database_name, workload::workload_name};
-use crate::crd::MigrationStatus;
+use crate::crd::{GatewayRef, MigrationStatus};
 use crate::runtime::cache::Caches;
-use crate::stack::{Database, ValidatedStack};
+use crate::stack::{Database, Route, ValidatedStack};
 use crate::stages::Stage;
 
 /// The check of a stage the pass reached, after its writes, from the
@@ -77,6 +80,7 @@ pub fn check(
             Some(_) => workload_check(stack, caches, Component::Frontend),
             None => Check::ok(reasons::NOT_CONFIGURED, "no frontend in the spec"),
         },
+        Stage::Expose => expose_check(stack, caches),
         Stage::Monitoring => match (&stack.service_monitor_labels, caches.service_monitor_api()) {
             (None, _) => Check::ok(reasons::DISABLED, "no ServiceMonitor asked for"),
             (Some(_), None) => Check::pending(
@@ -88,6 +92,145 @@ pub fn check(
                 "ServiceMonitor for the backend is applied",
             ),
         },
+    }
+}
+
+/// The Ingress once written; the HTTPRoute by what the Gateway says of it.
+fn expose_check(stack: &ValidatedStack, caches: &Caches) -> Check {
+    let Some(expose) = &stack.expose else {
+        return Check::ok(reasons::NOT_CONFIGURED, "no expose in the spec");
+    };
+    let name = exposure_name(stack);
+    match &expose.route {
+        Route::Ingress(_) => match caches.ingresses.get(&stack.namespace, &name) {
+            Some(ingress) => ingress_check(&ingress, &expose.url()),
+            None => Check::pending(
+                reasons::INGRESS_PENDING,
+                format!("Ingress {name} is being created"),
+            ),
+        },
+        Route::Gateway(gateway) => {
+            if caches.http_route_api().is_none() {
+                return Check::pending(
+                    reasons::CRD_NOT_INSTALLED,
+                    "the gateway.networking.k8s.io/v1 HTTPRoute API is not served; install the Gateway API CRDs",
+                );
+            }
+            match caches.http_routes.get(&stack.namespace, &name) {
+                Some(route) => route_check(&route, gateway, &expose.url()),
+                None => Check::pending(
+                    reasons::WAITING_FOR_GATEWAY,
+                    format!("HTTPRoute {name} is being created"),
+                ),
+            }
+        }
+    }
+}
+
+/// An Ingress routes as soon as it is written; the address its controller
+/// reports, if any, is worth a mention.
+pub fn ingress_check(ingress: &Ingress, url: &str) -> Check {
+    let addresses: Vec<String> = ingress
+        .status
+        .as_ref()
+        .and_then(|status| status.load_balancer.as_ref())
+        .and_then(|balancer| balancer.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ip.clone().or_else(|| entry.hostname.clone()))
+        .collect();
+    let address = if addresses.is_empty() {
+        "no ingress controller has reported an address yet".to_string()
+    } else {
+        format!("the ingress controller reports {}", addresses.join(", "))
+    };
+    Check::ok(
+        reasons::INGRESS_READY,
+        format!("Ingress {} routes {url}; {address}", ingress.name_any()),
+    )
+}
+
+/// An HTTPRoute is ready when the Gateway it attaches to has accepted it
+/// and resolved its Services, as the gateway controller reports in the
+/// route's `status.parents` for the route's current generation.
+pub fn route_check(route: &DynamicObject, gateway: &GatewayRef, url: &str) -> Check {
+    let route_namespace = route.namespace().unwrap_or_default();
+    let gateway_namespace = gateway.namespace.as_deref().unwrap_or(&route_namespace);
+    let generation = route.metadata.generation;
+    let parents = route.data["status"]["parents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let ours = parents.iter().find(|parent| {
+        let reference = &parent["parentRef"];
+        reference["name"].as_str() == Some(gateway.name.as_str())
+            && reference["namespace"].as_str().unwrap_or(&route_namespace) == gateway_namespace
+            && reference["sectionName"].as_str() == gateway.section_name.as_deref()
+    });
+    let gateway_name = format!("Gateway {gateway_namespace}/{}", gateway.name);
+    let Some(parent) = ours else {
+        return Check::pending(
+            reasons::WAITING_FOR_GATEWAY,
+            format!(
+                "no gateway controller has reported on HTTPRoute {} for {gateway_name} yet",
+                route.name_any()
+            ),
+        );
+    };
+    let conditions = parent["conditions"].as_array().cloned().unwrap_or_default();
+    let condition = |type_: &str| {
+        conditions
+            .iter()
+            .find(|condition| condition["type"] == type_)
+            .filter(|condition| {
+                condition["observedGeneration"]
+                    .as_i64()
+                    .is_none_or(|observed| Some(observed) >= generation)
+            })
+    };
+    let said = |condition: &serde_json::Value| {
+        format!(
+            "{}: {}",
+            condition["reason"].as_str().unwrap_or("no reason"),
+            condition["message"].as_str().unwrap_or("")
+        )
+    };
+    match (condition("Accepted"), condition("ResolvedRefs")) {
+        (Some(accepted), _) if accepted["status"] == "False" => Check::pending(
+            reasons::ROUTE_NOT_ACCEPTED,
+            format!(
+                "{gateway_name} does not accept HTTPRoute {}: {}",
+                route.name_any(),
+                said(accepted)
+            ),
+        ),
+        (_, Some(resolved)) if resolved["status"] == "False" => Check::pending(
+            reasons::ROUTE_REFS_UNRESOLVED,
+            format!(
+                "{gateway_name} cannot resolve the Services of HTTPRoute {}: {}",
+                route.name_any(),
+                said(resolved)
+            ),
+        ),
+        (Some(accepted), Some(resolved))
+            if accepted["status"] == "True" && resolved["status"] == "True" =>
+        {
+            Check::ok(
+                reasons::ROUTE_ACCEPTED,
+                format!(
+                    "{gateway_name} accepted HTTPRoute {} for {url}",
+                    route.name_any()
+                ),
+            )
+        }
+        _ => Check::pending(
+            reasons::WAITING_FOR_GATEWAY,
+            format!(
+                "{gateway_name} has not reported Accepted and ResolvedRefs for generation {} of HTTPRoute {}",
+                generation.unwrap_or_default(),
+                route.name_any()
+            ),
+        ),
     }
 }
 
@@ -290,6 +433,119 @@ mod tests {
             "status": {"conditions": conditions, "succeeded": 1}
         }))
         .unwrap()
+    }
+
+    fn route(generation: i64, parents: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "shop", "namespace": "prod", "generation": generation},
+            "spec": {},
+            "status": {"parents": parents}
+        }))
+        .unwrap()
+    }
+
+    fn parent(
+        gateway: serde_json::Value,
+        accepted: &str,
+        resolved: &str,
+        generation: i64,
+    ) -> serde_json::Value {
+        serde_json::json!({
+            "parentRef": gateway,
+            "controllerName": "example.com/gateway",
+            "conditions": [
+                {"type": "Accepted", "status": accepted, "reason": if accepted == "True" {"Accepted"} else {"NotAllowedByListeners"},
+                 "message": "", "observedGeneration": generation, "lastTransitionTime": "2024-01-01T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": resolved, "reason": if resolved == "True" {"ResolvedRefs"} else {"BackendNotFound"},
+                 "message": "service missing", "observedGeneration": generation, "lastTransitionTime": "2024-01-01T00:00:00Z"},
+            ]
+        })
+    }
+
+    #[test]
+    fn a_route_is_ready_once_its_gateway_accepted_it_at_its_generation() {
+        let gateway = GatewayRef {
+            name: "public".into(),
+            namespace: Some("gateways".into()),
+            section_name: Some("https".into()),
+        };
+        let ours = serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                       "name": "public", "namespace": "gateways", "sectionName": "https"});
+        let url = "https://shop.example.com";
+        let check = |route: DynamicObject| route_check(&route, &gateway, url);
+
+        let waiting = check(route(1, serde_json::json!([])));
+        assert_eq!(
+            (waiting.ok, waiting.reason),
+            (false, reasons::WAITING_FOR_GATEWAY)
+        );
+
+        let accepted = check(route(
+            2,
+            serde_json::json!([parent(ours.clone(), "True", "True", 2)]),
+        ));
+        assert_eq!(
+            (accepted.ok, accepted.reason),
+            (true, reasons::ROUTE_ACCEPTED)
+        );
+        assert!(
+            accepted.message.contains("Gateway gateways/public"),
+            "{}",
+            accepted.message
+        );
+
+        let stale = check(route(
+            3,
+            serde_json::json!([parent(ours.clone(), "True", "True", 2)]),
+        ));
+        assert_eq!(
+            (stale.ok, stale.reason),
+            (false, reasons::WAITING_FOR_GATEWAY)
+        );
+
+        let refused = check(route(
+            2,
+            serde_json::json!([parent(ours.clone(), "False", "True", 2)]),
+        ));
+        assert_eq!(
+            (refused.ok, refused.reason),
+            (false, reasons::ROUTE_NOT_ACCEPTED)
+        );
+        assert!(refused.message.contains("NotAllowedByListeners"));
+
+        let unresolved = check(route(
+            2,
+            serde_json::json!([parent(ours.clone(), "True", "False", 2)]),
+        ));
+        assert_eq!(
+            (unresolved.ok, unresolved.reason),
+            (false, reasons::ROUTE_REFS_UNRESOLVED)
+        );
+        assert!(unresolved.message.contains("service missing"));
+
+        let other = serde_json::json!({"name": "internal", "namespace": "gateways", "sectionName": "https"});
+        let elsewhere = check(route(
+            2,
+            serde_json::json!([parent(other, "True", "True", 2)]),
+        ));
+        assert_eq!(
+            (elsewhere.ok, elsewhere.reason),
+            (false, reasons::WAITING_FOR_GATEWAY),
+            "another Gateway's acceptance is not ours"
+        );
+    }
+
+    #[test]
+    fn an_ingress_is_ready_once_written_and_names_its_address() {
+        let ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}
+        }))
+        .unwrap();
+        let check = ingress_check(&ingress, "https://shop.example.com");
+        assert!(check.ok);
+        assert!(check.message.contains("203.0.113.7"), "{}", check.message);
     }
 
     #[test]

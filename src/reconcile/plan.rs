@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
@@ -14,6 +16,7 @@ use serde::Serialize;
 
 use super::compare;
 use super::observe::job_finished;
+use crate::children::expose::Exposure;
 use crate::children::{self, Children, DatabaseChildren, Workload};
 use crate::crd::MigrationStatus;
 use crate::runtime::cache::{Caches, KindCache};
@@ -41,6 +44,10 @@ pub enum Object {
     Job(Job),
     Deployment(Deployment),
     ServiceMonitor(DynamicObject),
+    NetworkPolicy(NetworkPolicy),
+    PodDisruptionBudget(PodDisruptionBudget),
+    Ingress(Ingress),
+    HttpRoute(DynamicObject),
 }
 
 /// The kinds of objects a pass writes or deletes.
@@ -54,6 +61,10 @@ pub enum Kind {
     Deployment,
     ServiceMonitor,
     PersistentVolumeClaim,
+    NetworkPolicy,
+    PodDisruptionBudget,
+    Ingress,
+    HttpRoute,
 }
 
 impl Kind {
@@ -67,6 +78,10 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::ServiceMonitor => "ServiceMonitor",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::PodDisruptionBudget => "PodDisruptionBudget",
+            Kind::Ingress => "Ingress",
+            Kind::HttpRoute => "HTTPRoute",
         }
     }
 }
@@ -81,6 +96,10 @@ impl Object {
             Object::Job(_) => Kind::Job,
             Object::Deployment(_) => Kind::Deployment,
             Object::ServiceMonitor(_) => Kind::ServiceMonitor,
+            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
+            Object::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
+            Object::Ingress(_) => Kind::Ingress,
+            Object::HttpRoute(_) => Kind::HttpRoute,
         }
     }
 
@@ -93,6 +112,10 @@ impl Object {
             Object::Job(object) => object.name_any(),
             Object::Deployment(object) => object.name_any(),
             Object::ServiceMonitor(object) => object.name_any(),
+            Object::NetworkPolicy(object) => object.name_any(),
+            Object::PodDisruptionBudget(object) => object.name_any(),
+            Object::Ingress(object) => object.name_any(),
+            Object::HttpRoute(object) => object.name_any(),
         }
     }
 
@@ -109,6 +132,14 @@ impl Object {
             Object::ServiceMonitor(object) => {
                 Object::ServiceMonitor(compare::with_desired_hash(&object))
             }
+            Object::NetworkPolicy(object) => {
+                Object::NetworkPolicy(compare::with_desired_hash(&object))
+            }
+            Object::PodDisruptionBudget(object) => {
+                Object::PodDisruptionBudget(compare::with_desired_hash(&object))
+            }
+            Object::Ingress(object) => Object::Ingress(compare::with_desired_hash(&object)),
+            Object::HttpRoute(object) => Object::HttpRoute(compare::with_desired_hash(&object)),
         }
     }
 
@@ -122,6 +153,10 @@ impl Object {
             Object::Job(object) => serde_json::to_value(object),
             Object::Deployment(object) => serde_json::to_value(object),
             Object::ServiceMonitor(object) => serde_json::to_value(object),
+            Object::NetworkPolicy(object) => serde_json::to_value(object),
+            Object::PodDisruptionBudget(object) => serde_json::to_value(object),
+            Object::Ingress(object) => serde_json::to_value(object),
+            Object::HttpRoute(object) => serde_json::to_value(object),
         };
         value.expect("children always serialize")
     }
@@ -157,6 +192,8 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
         backend,
         frontend,
         service_monitor,
+        exposure,
+        network_policies,
     } = children;
     let apply = |object: Object| Desired {
         object: object.with_desired_hash(),
@@ -172,11 +209,16 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
             |Workload {
                  deployment,
                  service,
+                 disruption_budget,
              }| {
-                vec![
+                let mut objects = vec![
                     apply(Object::Service(service)),
                     apply(Object::Deployment(deployment)),
-                ]
+                ];
+                objects.extend(
+                    disruption_budget.map(|budget| apply(Object::PodDisruptionBudget(budget))),
+                );
+                objects
             },
         )
     };
@@ -186,6 +228,12 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
         .collect();
     secrets.push(apply(Object::Secret(env_secret)));
     secrets.push(apply(Object::ConfigMap(env_config)));
+    // Before any pod of the stack exists, so none ever runs unconfined.
+    secrets.extend(
+        network_policies
+            .into_iter()
+            .map(|policy| apply(Object::NetworkPolicy(policy))),
+    );
     let database = database.map_or_else(
         Vec::new,
         |DatabaseChildren {
@@ -210,6 +258,16 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
         ),
         (Stage::Backend, workload(Some(backend))),
         (Stage::Frontend, workload(frontend)),
+        (
+            Stage::Expose,
+            exposure
+                .map(|exposure| match exposure {
+                    Exposure::Ingress(ingress) => apply(Object::Ingress(ingress)),
+                    Exposure::HttpRoute(route) => apply(Object::HttpRoute(route)),
+                })
+                .into_iter()
+                .collect(),
+        ),
         (
             Stage::Monitoring,
             service_monitor
@@ -315,6 +373,26 @@ pub fn stage(
             Object::ServiceMonitor(monitor) => caches.service_monitor_api().and_then(|_| {
                 child_write(&caches.service_monitors, namespace, monitor, *mode, || {
                     Object::ServiceMonitor(monitor.clone())
+                })
+            }),
+            Object::NetworkPolicy(policy) => {
+                child_write(&caches.network_policies, namespace, policy, *mode, || {
+                    Object::NetworkPolicy(policy.clone())
+                })
+            }
+            Object::PodDisruptionBudget(budget) => {
+                child_write(&caches.disruption_budgets, namespace, budget, *mode, || {
+                    Object::PodDisruptionBudget(budget.clone())
+                })
+            }
+            Object::Ingress(ingress) => {
+                child_write(&caches.ingresses, namespace, ingress, *mode, || {
+                    Object::Ingress(ingress.clone())
+                })
+            }
+            Object::HttpRoute(route) => caches.http_route_api().and_then(|_| {
+                child_write(&caches.http_routes, namespace, route, *mode, || {
+                    Object::HttpRoute(route.clone())
                 })
             }),
         };
@@ -485,10 +563,28 @@ pub fn orphans(
         Kind::Deployment,
         identities(&caches.deployments, namespace, &stack.name),
     );
+    sweep(
+        Kind::NetworkPolicy,
+        identities(&caches.network_policies, namespace, &stack.name),
+    );
+    sweep(
+        Kind::PodDisruptionBudget,
+        identities(&caches.disruption_budgets, namespace, &stack.name),
+    );
+    sweep(
+        Kind::Ingress,
+        identities(&caches.ingresses, namespace, &stack.name),
+    );
     if caches.service_monitor_api().is_some() {
         sweep(
             Kind::ServiceMonitor,
             identities(&caches.service_monitors, namespace, &stack.name),
+        );
+    }
+    if caches.http_route_api().is_some() {
+        sweep(
+            Kind::HttpRoute,
+            identities(&caches.http_routes, namespace, &stack.name),
         );
     }
     let current_job = desired
@@ -555,6 +651,7 @@ mod tests {
             stack,
             &placeholders(stack),
             stack.managed_database_identity().as_ref(),
+            None,
         ))
     }
 
@@ -588,7 +685,12 @@ mod tests {
                 "finalizer true",
                 "create shop-db",
                 "apply shop-env",
-                "apply shop-env"
+                "apply shop-env",
+                "apply shop-default-deny",
+                "apply shop-database",
+                "apply shop-migration",
+                "apply shop-backend",
+                "apply shop-frontend",
             ]
         );
     }

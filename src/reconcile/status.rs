@@ -20,6 +20,7 @@ pub mod types {
     pub const MIGRATIONS_APPLIED: &str = "MigrationsApplied";
     pub const BACKEND_AVAILABLE: &str = "BackendAvailable";
     pub const FRONTEND_AVAILABLE: &str = "FrontendAvailable";
+    pub const EXPOSE_READY: &str = "ExposeReady";
     pub const MONITORING_READY: &str = "MonitoringReady";
 }
 
@@ -44,11 +45,18 @@ pub mod reasons {
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
     pub const WAITING_FOR_BACKEND: &str = "WaitingForBackend";
     pub const WAITING_FOR_FRONTEND: &str = "WaitingForFrontend";
+    pub const WAITING_FOR_EXPOSURE: &str = "WaitingForExposure";
     pub const WAITING_FOR_MONITORING: &str = "WaitingForMonitoring";
     pub const NOT_CONFIGURED: &str = "NotConfigured";
     pub const SERVICE_MONITOR_READY: &str = "ServiceMonitorReady";
     pub const CRD_NOT_INSTALLED: &str = "CRDNotInstalled";
     pub const DISABLED: &str = "Disabled";
+    pub const INGRESS_READY: &str = "IngressReady";
+    pub const INGRESS_PENDING: &str = "IngressPending";
+    pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    pub const ROUTE_REFS_UNRESOLVED: &str = "RouteRefsUnresolved";
+    pub const WAITING_FOR_GATEWAY: &str = "WaitingForGateway";
 
     // DatabaseReady reasons for a database the operator cannot use. The
     // reconcile retries them with a growing delay; a change of the
@@ -93,6 +101,7 @@ pub mod reasons {
     pub const MIGRATION_STARTED: &str = "MigrationStarted";
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     pub const STACK_READY: &str = "StackReady";
+    pub const EXPOSED: &str = "Exposed";
     pub const DELETED: &str = "Deleted";
 }
 
@@ -162,6 +171,8 @@ pub struct Observation {
     /// past its deadline): the stack is Stalled with this reason.
     pub terminal: Option<Check>,
     pub migration: Option<MigrationStatus>,
+    /// The stack's public URL, with `spec.expose`.
+    pub url: Option<String>,
 }
 
 impl Observation {
@@ -309,6 +320,7 @@ pub fn desired_status(
         observed_generation: generation,
         conditions,
         migration: observation.migration.clone(),
+        url: observation.url.clone(),
     }
 }
 

@@ -24,7 +24,9 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
-use kube::api::{ApiResource, DynamicObject};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -36,8 +38,9 @@ use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::watch;
 
-/// How often the ServiceMonitor API is looked for (and looked for again),
-/// so installing the Prometheus Operator later needs no restart.
+/// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
+/// looked for again), so installing the Prometheus Operator or the Gateway
+/// API later needs no restart.
 pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Marks a cached Secret whose data was not kept: no stack referenced it
@@ -300,10 +303,17 @@ pub struct Caches {
     pub jobs: KindCache<Job>,
     pub deployments: KindCache<Deployment>,
     pub volumes: KindCache<PersistentVolumeClaim>,
+    pub network_policies: KindCache<NetworkPolicy>,
+    pub disruption_budgets: KindCache<PodDisruptionBudget>,
+    pub ingresses: KindCache<Ingress>,
     /// ServiceMonitors; its watch runs only while the API is served.
     pub service_monitors: KindCache<DynamicObject>,
     /// The ServiceMonitor API, once discovered and its cache synced.
     service_monitor_api: RwLock<Option<ApiResource>>,
+    /// HTTPRoutes; its watch runs only while the API is served.
+    pub http_routes: KindCache<DynamicObject>,
+    /// The HTTPRoute API, once discovered and its cache synced.
+    http_route_api: RwLock<Option<ApiResource>>,
     index: RwLock<SecretIndex>,
 }
 
@@ -317,7 +327,11 @@ pub struct Writers {
     pub jobs: reflector::store::Writer<Job>,
     pub deployments: reflector::store::Writer<Deployment>,
     pub volumes: reflector::store::Writer<PersistentVolumeClaim>,
+    pub network_policies: reflector::store::Writer<NetworkPolicy>,
+    pub disruption_budgets: reflector::store::Writer<PodDisruptionBudget>,
+    pub ingresses: reflector::store::Writer<Ingress>,
     pub service_monitors: reflector::store::Writer<DynamicObject>,
+    pub http_routes: reflector::store::Writer<DynamicObject>,
 }
 
 impl Caches {
@@ -338,9 +352,21 @@ impl Caches {
         let (jobs, jobs_writer) = pair();
         let (deployments, deployments_writer) = pair();
         let (volumes, volumes_writer) = pair();
-        let monitor_resource = children::monitoring::service_monitor_resource();
-        let monitors_writer = reflector::store::Writer::new(monitor_resource.clone());
-        let service_monitors = KindCache::new(monitors_writer.as_reader(), monitor_resource);
+        let (network_policies, network_policies_writer) = pair();
+        let (disruption_budgets, disruption_budgets_writer) = pair();
+        let (ingresses, ingresses_writer) = pair();
+        fn dynamic(
+            resource: ApiResource,
+        ) -> (
+            KindCache<DynamicObject>,
+            reflector::store::Writer<DynamicObject>,
+        ) {
+            let writer = reflector::store::Writer::new(resource.clone());
+            (KindCache::new(writer.as_reader(), resource), writer)
+        }
+        let (service_monitors, monitors_writer) =
+            dynamic(children::monitoring::service_monitor_resource());
+        let (http_routes, routes_writer) = dynamic(children::expose::http_route_resource());
         let caches = Arc::new(Self {
             stacks,
             secrets,
@@ -350,8 +376,13 @@ impl Caches {
             jobs,
             deployments,
             volumes,
+            network_policies,
+            disruption_budgets,
+            ingresses,
             service_monitors,
             service_monitor_api: RwLock::new(None),
+            http_routes,
+            http_route_api: RwLock::new(None),
             index: RwLock::new(SecretIndex::default()),
         });
         let writers = Writers {
@@ -363,7 +394,11 @@ impl Caches {
             jobs: jobs_writer,
             deployments: deployments_writer,
             volumes: volumes_writer,
+            network_policies: network_policies_writer,
+            disruption_budgets: disruption_budgets_writer,
+            ingresses: ingresses_writer,
             service_monitors: monitors_writer,
+            http_routes: routes_writer,
         };
         (caches, writers)
     }
@@ -371,6 +406,11 @@ impl Caches {
     /// The ServiceMonitor API while it is served and its cache synced.
     pub fn service_monitor_api(&self) -> Option<ApiResource> {
         self.service_monitor_api.read().expect("api lock").clone()
+    }
+
+    /// The HTTPRoute API while it is served and its cache synced.
+    pub fn http_route_api(&self) -> Option<ApiResource> {
+        self.http_route_api.read().expect("api lock").clone()
     }
 
     /// The stacks that read Secret `name` in `namespace`.
@@ -456,7 +496,10 @@ slim_metadata_only!(
     StatefulSet,
     Deployment,
     DynamicObject,
-    AppStack
+    AppStack,
+    NetworkPolicy,
+    PodDisruptionBudget,
+    Ingress
 );
 
 impl Slim for Job {
@@ -554,7 +597,11 @@ pub async fn start(
         jobs,
         deployments,
         volumes,
+        network_policies,
+        disruption_budgets,
+        ingresses,
         service_monitors,
+        http_routes,
     } = writers;
     let scope = scope.as_deref();
     let mut tasks = Vec::new();
@@ -631,12 +678,32 @@ pub async fn start(
     child_watch!(jobs, Job, jobs);
     child_watch!(deployments, Deployment, deployments);
     child_watch!(volumes, PersistentVolumeClaim, volumes);
+    child_watch!(network_policies, NetworkPolicy, network_policies);
+    child_watch!(disruption_budgets, PodDisruptionBudget, disruption_budgets);
+    child_watch!(ingresses, Ingress, ingresses);
 
-    tasks.push(tokio::spawn(discover_service_monitors(
-        client,
+    tasks.push(tokio::spawn(discover(
+        Discovered {
+            gvk: children::monitoring::service_monitor_gvk(),
+            cache: |caches| &caches.service_monitors,
+            api: |caches| &caches.service_monitor_api,
+        },
+        client.clone(),
         scope.map(String::from),
         caches.clone(),
         service_monitors,
+        triggers.clone(),
+    )));
+    tasks.push(tokio::spawn(discover(
+        Discovered {
+            gvk: children::expose::http_route_gvk(),
+            cache: |caches| &caches.http_routes,
+            api: |caches| &caches.http_route_api,
+        },
+        client,
+        scope.map(String::from),
+        caches.clone(),
+        http_routes,
         triggers,
     )));
 
@@ -648,6 +715,9 @@ pub async fn start(
         caches.jobs.wait_until_ready().await,
         caches.deployments.wait_until_ready().await,
         caches.volumes.wait_until_ready().await,
+        caches.network_policies.wait_until_ready().await,
+        caches.disruption_budgets.wait_until_ready().await,
+        caches.ingresses.wait_until_ready().await,
     ] {
         debug_assert!(ready, "a cache's watch ended before it listed");
     }
@@ -702,21 +772,28 @@ where
     })
 }
 
-/// Looks for the ServiceMonitor API every [`DISCOVERY_INTERVAL`]; once it
-/// is served, watches ServiceMonitors, and publishes the API when that
-/// cache has listed, waking every stack so waiting ServiceMonitors are
-/// written.
-async fn discover_service_monitors(
+/// A kind whose API may or may not be served: its cache, and where the
+/// discovered API is published once that cache has listed.
+struct Discovered {
+    gvk: GroupVersionKind,
+    cache: fn(&Caches) -> &KindCache<DynamicObject>,
+    api: fn(&Caches) -> &RwLock<Option<ApiResource>>,
+}
+
+/// Looks for the kind's API every [`DISCOVERY_INTERVAL`]; once it is
+/// served, watches the kind, and publishes the API when that cache has
+/// listed, waking every stack so waiting children are written.
+async fn discover(
+    kind: Discovered,
     client: Client,
     scope: Option<String>,
     caches: Arc<Caches>,
     writer: reflector::store::Writer<DynamicObject>,
     triggers: Triggers,
 ) {
-    let gvk = children::monitoring::service_monitor_gvk();
     let mut writer = Some(writer);
     loop {
-        match kube::discovery::pinned_kind(&client, &gvk).await {
+        match kube::discovery::pinned_kind(&client, &kind.gvk).await {
             Ok((resource, _)) => {
                 if let Some(writer) = writer.take() {
                     let api = match &scope {
@@ -728,7 +805,7 @@ async fn discover_service_monitors(
                         None => Api::all_with(client.clone(), &resource),
                     };
                     let events = watch::resilient(
-                        "ServiceMonitor",
+                        kind.gvk.kind.clone(),
                         watcher::watcher(api, children_config()),
                     );
                     let watch_triggers = triggers.clone();
@@ -736,14 +813,14 @@ async fn discover_service_monitors(
                     let _watch = AbortOnDrop(spawn_cache(
                         events,
                         caches.clone(),
-                        |caches| &caches.service_monitors,
+                        kind.cache,
                         writer,
                         slimmed,
-                        move |monitor: &DynamicObject| wake_owner(&watch_triggers, monitor),
+                        move |object: &DynamicObject| wake_owner(&watch_triggers, object),
                     ));
-                    caches.service_monitors.wait_until_ready().await;
-                    *caches.service_monitor_api.write().expect("api lock") = Some(resource);
-                    info!("the ServiceMonitor API is served; ServiceMonitors are written");
+                    (kind.cache)(&caches).wait_until_ready().await;
+                    *(kind.api)(&caches).write().expect("api lock") = Some(resource);
+                    info!(kind = %kind.gvk.kind, "the API is served; its objects are written");
                     for stack in caches.stacks.store().state() {
                         wake_stack(&triggers, &stack);
                     }
@@ -751,7 +828,7 @@ async fn discover_service_monitors(
                     std::future::pending::<()>().await;
                 }
             }
-            Err(error) => debug!(%error, "the ServiceMonitor API is not served"),
+            Err(error) => debug!(kind = %kind.gvk.kind, %error, "the API is not served"),
         }
         tokio::time::sleep(DISCOVERY_INTERVAL).await;
     }

@@ -18,6 +18,7 @@ use super::metrics::Metrics;
 use super::server::ProcessState;
 use super::telemetry::error_chain;
 use crate::children;
+use crate::children::network::OperatorPods;
 use crate::crd::AppStack;
 use crate::database::{DatabaseChecks, Databases};
 use crate::reconcile::{self, Context};
@@ -36,6 +37,18 @@ pub struct RunOptions {
     pub pass_timeout: Duration,
     /// Which databases the operator connects to.
     pub database_checks: DatabaseChecks,
+    /// The namespace of the operator's pod (`POD_NAMESPACE`), when it runs
+    /// in the cluster.
+    pub pod_namespace: Option<String>,
+}
+
+impl RunOptions {
+    /// The operator's pods as the stacks' NetworkPolicies see them: only an
+    /// operator in the cluster that connects to managed databases needs in.
+    fn operator_pods(&self) -> Option<OperatorPods> {
+        let namespace = self.pod_namespace.clone()?;
+        (self.database_checks == DatabaseChecks::All).then_some(OperatorPods { namespace })
+    }
 }
 
 /// What the controller of one scope shares between its passes.
@@ -121,6 +134,7 @@ pub async fn run(
                 metrics: metrics.clone(),
                 caches: caches.clone(),
                 databases: databases.clone(),
+                operator_pods: options.operator_pods(),
             },
             timeout: options.pass_timeout,
             failures,

@@ -672,6 +672,17 @@ pub fn condition(stack: &AppStack, type_: &str) -> Option<(String, String)> {
     Some((condition.status.clone(), condition.reason.clone()))
 }
 
+/// The message of condition `type_`; empty when the stack has none.
+pub fn condition_message(stack: &AppStack, type_: &str) -> String {
+    stack
+        .status
+        .iter()
+        .flat_map(|status| &status.conditions)
+        .find(|condition| condition.type_ == type_)
+        .map(|condition| condition.message.clone())
+        .unwrap_or_default()
+}
+
 /// Waits until the stack's current generation has `type_` with `status`
 /// (and `reason`, when given); returns the stack.
 pub async fn wait_for(

@@ -104,6 +104,24 @@ rule says why. */}}
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
   verbs: [get, list, watch, create, patch, update, delete]
+# Each stack's NetworkPolicies (<stack>-default-deny and one per component)
+# and, with spec.expose, its Ingress: watched (label-filtered) into caches,
+# server-side applied, deleted when networkPolicy.enabled is false, a
+# component goes, or expose is removed or moves to a gateway.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies, ingresses]
+  verbs: [get, list, watch, create, patch, update, delete]
+# A PodDisruptionBudget for the backend and the frontend while they run more
+# than one replica, managed the same way.
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, list, watch, create, patch, update, delete]
+# The HTTPRoute of spec.expose.gateway, while the Gateway API is served,
+# managed the same way. Its status, the gateway controller's, is only read
+# (through the watch) into ExposeReady.
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, patch, update, delete]
 # Events about each AppStack (steps, errors), through events.k8s.io; a
 # recorder patches a repeated Event to bump its count.
 - apiGroups: [events.k8s.io]

@@ -89,6 +89,18 @@ impl Cluster {
         ))
     }
 
+    /// CPU seconds kube-apiserver and etcd have used so far.
+    pub fn control_plane_cpu(&self) -> f64 {
+        ["kube-apiserver", "etcd"]
+            .iter()
+            .filter_map(|name| {
+                let pid = std::fs::read_to_string(self.dir.join(format!("{name}.pid"))).ok()?;
+                usage(pid.trim().parse().ok()?).ok()
+            })
+            .map(|usage| usage.cpu_seconds)
+            .sum()
+    }
+
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("logs/audit.log")
     }

@@ -10,6 +10,8 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -71,25 +73,13 @@ pub async fn create_stacks(
     n: usize,
     in_flight: usize,
 ) -> anyhow::Result<()> {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
-    futures::stream::iter((0..n).map(stack_name))
-        .map(|name| {
-            let stacks = stacks.clone();
-            async move {
-                stacks
-                    .patch(
-                        &name,
-                        &PatchParams::apply(MANAGER).force(),
-                        &Patch::Apply(example(&name)),
-                    )
-                    .await
-                    .with_context(|| format!("applying AppStack {name}"))
-            }
-        })
-        .buffer_unordered(in_flight)
-        .try_collect::<Vec<_>>()
-        .await?;
-    Ok(())
+    patch_stacks(client, namespace, n, in_flight, "applying", |name| {
+        (
+            PatchParams::apply(MANAGER).force(),
+            Patch::Apply(example(name)),
+        )
+    })
+    .await
 }
 
 /// Annotates every stack (no spec change), which wakes a pass each.
@@ -99,21 +89,38 @@ pub async fn touch_stacks(
     n: usize,
     in_flight: usize,
 ) -> anyhow::Result<()> {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
     let stamp = format!("{:?}", Instant::now());
+    patch_stacks(client, namespace, n, in_flight, "touching", |_| {
+        (
+            PatchParams::default(),
+            Patch::Merge(
+                json!({"metadata": {"annotations": {"bench.appstack.dev/touched": stamp}}}),
+            ),
+        )
+    })
+    .await
+}
+
+/// Patches each of the `n` stacks with what `patch` gives for its name,
+/// `in_flight` requests at a time.
+async fn patch_stacks(
+    client: &Client,
+    namespace: &str,
+    n: usize,
+    in_flight: usize,
+    verb: &str,
+    patch: impl Fn(&str) -> (PatchParams, Patch<Value>),
+) -> anyhow::Result<()> {
+    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
     futures::stream::iter((0..n).map(stack_name))
         .map(|name| {
             let stacks = stacks.clone();
-            let stamp = stamp.clone();
+            let (params, body) = patch(&name);
             async move {
                 stacks
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(json!({"metadata": {"annotations": {"bench.appstack.dev/touched": stamp}}})),
-                    )
+                    .patch(&name, &params, &body)
                     .await
-                    .with_context(|| format!("touching AppStack {name}"))
+                    .with_context(|| format!("{verb} AppStack {name}"))
             }
         })
         .buffer_unordered(in_flight)
@@ -144,6 +151,7 @@ fn children_of(name: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
         &validated,
         &resolved.values,
         validated.managed_database_identity().as_ref(),
+        None,
     ));
     Ok(by_stage
         .into_values()
@@ -167,6 +175,9 @@ fn resource_of(kind: &str) -> anyhow::Result<ApiResource> {
         "StatefulSet" => ApiResource::erase::<StatefulSet>(&()),
         "Job" => ApiResource::erase::<Job>(&()),
         "Deployment" => ApiResource::erase::<Deployment>(&()),
+        "NetworkPolicy" => ApiResource::erase::<NetworkPolicy>(&()),
+        "PodDisruptionBudget" => ApiResource::erase::<PodDisruptionBudget>(&()),
+        "Ingress" => ApiResource::erase::<Ingress>(&()),
         other => anyhow::bail!("the loader does not write {other}"),
     })
 }
@@ -192,6 +203,7 @@ pub async fn floor(
         objects.len()
     ));
     let converged = tokio::spawn(wait_converged(client.clone(), n, limit));
+    let control_plane = cluster.control_plane_cpu();
     let started = Instant::now();
     futures::stream::iter(objects)
         .map(|object| {
@@ -224,7 +236,14 @@ pub async fn floor(
         started.elapsed().as_secs_f64()
     ));
     converged.await??;
-    Ok(started.elapsed().as_secs_f64())
+    let seconds = started.elapsed().as_secs_f64();
+    super::figure(
+        "floor_control_plane_cpu_seconds",
+        n,
+        cluster.control_plane_cpu() - control_plane,
+        "s",
+    );
+    Ok(seconds)
 }
 
 /// Waits until 2n Deployments are Available, n Jobs Complete and n

@@ -133,10 +133,24 @@ async fn operator(
     let watcher = tokio::spawn(wait_all_ready(stacks.clone(), n, limit));
     let passes_before = operator.passes().await?;
     let cpu_before = usage(operator.pid())?.cpu_seconds;
+    let control_plane = cluster.control_plane_cpu();
+    let mark = cluster::file_len(&cluster.audit_log());
     let started = Instant::now();
     load::create_stacks(&client, NAMESPACE, n, args.in_flight).await?;
     watcher.await??;
     let cold = started.elapsed().as_secs_f64();
+    figure(
+        "cold_create_control_plane_cpu_seconds",
+        n,
+        cluster.control_plane_cpu() - control_plane,
+        "s",
+    );
+    figure(
+        "cold_create_operator_writes",
+        n,
+        writes_since(&cluster.audit_log(), mark, &operator_user)?.len() as f64,
+        "requests",
+    );
     let converging = usage(operator.pid())?;
     let converging_passes = operator.passes().await? - passes_before;
     figure("cold_create_seconds", n, cold, "s");
