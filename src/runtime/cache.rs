@@ -36,6 +36,7 @@ use tracing::{debug, info};
 
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
+use crate::runtime::metrics::Metrics;
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -587,6 +588,7 @@ pub async fn start(
     writers: Writers,
     triggers: Triggers,
     forget: impl Fn(&str) + Send + Sync + 'static,
+    metrics: Metrics,
 ) -> Watches {
     let Writers {
         stacks: mut stacks_writer,
@@ -693,6 +695,7 @@ pub async fn start(
         caches.clone(),
         service_monitors,
         triggers.clone(),
+        metrics.clone(),
     )));
     tasks.push(tokio::spawn(discover(
         Discovered {
@@ -705,6 +708,7 @@ pub async fn start(
         caches.clone(),
         http_routes,
         triggers,
+        metrics,
     )));
 
     for ready in [
@@ -790,10 +794,13 @@ async fn discover(
     caches: Arc<Caches>,
     writer: reflector::store::Writer<DynamicObject>,
     triggers: Triggers,
+    metrics: Metrics,
 ) {
     let mut writer = Some(writer);
     loop {
-        match kube::discovery::pinned_kind(&client, &kind.gvk).await {
+        let discovered = kube::discovery::pinned_kind(&client, &kind.gvk).await;
+        metrics.api_discovery(&kind.gvk.kind);
+        match discovered {
             Ok((resource, _)) => {
                 if let Some(writer) = writer.take() {
                     let api = match &scope {

@@ -123,6 +123,7 @@ pub async fn run(
                 writers,
                 triggers,
                 forget,
+                metrics.clone(),
             )
             .await,
         );

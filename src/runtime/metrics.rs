@@ -33,6 +33,7 @@ pub struct Metrics {
     migrations: IntCounterVec,
     secrets_generated: IntCounter,
     database_checks: IntCounterVec,
+    api_discovery: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -134,6 +135,14 @@ impl Metrics {
                 &["result"],
             )
             .unwrap(),
+            api_discovery: IntCounterVec::new(
+                Opts::new(
+                    "appstack_api_discovery_requests_total",
+                    "Requests looking for an optional API (ServiceMonitor, HTTPRoute) until it is served, one every 10 s, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -148,6 +157,7 @@ impl Metrics {
             Box::new(metrics.migrations.clone()),
             Box::new(metrics.secrets_generated.clone()),
             Box::new(metrics.database_checks.clone()),
+            Box::new(metrics.api_discovery.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector).unwrap();
@@ -205,6 +215,11 @@ impl Metrics {
     /// failed (a constant from [`crate::reconcile::status::reasons`]).
     pub fn count_database_check(&self, result: &str) {
         self.database_checks.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a request for an optional API's discovery document.
+    pub fn api_discovery(&self, kind: &str) {
+        self.api_discovery.with_label_values(&[kind]).inc();
     }
 
     /// Recounts stacks by condition from the controller's cache.
