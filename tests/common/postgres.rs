@@ -35,13 +35,14 @@ impl Postgres {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the server's directory");
-        let server = Self {
+        let mut server = Self {
             dir,
             bin,
-            port: super::free_port(),
+            port: 0,
             as_postgres_user,
         };
         server.init();
+        server.listen();
         server
     }
 
@@ -94,11 +95,10 @@ impl Postgres {
             ],
         ));
         let settings = format!(
-            "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
+            "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
              ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
              max_connections = 40\nshared_buffers = 16MB\n",
-            self.port,
             dir.display(),
             dir.join("server.crt").display(),
             dir.join("server.key").display(),
@@ -107,28 +107,46 @@ impl Postgres {
         let mut text = std::fs::read_to_string(&conf).unwrap();
         text.push_str(&settings);
         std::fs::write(&conf, text).unwrap();
-        let started = self
-            .command(
-                &self.bin.join("pg_ctl").to_string_lossy(),
-                &[
-                    "start",
-                    "--pgdata",
-                    path(&self.data()),
-                    "--log",
-                    path(&dir.join("server.log")),
-                    "--wait",
-                    "--timeout",
-                    "60",
-                ],
+    }
+
+    /// Starts the server on a free port. A port found free can be taken by
+    /// another process before the server binds it: then another is tried.
+    fn listen(&mut self) {
+        let dir = self.dir.clone();
+        for _ in 0..5 {
+            self.port = super::free_port();
+            std::fs::write(
+                self.data().join("postgresql.auto.conf"),
+                format!("port = {}\n", self.port),
             )
-            .output()
-            .expect("run pg_ctl");
-        assert!(
-            started.status.success(),
-            "PostgreSQL did not start:\n{}\n{}",
-            String::from_utf8_lossy(&started.stderr),
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
+            .unwrap();
+            let started = self
+                .command(
+                    &self.bin.join("pg_ctl").to_string_lossy(),
+                    &[
+                        "start",
+                        "--pgdata",
+                        path(&self.data()),
+                        "--log",
+                        path(&dir.join("server.log")),
+                        "--wait",
+                        "--timeout",
+                        "60",
+                    ],
+                )
+                .output()
+                .expect("run pg_ctl");
+            if started.status.success() {
+                return;
+            }
+            let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+            assert!(
+                log.contains("Address already in use"),
+                "PostgreSQL did not start:\n{}\n{log}",
+                String::from_utf8_lossy(&started.stderr),
+            );
+        }
+        panic!("PostgreSQL found no free port in five tries");
     }
 
     fn data(&self) -> PathBuf {
