@@ -115,8 +115,11 @@ async fn operator(
     load::namespace(&client, NAMESPACE).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let log = cluster.dir.join("logs/operator.log");
-    let operator = Operator::start(binary, &kubeconfig, &log)?;
+    let operator = Operator::start(
+        binary,
+        &kubeconfig,
+        &cluster.dir.join("logs/operator.log"),
+    )?;
     operator.wait_ready(limit).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = usage(operator.pid())?;
@@ -220,12 +223,16 @@ async fn operator(
     );
 
     // Restart over converged stacks.
-    progress("restarting the operator");
-    operator.stop()?;
     wait_all_ready(stacks.clone(), n, limit).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    progress("restarting the operator");
+    operator.stop()?;
     let mark = cluster::file_len(&cluster.audit_log());
-    let operator = Operator::start(binary, &kubeconfig, &log)?;
+    let operator = Operator::start(
+        binary,
+        &kubeconfig,
+        &cluster.dir.join("logs/operator-restarted.log"),
+    )?;
     let synced = operator.wait_ready(limit).await?;
     let deadline = Instant::now() + limit;
     while operator.passes().await? < n as f64 && Instant::now() < deadline {
