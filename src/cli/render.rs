@@ -174,4 +174,15 @@ mod tests {
     fn an_invalid_document_is_an_error() {
         assert!(render("apiVersion: v1\nkind: AppStack\nspec: 3\n", "default").is_err());
     }
+
+    #[test]
+    fn a_generate_length_the_schema_forbids_is_an_error_not_an_empty_secret() {
+        let input = include_str!("../../deploy/examples/shop.yaml")
+            .replace("generate: {length: 48}", "generate: {length: -5}");
+        let error = render(&input, "prod").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "spec.env[SECRET_KEY].generate.length must be between 16 and 256 characters, not -5"
+        );
+    }
 }
