@@ -252,6 +252,18 @@ impl ValidatedStack {
             .map(|migration| migration.revision(database))
     }
 
+    /// Names of the env entries the operator generates, sorted.
+    pub fn generated_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .env
+            .iter()
+            .filter(|var| matches!(var.source, EnvSource::Generated { .. }))
+            .map(|var| var.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The database PVC and `<stack>-db` Secret outlive the stack unless the
     /// user chose `deletionPolicy: Delete`.
     pub fn deletes_database_with_stack(&self) -> bool {
@@ -411,7 +423,7 @@ pub(crate) mod tests {
             "identity-independent"
         );
 
-        spec.spec.backend.replicas = 7;
+        spec.spec.backend.replicas = Some(7);
         spec.spec.frontend.as_mut().unwrap().image = "other:1".into();
         assert_eq!(
             revision(&rebuild(&spec)),

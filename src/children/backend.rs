@@ -97,4 +97,15 @@ mod tests {
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8000);
         assert_eq!(service.spec.unwrap().ports.unwrap()[0].port, 8000);
     }
+
+    #[test]
+    fn unset_replicas_are_left_to_others() {
+        let stack = crate::stack::tests::from_yaml(
+            &include_str!("../../deploy/examples/shop.yaml")
+                .replacen("    replicas: 2\n", "", 1),
+        );
+        assert_eq!(stack.backend.replicas, None);
+        let deployment = backend(&stack, "abc123").deployment;
+        assert_eq!(deployment.spec.replicas, None);
+    }
 }

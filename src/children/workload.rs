@@ -24,7 +24,8 @@ pub struct WorkloadSpec<'a> {
     pub image: &'a str,
     pub command: Option<&'a Vec<String>>,
     pub args: Option<&'a Vec<String>>,
-    pub replicas: i32,
+    /// `None`: the Deployment's replicas are left to others (an HPA).
+    pub replicas: Option<i32>,
     pub port: i32,
     pub resources: Option<&'a Resources>,
     pub pod_labels: &'a BTreeMap<String, String>,
@@ -76,7 +77,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
     let deployment = Deployment {
         metadata: object_meta(stack, name.clone(), spec.component),
         spec: DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: spec.replicas,
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()

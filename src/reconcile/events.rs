@@ -57,6 +57,17 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
 
 /// The Event for something a pass did, if users hear of it.
 pub fn of_done(done: &Done) -> Option<Event> {
+    if let Done::GeneratedLost { secret, keys } = done {
+        return Some(event(
+            EventType::Warning,
+            reasons::GENERATED_SECRET_LOST,
+            format!(
+                "Secret {secret} lost the generated {}: new values were generated, and the \
+                 backend rolls onto them",
+                keys.join(", ")
+            ),
+        ));
+    }
     let (reason, note) = match done {
         Done::Created {
             kind: Kind::Secret,
@@ -80,7 +91,7 @@ pub fn of_done(done: &Done) -> Option<Event> {
             reasons::DELETED,
             format!("deleted {} {name}: no longer in the spec", kind.as_str()),
         ),
-        Done::Created { .. } => return None,
+        Done::Created { .. } | Done::GeneratedLost { .. } => return None,
     };
     Some(event(EventType::Normal, reason, note))
 }

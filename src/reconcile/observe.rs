@@ -5,9 +5,9 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use kube::ResourceExt;
 
-use super::status::{Check, reasons};
+use super::status::{self, Check, reasons, types};
 use crate::children::{self, Component, database_name, workload::workload_name};
-use crate::crd::MigrationStatus;
+use crate::crd::{AppStackStatus, MigrationStatus};
 use crate::runtime::cache::Caches;
 use crate::stack::{Database, ValidatedStack};
 use crate::stages::Stage;
@@ -88,6 +88,42 @@ pub fn check(
                 "ServiceMonitor for the backend is applied",
             ),
         },
+    }
+}
+
+/// The secrets stage's check when generated values were lost: `lost` now
+/// (generated anew on this pass), or earlier for the same generation, as
+/// the previous status says: the loss stays in `SecretsReady`'s message
+/// until the spec changes, so it is not gone with the next pass.
+pub fn generated_lost(
+    check: Check,
+    stack: &ValidatedStack,
+    lost: &[String],
+    previous: Option<&AppStackStatus>,
+) -> Check {
+    if !check.ok {
+        return check;
+    }
+    if !lost.is_empty() {
+        return Check::ok(
+            reasons::GENERATED_SECRET_LOST,
+            format!(
+                "{}; Secret {} had lost the generated {}, which were generated anew (the \
+                 backend rolled onto the new values)",
+                check.message,
+                children::env_name(stack),
+                lost.join(", ")
+            ),
+        );
+    }
+    match status::condition(previous, types::SECRETS_READY) {
+        Some(before)
+            if before.reason == reasons::GENERATED_SECRET_LOST
+                && before.observed_generation == Some(stack.generation) =>
+        {
+            Check::ok(reasons::GENERATED_SECRET_LOST, before.message.clone())
+        }
+        _ => check,
     }
 }
 

@@ -612,9 +612,19 @@ pub async fn start(
             let triggers = triggers.clone();
             move |secret: &Secret| {
                 let namespace = secret.namespace().unwrap_or_default();
+                let name = secret.name_any();
                 wake_owner(&triggers, secret);
-                for stack in caches.readers_of(&namespace, &secret.name_any()) {
+                for stack in caches.readers_of(&namespace, &name) {
                     wake(&triggers, &namespace, &stack);
+                }
+                // A Secret of a stack's own name that carries no label of
+                // ours: `<stack>-db` restored by hand from a backup.
+                for suffix in ["-db", "-env"] {
+                    if let Some(stack) = name.strip_suffix(suffix)
+                        && caches.stacks.get(&namespace, stack).is_some()
+                    {
+                        wake(&triggers, &namespace, stack);
+                    }
                 }
             }
         },
