@@ -312,3 +312,95 @@ async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, Dereferen
         secret
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::example;
+
+    fn observed(entries: &[(&str, &str, &[u8])]) -> ObservedSecrets {
+        let mut observed = ObservedSecrets::default();
+        for (name, key, value) in entries {
+            observed.present.insert(name.to_string());
+            observed.referenced.insert(
+                (name.to_string(), key.to_string()),
+                SecretValue::new(value.to_vec()),
+            );
+        }
+        observed
+    }
+
+    fn no_types(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn usable_references_are_no_problem() {
+        let stack = example();
+        let fine = observed(&[("sendgrid", "api-key", b"SG.key")]);
+        assert_eq!(unusable(&stack, &fine, no_types), None);
+        let opaque = |_: &str| Some("Opaque".to_string());
+        assert_eq!(unusable(&stack, &fine, opaque), None);
+    }
+
+    #[test]
+    fn each_malformed_reference_is_named_with_its_reason() {
+        let stack = example();
+        let check = |observed: &ObservedSecrets, types: &dyn Fn(&str) -> Option<String>| {
+            let check = unusable(&stack, observed, types).expect("a problem");
+            assert!(!check.ok && !check.terminal, "waits, never stalls");
+            (check.reason, check.message)
+        };
+        assert_eq!(
+            check(&ObservedSecrets::default(), &no_types),
+            (
+                reasons::SECRET_NOT_FOUND,
+                r#"Secret "sendgrid" (spec.env[SENDGRID_API_KEY]) does not exist in namespace "prod""#
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            check(&observed(&[("sendgrid", "other", b"x")]), &no_types),
+            (
+                reasons::SECRET_KEY_NOT_FOUND,
+                r#"Secret "sendgrid" has no key "api-key" (spec.env[SENDGRID_API_KEY]); its keys: other"#
+                    .to_string()
+            )
+        );
+        for value in [&b"\xff\xfe"[..], b"a\0b"] {
+            let (reason, message) = check(&observed(&[("sendgrid", "api-key", value)]), &no_types);
+            assert_eq!(reason, reasons::SECRET_VALUE_NOT_TEXT);
+            assert!(message.contains(r#"key "api-key" of Secret "sendgrid""#), "{message}");
+        }
+        let token = |name: &str| {
+            (name == "sendgrid").then(|| "kubernetes.io/service-account-token".to_string())
+        };
+        let (reason, message) = check(&observed(&[("sendgrid", "api-key", b"t")]), &token);
+        assert_eq!(reason, reasons::SECRET_TYPE_NOT_ALLOWED);
+        assert!(message.contains("kubernetes.io/service-account-token"));
+
+        // A Secret of the stack's own name that is someone else's: named
+        // after the reference problem, which gives the reason.
+        let tls = |name: &str| (name == "shop-env").then(|| "kubernetes.io/tls".to_string());
+        let (reason, message) = check(&ObservedSecrets::default(), &tls);
+        assert_eq!(reason, reasons::SECRET_NOT_FOUND);
+        assert!(
+            message.ends_with(
+                r#"; Secret "shop-env" exists with type kubernetes.io/tls, so it is not the stack's own (which is Opaque): rename or delete it, or rename the stack"#
+            ),
+            "{message}"
+        );
+        let (reason, _) = check(&observed(&[("sendgrid", "api-key", b"ok")]), &tls);
+        assert_eq!(reason, reasons::SECRET_CONFLICT);
+    }
+
+    #[test]
+    fn no_message_shows_a_value() {
+        let stack = example();
+        for value in [&b"s3cr3t-\xff"[..], b"s3cr3t-\0"] {
+            let check = unusable(&stack, &observed(&[("sendgrid", "api-key", value)]), no_types)
+                .unwrap();
+            assert!(!check.message.contains("s3cr3t"), "{}", check.message);
+        }
+    }
+}

@@ -68,7 +68,16 @@ pub fn check(
             };
             let job_name = children::migration::job_name(stack, target);
             let job = caches.jobs.get(namespace, &job_name);
-            let (check, status) = migration_check(target, &job_name, job.as_deref(), previous);
+            let (mut check, status) = migration_check(target, &job_name, job.as_deref(), previous);
+            if job.is_none()
+                && !check.ok
+                && let Some(earlier) = earlier_migration_running(stack, caches, &job_name)
+            {
+                check.message = format!(
+                    "waiting for Job {earlier} of an earlier revision to finish before starting \
+                     revision {target}: two migrations never run at once"
+                );
+            }
             *migration = Some(status);
             check
         }
@@ -216,6 +225,26 @@ pub fn migration_check(
     (check, status)
 }
 
+/// The name of a migration Job of the stack other than `current` that is
+/// still running: the target revision's Job waits for it.
+pub fn earlier_migration_running(
+    stack: &ValidatedStack,
+    caches: &Caches,
+    current: &str,
+) -> Option<String> {
+    caches
+        .jobs
+        .of_stack(&stack.namespace, &stack.name)
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|owner| owner.uid == stack.uid)
+        })
+        .find(|job| job.name_any() != current && !job_finished(job))
+        .map(|job| job.name_any())
+}
+
 /// Where a Job is.
 pub enum JobState {
     Running,
@@ -353,6 +382,37 @@ mod tests {
             status.applied_revision.as_deref(),
             Some("r1"),
             "the backend keeps r1"
+        );
+    }
+
+    #[test]
+    fn a_loss_stays_in_secrets_ready_until_the_spec_changes() {
+        use crate::reconcile::status::{Observation, desired_status};
+        use crate::stack::tests::example;
+        use k8s_openapi::jiff::Timestamp;
+        let stack = example();
+        let resolved = || Check::ok(reasons::SECRETS_RESOLVED, "in place");
+        let lost = generated_lost(resolved(), &stack, &["SECRET_KEY".into()], None);
+        assert_eq!(lost.reason, reasons::GENERATED_SECRET_LOST);
+        assert!(lost.ok);
+        assert!(
+            lost.message.contains("shop-env had lost the generated SECRET_KEY"),
+            "{}",
+            lost.message
+        );
+        let status_with = |check: Check, generation: i64| {
+            let mut observation = Observation::default();
+            observation.record(crate::stages::Stage::Secrets, check);
+            desired_status(&observation, generation, None, Timestamp::now())
+        };
+        let after = status_with(lost.clone(), stack.generation);
+        let kept = generated_lost(resolved(), &stack, &[], Some(&after));
+        assert_eq!(kept, lost, "the next pass keeps saying it");
+        let earlier = status_with(lost, stack.generation - 1);
+        assert_eq!(
+            generated_lost(resolved(), &stack, &[], Some(&earlier)),
+            resolved(),
+            "a spec change clears it"
         );
     }
 }
