@@ -372,8 +372,10 @@ pub(crate) mod tests {
     #[test]
     fn a_generate_length_outside_the_schema_is_rejected() {
         let with_length = |length: &str| {
-            let yaml = include_str!("../deploy/examples/shop.yaml")
-                .replace("generate: {length: 48}", &format!("generate: {{length: {length}}}"));
+            let yaml = include_str!("../deploy/examples/shop.yaml").replace(
+                "generate: {length: 48}",
+                &format!("generate: {{length: {length}}}"),
+            );
             let stack: AppStack = serde_yaml::from_str(&yaml).unwrap();
             ValidatedStack::from_parts("shop".into(), "prod".into(), "u".into(), 1, &stack.spec)
         };
@@ -390,9 +392,8 @@ pub(crate) mod tests {
         }
         // The same bounds as the CRD schema, which the API server applies.
         let crd = serde_json::to_value(crate::crd::definition()).unwrap();
-        let length = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
-            ["spec"]["properties"]["env"]["items"]["properties"]["generate"]["properties"]
-            ["length"];
+        let length = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["env"]["items"]["properties"]["generate"]["properties"]["length"];
         assert_eq!(
             (length["minimum"].as_f64(), length["maximum"].as_f64()),
             (

@@ -32,10 +32,9 @@ async fn a_killed_operator_loses_nothing() {
     let mut operator = Operator::start_as(identity.clone(), &args, &[]).await;
     let kills = size.kills();
     for kill in 1..=kills {
-        tokio::time::sleep(moments.between(
-            Duration::from_millis(500),
-            Duration::from_millis(5000),
-        ))
+        tokio::time::sleep(
+            moments.between(Duration::from_millis(500), Duration::from_millis(5000)),
+        )
         .await;
         assert!(
             operator.running(),
@@ -75,7 +74,8 @@ async fn a_skewed_holder(prefix: &str, skew: SignedDuration) {
     let (client, namespace) = setup(prefix).await;
     let ns = namespace.name.as_str();
     let leases: Api<Lease> = Api::namespaced(client.clone(), ns);
-    let renewed_at = |tick: i64| MicroTime(Timestamp::now() + skew + SignedDuration::from_secs(tick));
+    let renewed_at =
+        |tick: i64| MicroTime(Timestamp::now() + skew + SignedDuration::from_secs(tick));
     let lease: Lease = serde_json::from_value(json!({
         "metadata": {"name": NAME},
         "spec": {"holderIdentity": "elsewhere", "leaseDurationSeconds": LEASE_SECONDS,
@@ -117,7 +117,12 @@ async fn a_skewed_holder(prefix: &str, skew: SignedDuration) {
     operator.wait_for_health("/readyz", 200).await;
 
     // Three lease durations of renewals: the lease stays with its holder.
-    let holder = |lease: &Lease| lease.spec.as_ref().and_then(|spec| spec.holder_identity.clone());
+    let holder = |lease: &Lease| {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.holder_identity.clone())
+    };
     for tick in 1..=(3 * LEASE_SECONDS as i64) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(holder(&lease).as_deref(), Some("elsewhere"));
@@ -138,7 +143,9 @@ async fn a_skewed_holder(prefix: &str, skew: SignedDuration) {
     })
     .await;
     let took = stopped.elapsed();
-    println!("holder's clock {skew:?} off: taken over {took:.1?} after its last renewal (lease {LEASE_SECONDS} s)");
+    println!(
+        "holder's clock {skew:?} off: taken over {took:.1?} after its last renewal (lease {LEASE_SECONDS} s)"
+    );
     assert!(
         took >= Duration::from_secs(LEASE_SECONDS - 1),
         "taken over {took:?} after the last renewal, before the lease could expire"

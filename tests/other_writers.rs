@@ -14,8 +14,8 @@ use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use appstack::reconcile::status::reasons;
 use common::{
-    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example,
-    ready_shop, setup, wait_for, wait_ready,
+    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
+    wait_for, wait_ready,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -77,7 +77,9 @@ fn passes(operator: &Operator, name: &str, namespace: &str) -> usize {
     operator
         .lines()
         .iter()
-        .filter(|line| line.contains("reconciled") && line.contains(&format!("/{name}.{namespace}")))
+        .filter(|line| {
+            line.contains("reconciled") && line.contains(&format!("/{name}.{namespace}"))
+        })
         .count()
 }
 
@@ -94,7 +96,11 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
 
     // A Deployment scaled by hand.
     deployments
-        .patch_scale("shop-backend", &by_hand, &Patch::Merge(json!({"spec": {"replicas": 5}})))
+        .patch_scale(
+            "shop-backend",
+            &by_hand,
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
         .await
         .unwrap();
     eventually("the backend scaled back to 2", BY_THE_WATCH, || async {
@@ -105,7 +111,11 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
 
     // A plain and a referenced env value edited in `<stack>-env`.
     config_maps
-        .patch("shop-env", &by_hand, &Patch::Merge(json!({"data": {"LOG_LEVEL": "DEBUG"}})))
+        .patch(
+            "shop-env",
+            &by_hand,
+            &Patch::Merge(json!({"data": {"LOG_LEVEL": "DEBUG"}})),
+        )
         .await
         .unwrap();
     secrets
@@ -119,8 +129,7 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
     eventually("the env values restored", BY_THE_WATCH, || async {
         let plain = config_maps.get("shop-env").await.ok()?.data?;
         let secret = data(&client, ns, "shop-env").await;
-        (plain["LOG_LEVEL"] == "INFO" && secret["SENDGRID_API_KEY"] == b"SG.test-key")
-            .then_some(())
+        (plain["LOG_LEVEL"] == "INFO" && secret["SENDGRID_API_KEY"] == b"SG.test-key").then_some(())
     })
     .await;
 
@@ -140,13 +149,22 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
     // The current revision's migration Job deleted: it succeeded once, the
     // status remembers it, and it never runs again.
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), ns);
-    let job = stacks.get("shop").await.unwrap().status.unwrap().migration.unwrap();
+    let job = stacks
+        .get("shop")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .migration
+        .unwrap();
     let job_name = job.job_name.unwrap();
     let audit = AuditLog::open();
     let mark = audit.mark();
     let seen = passes(&operator, "shop", ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
-    jobs.delete(&job_name, &DeleteParams::background()).await.unwrap();
+    jobs.delete(&job_name, &DeleteParams::background())
+        .await
+        .unwrap();
     eventually("a pass after the Job's deletion", BY_THE_WATCH, || async {
         (passes(&operator, "shop", ns) > seen).then_some(())
     })
@@ -157,7 +175,10 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
         .into_iter()
         .filter(|write| write.starts_with("create jobs/"))
         .collect();
-    assert!(creations.is_empty(), "the migration ran again: {creations:?}");
+    assert!(
+        creations.is_empty(),
+        "the migration ran again: {creations:?}"
+    );
     assert!(jobs.get_opt(&job_name).await.unwrap().is_none());
     let ready = wait_ready(&client, ns, "shop").await;
     assert_eq!(
@@ -197,10 +218,14 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
         "Secret shop-env lost the generated SECRET_KEY: new values were generated, and the \
          backend rolls onto them"
     );
-    eventually("the backend rolls onto the new values", BY_THE_WATCH, || async {
-        let now = checksum(&deployments.get("shop-backend").await.ok()?);
-        (now != old_checksum).then_some(())
-    })
+    eventually(
+        "the backend rolls onto the new values",
+        BY_THE_WATCH,
+        || async {
+            let now = checksum(&deployments.get("shop-backend").await.ok()?);
+            (now != old_checksum).then_some(())
+        },
+    )
     .await;
     let ready = wait_ready(&client, ns, "shop").await;
     let secrets_ready = ready

@@ -101,8 +101,7 @@ mod tests {
     #[test]
     fn unset_replicas_are_left_to_others() {
         let stack = crate::stack::tests::from_yaml(
-            &include_str!("../../deploy/examples/shop.yaml")
-                .replacen("    replicas: 2\n", "", 1),
+            &include_str!("../../deploy/examples/shop.yaml").replacen("    replicas: 2\n", "", 1),
         );
         assert_eq!(stack.backend.replicas, None);
         let deployment = backend(&stack, "abc123").deployment;

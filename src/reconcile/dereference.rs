@@ -152,7 +152,9 @@ pub fn unusable(
             ));
             continue;
         }
-        if let Some(type_) = type_of(name).filter(|type_| REFUSED_SECRET_TYPES.contains(&type_.as_str())) {
+        if let Some(type_) =
+            type_of(name).filter(|type_| REFUSED_SECRET_TYPES.contains(&type_.as_str()))
+        {
             problems.push((
                 reasons::SECRET_TYPE_NOT_ALLOWED,
                 format!(
@@ -370,7 +372,10 @@ mod tests {
         for value in [&b"\xff\xfe"[..], b"a\0b"] {
             let (reason, message) = check(&observed(&[("sendgrid", "api-key", value)]), &no_types);
             assert_eq!(reason, reasons::SECRET_VALUE_NOT_TEXT);
-            assert!(message.contains(r#"key "api-key" of Secret "sendgrid""#), "{message}");
+            assert!(
+                message.contains(r#"key "api-key" of Secret "sendgrid""#),
+                "{message}"
+            );
         }
         let token = |name: &str| {
             (name == "sendgrid").then(|| "kubernetes.io/service-account-token".to_string())
@@ -398,8 +403,12 @@ mod tests {
     fn no_message_shows_a_value() {
         let stack = example();
         for value in [&b"s3cr3t-\xff"[..], b"s3cr3t-\0"] {
-            let check = unusable(&stack, &observed(&[("sendgrid", "api-key", value)]), no_types)
-                .unwrap();
+            let check = unusable(
+                &stack,
+                &observed(&[("sendgrid", "api-key", value)]),
+                no_types,
+            )
+            .unwrap();
             assert!(!check.message.contains("s3cr3t"), "{}", check.message);
         }
     }

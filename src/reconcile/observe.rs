@@ -396,7 +396,8 @@ mod tests {
         assert_eq!(lost.reason, reasons::GENERATED_SECRET_LOST);
         assert!(lost.ok);
         assert!(
-            lost.message.contains("shop-env had lost the generated SECRET_KEY"),
+            lost.message
+                .contains("shop-env had lost the generated SECRET_KEY"),
             "{}",
             lost.message
         );

@@ -327,7 +327,10 @@ mod tests {
             // The renewals stop: taken over a lease duration after the last.
             let last = record("a", now + offset + 90);
             assert_eq!(decide(&mut observed, &last, "b", at(104)), Decision::Wait);
-            assert_eq!(decide(&mut observed, &last, "b", at(105)), Decision::Acquire);
+            assert_eq!(
+                decide(&mut observed, &last, "b", at(105)),
+                Decision::Acquire
+            );
         }
     }
 

@@ -144,8 +144,7 @@ fn stack(index: usize) -> (String, Value, bool) {
     let mut stack = example(&name);
     let external = index % 5 == 4;
     if external {
-        stack["spec"]["database"] =
-            json!({"external": {"urlSecretRef": {"name": format!("{name}-url"), "key": "DATABASE_URL"}}});
+        stack["spec"]["database"] = json!({"external": {"urlSecretRef": {"name": format!("{name}-url"), "key": "DATABASE_URL"}}});
     }
     (name, stack, external)
 }
@@ -231,7 +230,13 @@ impl Rollout {
             .unwrap_or_default()
         {
             let reason = condition(&stack, "Ready")
-                .map(|(status, reason)| if status == "True" { "Ready".into() } else { reason })
+                .map(|(status, reason)| {
+                    if status == "True" {
+                        "Ready".into()
+                    } else {
+                        reason
+                    }
+                })
                 .unwrap_or_else(|| "Unobserved".into());
             *reasons.entry(reason).or_default() += 1;
         }
@@ -257,9 +262,13 @@ impl Rollout {
             let waiting: Vec<String> = items
                 .iter()
                 .filter(|stack| {
-                    let current = stack.status.as_ref().map(|status| status.observed_generation)
+                    let current = stack
+                        .status
+                        .as_ref()
+                        .map(|status| status.observed_generation)
                         == stack.metadata.generation;
-                    !(current && condition(stack, "Ready").is_some_and(|(status, _)| status == "True"))
+                    !(current
+                        && condition(stack, "Ready").is_some_and(|(status, _)| status == "True"))
                 })
                 .map(|stack| stack.name_any())
                 .collect();
@@ -315,7 +324,10 @@ impl Rollout {
         for name in &self.names {
             let stack = stacks.get(name).await.unwrap();
             let migration = stack.status.unwrap().migration.unwrap();
-            assert_eq!(migration.applied_revision, migration.target_revision, "{name}");
+            assert_eq!(
+                migration.applied_revision, migration.target_revision,
+                "{name}"
+            );
             let job = migration.job_name.unwrap();
             assert!(
                 seen_jobs.contains_key(&job) || jobs.get_opt(&job).await.unwrap().is_some(),
@@ -374,12 +386,17 @@ impl Rollout {
             .map(|entry| {
                 format!(
                     "{} {} {} by {}",
-                    entry["verb"], entry["objectRef"]["resource"], entry["objectRef"]["name"],
+                    entry["verb"],
+                    entry["objectRef"]["resource"],
+                    entry["objectRef"]["name"],
                     entry["user"]["username"]
                 )
             })
             .collect();
-        assert!(deletions.is_empty(), "children were deleted: {deletions:#?}");
+        assert!(
+            deletions.is_empty(),
+            "children were deleted: {deletions:#?}"
+        );
 
         let revisions = created.len().max(seen_jobs.len());
         println!(
@@ -429,7 +446,8 @@ pub fn audit_entries(mark: u64, namespace: &str) -> Vec<Value> {
 /// Records every value of the generated keys of the stacks' own Secrets.
 async fn watch_secrets(client: Client, namespace: String, seen: Arc<Mutex<Seen>>) {
     let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let config = watcher::Config::default().labels("app.kubernetes.io/managed-by=appstack-operator");
+    let config =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=appstack-operator");
     let mut events = std::pin::pin!(watcher::watcher(api, config));
     while let Some(event) = events.next().await {
         let (Ok(Event::Apply(secret)) | Ok(Event::InitApply(secret))) = event else {
