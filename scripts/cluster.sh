@@ -19,11 +19,15 @@
 #   scripts/cluster.sh bin         print the directory holding kubectl & co.
 #
 # State lives in $APPSTACK_CLUSTER_DIR (default: .cluster in the checkout), and
-# every port is picked free at start, so two checkouts run side by side.
+# every port is picked free at start, so two checkouts run side by side. The
+# script marks a state directory it creates (.appstack-cluster) and refuses to
+# start in, or remove, a non-empty directory without that mark: pointing the
+# variable at a directory of yours never deletes it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE="${APPSTACK_CLUSTER_DIR:-$ROOT/.cluster}"
+MARKER=.appstack-cluster
 NODES="${APPSTACK_CLUSTER_NODES:-3}"
 SERVICE_CIDR=10.96.0.0/16
 FIRST_SERVICE_IP=10.96.0.1
@@ -51,6 +55,32 @@ CONTROLLERS=(
 
 log() { echo "[cluster] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# Whether $STATE is a state directory this script made: it carries the
+# marker, or the layout of one made before the marker existed (ports, PKI and
+# the binaries' path), which then gets the marker.
+ours() {
+  [[ -f "$STATE/$MARKER" ]] && return 0
+  if [[ -f "$STATE/ports.env" && -f "$STATE/bin-dir" && -d "$STATE/pki" ]]; then
+    mark
+    return 0
+  fi
+  return 1
+}
+
+mark() {
+  echo "State of scripts/cluster.sh (appstack-operator); 'scripts/cluster.sh down' removes this directory." \
+    >"$STATE/$MARKER"
+}
+
+# Stops here unless $STATE is absent, empty, or ours.
+guard_state() {
+  [[ -e "$STATE" ]] || return 0
+  [[ -d "$STATE" ]] || die "$STATE exists and is not a directory; set APPSTACK_CLUSTER_DIR to a new directory"
+  ours && return 0
+  [[ -z "$(ls -A "$STATE")" ]] && return 0
+  die "$STATE was not created by scripts/cluster.sh (no $MARKER file in it); refusing to use or remove it. Set APPSTACK_CLUSTER_DIR to a new or empty directory"
+}
 
 bin_dir() {
   if [[ -f "$STATE/bin-dir" && -x "$(cat "$STATE/bin-dir")/kube-apiserver" ]]; then
@@ -216,16 +246,19 @@ wait_for() { # wait_for <what> <seconds> <command...>
 }
 
 up() {
+  guard_state
   BIN="$(bin_dir)"
   if all_running; then
     log "already running; kubeconfig: $STATE/admin.kubeconfig"
     return
   fi
-  if [[ -d "$STATE" ]]; then
+  if [[ -f "$STATE/$MARKER" ]]; then
     log "found a partial cluster in $STATE; restarting it"
     down
   fi
   local started=$SECONDS
+  mkdir -p "$STATE"
+  mark
   mkdir -p "$STATE/logs" "$STATE/etcd"
   echo "$BIN" >"$STATE/bin-dir"
   make_pki
@@ -327,6 +360,11 @@ default_service_account() { kubectl_ get serviceaccount default -n default -o na
 
 down() {
   [[ -d "$STATE" ]] || { log "no cluster in $STATE"; return; }
+  guard_state
+  if [[ ! -f "$STATE/$MARKER" ]]; then
+    log "no cluster in $STATE (an empty directory, left as it is)"
+    return
+  fi
   # Reverse start order, so controllers do not fight a dying API server.
   local pids=()
   # An operator started against this cluster (scripts/demo.sh) stops first.

@@ -346,10 +346,12 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub args: Option<Vec<String>>,
-    /// Number of pods, 0 to 100.
-    #[serde(default = "default_replicas")]
+    /// Number of pods, 0 to 100. Leave it unset to let something else own
+    /// the count, such as a HorizontalPodAutoscaler: the operator then never
+    /// sets the Deployment's replicas (a new Deployment starts with 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
     /// Port the backend listens on.
     #[serde(default = "default_backend_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -387,10 +389,6 @@ pub struct BackendSpec {
     pub metrics: Option<MetricsSpec>,
 }
 
-fn default_replicas() -> i32 {
-    2
-}
-
 fn default_backend_port() -> i32 {
     8000
 }
@@ -411,10 +409,12 @@ pub struct FrontendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub args: Option<Vec<String>>,
-    /// Number of pods, 0 to 100.
-    #[serde(default = "default_replicas")]
+    /// Number of pods, 0 to 100. Leave it unset to let something else own
+    /// the count, such as a HorizontalPodAutoscaler: the operator then never
+    /// sets the Deployment's replicas (a new Deployment starts with 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub replicas: i32,
+    pub replicas: Option<i32>,
     /// Port the frontend listens on.
     #[serde(default = "default_frontend_port")]
     #[schemars(range(min = 1, max = 65535))]
@@ -654,6 +654,12 @@ pub struct AppStackStatus {
     /// http://<host> without TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Names of the env entries whose values the operator generated into
+    /// Secret `<stack>-env`. One listed here but missing from the Secret was
+    /// lost (the Secret deleted, or the key removed, by someone else): it is
+    /// generated anew, with a Warning Event GeneratedSecretLost naming it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generated_env: Vec<String>,
 }
 
 /// Migration progress.
@@ -831,7 +837,7 @@ mod tests {
         assert_eq!(managed.image, "postgres:16-alpine");
         assert_eq!(managed.storage.size.0, "10Gi");
         assert_eq!(managed.deletion_policy, DeletionPolicy::Retain);
-        assert_eq!(stack.spec.backend.replicas, 2);
+        assert_eq!(stack.spec.backend.replicas, None, "left to others");
         assert_eq!(stack.spec.backend.port, 8000);
         assert!(stack.spec.frontend.is_none());
     }

@@ -35,7 +35,18 @@ pub enum InvalidSpec {
     DatabaseChoice,
     #[error("spec.env[{name}] must set exactly one of value, generate or valueFrom")]
     EnvChoice { name: String },
+    #[error(
+        "spec.env[{name}].generate.length must be between {min} and {max} characters, not {length}",
+        min = GENERATE_LENGTH.start(),
+        max = GENERATE_LENGTH.end()
+    )]
+    GenerateLength { name: String, length: i32 },
 }
+
+/// Lengths a generated value may have, as the CRD schema says
+/// (`spec.env[].generate.length`). Checked here too, for `appstack render`,
+/// which reads stacks no API server has validated.
+pub const GENERATE_LENGTH: std::ops::RangeInclusive<i32> = 16..=256;
 
 /// Where the stack's database lives.
 #[derive(Clone, Debug, PartialEq)]
@@ -293,6 +304,18 @@ impl ValidatedStack {
             .map(|migration| migration.revision(database))
     }
 
+    /// Names of the env entries the operator generates, sorted.
+    pub fn generated_env_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .env
+            .iter()
+            .filter(|var| matches!(var.source, EnvSource::Generated { .. }))
+            .map(|var| var.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// The database PVC and `<stack>-db` Secret outlive the stack unless the
     /// user chose `deletionPolicy: Delete`.
     pub fn deletes_database_with_stack(&self) -> bool {
@@ -307,7 +330,14 @@ fn env_var(entry: &EnvEntry) -> Result<EnvVar, InvalidSpec> {
     let source = match (&entry.value, &entry.generate, &entry.value_from) {
         (Some(value), None, None) => EnvSource::Plain(value.clone()),
         (None, Some(generate), None) => EnvSource::Generated {
-            length: usize::try_from(generate.length).unwrap_or(0),
+            length: GENERATE_LENGTH
+                .contains(&generate.length)
+                .then(|| usize::try_from(generate.length).ok())
+                .flatten()
+                .ok_or_else(|| InvalidSpec::GenerateLength {
+                    name: entry.name.clone(),
+                    length: generate.length,
+                })?,
         },
         (None, None, Some(value_from)) => EnvSource::Referenced(value_from.secret_key_ref.clone()),
         _ => {
@@ -391,6 +421,40 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn a_generate_length_outside_the_schema_is_rejected() {
+        let with_length = |length: &str| {
+            let yaml = include_str!("../deploy/examples/shop.yaml").replace(
+                "generate: {length: 48}",
+                &format!("generate: {{length: {length}}}"),
+            );
+            let stack: AppStack = serde_yaml::from_str(&yaml).unwrap();
+            ValidatedStack::from_parts("shop".into(), "prod".into(), "u".into(), 1, &stack.spec)
+        };
+        for length in ["-1", "0", "15", "257", "2147483647"] {
+            assert_eq!(
+                with_length(length).unwrap_err().to_string(),
+                format!(
+                    "spec.env[SECRET_KEY].generate.length must be between 16 and 256 characters, not {length}"
+                )
+            );
+        }
+        for length in ["16", "256"] {
+            assert!(with_length(length).is_ok(), "{length}");
+        }
+        // The same bounds as the CRD schema, which the API server applies.
+        let crd = serde_json::to_value(crate::crd::definition()).unwrap();
+        let length = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"]["env"]["items"]["properties"]["generate"]["properties"]["length"];
+        assert_eq!(
+            (length["minimum"].as_f64(), length["maximum"].as_f64()),
+            (
+                Some(f64::from(*GENERATE_LENGTH.start())),
+                Some(f64::from(*GENERATE_LENGTH.end()))
+            )
+        );
+    }
+
     fn managed_revision(stack: &ValidatedStack) -> String {
         let identity = stack.managed_database_identity().unwrap();
         stack.migration_revision(&identity).unwrap()
@@ -412,7 +476,7 @@ pub(crate) mod tests {
             "identity-independent"
         );
 
-        spec.spec.backend.replicas = 7;
+        spec.spec.backend.replicas = Some(7);
         spec.spec.frontend.as_mut().unwrap().image = "other:1".into();
         assert_eq!(
             revision(&rebuild(&spec)),

@@ -91,7 +91,11 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
     assert_eq!(raw["database"]["managed"]["image"], "postgres:16-alpine");
     assert_eq!(raw["database"]["managed"]["deletionPolicy"], "Retain");
     assert_eq!(raw["database"]["managed"]["storage"]["size"], "10Gi");
-    assert_eq!(raw["backend"]["replicas"], 2);
+    assert_eq!(raw["backend"]["port"], 8000);
+    assert!(
+        raw["backend"].get("replicas").is_none(),
+        "unset replicas stay unset: left to an autoscaler"
+    );
 
     // The revision queries the field's description gives as examples.
     for (index, query) in [

@@ -7,9 +7,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use appstack::crd::AppStack;
+use common::faults::{Moments, Rollout, Size};
 use common::{
-    LIMIT, Operator, apply_stack, cluster_dir, eventually, example, setup, wait_ready,
-    wait_ready_within,
+    LIMIT, Operator, RELEASE, apply_stack, cluster_dir, eventually, example,
+    service_account_identity, setup, wait_ready, wait_ready_within,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -50,14 +51,7 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
     wait_ready(&client, ns, "shop").await;
 
     // Stop kube-apiserver for 10 s (etcd keeps running), then start it again.
-    let restart =
-        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
-            .args(["restart-apiserver", "10"])
-            .env("APPSTACK_CLUSTER_DIR", cluster_dir())
-            .status()
-            .await
-            .expect("run cluster.sh restart-apiserver");
-    assert!(restart.success(), "the API server restarted");
+    restart_api_server(10).await;
     assert!(
         tokio::time::timeout(
             Duration::from_millis(100),
@@ -111,6 +105,59 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
             .iter()
             .any(|line| line.contains("became the leader")),
         "and led again"
+    );
+}
+
+/// Stops kube-apiserver for `seconds` (etcd keeps running) and starts it
+/// again, waiting until it is ready.
+async fn restart_api_server(seconds: u32) {
+    let restart =
+        tokio::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .args(["restart-apiserver", &seconds.to_string()])
+            .env("APPSTACK_CLUSTER_DIR", cluster_dir())
+            .status()
+            .await
+            .expect("run cluster.sh restart-apiserver");
+    assert!(restart.success(), "the API server restarted");
+}
+
+#[tokio::test]
+#[ignore = "disrupts the local control plane: scripts/test.sh runs it alone"]
+async fn disruption_an_api_server_restart_mid_rollout_loses_nothing() {
+    let size = Size::from_env();
+    let started = Instant::now();
+    let rollout = Rollout::start("apirestart", size).await;
+    let ns = rollout.ns().to_string();
+    let identity = service_account_identity(&ns, RELEASE).await;
+    let mut operator = Operator::start_as(identity, &["--namespace", ns.as_str()], &[]).await;
+    let mut moments = Moments::seeded();
+    tokio::time::sleep(moments.between(Duration::from_secs(1), Duration::from_secs(5))).await;
+    println!("{}  <- API server stopped for 10 s", rollout.states().await);
+    restart_api_server(10).await;
+    println!("{}  <- API server ready again", rollout.states().await);
+    rollout.midway().await;
+    assert!(
+        operator.running(),
+        "the operator kept running through the outage"
+    );
+    // The wait includes kube-controller-manager's own reconnect backoff.
+    let converged = rollout
+        .converge(size.converge_limit().max(CONTROL_PLANE_RECOVERY))
+        .await;
+    println!("{}", rollout.states().await);
+    assert!(operator.running(), "the operator never exited");
+    assert!(
+        operator.logged("watch failed; retrying"),
+        "the outage was seen and survived"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let user = operator.user.clone();
+    operator.stop().await;
+    rollout.verify(&user, true).await;
+    println!(
+        "{size:?}: {} stacks; Ready {converged:.1?} after the API server came back; {:.1?} in all",
+        rollout.names.len(),
+        started.elapsed()
     );
 }
 

@@ -121,4 +121,14 @@ mod tests {
         assert_eq!(pod.service_account_name.as_deref(), Some("shop-api"));
         assert_eq!(pod.automount_service_account_token, Some(true));
     }
+
+    #[test]
+    fn unset_replicas_are_left_to_others() {
+        let stack = crate::stack::tests::from_yaml(
+            &include_str!("../../deploy/examples/shop.yaml").replacen("    replicas: 2\n", "", 1),
+        );
+        assert_eq!(stack.backend.replicas, None);
+        let deployment = backend(&stack, "abc123").deployment;
+        assert_eq!(deployment.spec.replicas, None);
+    }
 }

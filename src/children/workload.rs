@@ -25,7 +25,8 @@ pub struct WorkloadSpec<'a> {
     pub image: &'a str,
     pub command: Option<&'a Vec<String>>,
     pub args: Option<&'a Vec<String>>,
-    pub replicas: i32,
+    /// `None`: the Deployment's replicas are left to others (an HPA).
+    pub replicas: Option<i32>,
     pub port: i32,
     pub resources: Option<&'a Resources>,
     pub pod_labels: &'a BTreeMap<String, String>,
@@ -79,7 +80,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
     let deployment = Deployment {
         metadata: object_meta(stack, name.clone(), spec.component),
         spec: DeploymentSpec {
-            replicas: Some(spec.replicas),
+            replicas: spec.replicas,
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
@@ -123,24 +124,28 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
 
 /// A PodDisruptionBudget `<stack>-<component>` letting a voluntary
 /// disruption (a node drain) take one pod at a time, when there is more than
-/// one. With a single replica a budget would block every drain.
+/// one. With a single replica a budget would block every drain. Replicas
+/// left to others (`None`, an HPA) get one: at one pod, `maxUnavailable: 1`
+/// still lets a drain through.
 pub fn disruption_budget(
     stack: &ValidatedStack,
     component: Component,
-    replicas: i32,
+    replicas: Option<i32>,
 ) -> Option<PodDisruptionBudget> {
-    (replicas > 1).then(|| PodDisruptionBudget {
-        metadata: object_meta(stack, workload_name(stack, component), component),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector_labels(stack, component)),
-                ..LabelSelector::default()
+    replicas
+        .is_none_or(|replicas| replicas > 1)
+        .then(|| PodDisruptionBudget {
+            metadata: object_meta(stack, workload_name(stack, component), component),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector_labels(stack, component)),
+                    ..LabelSelector::default()
+                }),
+                ..PodDisruptionBudgetSpec::default()
             }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    })
+            ..PodDisruptionBudget::default()
+        })
 }
 
 #[cfg(test)]
@@ -151,7 +156,7 @@ mod tests {
     #[test]
     fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {
         let stack = example();
-        let budget = disruption_budget(&stack, Component::Backend, 3).unwrap();
+        let budget = disruption_budget(&stack, Component::Backend, Some(3)).unwrap();
         assert_eq!(budget.metadata.name.as_deref(), Some("shop-backend"));
         let spec = budget.spec.unwrap();
         assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
@@ -160,7 +165,8 @@ mod tests {
             spec.selector.unwrap().match_labels.unwrap(),
             selector_labels(&stack, Component::Backend)
         );
-        assert!(disruption_budget(&stack, Component::Frontend, 1).is_none());
-        assert!(disruption_budget(&stack, Component::Frontend, 0).is_none());
+        assert!(disruption_budget(&stack, Component::Frontend, Some(1)).is_none());
+        assert!(disruption_budget(&stack, Component::Frontend, Some(0)).is_none());
+        assert!(disruption_budget(&stack, Component::Frontend, None).is_some());
     }
 }

@@ -405,4 +405,20 @@ data: {a: b}
             "# In a cluster this Job's name differs: its revision covers the host, port and database of the URL in Secret prod-db key DATABASE_URL.\n"
         ), "{job}");
     }
+
+    #[test]
+    fn an_invalid_document_is_an_error() {
+        assert!(render("apiVersion: v1\nkind: AppStack\nspec: 3\n", "default").is_err());
+    }
+
+    #[test]
+    fn a_generate_length_the_schema_forbids_is_an_error_not_an_empty_secret() {
+        let input = include_str!("../../deploy/examples/shop.yaml")
+            .replace("generate: {length: 48}", "generate: {length: -5}");
+        let error = render(&input, "prod").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "document 1 (AppStack shop): spec.env[SECRET_KEY].generate.length must be between 16 and 256 characters, not -5"
+        );
+    }
 }

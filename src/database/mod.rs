@@ -338,6 +338,11 @@ impl Databases {
             }
         }
     }
+
+    /// Forgets a deleted stack's retry pace.
+    pub fn forget(&self, stack_uid: &str) {
+        self.retries.reset(stack_uid);
+    }
 }
 
 /// The `MigrationsApplied` note for a known schema revision.

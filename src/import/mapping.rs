@@ -1168,7 +1168,7 @@ impl Builder<'_> {
         spec.args = args;
         spec.port = port;
         spec.health = health;
-        spec.replicas = replicas.unwrap_or(spec.replicas);
+        spec.replicas = replicas;
         spec.resources = resources;
         spec
     }
@@ -1274,7 +1274,7 @@ impl Builder<'_> {
         spec.args = args;
         spec.port = port;
         spec.health = health;
-        spec.replicas = replicas.unwrap_or(spec.replicas);
+        spec.replicas = replicas;
         spec.resources = resources;
         let api_url = roles::api_url_variable(facts, self.backend())
             .filter(|name| valid_name(name) && !RESERVED_ENV_NAMES.contains(&name.as_str()));

@@ -50,6 +50,12 @@ pub enum Done {
         secret: String,
         keys: Vec<String>,
     },
+    /// Values generated before were missing from their Secret (deleted or
+    /// edited by someone else): generated anew into it.
+    GeneratedLost {
+        secret: String,
+        keys: Vec<String>,
+    },
     Deleted {
         kind: Kind,
         name: String,

@@ -10,15 +10,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use kube::{Api, ResourceExt};
 
 use super::Context;
 use super::status::{Check, reasons};
-use crate::children::{database_name, env_name};
+use crate::children::{database::volume_claim_name, database_name, env_name};
 use crate::database::{self, Failure, Located};
 use crate::runtime::cache::{Caches, Slim};
 use crate::secrets::{self, ObservedSecrets, ResolveError, Resolved, SecretValue};
-use crate::stack::{Database, ValidatedStack};
+use crate::stack::{Database, EnvSource, ValidatedStack};
+
+/// Secret types whose values are never copied into an application's
+/// environment: credentials of the cluster itself.
+pub const REFUSED_SECRET_TYPES: [&str; 2] = [
+    "kubernetes.io/service-account-token",
+    "bootstrap.kubernetes.io/token",
+];
+
+/// The type the stack's own Secrets have.
+const OWN_SECRET_TYPE: &str = "Opaque";
 
 /// Why the referenced values could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -33,8 +43,8 @@ pub enum DereferenceError {
     Generate(#[source] ResolveError),
 }
 
-/// The stack's secret values and where its database is, or the reference
-/// that is missing.
+/// The stack's secret values and where its database is, or why they
+/// cannot be had.
 pub enum Dereferenced {
     Resolved {
         resolved: Resolved,
@@ -42,8 +52,13 @@ pub enum Dereferenced {
         /// URL that cannot be used is the database stage's to report.
         located: Box<Result<Located, Failure>>,
     },
-    /// A referenced Secret or key does not exist (yet).
-    Missing(Check),
+    /// A referenced Secret, key or value cannot be used (yet), or a Secret
+    /// of the stack's own name is in the way: the `SecretsReady` check.
+    Unusable(Check),
+    /// Secret `<stack>-db` is gone while the database volume made with its
+    /// credentials is not: new credentials would not be accepted. The
+    /// `DatabaseReady` check.
+    CredentialsLost(Check),
 }
 
 /// Resolves every secret value of `stack`; `referenced` names the user's
@@ -57,6 +72,15 @@ pub async fn dereference(
     let caches = &context.caches;
     let api: Api<Secret> = Api::namespaced(context.client.clone(), &stack.namespace);
     let mut observed = observe(caches, &api, stack, referenced).await?;
+    let types = |name: &str| {
+        caches
+            .secrets
+            .get(&stack.namespace, name)
+            .and_then(|secret| secret.type_.clone())
+    };
+    if let Some(check) = unusable(stack, &observed, types) {
+        return Ok(Dereferenced::Unusable(check));
+    }
     let mut resolved = secrets::resolve(stack, &observed);
     if let Ok(first) = &resolved
         && (first.generated_database || !first.generated_env.is_empty())
@@ -71,6 +95,17 @@ pub async fn dereference(
         observed = observe(caches, &api, stack, referenced).await?;
         resolved = secrets::resolve(stack, &observed);
     }
+    if let Ok(resolved) = &resolved
+        && resolved.generated_database
+        && let Some(volume) = caches
+            .volumes
+            .get(&stack.namespace, &volume_claim_name(stack))
+    {
+        return Ok(Dereferenced::CredentialsLost(credentials_lost(
+            stack,
+            &volume.name_any(),
+        )));
+    }
     match resolved {
         Ok(resolved) => {
             let located = database::locate(stack, &observed, &resolved.values);
@@ -80,13 +115,129 @@ pub async fn dereference(
             })
         }
         Err(ResolveError::MissingReference { name, key }) => {
-            Ok(Dereferenced::Missing(Check::pending(
-                reasons::SECRET_NOT_FOUND,
+            Ok(Dereferenced::Unusable(Check::pending(
+                reasons::SECRET_KEY_NOT_FOUND,
                 format!("key {key:?} of Secret {name:?} does not exist"),
             )))
         }
         Err(error) => Err(DereferenceError::Generate(error)),
     }
+}
+
+/// What keeps the stack's referenced values from being used, if anything:
+/// for each `valueFrom` entry, its Secret missing, of a type whose values
+/// are never copied, without the key, or holding a value that is not text;
+/// and a Secret of the stack's own name that is not a plain one. Every
+/// problem is named; the reason is the first one's. `type_of` gives the
+/// type of a Secret the cache holds.
+pub fn unusable(
+    stack: &ValidatedStack,
+    observed: &ObservedSecrets,
+    type_of: impl Fn(&str) -> Option<String>,
+) -> Option<Check> {
+    let mut problems: Vec<(&'static str, String)> = Vec::new();
+    for var in &stack.env {
+        let EnvSource::Referenced(reference) = &var.source else {
+            continue;
+        };
+        let (name, key) = (&reference.name, &reference.key);
+        let field = format!("spec.env[{}]", var.name);
+        if !observed.present.contains(name) {
+            problems.push((
+                reasons::SECRET_NOT_FOUND,
+                format!(
+                    "Secret {name:?} ({field}) does not exist in namespace {:?}",
+                    stack.namespace
+                ),
+            ));
+            continue;
+        }
+        if let Some(type_) =
+            type_of(name).filter(|type_| REFUSED_SECRET_TYPES.contains(&type_.as_str()))
+        {
+            problems.push((
+                reasons::SECRET_TYPE_NOT_ALLOWED,
+                format!(
+                    "Secret {name:?} ({field}) is of type {type_}: tokens of the cluster are \
+                     never copied into an application's environment"
+                ),
+            ));
+            continue;
+        }
+        match observed.referenced.get(&(name.clone(), key.clone())) {
+            None => {
+                let keys: Vec<&str> = observed
+                    .referenced
+                    .keys()
+                    .filter(|(secret, _)| secret == name)
+                    .map(|(_, key)| key.as_str())
+                    .collect();
+                problems.push((
+                    reasons::SECRET_KEY_NOT_FOUND,
+                    format!(
+                        "Secret {name:?} has no key {key:?} ({field}); its keys: {}",
+                        if keys.is_empty() {
+                            "none".to_string()
+                        } else {
+                            keys.join(", ")
+                        }
+                    ),
+                ));
+            }
+            Some(value) if !is_text(value.expose()) => problems.push((
+                reasons::SECRET_VALUE_NOT_TEXT,
+                format!(
+                    "the value of key {key:?} of Secret {name:?} ({field}) is not text (not \
+                     UTF-8, or it holds a NUL byte), which an environment variable must be"
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    let mut own = vec![env_name(stack)];
+    if let Database::Managed(_) = stack.database {
+        own.push(database_name(stack));
+    }
+    for name in own {
+        if let Some(type_) = type_of(&name).filter(|type_| type_ != OWN_SECRET_TYPE) {
+            problems.push((
+                reasons::SECRET_CONFLICT,
+                format!(
+                    "Secret {name:?} exists with type {type_}, so it is not the stack's own \
+                     (which is {OWN_SECRET_TYPE}): rename or delete it, or rename the stack"
+                ),
+            ));
+        }
+    }
+    let (reason, _) = problems.first()?;
+    let message = problems
+        .iter()
+        .map(|(_, problem)| problem.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some(Check::pending(reason, message))
+}
+
+/// Whether a value can be an environment variable's: UTF-8 without NUL.
+fn is_text(value: &[u8]) -> bool {
+    std::str::from_utf8(value).is_ok() && !value.contains(&0)
+}
+
+/// The `DatabaseReady` check while Secret `<stack>-db` is gone and the
+/// volume holding the database made with its credentials is not.
+fn credentials_lost(stack: &ValidatedStack, volume: &str) -> Check {
+    let secret = database_name(stack);
+    Check::failed(
+        reasons::CREDENTIALS_LOST,
+        format!(
+            "Secret {secret:?}, which held the database credentials, is gone, but volume \
+             {volume:?} still holds the database created with them: new credentials would \
+             not be accepted, so none are generated and the backend keeps running as it is. \
+             Restore Secret {secret:?} from a backup (keys username, password, database, \
+             host, port, DATABASE_URL), or delete volume {volume:?} and pod {secret}-0 to \
+             start over with an empty database"
+        ),
+    )
 }
 
 /// The stack's own Secrets: `<stack>-db` (managed database) and `<stack>-env`.
@@ -162,4 +313,103 @@ async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, Dereferen
         secret.slim();
         secret
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack::tests::example;
+
+    fn observed(entries: &[(&str, &str, &[u8])]) -> ObservedSecrets {
+        let mut observed = ObservedSecrets::default();
+        for (name, key, value) in entries {
+            observed.present.insert(name.to_string());
+            observed.referenced.insert(
+                (name.to_string(), key.to_string()),
+                SecretValue::new(value.to_vec()),
+            );
+        }
+        observed
+    }
+
+    fn no_types(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn usable_references_are_no_problem() {
+        let stack = example();
+        let fine = observed(&[("sendgrid", "api-key", b"SG.key")]);
+        assert_eq!(unusable(&stack, &fine, no_types), None);
+        let opaque = |_: &str| Some("Opaque".to_string());
+        assert_eq!(unusable(&stack, &fine, opaque), None);
+    }
+
+    #[test]
+    fn each_malformed_reference_is_named_with_its_reason() {
+        let stack = example();
+        let check = |observed: &ObservedSecrets, types: &dyn Fn(&str) -> Option<String>| {
+            let check = unusable(&stack, observed, types).expect("a problem");
+            assert!(!check.ok && !check.terminal, "waits, never stalls");
+            (check.reason, check.message)
+        };
+        assert_eq!(
+            check(&ObservedSecrets::default(), &no_types),
+            (
+                reasons::SECRET_NOT_FOUND,
+                r#"Secret "sendgrid" (spec.env[SENDGRID_API_KEY]) does not exist in namespace "prod""#
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            check(&observed(&[("sendgrid", "other", b"x")]), &no_types),
+            (
+                reasons::SECRET_KEY_NOT_FOUND,
+                r#"Secret "sendgrid" has no key "api-key" (spec.env[SENDGRID_API_KEY]); its keys: other"#
+                    .to_string()
+            )
+        );
+        for value in [&b"\xff\xfe"[..], b"a\0b"] {
+            let (reason, message) = check(&observed(&[("sendgrid", "api-key", value)]), &no_types);
+            assert_eq!(reason, reasons::SECRET_VALUE_NOT_TEXT);
+            assert!(
+                message.contains(r#"key "api-key" of Secret "sendgrid""#),
+                "{message}"
+            );
+        }
+        let token = |name: &str| {
+            (name == "sendgrid").then(|| "kubernetes.io/service-account-token".to_string())
+        };
+        let (reason, message) = check(&observed(&[("sendgrid", "api-key", b"t")]), &token);
+        assert_eq!(reason, reasons::SECRET_TYPE_NOT_ALLOWED);
+        assert!(message.contains("kubernetes.io/service-account-token"));
+
+        // A Secret of the stack's own name that is someone else's: named
+        // after the reference problem, which gives the reason.
+        let tls = |name: &str| (name == "shop-env").then(|| "kubernetes.io/tls".to_string());
+        let (reason, message) = check(&ObservedSecrets::default(), &tls);
+        assert_eq!(reason, reasons::SECRET_NOT_FOUND);
+        assert!(
+            message.ends_with(
+                r#"; Secret "shop-env" exists with type kubernetes.io/tls, so it is not the stack's own (which is Opaque): rename or delete it, or rename the stack"#
+            ),
+            "{message}"
+        );
+        let (reason, _) = check(&observed(&[("sendgrid", "api-key", b"ok")]), &tls);
+        assert_eq!(reason, reasons::SECRET_CONFLICT);
+    }
+
+    #[test]
+    fn no_message_shows_a_value() {
+        let stack = example();
+        for value in [&b"s3cr3t-\xff"[..], b"s3cr3t-\0"] {
+            let check = unusable(
+                &stack,
+                &observed(&[("sendgrid", "api-key", value)]),
+                no_types,
+            )
+            .unwrap();
+            assert!(!check.message.contains("s3cr3t"), "{}", check.message);
+        }
+    }
 }

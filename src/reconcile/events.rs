@@ -55,8 +55,12 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     if let Some(note) = became(types::READY, reasons::READY) {
         events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }
+    // A failed migration and a database that cannot be used have their
+    // Warning above already.
     if let Some(condition) = status::condition(Some(desired), types::STALLED).filter(|condition| {
-        condition.status == "True" && condition.reason != reasons::MIGRATION_FAILED
+        condition.status == "True"
+            && condition.reason != reasons::MIGRATION_FAILED
+            && !reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str())
     }) && became(types::STALLED, &condition.reason).is_some()
     {
         events.push(event(
@@ -70,6 +74,17 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
 
 /// The Event for something a pass did, if users hear of it.
 pub fn of_done(done: &Done) -> Option<Event> {
+    if let Done::GeneratedLost { secret, keys } = done {
+        return Some(event(
+            EventType::Warning,
+            reasons::GENERATED_SECRET_LOST,
+            format!(
+                "Secret {secret} lost the generated {}: new values were generated, and the \
+                 backend rolls onto them",
+                keys.join(", ")
+            ),
+        ));
+    }
     let (reason, note) = match done {
         Done::Created {
             kind: Kind::Secret,
@@ -93,7 +108,7 @@ pub fn of_done(done: &Done) -> Option<Event> {
             reasons::DELETED,
             format!("deleted {} {name}: no longer in the spec", kind.as_str()),
         ),
-        Done::Created { .. } => return None,
+        Done::Created { .. } | Done::GeneratedLost { .. } => return None,
     };
     Some(event(EventType::Normal, reason, note))
 }
@@ -201,5 +216,24 @@ mod tests {
         );
         assert!(transitions(Some(&refused), &refused).is_empty());
         assert!(transitions(Some(&accepted), &waiting).is_empty());
+    }
+
+    #[test]
+    fn lost_credentials_are_one_warning() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let mut lost = Observation::default();
+        lost.record(
+            Stage::Secrets,
+            Check::pending(reasons::CREDENTIALS_LOST, "see DatabaseReady"),
+        );
+        lost.record(
+            Stage::Database,
+            Check::failed(reasons::CREDENTIALS_LOST, "Secret shop-db is gone"),
+        );
+        let status = desired_status(&lost, 1, None, at);
+        let events = transitions(None, &status);
+        assert_eq!(events.len(), 1, "one Warning, not a second for Stalled");
+        assert_eq!(events[0].reason, reasons::CREDENTIALS_LOST);
+        assert!(matches!(events[0].type_, EventType::Warning));
     }
 }

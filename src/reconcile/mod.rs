@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use self::apply::{ApplyError, Done};
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
-use self::status::{Observation, Outcome, reasons, types};
+use self::status::{Check, Observation, Outcome, reasons, types};
 use crate::children::network::OperatorPods;
 use crate::children::{self, env_name};
 use crate::crd::{AppStack, AppStackStatus};
@@ -150,11 +150,31 @@ async fn run_stages(
     let (resolved, located) =
         match dereference::dereference(context, validated, &referenced).await? {
             Dereferenced::Resolved { resolved, located } => (resolved, *located),
-            Dereferenced::Missing(check) => {
+            Dereferenced::Unusable(check) => {
                 observation.record(Stage::Secrets, check);
                 return Ok(());
             }
+            Dereferenced::CredentialsLost(check) => {
+                observation.record(
+                    Stage::Secrets,
+                    Check::pending(
+                        reasons::CREDENTIALS_LOST,
+                        format!(
+                            "Secret {:?} is gone; see DatabaseReady",
+                            children::database_name(validated)
+                        ),
+                    ),
+                );
+                observation.record(Stage::Database, check);
+                return Ok(());
+            }
         };
+    let previous_status = stack.status.as_ref();
+    // Generated before (the status lists them) yet generated now: lost.
+    let (lost, new): (Vec<String>, Vec<String>) =
+        resolved.generated_env.iter().cloned().partition(|key| {
+            previous_status.is_some_and(|status| status.generated_env.contains(key))
+        });
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
     let desired = plan::by_stage(children::build(
@@ -178,11 +198,21 @@ async fn run_stages(
     for stage in stages::ORDER {
         let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
         done.extend(apply::writes(context, stack, writes).await?);
-        if stage == Stage::Secrets && !resolved.generated_env.is_empty() {
-            done.push(Done::Generated {
-                secret: env_name(validated),
-                keys: resolved.generated_env.clone(),
-            });
+        if stage == Stage::Secrets {
+            let secret = env_name(validated);
+            if !new.is_empty() {
+                done.push(Done::Generated {
+                    secret: secret.clone(),
+                    keys: new.clone(),
+                });
+            }
+            if !lost.is_empty() {
+                done.push(Done::GeneratedLost {
+                    secret,
+                    keys: lost.clone(),
+                });
+            }
+            observation.generated_env = Some(validated.generated_env_names());
         }
         let mut check = observe::check(
             stage,
@@ -192,6 +222,9 @@ async fn run_stages(
             previous_migration,
             &mut observation.migration,
         );
+        if stage == Stage::Secrets {
+            check = observe::generated_lost(check, validated, &lost, previous_status);
+        }
         if stage == Stage::Database {
             check = probe::database(
                 context,
@@ -247,9 +280,10 @@ async fn write_status(
     );
     let mut value = serde_json::to_value(status).unwrap_or_default();
     // A merge patch keeps keys it does not mention: clear a dropped
-    // migration or URL.
+    // migration, URL and an emptied list.
     value["migration"] = serde_json::to_value(&status.migration).unwrap_or_default();
     value["url"] = serde_json::to_value(&status.url).unwrap_or_default();
+    value["generatedEnv"] = serde_json::to_value(&status.generated_env).unwrap_or_default();
     let mut written = stacks
         .patch_status(
             &stack.name_any(),
@@ -280,7 +314,8 @@ async fn publish(
             Done::Created {
                 kind: Kind::Secret, ..
             }
-            | Done::Generated { .. } => metrics.secrets_generated(),
+            | Done::Generated { .. }
+            | Done::GeneratedLost { .. } => metrics.secrets_generated(),
             Done::Created { .. } | Done::Deleted { .. } => {}
         }
     }

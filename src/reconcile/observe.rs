@@ -7,10 +7,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
-use super::status::{Check, reasons};
+use super::status::{self, Check, reasons, types};
 use crate::children::expose::exposure_name;
 use crate::children::{self, Component, database_name, workload::workload_name};
-use crate::crd::{GatewayRef, MigrationStatus};
+use crate::crd::{AppStackStatus, GatewayRef, MigrationStatus};
 use crate::runtime::cache::Caches;
 use crate::stack::{Database, Route, ValidatedStack};
 use crate::stages::Stage;
@@ -71,7 +71,16 @@ pub fn check(
             };
             let job_name = children::migration::job_name(stack, target);
             let job = caches.jobs.get(namespace, &job_name);
-            let (check, status) = migration_check(target, &job_name, job.as_deref(), previous);
+            let (mut check, status) = migration_check(target, &job_name, job.as_deref(), previous);
+            if job.is_none()
+                && !check.ok
+                && let Some(earlier) = earlier_migration_running(stack, caches, &job_name)
+            {
+                check.message = format!(
+                    "waiting for Job {earlier} of an earlier revision to finish before starting \
+                     revision {target}: two migrations never run at once"
+                );
+            }
             *migration = Some(status);
             check
         }
@@ -234,6 +243,42 @@ pub fn route_check(route: &DynamicObject, gateway: &GatewayRef, url: &str) -> Ch
     }
 }
 
+/// The secrets stage's check when generated values were lost: `lost` now
+/// (generated anew on this pass), or earlier for the same generation, as
+/// the previous status says: the loss stays in `SecretsReady`'s message
+/// until the spec changes, so it is not gone with the next pass.
+pub fn generated_lost(
+    check: Check,
+    stack: &ValidatedStack,
+    lost: &[String],
+    previous: Option<&AppStackStatus>,
+) -> Check {
+    if !check.ok {
+        return check;
+    }
+    if !lost.is_empty() {
+        return Check::ok(
+            reasons::GENERATED_SECRET_LOST,
+            format!(
+                "{}; Secret {} had lost the generated {}, which were generated anew (the \
+                 backend rolled onto the new values)",
+                check.message,
+                children::env_name(stack),
+                lost.join(", ")
+            ),
+        );
+    }
+    match status::condition(previous, types::SECRETS_READY) {
+        Some(before)
+            if before.reason == reasons::GENERATED_SECRET_LOST
+                && before.observed_generation == Some(stack.generation) =>
+        {
+            Check::ok(reasons::GENERATED_SECRET_LOST, before.message.clone())
+        }
+        _ => check,
+    }
+}
+
 /// What the children of a stage the pass did not reach are observed to
 /// be, if they exist: the workloads keep serving what they last ran.
 pub fn unreached(stage: Stage, stack: &ValidatedStack, caches: &Caches) -> Option<Check> {
@@ -321,6 +366,26 @@ pub fn migration_check(
         ),
     };
     (check, status)
+}
+
+/// The name of a migration Job of the stack other than `current` that is
+/// still running: the target revision's Job waits for it.
+pub fn earlier_migration_running(
+    stack: &ValidatedStack,
+    caches: &Caches,
+    current: &str,
+) -> Option<String> {
+    caches
+        .jobs
+        .of_stack(&stack.namespace, &stack.name)
+        .into_iter()
+        .filter(|job| {
+            job.owner_references()
+                .iter()
+                .any(|owner| owner.uid == stack.uid)
+        })
+        .find(|job| job.name_any() != current && !job_finished(job))
+        .map(|job| job.name_any())
 }
 
 /// Where a Job is.
@@ -573,6 +638,38 @@ mod tests {
             status.applied_revision.as_deref(),
             Some("r1"),
             "the backend keeps r1"
+        );
+    }
+
+    #[test]
+    fn a_loss_stays_in_secrets_ready_until_the_spec_changes() {
+        use crate::reconcile::status::{Observation, desired_status};
+        use crate::stack::tests::example;
+        use k8s_openapi::jiff::Timestamp;
+        let stack = example();
+        let resolved = || Check::ok(reasons::SECRETS_RESOLVED, "in place");
+        let lost = generated_lost(resolved(), &stack, &["SECRET_KEY".into()], None);
+        assert_eq!(lost.reason, reasons::GENERATED_SECRET_LOST);
+        assert!(lost.ok);
+        assert!(
+            lost.message
+                .contains("shop-env had lost the generated SECRET_KEY"),
+            "{}",
+            lost.message
+        );
+        let status_with = |check: Check, generation: i64| {
+            let mut observation = Observation::default();
+            observation.record(crate::stages::Stage::Secrets, check);
+            desired_status(&observation, generation, None, Timestamp::now())
+        };
+        let after = status_with(lost.clone(), stack.generation);
+        let kept = generated_lost(resolved(), &stack, &[], Some(&after));
+        assert_eq!(kept, lost, "the next pass keeps saying it");
+        let earlier = status_with(lost, stack.generation - 1);
+        assert_eq!(
+            generated_lost(resolved(), &stack, &[], Some(&earlier)),
+            resolved(),
+            "a spec change clears it"
         );
     }
 }

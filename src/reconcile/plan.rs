@@ -15,7 +15,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 
 use super::compare;
-use super::observe::job_finished;
+use super::observe::{earlier_migration_running, job_finished};
 use crate::children::expose::Exposure;
 use crate::children::{self, Children, DatabaseChildren, Workload};
 use crate::crd::MigrationStatus;
@@ -358,6 +358,12 @@ pub fn stage(
                     .and_then(|migration| migration.applied_revision.as_deref());
                 if applied.is_some() && applied == facts.target_revision {
                     // Applied before: its Job may be gone; never run it again.
+                    None
+                } else if caches.jobs.get(namespace, &job.name_any()).is_none()
+                    && earlier_migration_running(stack, caches, &job.name_any()).is_some()
+                {
+                    // The spec moved on while an earlier revision migrates:
+                    // two migrations never run against one database at once.
                     None
                 } else {
                     child_write(&caches.jobs, namespace, job, *mode, || {
@@ -796,6 +802,49 @@ mod tests {
                 name: "shop-frontend".into(),
                 uid: None
             }]
+        );
+    }
+
+    #[test]
+    fn a_new_revision_waits_for_an_earlier_one_still_running() {
+        let stack = example();
+        let desired = desired_of(&stack);
+        let Object::Job(target) = &desired[&Stage::Migrations][0].object else {
+            panic!("the migration stage writes a Job");
+        };
+        let (caches, mut writers) = Caches::new();
+        let mut earlier = target.clone();
+        earlier.metadata.name = Some("shop-migrate-earlier".into());
+        caches
+            .jobs
+            .apply_event(&mut writers.jobs, &Event::Apply(earlier.clone()));
+        let revision = target.labels()[children::MIGRATION_REVISION_LABEL].clone();
+        let facts = StackFacts {
+            target_revision: Some(&revision),
+            ..StackFacts::default()
+        };
+        let plan = || {
+            super::stage(
+                Stage::Migrations,
+                &desired[&Stage::Migrations],
+                &stack,
+                &caches,
+                &facts,
+            )
+        };
+        assert!(plan().is_empty(), "the earlier Job runs: wait");
+        earlier.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "conditions": [{"type": "Complete", "status": "True"}]
+            }))
+            .unwrap(),
+        );
+        caches
+            .jobs
+            .apply_event(&mut writers.jobs, &Event::Apply(earlier));
+        assert!(
+            matches!(plan().as_slice(), [Write::Create(Object::Job(job))] if job.name_any() == target.name_any()),
+            "the earlier Job finished: start"
         );
     }
 }

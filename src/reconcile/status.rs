@@ -29,7 +29,22 @@ pub mod reasons {
     pub const READY: &str = "Ready";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+    /// A Secret an env entry's `valueFrom` names does not exist.
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The Secret exists but lacks the key.
+    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
+    /// The value is not UTF-8 text (or holds a NUL byte), which an
+    /// environment variable must be.
+    pub const SECRET_VALUE_NOT_TEXT: &str = "SecretValueNotText";
+    /// The Secret holds a token of the cluster (a ServiceAccount or
+    /// bootstrap token), which is never copied.
+    pub const SECRET_TYPE_NOT_ALLOWED: &str = "SecretTypeNotAllowed";
+    /// A Secret of the stack's own name (`<stack>-env`, `<stack>-db`) is of
+    /// another type, so it is someone else's.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// Generated values were lost (their Secret deleted or edited) and
+    /// generated anew; `SecretsReady` says so until the spec changes.
+    pub const GENERATED_SECRET_LOST: &str = "GeneratedSecretLost";
     pub const DATABASE_READY: &str = "DatabaseReady";
     pub const DATABASE_STARTING: &str = "DatabaseStarting";
     pub const EXTERNAL_DATABASE: &str = "ExternalDatabase";
@@ -81,9 +96,14 @@ pub mod reasons {
     pub const TIMEOUT: &str = "Timeout";
     /// Any other failure to connect or to run `SELECT 1`.
     pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    /// Secret `<stack>-db` is gone but the database volume made with its
+    /// credentials is not: the operator generates none (they would not be
+    /// accepted) and waits for the Secret to be restored or the volume
+    /// deleted.
+    pub const CREDENTIALS_LOST: &str = "CredentialsLost";
 
     /// Every reason above: the database cannot be used.
-    pub const DATABASE_UNUSABLE: [&str; 10] = [
+    pub const DATABASE_UNUSABLE: [&str; 11] = [
         SECRET_MISSING,
         KEY_MISSING,
         INVALID_URL,
@@ -94,6 +114,7 @@ pub mod reasons {
         TLS_FAILED,
         TIMEOUT,
         CONNECTION_FAILED,
+        CREDENTIALS_LOST,
     ];
 
     // Reasons of Events that are not condition reasons.
@@ -173,6 +194,9 @@ pub struct Observation {
     pub migration: Option<MigrationStatus>,
     /// The stack's public URL, with `spec.expose`.
     pub url: Option<String>,
+    /// The generated env entries now in Secret `<stack>-env`, once the pass
+    /// wrote it; `None` keeps what the status said.
+    pub generated_env: Option<Vec<String>>,
 }
 
 impl Observation {
@@ -321,6 +345,11 @@ pub fn desired_status(
         conditions,
         migration: observation.migration.clone(),
         url: observation.url.clone(),
+        generated_env: observation.generated_env.clone().unwrap_or_else(|| {
+            previous
+                .map(|status| status.generated_env.clone())
+                .unwrap_or_default()
+        }),
     }
 }
 

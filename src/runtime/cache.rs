@@ -432,21 +432,44 @@ impl Caches {
         secret.annotations().contains_key(WITHOUT_DATA)
     }
 
-    /// Applies one AppStack watch event to the store and the index.
+    /// Applies one AppStack watch event to the store and the index, and
+    /// returns the stacks it shows gone: the deleted one, or, when a relist
+    /// completes, every stack cached before that the new list lacks (deleted
+    /// while the watch was away, so no delete event ever came).
     pub fn apply_stack_event(
         &self,
         writer: &mut reflector::store::Writer<AppStack>,
         event: &Event<AppStack>,
-    ) {
+    ) -> Vec<Arc<AppStack>> {
+        let before = matches!(event, Event::InitDone).then(|| self.stacks.store().state());
         self.stacks.apply_event(writer, event);
-        let mut index = self.index.write().expect("index lock");
-        match event {
-            Event::Apply(stack) | Event::InitApply(stack) => index.update(stack),
-            Event::Delete(stack) => {
-                index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any())
+        let gone = match (event, before) {
+            (Event::Delete(stack), _) => vec![Arc::new(stack.clone())],
+            (Event::InitDone, Some(before)) => {
+                let listed: BTreeSet<Option<String>> = self
+                    .stacks
+                    .store()
+                    .state()
+                    .iter()
+                    .map(|stack| stack.uid())
+                    .collect();
+                before
+                    .into_iter()
+                    .filter(|stack| !listed.contains(&stack.uid()))
+                    .collect()
             }
-            Event::Init | Event::InitDone => {}
+            _ => Vec::new(),
+        };
+        let mut index = self.index.write().expect("index lock");
+        if let Event::Apply(stack) | Event::InitApply(stack) = event {
+            index.update(stack);
         }
+        for stack in &gone {
+            index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any());
+            // What this process last wrote of it no longer stands for it.
+            self.stacks.seen(stack, true);
+        }
+        gone
     }
 
     /// A Secret as the cache keeps it: ours or referenced with its data,
@@ -591,7 +614,7 @@ pub async fn start(
     metrics: Metrics,
 ) -> Watches {
     let Writers {
-        stacks: mut stacks_writer,
+        stacks: stacks_writer,
         secrets,
         config_maps,
         services,
@@ -612,25 +635,13 @@ pub async fn start(
         "AppStack",
         watcher::watcher(scoped::<AppStack>(client.clone(), scope), watch::config()),
     );
-    let stack_caches = caches.clone();
-    let stack_triggers = triggers.clone();
-    tasks.push(tokio::spawn(async move {
-        let mut events = std::pin::pin!(stack_events);
-        while let Some(Ok(event)) = events.next().await {
-            let event = slim_event(event, slimmed);
-            stack_caches.apply_stack_event(&mut stacks_writer, &event);
-            match &event {
-                Event::Apply(stack) => wake_stack(&stack_triggers, stack),
-                Event::Delete(stack) => forget(&stack.uid().unwrap_or_default()),
-                Event::InitDone => {
-                    for stack in stack_caches.stacks.store().state() {
-                        wake_stack(&stack_triggers, &stack);
-                    }
-                }
-                Event::Init | Event::InitApply(_) => {}
-            }
-        }
-    }));
+    tasks.push(tokio::spawn(feed_stacks(
+        stack_events,
+        caches.clone(),
+        stacks_writer,
+        triggers.clone(),
+        forget,
+    )));
     let _ = caches.stacks.wait_until_ready().await;
 
     // Secrets: every Secret in scope, so referenced ones are seen too.
@@ -650,9 +661,19 @@ pub async fn start(
             let triggers = triggers.clone();
             move |secret: &Secret| {
                 let namespace = secret.namespace().unwrap_or_default();
+                let name = secret.name_any();
                 wake_owner(&triggers, secret);
-                for stack in caches.readers_of(&namespace, &secret.name_any()) {
+                for stack in caches.readers_of(&namespace, &name) {
                     wake(&triggers, &namespace, &stack);
+                }
+                // A Secret of a stack's own name that carries no label of
+                // ours: `<stack>-db` restored by hand from a backup.
+                for suffix in ["-db", "-env"] {
+                    if let Some(stack) = name.strip_suffix(suffix)
+                        && caches.stacks.get(&namespace, stack).is_some()
+                    {
+                        wake(&triggers, &namespace, stack);
+                    }
                 }
             }
         },
@@ -727,6 +748,34 @@ pub async fn start(
     }
     info!(stacks = caches.stacks.len(), "caches synced");
     Watches { tasks }
+}
+
+/// Feeds the AppStack cache from its watch: wakes each stack applied (all
+/// of them after a relist) and calls `forget` with the UID of each stack
+/// gone, whether a delete event said so or a relist no longer lists it.
+async fn feed_stacks(
+    events: impl Stream<Item = watcher::Result<Event<AppStack>>>,
+    caches: Arc<Caches>,
+    mut writer: reflector::store::Writer<AppStack>,
+    triggers: Triggers,
+    forget: impl Fn(&str),
+) {
+    let mut events = std::pin::pin!(events);
+    while let Some(Ok(event)) = events.next().await {
+        let event = slim_event(event, slimmed);
+        for stack in caches.apply_stack_event(&mut writer, &event) {
+            forget(&stack.uid().unwrap_or_default());
+        }
+        match &event {
+            Event::Apply(stack) => wake_stack(&triggers, stack),
+            Event::InitDone => {
+                for stack in caches.stacks.store().state() {
+                    wake_stack(&triggers, &stack);
+                }
+            }
+            Event::Delete(_) | Event::Init | Event::InitApply(_) => {}
+        }
+    }
 }
 
 fn wake_stack(triggers: &Triggers, stack: &AppStack) {
@@ -909,6 +958,51 @@ mod tests {
         assert_eq!(index.readers("a", "two"), ["shop"]);
         index.remove("a", "shop");
         assert!(index.readers("a", "two").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stack_deleted_while_the_watch_was_away_is_forgotten_too() {
+        let stack = |name: &str, uid: &str| -> AppStack {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "appstack.dev/v1alpha1", "kind": "AppStack",
+                "metadata": {"namespace": "a", "name": name, "uid": uid, "resourceVersion": "1"},
+                "spec": {"database": {"external": {"urlSecretRef": {"name": format!("{name}-url"), "key": "url"}}},
+                         "backend": {"image": "x"}}
+            }))
+            .unwrap()
+        };
+        let events = vec![
+            Event::Init,
+            Event::InitApply(stack("one", "u1")),
+            Event::InitApply(stack("two", "u2")),
+            Event::InitApply(stack("three", "u3")),
+            Event::InitDone,
+            Event::Delete(stack("one", "u1")),
+            // The watch was away while "two" was deleted: the relist lacks it.
+            Event::Init,
+            Event::InitApply(stack("three", "u3")),
+            Event::InitDone,
+        ];
+        let (caches, writers) = Caches::new();
+        let (triggers, _woken) = futures::channel::mpsc::unbounded();
+        // This process wrote "two"'s status, and the watch never showed it.
+        let mut written = stack("two", "u2");
+        written.metadata.resource_version = Some("9".into());
+        caches.stacks.record(written);
+        let forgotten = Arc::new(Mutex::new(Vec::new()));
+        let record = forgotten.clone();
+        feed_stacks(
+            futures::stream::iter(events.into_iter().map(Ok)),
+            caches.clone(),
+            writers.stacks,
+            triggers,
+            move |uid: &str| record.lock().unwrap().push(uid.to_string()),
+        )
+        .await;
+        assert_eq!(*forgotten.lock().unwrap(), ["u1", "u2"]);
+        assert!(caches.stacks.get("a", "two").is_none());
+        assert!(caches.readers_of("a", "two-url").is_empty(), "index pruned");
+        assert_eq!(caches.readers_of("a", "three-url"), ["three"]);
     }
 
     #[test]

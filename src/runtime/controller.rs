@@ -55,25 +55,33 @@ impl RunOptions {
 struct Scope {
     context: Context,
     timeout: Duration,
-    /// Consecutive failures per stack UID, for the retry backoff; a stack's
-    /// entry goes when it succeeds or is deleted.
-    failures: Arc<Mutex<HashMap<String, u32>>>,
+    failures: Arc<Failures>,
 }
 
-impl Scope {
-    /// The retry delay after a failure: doubling from 1 s, capped at
-    /// [`MAX_RETRY_DELAY`].
-    fn retry_delay(&self, stack: &AppStack) -> Duration {
-        let mut failures = self.failures.lock().expect("failures lock");
-        let count = failures.entry(stack.uid().unwrap_or_default()).or_insert(0);
+/// Consecutive failed passes per stack UID, for the retry backoff. A
+/// stack's entry goes when a pass succeeds or the stack is deleted (see
+/// [`cache::start`]'s `forget`), so failing stacks that are deleted leave
+/// nothing behind.
+#[derive(Debug, Default)]
+struct Failures(Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Counts a failure; the delay before the retry: doubling from 1 s,
+    /// capped at [`MAX_RETRY_DELAY`].
+    fn retry_delay(&self, uid: &str) -> Duration {
+        let mut failures = self.0.lock().expect("failures lock");
+        let count = failures.entry(uid.to_string()).or_insert(0);
         *count = count.saturating_add(1);
         Duration::from_secs(1u64 << (*count - 1).min(6)).min(MAX_RETRY_DELAY)
     }
 
-    fn succeeded(&self, stack: &AppStack) {
-        if let Some(uid) = stack.uid() {
-            self.failures.lock().expect("failures lock").remove(&uid);
-        }
+    /// A pass succeeded, or the stack is gone: start over.
+    fn forget(&self, uid: &str) {
+        self.0.lock().expect("failures lock").remove(uid);
+    }
+
+    fn len(&self) -> usize {
+        self.0.lock().expect("failures lock").len()
     }
 }
 
@@ -108,11 +116,14 @@ pub async fn run(
     for scope in scopes {
         let (caches, writers) = Caches::new();
         let (triggers, woken) = futures::channel::mpsc::unbounded();
-        let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let failures = Arc::new(Failures::default());
         let forget = {
             let failures = failures.clone();
+            let databases = databases.clone();
             move |uid: &str| {
-                failures.lock().expect("failures lock").remove(uid);
+                failures.forget(uid);
+                databases.forget(uid);
+                debug!(uid, failing = failures.len(), "forgot a deleted stack");
             }
         };
         watches.push(
@@ -161,7 +172,7 @@ pub async fn run(
 }
 
 fn error_policy(stack: Arc<AppStack>, error: &reconcile::Error, scope: Arc<Scope>) -> Action {
-    let delay = scope.retry_delay(&stack);
+    let delay = scope.failures.retry_delay(&stack.uid().unwrap_or_default());
     warn!(
         namespace = stack.namespace().unwrap_or_default(),
         stack = stack.name_any(),
@@ -190,7 +201,7 @@ async fn reconcile(stack: Arc<AppStack>, scope: Arc<Scope>) -> Result<Action, re
         .unwrap_or(Err(reconcile::Error::Timeout(scope.timeout)));
     timer.finish(result.as_ref().err().map(reconcile::Error::step));
     if result.is_ok() {
-        scope.succeeded(&stack);
+        scope.failures.forget(&stack.uid().unwrap_or_default());
     }
     result
 }
@@ -200,4 +211,24 @@ fn reconcile_id() -> String {
     let mut bytes = [0u8; 4];
     let _ = getrandom::fill(&mut bytes);
     crate::stack::hex(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_per_stack_and_a_forgotten_stack_leaves_nothing() {
+        let failures = Failures::default();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| failures.retry_delay("a").as_secs())
+            .collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(failures.retry_delay("b").as_secs(), 1, "per stack");
+        failures.forget("a");
+        assert_eq!(failures.len(), 1);
+        failures.forget("b");
+        assert_eq!(failures.len(), 0, "deleted while failing: no entry left");
+        assert_eq!(failures.retry_delay("a").as_secs(), 1, "starts over");
+    }
 }

@@ -4,6 +4,12 @@
 //! resourceVersion, so two candidates never both win. A leader stopping
 //! gracefully clears the holder, and standbys watch the Lease, so handover
 //! does not wait for expiry.
+//!
+//! Expiry is measured as client-go measures it: from the moment this
+//! candidate last saw the lease record change, on its own monotonic clock.
+//! The `renewTime` in the record was written by another machine's clock,
+//! which may be minutes or days off; it only ever counts as "the record
+//! changed".
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ObjectMeta, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -61,11 +67,12 @@ pub async fn run(
     // lease can expire and another process take over.
     let renew_deadline = settings.lease_duration.mul_f32(2.0 / 3.0);
     let mut last_renewed: Option<Instant> = None;
+    let mut observed = Observed::default();
     loop {
         let leading_before = state.borrow().leading;
         let attempt = tokio::time::timeout(
             settings.retry_period.max(Duration::from_secs(1)),
-            try_acquire_or_renew(&api, &settings),
+            try_acquire_or_renew(&api, &settings, &mut observed),
         )
         .await;
         let next = match attempt {
@@ -119,46 +126,103 @@ pub async fn run(
     state.send_replace(LeaderState::default());
 }
 
+/// The lease record as this candidate last saw it, and when it last saw it
+/// change, on this process's monotonic clock (client-go's `observedRecord`
+/// and `observedTime`).
+#[derive(Debug, Default)]
+struct Observed {
+    record: Option<LeaseSpec>,
+    changed_at: Option<Instant>,
+}
+
+impl Observed {
+    /// Notes the record read at `now`; the clock restarts only when it
+    /// differs from the one seen before.
+    fn see(&mut self, record: &LeaseSpec, now: Instant) {
+        if self.record.as_ref() != Some(record) {
+            self.record = Some(record.clone());
+            self.changed_at = Some(now);
+        }
+    }
+
+    /// Whether the holder's lease still runs at `now`: less than its
+    /// `leaseDurationSeconds` have passed since the record last changed.
+    fn valid(&self, now: Instant) -> bool {
+        let (Some(record), Some(changed_at)) = (&self.record, self.changed_at) else {
+            return false;
+        };
+        let seconds = record.lease_duration_seconds.unwrap_or(0).max(0);
+        let duration = Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+        now < changed_at + duration
+    }
+}
+
+/// What a candidate does with the lease record it read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decision {
+    /// Another holder's lease still runs: stand by.
+    Wait,
+    /// This process holds the lease: renew it.
+    Renew,
+    /// Nobody holds the lease, or its holder stopped renewing: take it.
+    Acquire,
+}
+
+/// Decides on the record read at `now`, after noting it in `observed`.
+fn decide(observed: &mut Observed, record: &LeaseSpec, identity: &str, now: Instant) -> Decision {
+    observed.see(record, now);
+    let holder = record
+        .holder_identity
+        .as_deref()
+        .filter(|holder| !holder.is_empty());
+    match holder {
+        Some(holder) if holder == identity => Decision::Renew,
+        Some(_) if observed.valid(now) => Decision::Wait,
+        _ => Decision::Acquire,
+    }
+}
+
 /// One election round: returns whether this process holds the lease now.
 async fn try_acquire_or_renew(
     api: &Api<Lease>,
     settings: &LeaseSettings,
+    observed: &mut Observed,
 ) -> Result<bool, kube::Error> {
     let now = Timestamp::now();
     let duration_seconds = i32::try_from(settings.lease_duration.as_secs()).unwrap_or(i32::MAX);
     let Some(lease) = api.get_opt(&settings.name).await? else {
+        let spec = LeaseSpec {
+            holder_identity: Some(settings.identity.clone()),
+            lease_duration_seconds: Some(duration_seconds),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(0),
+            ..LeaseSpec::default()
+        };
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(settings.name.clone()),
                 namespace: Some(settings.namespace.clone()),
                 ..ObjectMeta::default()
             },
-            spec: Some(LeaseSpec {
-                holder_identity: Some(settings.identity.clone()),
-                lease_duration_seconds: Some(duration_seconds),
-                acquire_time: Some(MicroTime(now)),
-                renew_time: Some(MicroTime(now)),
-                lease_transitions: Some(0),
-                ..LeaseSpec::default()
-            }),
+            spec: Some(spec.clone()),
         };
         return match api.create(&PostParams::default(), &lease).await {
-            Ok(_) => Ok(true),
+            Ok(_) => {
+                observed.see(&spec, Instant::now());
+                Ok(true)
+            }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
             Err(error) => Err(error),
         };
     };
     let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec
-        .holder_identity
-        .clone()
-        .filter(|holder| !holder.is_empty());
-    let held_by_us = holder.as_deref() == Some(settings.identity.as_str());
-    if !held_by_us && holder.is_some() && !expired(&spec, now) {
-        return Ok(false);
-    }
-    let mut updated = lease.clone();
-    updated.spec = Some(LeaseSpec {
+    let held_by_us = match decide(observed, &spec, &settings.identity, Instant::now()) {
+        Decision::Wait => return Ok(false),
+        Decision::Renew => true,
+        Decision::Acquire => false,
+    };
+    let renewed = LeaseSpec {
         holder_identity: Some(settings.identity.clone()),
         lease_duration_seconds: Some(duration_seconds),
         acquire_time: if held_by_us {
@@ -169,24 +233,21 @@ async fn try_acquire_or_renew(
         renew_time: Some(MicroTime(now)),
         lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!held_by_us)),
         ..spec
-    });
+    };
+    let mut updated = lease;
+    updated.spec = Some(renewed.clone());
     // The resourceVersion read above makes this a compare-and-swap.
     match api
         .replace(&settings.name, &PostParams::default(), &updated)
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(_) => {
+            observed.see(&renewed, Instant::now());
+            Ok(true)
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
         Err(error) => Err(error),
     }
-}
-
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {
-        return true;
-    };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    renewed.0 + duration < now
 }
 
 /// Clears the holder, as client-go does on a graceful release, so a standby
@@ -221,17 +282,69 @@ async fn notify_on_changes(api: Api<Lease>, name: String, changed: Arc<Notify>) 
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_lease_expires_its_duration_after_the_last_renewal() {
-        let renewed = Timestamp::from_second(1_000).unwrap();
-        let spec = LeaseSpec {
-            holder_identity: Some("a".into()),
+    fn record(holder: &str, renewed_second: i64) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(holder.into()),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(renewed)),
+            renew_time: Some(MicroTime(Timestamp::from_second(renewed_second).unwrap())),
+            ..LeaseSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_lease_expires_its_duration_after_this_candidate_saw_it_change() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let mut observed = Observed::default();
+        let held = record("a", 1_000);
+        assert_eq!(decide(&mut observed, &held, "b", at(0)), Decision::Wait);
+        assert_eq!(decide(&mut observed, &held, "b", at(14)), Decision::Wait);
+        assert_eq!(
+            decide(&mut observed, &held, "b", at(15)),
+            Decision::Acquire,
+            "unchanged for its duration"
+        );
+        assert_eq!(decide(&mut observed, &held, "a", at(15)), Decision::Renew);
+    }
+
+    #[test]
+    fn renew_time_written_by_a_skewed_clock_never_decides_expiry() {
+        let start = Instant::now();
+        let at = |seconds: u64| start + Duration::from_secs(seconds);
+        let day = 86_400;
+        let now = Timestamp::now().as_second();
+        for offset in [-day, day] {
+            let mut observed = Observed::default();
+            // Renewed every 10 s, by a clock a day off either way.
+            for tick in 0..10u64 {
+                let renewed = record("a", now + offset + i64::try_from(tick).unwrap() * 10);
+                assert_eq!(
+                    decide(&mut observed, &renewed, "b", at(tick * 10)),
+                    Decision::Wait,
+                    "renewed (offset {offset} s), tick {tick}"
+                );
+            }
+            // The renewals stop: taken over a lease duration after the last.
+            let last = record("a", now + offset + 90);
+            assert_eq!(decide(&mut observed, &last, "b", at(104)), Decision::Wait);
+            assert_eq!(
+                decide(&mut observed, &last, "b", at(105)),
+                Decision::Acquire
+            );
+        }
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        let mut observed = Observed::default();
+        let released = LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
             ..LeaseSpec::default()
         };
-        assert!(!expired(&spec, Timestamp::from_second(1_014).unwrap()));
-        assert!(expired(&spec, Timestamp::from_second(1_016).unwrap()));
-        assert!(expired(&LeaseSpec::default(), renewed), "never renewed");
+        assert_eq!(
+            decide(&mut observed, &released, "b", Instant::now()),
+            Decision::Acquire
+        );
     }
 }

@@ -17,6 +17,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
+pub mod faults;
 pub mod postgres;
 
 /// Field manager the tests write with.
@@ -439,6 +440,11 @@ impl Operator {
             .unwrap()
             .iter()
             .any(|line| line.contains(text))
+    }
+
+    /// Whether the process still runs (it has not exited on its own).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Kills the process (SIGKILL) and waits for it.

@@ -115,11 +115,7 @@ async fn operator(
     load::namespace(&client, NAMESPACE).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let operator = Operator::start(
-        binary,
-        &kubeconfig,
-        &cluster.dir.join("logs/operator.log"),
-    )?;
+    let operator = Operator::start(binary, &kubeconfig, &cluster.dir.join("logs/operator.log"))?;
     operator.wait_ready(limit).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = usage(operator.pid())?;

@@ -356,7 +356,7 @@ fn external_db_references_the_url_and_keeps_it_out() {
         ]),
         "the URL interpolated into the command becomes a reference to the container's DATABASE_URL"
     );
-    assert_eq!((spec.backend.port, spec.backend.replicas), (9090, 3));
+    assert_eq!((spec.backend.port, spec.backend.replicas), (9090, Some(3)));
     assert_eq!(spec.backend.health.as_ref().unwrap().path, "/readyz");
     let resources = spec.backend.resources.as_ref().unwrap();
     assert_eq!(resources.limits["memory"], Quantity("512Mi".into()));
