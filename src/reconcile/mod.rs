@@ -152,7 +152,16 @@ async fn run_stages(
         };
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
-    let desired = plan::by_stage(children::build(validated, &resolved.values, identity));
+    let build = |caches: &Caches| {
+        let checksum = observe::config_versions(validated, caches).checksum();
+        plan::by_stage(children::build(
+            validated,
+            &resolved.values,
+            identity,
+            &checksum,
+        ))
+    };
+    let mut desired = build(caches);
     done.extend(
         apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
     );
@@ -168,11 +177,16 @@ async fn run_stages(
     for stage in stages::ORDER {
         let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
         done.extend(apply::writes(context, stack, writes).await?);
-        if stage == Stage::Secrets && !resolved.generated_env.is_empty() {
-            done.push(Done::Generated {
-                secret: env_name(validated),
-                keys: resolved.generated_env.clone(),
-            });
+        if stage == Stage::Secrets {
+            if !resolved.generated_env.is_empty() {
+                done.push(Done::Generated {
+                    secret: env_name(validated),
+                    keys: resolved.generated_env.clone(),
+                });
+            }
+            // The backend's pods roll on the versions of the configuration
+            // this stage has just written (or found in place).
+            desired = build(caches);
         }
         let mut check = observe::check(
             stage,

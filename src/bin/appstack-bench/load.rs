@@ -144,6 +144,7 @@ fn children_of(name: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
         &validated,
         &resolved.values,
         validated.managed_database_identity().as_ref(),
+        "bench",
     ));
     Ok(by_stage
         .into_values()
