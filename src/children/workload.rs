@@ -30,6 +30,7 @@ pub struct WorkloadSpec<'a> {
     pub pod_labels: &'a BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
     pub health: Option<&'a HealthSpec>,
+    pub run_as_user: Option<i64>,
     pub env: Vec<EnvVar>,
     pub env_from: Vec<EnvFromSource>,
 }
@@ -71,6 +72,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         resources: super::resources(spec.resources),
         readiness_probe: probe(5, 3),
         liveness_probe: probe(10, 6),
+        security_context: Some(super::security::container()),
         ..Container::default()
     };
     let deployment = Deployment {
@@ -89,6 +91,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    security_context: Some(super::security::pod(spec.run_as_user)),
                     ..PodSpec::default()
                 }),
             },
