@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
 use common::{
-    LIMIT, Operator, TestNamespace, apply_stack, client, eventually, example, free_port, http_get,
-    ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
+    LIMIT, Operator, TestNamespace, apply_stack, base64, client, eventually, example, free_port,
+    http_get, ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -458,15 +458,6 @@ async fn reported(
             serde_json::to_string(&core_events.list(&all).await.unwrap().items).unwrap(),
         ),
     ]
-}
-
-/// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
-fn base64(bytes: &[u8]) -> String {
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Two operators on one Lease: returns (leader, standby) once the first

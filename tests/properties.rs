@@ -18,7 +18,9 @@ use appstack::crd::AppStack;
 use appstack::reconcile::plan::{self, Object};
 use appstack::secrets::{self, ObservedSecrets, SecretValue};
 use appstack::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
-use common::{DryRun, LIMIT, client, dry_run_apply, dry_run_create, eventually, install_crd};
+use common::{
+    DryRun, LIMIT, base64, client, dry_run_apply, dry_run_create, eventually, install_crd,
+};
 use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -93,14 +95,6 @@ fn is_dns_label(name: &str) -> bool {
         && bytes
             .iter()
             .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'-')
-}
-
-fn base64(bytes: &[u8]) -> String {
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 proptest! {

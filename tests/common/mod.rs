@@ -854,3 +854,12 @@ pub async fn restricted_namespace(client: &Client, prefix: &str) -> TestNamespac
         .expect("label the namespace");
     namespace
 }
+
+/// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
+pub fn base64(bytes: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
