@@ -184,7 +184,8 @@ fn default_postgres_image() -> String {
 }]))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Requested volume size, a Kubernetes quantity such as 10Gi.
+    /// Requested volume size, a Kubernetes quantity such as 10Gi: whole
+    /// bytes, more than 0 and less than 8Pi.
     #[serde(default = "default_storage_size")]
     pub size: Quantity,
     /// StorageClass of the volume; the cluster default when omitted.
@@ -306,6 +307,7 @@ pub struct MigrationsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on the migration pod (sidecar injection, policy labels).
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -314,6 +316,10 @@ pub struct MigrationsSpec {
     #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on the migration pod.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -381,6 +387,7 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on backend pods (sidecar injection, policy labels).
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -389,6 +396,10 @@ pub struct BackendSpec {
     #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on backend pods.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -452,6 +463,7 @@ pub struct FrontendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on frontend pods.
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -460,6 +472,10 @@ pub struct FrontendSpec {
     #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on frontend pods.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -512,7 +528,9 @@ fn default_api_url_env() -> String {
     },
 ]))]
 pub struct Resources {
-    /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.
+    /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}: cpu, memory and
+    /// ephemeral-storage, each at most its limit; memory and
+    /// ephemeral-storage in whole bytes.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -520,7 +538,8 @@ pub struct Resources {
     )]
     #[schemars(extend("nullable" = true, "maxProperties" = 3))]
     pub requests: BTreeMap<String, Quantity>,
-    /// Maximum resources, e.g. {memory: 512Mi}.
+    /// Maximum resources, e.g. {memory: 512Mi}: cpu, memory and
+    /// ephemeral-storage; memory and ephemeral-storage in whole bytes.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
@@ -574,7 +593,8 @@ pub struct EnvEntry {
     #[schemars(length(min = 1, max = 128))]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
-    /// A plain value, stored in ConfigMap `<stack>-env`.
+    /// A plain value, stored in ConfigMap `<stack>-env` (all plain values
+    /// together hold at most 250,000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 250000), regex(pattern = APPLICABLE_TEXT))]
     pub value: Option<String>,
@@ -628,6 +648,7 @@ pub struct ServiceMonitorSpec {
     pub enabled: bool,
     /// Labels on the ServiceMonitor, e.g. {release: prometheus} to match a
     /// Prometheus serviceMonitorSelector.
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
