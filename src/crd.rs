@@ -29,12 +29,41 @@ pub const MAX_STACK_NAME_LENGTH: usize = 63 - "-migrate-".len() - MIGRATION_HASH
 /// Length of the revision hash in migration Job names.
 pub const MIGRATION_HASH_LENGTH: usize = 10;
 
-/// An image reference has no whitespace; the pattern also rejects the
-/// placeholder `appstack import` writes for an image still to be built.
-const IMAGE_PATTERN: &str = r"^\S+$";
+/// An image reference is printable ASCII without spaces (the distribution
+/// spec's grammar is ASCII); the pattern also rejects the placeholder
+/// `appstack import` writes for an image still to be built.
+const IMAGE_PATTERN: &str = r"^[!-~]+$";
 
-/// Kubernetes' quantity grammar (as in `resource.Quantity`).
-const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+/// Kubernetes' quantity grammar (as in `resource.Quantity`), without a
+/// sign: no quantity of a stack can be negative.
+const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Text the operator copies into a child: anything but the characters the
+/// API server's YAML decoder refuses even in a quoted string (DEL, the C1
+/// controls but NEL, U+FFFE and U+FFFF), since children are written by
+/// server-side apply, whose body the API server decodes as YAML.
+const APPLICABLE_TEXT: &str = r"^[^\x7f-\x84\x86-\x9f\x{fffe}\x{ffff}]*$";
+
+/// A DNS-1123 subdomain, as Secret and StorageClass names are.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// A label value (at most 63 characters, checked beside it).
+const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// A CEL check that map key `k` is a qualified name, as label and
+/// annotation keys are: an optional DNS subdomain prefix of at most 253
+/// characters and '/', then a name of at most 63.
+const QUALIFIED_KEY_RULE: &str = r"k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$') && (!k.contains('/') || k.indexOf('/') <= 253)";
+
+/// The most characters of keys and values the user may put in a pod's
+/// annotations: the API server allows 256 KiB, a character takes up to 4
+/// bytes in UTF-8, and the operator adds annotations of its own.
+pub const MAX_POD_ANNOTATION_CHARACTERS: usize = 64_000;
+
+/// The most characters the plain env values may hold together: they are
+/// ConfigMap `<stack>-env`, which holds at most 1 MiB (a character takes
+/// up to 4 bytes in UTF-8).
+pub const MAX_PLAIN_ENV_CHARACTERS: usize = 250_000;
 
 /// An AppStack is one application: a PostgreSQL database, its migrations, a
 /// backend, an optional frontend, their environment and secrets, and their
@@ -81,7 +110,14 @@ pub struct AppStackSpec {
     /// `<stack>-env`. Names are unique.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 200))]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["name"],
+        "x-kubernetes-validations" = [{
+            "rule": format!("self.map(e, has(e.value) ? e.value.size() : 0).sum() <= {MAX_PLAIN_ENV_CHARACTERS}"),
+            "message": format!("the plain values of env may hold at most {MAX_PLAIN_ENV_CHARACTERS} characters together (they are ConfigMap <stack>-env)"),
+        }],
+    ))]
     pub env: Vec<EnvEntry>,
     /// Prometheus Operator monitoring of the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,14 +198,20 @@ fn default_postgres_image() -> String {
 
 /// The managed database's persistent volume.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": format!("quantity(string(self.size)).isGreaterThan(quantity('0')) && {}", whole_bytes("self.size")),
+    "message": "storage.size must be a whole number of bytes, more than 0 and less than 8Pi",
+    "fieldPath": ".size",
+}]))]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Requested volume size, a Kubernetes quantity such as 10Gi.
+    /// Requested volume size, a Kubernetes quantity such as 10Gi: whole
+    /// bytes, more than 0 and less than 8Pi.
     #[serde(default = "default_storage_size")]
     pub size: Quantity,
     /// StorageClass of the volume; the cluster default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub storage_class_name: Option<String>,
 }
 
@@ -205,10 +247,11 @@ pub struct ExternalDatabase {
 }
 
 /// A key of a Secret in the stack's namespace.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(validation = Rule::new("self.key != '.' && !self.key.startsWith('..')").message("key must not be '.' or start with '..'").field_path(".key"))]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
     /// Key within the Secret.
     #[schemars(length(min = 1, max = 253))]
@@ -263,11 +306,11 @@ pub struct MigrationsSpec {
     /// Migration command, e.g. ["alembic", "upgrade", "head"]; the image's
     /// entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub command: Option<Vec<String>>,
     /// Arguments to the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub args: Option<Vec<String>>,
     /// Retries before the migration counts as failed (Job backoffLimit).
     #[serde(default = "default_backoff_limit")]
@@ -291,20 +334,25 @@ pub struct MigrationsSpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
     /// Extra labels on the migration pod (sidecar injection, policy labels).
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on the migration pod.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "pod_annotation_map")]
     pub pod_annotations: BTreeMap<String, String>,
     /// The query that reads the schema revision the migrations left in the
     /// database, published as status.migration.schemaRevision after each
@@ -321,6 +369,14 @@ pub struct MigrationsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
     pub revision_query: Option<String>,
+    /// The UID the container runs as. Pods always run as a non-root user
+    /// (Pod Security `restricted`): set this when the image's user is root
+    /// or a name the kubelet cannot check as non-root, e.g. 1000.
+    /// Defaults to backend.runAsUser.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1", "message": "must be at least 1: the operator's pods pass Pod Security restricted, which forbids running as root (UID 0)"}]))]
+    pub run_as_user: Option<i64>,
 }
 
 fn default_backoff_limit() -> i32 {
@@ -340,11 +396,11 @@ pub struct BackendSpec {
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub command: Option<Vec<String>>,
     /// Arguments to the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub args: Option<Vec<String>>,
     /// Number of pods, 0 to 100. Leave it unset to let something else own
     /// the count, such as a HorizontalPodAutoscaler: the operator then never
@@ -366,24 +422,36 @@ pub struct BackendSpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
     /// Extra labels on backend pods (sidecar injection, policy labels).
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on backend pods.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "pod_annotation_map")]
     pub pod_annotations: BTreeMap<String, String>,
     /// HTTP readiness and liveness probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// The UID the container runs as. Pods always run as a non-root user
+    /// (Pod Security `restricted`): set this when the image's user is root
+    /// or a name the kubelet cannot check as non-root, e.g. 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1", "message": "must be at least 1: the operator's pods pass Pod Security restricted, which forbids running as root (UID 0)"}]))]
+    pub run_as_user: Option<i64>,
     /// The Prometheus metrics endpoint scraped by the ServiceMonitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsSpec>,
@@ -403,11 +471,11 @@ pub struct FrontendSpec {
     pub image: String,
     /// Container command; the image's entrypoint when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub command: Option<Vec<String>>,
     /// Arguments to the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
     pub args: Option<Vec<String>>,
     /// Number of pods, 0 to 100. Leave it unset to let something else own
     /// the count, such as a HorizontalPodAutoscaler: the operator then never
@@ -430,24 +498,36 @@ pub struct FrontendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Extra labels on frontend pods.
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "label_map")]
     pub pod_labels: BTreeMap<String, String>,
     /// Extra annotations on frontend pods.
+    /// At most 64, with qualified-name keys and 64,000 characters of keys
+    /// and values together; seccomp and AppArmor profiles cannot be set
+    /// here (pods run with the RuntimeDefault seccomp profile, as Pod
+    /// Security `restricted` asks).
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "pod_annotation_map")]
     pub pod_annotations: BTreeMap<String, String>,
     /// HTTP readiness and liveness probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
+    /// The UID the container runs as. Pods always run as a non-root user
+    /// (Pod Security `restricted`): set this when the image's user is root
+    /// or a name the kubelet cannot check as non-root, e.g. 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 2147483647))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1", "message": "must be at least 1: the operator's pods pass Pod Security restricted, which forbids running as root (UID 0)"}]))]
+    pub run_as_user: Option<i64>,
 }
 
 fn default_frontend_port() -> i32 {
@@ -458,24 +538,49 @@ fn default_api_url_env() -> String {
     "REACT_APP_API_URL".to_owned()
 }
 
-/// Compute resources of a container.
+/// Compute resources of a container: cpu, memory and ephemeral-storage.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(!has(self.requests) || self.requests.all(k, k in ['cpu', 'memory', 'ephemeral-storage'])) && (!has(self.limits) || self.limits.all(k, k in ['cpu', 'memory', 'ephemeral-storage']))",
+        "message": "resources may set cpu, memory and ephemeral-storage",
+    },
+    {
+        "rule": format!(
+            "(!has(self.requests) || self.requests.all(k, k == 'cpu' || {})) && (!has(self.limits) || self.limits.all(k, k == 'cpu' || {}))",
+            whole_bytes("self.requests[k]"),
+            whole_bytes("self.limits[k]"),
+        ),
+        "message": "memory and ephemeral-storage must be whole numbers of bytes, less than 8Pi",
+    },
+    {
+        "rule": "(!has(self.requests) || self.requests.all(k, !quantity(string(self.requests[k])).isLessThan(quantity('0')))) && (!has(self.limits) || self.limits.all(k, !quantity(string(self.limits[k])).isLessThan(quantity('0'))))",
+        "message": "resources must not be negative",
+    },
+    {
+        "rule": "!has(self.requests) || !has(self.limits) || self.requests.all(k, !(k in self.limits) || quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+        "message": "resources.requests must not exceed resources.limits",
+    },
+]))]
 pub struct Resources {
-    /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.
+    /// Minimum resources, e.g. {cpu: 100m, memory: 256Mi}: cpu, memory and
+    /// ephemeral-storage, each at most its limit; memory and
+    /// ephemeral-storage in whole bytes.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(extend("nullable" = true, "maxProperties" = 3))]
     pub requests: BTreeMap<String, Quantity>,
-    /// Maximum resources, e.g. {memory: 512Mi}.
+    /// Maximum resources, e.g. {memory: 512Mi}: cpu, memory and
+    /// ephemeral-storage; memory and ephemeral-storage in whole bytes.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(extend("nullable" = true, "maxProperties" = 3))]
     pub limits: BTreeMap<String, Quantity>,
 }
 
@@ -484,7 +589,7 @@ pub struct Resources {
 pub struct HealthSpec {
     /// Absolute HTTP path answering 200 when healthy, e.g. /health.
     #[schemars(length(min = 1, max = 1024))]
-    #[schemars(regex(pattern = r"^/[^\s?#]*$"))]
+    #[schemars(regex(pattern = r"^/[^\s?#\x7f-\x84\x86-\x9f\x{fffe}\x{ffff}]*$"))]
     pub path: String,
 }
 
@@ -494,7 +599,7 @@ pub struct MetricsSpec {
     /// Absolute HTTP path of the metrics endpoint.
     #[serde(default = "default_metrics_path")]
     #[schemars(length(min = 1, max = 1024))]
-    #[schemars(regex(pattern = r"^/[^\s?#]*$"))]
+    #[schemars(regex(pattern = r"^/[^\s?#\x7f-\x84\x86-\x9f\x{fffe}\x{ffff}]*$"))]
     pub path: String,
     /// Scrape interval, a Prometheus duration such as 30s or 1m.
     #[serde(default = "default_metrics_interval")]
@@ -523,8 +628,10 @@ pub struct EnvEntry {
     #[schemars(length(min = 1, max = 128))]
     #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
     pub name: String,
-    /// A plain value, stored in ConfigMap `<stack>-env`.
+    /// A plain value, stored in ConfigMap `<stack>-env` (all plain values
+    /// together hold at most 250,000 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 250000), regex(pattern = APPLICABLE_TEXT))]
     pub value: Option<String>,
     /// A random secret generated once, stored in Secret `<stack>-env` and
     /// never regenerated.
@@ -535,17 +642,20 @@ pub struct EnvEntry {
     pub value_from: Option<EnvValueFrom>,
 }
 
-/// How to generate a secret value.
+/// How to generate a secret value: characters drawn uniformly from A-Z,
+/// a-z and 0-9 (safe in URLs, shells and YAML) by the operating system's
+/// cryptographic random number generator.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct GenerateSpec {
-    /// Number of characters, 16 to 256.
+    /// Number of characters, 16 to 256. The default, 43, carries 256 bits
+    /// of entropy (each character about 5.95 bits).
     #[serde(default = "default_generate_length")]
     #[schemars(range(min = 16, max = 256))]
     pub length: i32,
 }
 
 fn default_generate_length() -> i32 {
-    32
+    crate::secrets::DEFAULT_GENERATED_LENGTH as i32
 }
 
 /// Where a referenced value comes from.
@@ -573,12 +683,13 @@ pub struct ServiceMonitorSpec {
     pub enabled: bool,
     /// Labels on the ServiceMonitor, e.g. {release: prometheus} to match a
     /// Prometheus serviceMonitorSelector.
+    /// At most 64, with keys and values Kubernetes allows on a label.
     #[serde(
         default,
         deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "label_map")]
     pub labels: BTreeMap<String, String>,
 }
 
@@ -614,6 +725,65 @@ fn quantity_from_string_or_number<'de, D: serde::Deserializer<'de>>(
     })
 }
 
+/// A CEL check that the quantity `value` (an expression) is a whole number
+/// of bytes below 8Pi. `isInteger` alone refuses integers written with a
+/// fraction and a binary suffix (0.5Gi), so an integral approximate value
+/// passes too; below 8Pi (2^53) the approximation is exact. Above it the
+/// API server warns of "fractional" byte values it can no longer count in
+/// thousandths.
+fn whole_bytes(value: &str) -> String {
+    let quantity = format!("quantity(string({value}))");
+    format!(
+        "{quantity}.isLessThan(quantity('8Pi')) && ({quantity}.isInteger() || double(int({quantity}.asApproximateFloat())) == {quantity}.asApproximateFloat())"
+    )
+}
+
+/// Labels the operator puts on a child: keys qualified names, values label
+/// values, at most 64.
+fn label_map(_: &mut SchemaGenerator) -> Schema {
+    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+        "x-kubernetes-validations": [{
+            "rule": keys,
+            "message": "label keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+        }],
+    })
+}
+
+/// Annotations the operator puts on a pod: keys qualified names, values
+/// any text a child can hold, within the API server's size limit, and no
+/// seccomp or AppArmor profile (pods run with the RuntimeDefault seccomp
+/// profile, as Pod Security `restricted` asks).
+fn pod_annotation_map(_: &mut SchemaGenerator) -> Schema {
+    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
+    let size =
+        format!("self.map(k, k.size() + self[k].size()).sum() <= {MAX_POD_ANNOTATION_CHARACTERS}");
+    let size_message = format!(
+        "pod annotations may hold at most {MAX_POD_ANNOTATION_CHARACTERS} characters of keys and values together"
+    );
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": MAX_POD_ANNOTATION_CHARACTERS, "pattern": APPLICABLE_TEXT},
+        "x-kubernetes-validations": [
+            {
+                "rule": keys,
+                "message": "annotation keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            },
+            {
+                "rule": "self.all(k, !k.startsWith('seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.apparmor.security.beta.kubernetes.io/'))",
+                "message": "pod annotations must not set seccomp or AppArmor profiles: the operator's pods run with the RuntimeDefault seccomp profile that Pod Security restricted asks for",
+            },
+            {"rule": size, "message": size_message},
+        ],
+    })
+}
+
 impl JsonSchema for Quantity {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Quantity".into()
@@ -627,6 +797,7 @@ impl JsonSchema for Quantity {
         json_schema!({
             "description": "A Kubernetes quantity such as 100m, 256Mi or 10Gi.",
             "pattern": QUANTITY_PATTERN,
+            "maxLength": 64,
             "x-kubernetes-int-or-string": true
         })
     }

@@ -8,10 +8,13 @@ use crate::crd::SecretKeyRef;
 use crate::stack::{Database, EnvSource, POSTGRES_PORT, ValidatedStack};
 
 /// Characters generated values are made of: safe in URLs, shells and YAML
-/// without quoting.
-const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// without quoting. Each carries log2(62) ≈ 5.95 bits of entropy.
+pub const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+/// Length of a generated value when the spec does not say: 43 characters
+/// of [`ALPHABET`] carry 256 bits of entropy.
+pub const DEFAULT_GENERATED_LENGTH: usize = 43;
 /// Length of the generated database password.
-pub const DATABASE_PASSWORD_LENGTH: usize = 32;
+pub const DATABASE_PASSWORD_LENGTH: usize = DEFAULT_GENERATED_LENGTH;
 
 /// A secret value. Formatting it prints `<redacted>`; only
 /// [`SecretValue::expose`] gives the bytes, for building Secret data.
@@ -78,10 +81,6 @@ pub struct SecretValues {
     pub database: BTreeMap<String, SecretValue>,
     /// Data of the `<stack>-env` Secret: generated and referenced env.
     pub env: BTreeMap<String, SecretValue>,
-    /// The external database URL (external database only, once its Secret
-    /// and key exist), for the config checksum; pods read it from the user's
-    /// Secret by reference.
-    pub external_database_url: Option<SecretValue>,
 }
 
 /// Values read from the cluster that secret resolution needs.
@@ -125,9 +124,12 @@ pub fn resolve(
 ) -> Result<Resolved, ResolveError> {
     let mut generated_database = false;
     let mut database = BTreeMap::new();
-    let mut external_database_url = None;
-    match &stack.database {
-        Database::Managed(_) => match &observed.database {
+    // An external database's URL is not resolved here: pods read it from
+    // the user's Secret by reference, and a missing one is the database
+    // stage's to report (DatabaseReady), not a reason to hold back the
+    // stack's own Secrets.
+    if let Database::Managed(_) = &stack.database {
+        match &observed.database {
             Some(existing) => database = existing.clone(),
             None => {
                 let password = SecretValue::generate(DATABASE_PASSWORD_LENGTH)
@@ -135,11 +137,6 @@ pub fn resolve(
                 database = database_secret_data(stack, &password);
                 generated_database = true;
             }
-        },
-        Database::External { url_secret_ref } => {
-            // A missing URL is the database's to report (DatabaseReady), not
-            // a reason to hold back the stack's own Secrets.
-            external_database_url = referenced(observed, url_secret_ref).ok().cloned();
         }
     }
 
@@ -160,11 +157,7 @@ pub fn resolve(
         env.insert(var.name.clone(), value);
     }
     Ok(Resolved {
-        values: SecretValues {
-            database,
-            env,
-            external_database_url,
-        },
+        values: SecretValues { database, env },
         generated_database,
         generated_env,
     })
@@ -218,16 +211,6 @@ pub fn placeholders(stack: &ValidatedStack) -> SecretValues {
         }
         Database::External { .. } => BTreeMap::new(),
     };
-    let external_database_url = match &stack.database {
-        Database::External { url_secret_ref } => Some(SecretValue::new(
-            format!(
-                "<from Secret {}/{}>",
-                url_secret_ref.name, url_secret_ref.key
-            )
-            .into_bytes(),
-        )),
-        Database::Managed(_) => None,
-    };
     let env = stack
         .env
         .iter()
@@ -242,11 +225,7 @@ pub fn placeholders(stack: &ValidatedStack) -> SecretValues {
             Some((var.name.clone(), SecretValue::new(placeholder.into_bytes())))
         })
         .collect();
-    SecretValues {
-        database,
-        env,
-        external_database_url,
-    }
+    SecretValues { database, env }
 }
 
 #[cfg(test)]
@@ -272,6 +251,39 @@ mod tests {
         assert_eq!(first.expose().len(), 48);
         assert!(first.expose().iter().all(u8::is_ascii_alphanumeric));
         assert_ne!(first, second);
+    }
+
+    #[test]
+    fn default_values_carry_at_least_256_bits_from_a_url_safe_alphabet() {
+        let bits = |length: usize| length as f64 * (ALPHABET.len() as f64).log2();
+        assert!(bits(DEFAULT_GENERATED_LENGTH) >= 256.0);
+        assert!(bits(DATABASE_PASSWORD_LENGTH) >= 256.0);
+        assert!(
+            bits(DEFAULT_GENERATED_LENGTH - 1) < 256.0,
+            "the shortest such length"
+        );
+        let unreserved = |byte: &u8| byte.is_ascii_alphanumeric() || b"-._~".contains(byte);
+        assert!(ALPHABET.iter().all(unreserved), "RFC 3986 unreserved only");
+        let distinct: BTreeSet<_> = ALPHABET.iter().collect();
+        assert_eq!(distinct.len(), ALPHABET.len());
+        let value = SecretValue::generate(DEFAULT_GENERATED_LENGTH).unwrap();
+        assert!(value.expose().iter().all(|byte| ALPHABET.contains(byte)));
+    }
+
+    #[test]
+    fn every_character_is_about_equally_likely() {
+        // 62,000 characters: each of 62 expected 1,000 times. A biased
+        // modulo (256 % 62 = 8 characters favoured) would show as ~1,200.
+        let value = SecretValue::generate(62_000).unwrap();
+        let mut counts = BTreeMap::new();
+        for byte in value.expose() {
+            *counts.entry(*byte).or_insert(0u32) += 1;
+        }
+        assert_eq!(counts.len(), ALPHABET.len());
+        assert!(
+            counts.values().all(|count| (800..1_150).contains(count)),
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -315,8 +327,8 @@ mod tests {
             ),
         );
         let resolved = resolve(&stack, &sendgrid()).unwrap();
-        assert_eq!(resolved.values.external_database_url, None);
         assert!(resolved.values.database.is_empty());
+        assert_eq!(resolved.values.env.len(), 2);
     }
 
     #[test]

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use common::postgres::Postgres;
 use common::{
-    LIMIT, Operator, TestNamespace, apply_stack, client, eventually, example, free_port, http_get,
-    ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
+    LIMIT, Operator, TestNamespace, apply_stack, base64, client, eventually, example, free_port,
+    http_get, ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
 };
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -165,12 +166,53 @@ async fn readiness_follows_caches_and_the_leader_lease() {
     assert_eq!(operator.health("/healthz").await, None);
 }
 
+/// A ValidatingAdmissionPolicy (and its binding) refusing every update of
+/// Secret `name` in `namespace`, so the operator's apply of it fails.
+fn freeze_secret(namespace: &str, name: &str) -> String {
+    format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {{name: freeze-{namespace}}}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {{apiGroups: [""], apiVersions: [v1], operations: [UPDATE], resources: [secrets]}}
+  validations:
+  - expression: "object.metadata.name != '{name}'"
+    message: "{name} is frozen"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {{name: freeze-{namespace}}}
+spec:
+  policyName: freeze-{namespace}
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {{kubernetes.io/metadata.name: {namespace}}}
+"#
+    )
+}
+
+async fn unfreeze(client: &Client, namespace: &str) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let name = format!("freeze-{namespace}");
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(client.clone());
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(client.clone());
+    let _ = bindings.delete(&name, &Default::default()).await;
+    let _ = policies.delete(&name, &Default::default()).await;
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
-async fn secret_values_never_reach_logs_events_or_status() {
+async fn secret_values_never_reach_logs_events_status_metrics_render_or_errors() {
     let (client, namespace) = setup("canary").await;
     let ns = namespace.name.as_str();
     let canary = format!("canary-{}-{}", free_port(), std::process::id());
+    let rotated = format!("rotated-{}-{}", free_port(), std::process::id());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     common::create_secret(&client, ns, "canary", "token", &canary).await;
     let mut stack = example("shop");
@@ -185,20 +227,55 @@ async fn secret_values_never_reach_logs_events_or_status() {
     )
     .await;
     apply_stack(&client, ns, &stack).await;
-    let ready = wait_ready(&client, ns, "shop").await;
+    wait_ready(&client, ns, "shop").await;
     // Another pass over everything: a spec change that rolls the pods.
     stack["spec"]["backend"]["replicas"] = json!(1);
     apply_stack(&client, ns, &stack).await;
     wait_ready(&client, ns, "shop").await;
 
+    // An error whose request carried a secret value: the API server refuses
+    // the operator's apply of <stack>-env holding the rotated value.
+    common::apply_yaml(&client, &freeze_secret(ns, "shop-env")).await;
+    eventually("the policy refuses updates of shop-env", LIMIT, || async {
+        let refused = secrets
+            .patch(
+                "shop-env",
+                &PatchParams::default().dry_run(),
+                &Patch::Merge(json!({"metadata": {"labels": {"probe": "x"}}})),
+            )
+            .await
+            .is_err();
+        refused.then_some(())
+    })
+    .await;
+    secrets
+        .patch(
+            "canary",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"stringData": {"token": rotated}})),
+        )
+        .await
+        .unwrap();
+    eventually("the refused apply is reported", LIMIT, || async {
+        operator
+            .lines()
+            .iter()
+            .any(|line| line.contains("reconcile failed") && line.contains("shop-env is frozen"))
+            .then_some(())
+    })
+    .await;
+    unfreeze(&client, ns).await;
+    eventually("the rotated value reaches shop-env", LIMIT, || async {
+        let env = secrets.get("shop-env").await.ok()?.data?;
+        (env["CANARY_TOKEN"].0 == rotated.as_bytes()).then_some(())
+    })
+    .await;
+    let ready = wait_ready(&client, ns, "shop").await;
+
     let env = secrets.get("shop-env").await.unwrap().data.unwrap();
-    assert_eq!(
-        env["CANARY_TOKEN"].0,
-        canary.as_bytes(),
-        "the value did reach the stack"
-    );
     let database = secrets.get("shop-db").await.unwrap().data.unwrap();
     let mut forbidden: Vec<Vec<u8>> = vec![
+        canary.clone().into_bytes(),
         env["CANARY_TOKEN"].0.clone(),
         env["SECRET_KEY"].0.clone(),
         database["password"].0.clone(),
@@ -217,6 +294,30 @@ async fn secret_values_never_reach_logs_events_or_status() {
     );
     let mut places = reported(&client, ns, &lines).await;
     places.push(("the status", serde_json::to_string(&ready.status).unwrap()));
+    places.push(("the metrics", operator.metrics().await));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    places.push((
+        "the backend Deployment",
+        serde_json::to_string(&deployments.get("shop-backend").await.unwrap()).unwrap(),
+    ));
+    let render = common::output_with_stdin(
+        {
+            let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appstack"));
+            command.args(["render", "-f", "-"]);
+            command
+        },
+        serde_json::to_string(&stack).unwrap().as_bytes(),
+    )
+    .await;
+    assert!(
+        render.status.success(),
+        "{}",
+        String::from_utf8_lossy(&render.stderr)
+    );
+    places.push((
+        "appstack render",
+        String::from_utf8_lossy(&render.stdout).into_owned(),
+    ));
     for (place, text) in &places {
         for value in &forbidden {
             let value = String::from_utf8_lossy(value);
@@ -357,15 +458,6 @@ async fn reported(
             serde_json::to_string(&core_events.list(&all).await.unwrap().items).unwrap(),
         ),
     ]
-}
-
-/// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
-fn base64(bytes: &[u8]) -> String {
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 /// Two operators on one Lease: returns (leader, standby) once the first

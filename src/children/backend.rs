@@ -25,6 +25,7 @@ pub fn backend(stack: &ValidatedStack, checksum: &str) -> Workload {
             pod_labels: &spec.pod_labels,
             pod_annotations,
             health: spec.health.as_ref(),
+            run_as_user: spec.run_as_user,
             env,
             env_from,
             service_account_name: spec.service_account_name.as_ref(),

@@ -7,10 +7,10 @@ use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
     PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, SeccompProfile, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    Probe, SecretKeySelector, SecurityContext, Service, ServicePort, ServiceSpec, Volume,
+    VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -96,14 +96,9 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
         // Postgres writes only to its data volume, its socket directory and
         // /tmp; everything else stays read-only.
         security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
+            ..super::security::container()
         }),
         volume_mounts: Some(vec![
             mount(DATA_VOLUME, DATA_PATH),
@@ -160,15 +155,9 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        run_as_user: Some(POSTGRES_UID),
                         run_as_group: Some(POSTGRES_UID),
                         fs_group: Some(POSTGRES_UID),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..SeccompProfile::default()
-                        }),
-                        ..PodSecurityContext::default()
+                        ..super::security::pod(Some(POSTGRES_UID))
                     }),
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
                     ..super::pod_service_account(None)

@@ -39,6 +39,7 @@ pub fn frontend(stack: &ValidatedStack) -> Option<Workload> {
             pod_labels: &spec.pod_labels,
             pod_annotations: spec.pod_annotations.clone(),
             health: spec.health.as_ref(),
+            run_as_user: spec.run_as_user,
             env: vec![plain_var(&spec.api_url_env, api_url(stack))],
             env_from: Vec::new(),
             service_account_name: None,

@@ -50,8 +50,12 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
                         env: Some(env),
                         env_from: Some(env_from),
                         resources: super::resources(spec.resources.as_ref()),
+                        security_context: Some(super::security::container()),
                         ..Container::default()
                     }],
+                    security_context: Some(super::security::pod(
+                        spec.run_as_user.or(stack.backend.run_as_user),
+                    )),
                     ..super::pod_service_account(spec.service_account_name.as_ref())
                 }),
             },

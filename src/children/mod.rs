@@ -10,6 +10,7 @@ pub mod frontend;
 pub mod migration;
 pub mod monitoring;
 pub mod network;
+pub mod security;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -37,8 +38,11 @@ pub const FIELD_MANAGER: &str = "appstack-operator";
 pub const MANAGED_BY: &str = "appstack-operator";
 /// `app.kubernetes.io/name` value of every child.
 pub const APP_NAME: &str = "appstack";
-/// Pod-template annotation holding a checksum of the env data, so pods roll
-/// when configuration changes.
+/// Pod-template annotation that rolls the backend's pods when their
+/// configuration changes: a checksum of the versions (uid and
+/// resourceVersion) of the objects their environment is read from, never of
+/// the values, which anyone allowed to read Deployments could otherwise test
+/// guesses against.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "appstack.dev/config-checksum";
 /// Label on migration Jobs carrying their revision.
 pub const MIGRATION_REVISION_LABEL: &str = "appstack.dev/migration-revision";
@@ -180,21 +184,22 @@ pub struct Children {
 /// Builds every child of a stack. The migration Job needs the identity of
 /// the database it migrates (see [`migration::migration_job`]), the
 /// NetworkPolicies where it is and whether the operator's pods connect to
-/// it (`operator`).
+/// it (`operator`); the backend's pod template carries `config_checksum`
+/// (see [`ConfigVersions::checksum`]).
 pub fn build(
     stack: &ValidatedStack,
     secrets: &SecretValues,
     database: Option<&DatabaseIdentity>,
     operator: Option<&network::OperatorPods>,
+    config_checksum: &str,
 ) -> Children {
-    let checksum = config_checksum(stack, secrets);
     Children {
         database_secret: config::database_secret(stack, secrets),
         env_secret: config::env_secret(stack, secrets),
         env_config: config::env_config_map(stack),
         database: database::database(stack),
         migration_job: migration::migration_job(stack, database),
-        backend: backend::backend(stack, &checksum),
+        backend: backend::backend(stack, config_checksum),
         frontend: frontend::frontend(stack),
         service_monitor: monitoring::service_monitor(stack),
         exposure: expose::exposure(stack),
@@ -202,44 +207,72 @@ pub fn build(
     }
 }
 
-/// A checksum of everything the backend and migrations read from their
-/// environment, so a change of any value rolls the pods.
-pub fn config_checksum(stack: &ValidatedStack, secrets: &SecretValues) -> String {
-    let mut hasher = Sha256::new();
-    let mut section = |label: &str, entries: &mut dyn Iterator<Item = (&String, &[u8])>| {
-        hasher.update(label.as_bytes());
-        for (key, value) in entries {
-            hasher.update((key.len() as u64).to_le_bytes());
-            hasher.update(key.as_bytes());
-            hasher.update((value.len() as u64).to_le_bytes());
-            hasher.update(value);
-        }
+/// The kinds of object the backend's environment is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    ConfigMap,
+    Secret,
+}
+
+/// What the backend's environment is read from: ConfigMap and Secret
+/// `<stack>-env` and the Secret holding `DATABASE_URL` (`<stack>-db`, or
+/// the user's Secret of an external database).
+pub fn config_sources(stack: &ValidatedStack) -> Vec<(ConfigSource, String)> {
+    let database_url = match &stack.database {
+        Database::Managed(_) => database_name(stack),
+        Database::External { url_secret_ref } => url_secret_ref.name.clone(),
     };
-    let plain = config::plain_env(stack);
-    section(
-        "config",
-        &mut plain.iter().map(|(key, value)| (key, value.as_bytes())),
-    );
-    section(
-        "env",
-        &mut secrets.env.iter().map(|(key, value)| (key, value.expose())),
-    );
-    section(
-        "database",
-        &mut secrets
-            .database
-            .iter()
-            .map(|(key, value)| (key, value.expose())),
-    );
-    let external_key = String::from("url");
-    section(
-        "external",
-        &mut secrets
-            .external_database_url
-            .iter()
-            .map(|value| (&external_key, value.expose())),
-    );
-    crate::stack::hex(&hasher.finalize())
+    vec![
+        (ConfigSource::ConfigMap, env_name(stack)),
+        (ConfigSource::Secret, env_name(stack)),
+        (ConfigSource::Secret, database_url),
+    ]
+}
+
+/// One configuration source as observed: `None` while it does not exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceVersion {
+    pub source: ConfigSource,
+    pub name: String,
+    pub version: Option<ObjectVersion>,
+}
+
+/// What the API server versions an object by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectVersion {
+    pub uid: String,
+    pub resource_version: String,
+}
+
+/// The versions of the backend's configuration sources as observed, one
+/// for each of [`config_sources`]. The API server gives an object a new
+/// resourceVersion on every change (and a recreated one a new uid), so the
+/// versions change exactly when a value may have, and say nothing about the
+/// values.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigVersions(pub Vec<SourceVersion>);
+
+impl ConfigVersions {
+    /// The [`CONFIG_CHECKSUM_ANNOTATION`] value: a short hash of the
+    /// versions.
+    pub fn checksum(&self) -> String {
+        let mut hasher = Sha256::new();
+        for SourceVersion {
+            source,
+            name,
+            version,
+        } in &self.0
+        {
+            let (uid, resource_version) = version.as_ref().map_or(("", ""), |version| {
+                (version.uid.as_str(), version.resource_version.as_str())
+            });
+            for part in [format!("{source:?}").as_str(), name, uid, resource_version] {
+                hasher.update((part.len() as u64).to_le_bytes());
+                hasher.update(part.as_bytes());
+            }
+        }
+        crate::stack::hex(&hasher.finalize()[..8])
+    }
 }
 
 /// The environment of backend and migration containers: the env ConfigMap
@@ -357,6 +390,7 @@ mod tests {
             &placeholders(&stack),
             stack.managed_database_identity().as_ref(),
             None,
+            "checksum",
         );
         let metas: Vec<&ObjectMeta> = vec![
             &children.database_secret.as_ref().unwrap().metadata,
@@ -424,19 +458,85 @@ mod tests {
     }
 
     #[test]
-    fn checksum_follows_every_env_value() {
+    fn the_checksum_follows_versions_and_never_values() {
         let stack = example();
+        let sources = config_sources(&stack);
+        assert_eq!(
+            sources,
+            [
+                (ConfigSource::ConfigMap, "shop-env".to_string()),
+                (ConfigSource::Secret, "shop-env".to_string()),
+                (ConfigSource::Secret, "shop-db".to_string()),
+            ]
+        );
+        let observed = |versions: [&str; 3]| {
+            ConfigVersions(
+                sources
+                    .iter()
+                    .zip(versions)
+                    .map(|((source, name), version)| SourceVersion {
+                        source: *source,
+                        name: name.clone(),
+                        version: (!version.is_empty()).then(|| ObjectVersion {
+                            uid: "uid".into(),
+                            resource_version: version.into(),
+                        }),
+                    })
+                    .collect(),
+            )
+        };
+        let base = observed(["10", "11", "12"]).checksum();
+        assert_eq!(base.len(), 16);
+        assert_eq!(
+            base,
+            observed(["10", "11", "12"]).checksum(),
+            "deterministic"
+        );
+        for changed in [["10", "13", "12"], ["14", "11", "12"], ["10", "11", ""]] {
+            assert_ne!(base, observed(changed).checksum(), "{changed:?}");
+        }
+        let mut recreated = observed(["10", "11", "12"]);
+        recreated.0[1].version = Some(ObjectVersion {
+            uid: "another-uid".into(),
+            resource_version: "11".into(),
+        });
+        assert_ne!(base, recreated.checksum(), "a recreated Secret");
+
+        // Only the versions go in: the same versions over other values
+        // give the same checksum, so the annotation reveals nothing of them.
         let values = placeholders(&stack);
-        let base = config_checksum(&stack, &values);
-        assert_eq!(base, config_checksum(&stack, &values), "deterministic");
-        let mut changed = values.clone();
-        changed.env.insert(
+        let mut rotated = values.clone();
+        rotated.env.insert(
             "SENDGRID_API_KEY".into(),
             SecretValue::new(b"rotated".to_vec()),
         );
-        assert_ne!(base, config_checksum(&stack, &changed));
-        let mut plain_changed = stack.clone();
-        plain_changed.env[0].source = crate::stack::EnvSource::Plain("DEBUG".into());
-        assert_ne!(base, config_checksum(&plain_changed, &values));
+        let annotation = |values: &SecretValues| {
+            build(&stack, values, None, None, &base)
+                .backend
+                .deployment
+                .spec
+                .template
+                .metadata
+                .unwrap()
+                .annotations
+                .unwrap()[CONFIG_CHECKSUM_ANNOTATION]
+                .clone()
+        };
+        assert_eq!(annotation(&values), annotation(&rotated));
+        assert_eq!(annotation(&values), base);
+    }
+
+    #[test]
+    fn an_external_database_url_is_read_from_the_users_secret() {
+        let stack = crate::stack::tests::from_yaml(
+            &include_str!("../../deploy/examples/shop.yaml").replace(
+                "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
+                "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",
+            ),
+        );
+        assert_eq!(
+            config_sources(&stack)[2],
+            (ConfigSource::Secret, "prod-db".to_string())
+        );
     }
 }

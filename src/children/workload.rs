@@ -32,6 +32,7 @@ pub struct WorkloadSpec<'a> {
     pub pod_labels: &'a BTreeMap<String, String>,
     pub pod_annotations: BTreeMap<String, String>,
     pub health: Option<&'a HealthSpec>,
+    pub run_as_user: Option<i64>,
     pub env: Vec<EnvVar>,
     pub env_from: Vec<EnvFromSource>,
     /// The user's ServiceAccount, whose token the pods then mount.
@@ -75,6 +76,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         resources: super::resources(spec.resources),
         readiness_probe: probe(5, 3),
         liveness_probe: probe(10, 6),
+        security_context: Some(super::security::container()),
         ..Container::default()
     };
     let deployment = Deployment {
@@ -93,6 +95,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    security_context: Some(super::security::pod(spec.run_as_user)),
                     ..super::pod_service_account(spec.service_account_name)
                 }),
             },

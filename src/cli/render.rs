@@ -147,6 +147,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             &secrets::placeholders(&validated),
             Some(&identity),
             None,
+            &rendered_checksum(&validated),
         ));
         for stage in stages::ORDER {
             for desired in &children[&stage] {
@@ -212,6 +213,16 @@ fn rendered_identity(stack: &ValidatedStack) -> DatabaseIdentity {
             database: String::new(),
         },
     }
+}
+
+/// A stand-in for the backend's config checksum, which in a cluster hashes
+/// the versions of its configuration sources.
+fn rendered_checksum(stack: &ValidatedStack) -> String {
+    let sources: Vec<String> = children::config_sources(stack)
+        .into_iter()
+        .map(|(source, name)| format!("{source:?} {name}"))
+        .collect();
+    format!("<versions of {}>", sources.join(", "))
 }
 
 /// A Secret with its (placeholder) data as `stringData`, so a reader sees

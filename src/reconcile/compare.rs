@@ -3,25 +3,51 @@
 //! and quantities compare as quantities (`"0.5"` CPU is `500m`, `0.5Gi` is
 //! `512Mi`).
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
 
 /// Annotation holding a hash of the desired object as last applied. Field
 /// comparison alone cannot see a field the spec stopped setting (a removed
-/// pod label stays on the observed object); the hash changes then.
+/// pod label stays on the observed object); the hash changes then. Of a
+/// Secret it covers the keys, never the values: anyone allowed to read the
+/// annotation could test guesses of a value against a hash of it. A changed
+/// value is seen by the field comparison instead.
 pub const DESIRED_HASH_ANNOTATION: &str = "appstack.dev/desired-hash";
 
-/// `desired` with [`DESIRED_HASH_ANNOTATION`] set.
+/// `desired` with [`DESIRED_HASH_ANNOTATION`] set, hashed over all of it.
 pub fn with_desired_hash<K: Resource + Clone + Serialize>(desired: &K) -> K {
+    annotated(desired, desired)
+}
+
+/// A Secret with [`DESIRED_HASH_ANNOTATION`] set, hashed over everything
+/// but its values: the keys of `data` and `stringData` are in the hash,
+/// their values are not.
+pub fn secret_with_desired_hash(desired: &Secret) -> Secret {
+    let mut shape = desired.clone();
+    for value in shape.data.iter_mut().flat_map(|data| data.values_mut()) {
+        *value = ByteString(Vec::new());
+    }
+    for value in shape
+        .string_data
+        .iter_mut()
+        .flat_map(|data| data.values_mut())
+    {
+        value.clear();
+    }
+    annotated(desired, &shape)
+}
+
+fn annotated<K: Resource + Clone, H: Serialize>(desired: &K, hashed: &H) -> K {
     use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(serde_json::to_vec(hashed).unwrap_or_default());
     let mut annotated = desired.clone();
-    let serialized = serde_json::to_vec(desired).unwrap_or_default();
-    let digest = Sha256::digest(&serialized);
-    let hash = crate::stack::hex(&digest[..8]);
-    annotated
-        .annotations_mut()
-        .insert(DESIRED_HASH_ANNOTATION.into(), hash);
+    annotated.annotations_mut().insert(
+        DESIRED_HASH_ANNOTATION.into(),
+        crate::stack::hex(&digest[..8]),
+    );
     annotated
 }
 
@@ -158,6 +184,27 @@ fn is_empty(value: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_secrets_desired_hash_follows_its_keys_but_not_its_values() {
+        let secret = |data: serde_json::Value| -> Secret {
+            serde_json::from_value(json!({"metadata": {"name": "shop-env"}, "data": data})).unwrap()
+        };
+        let hash = |secret: &Secret| {
+            secret_with_desired_hash(secret).annotations()[DESIRED_HASH_ANNOTATION].clone()
+        };
+        let base = secret(json!({"A": "aHVudGVyMg==", "B": "eA=="}));
+        let rotated = secret(json!({"A": "c3dvcmRmaXNo", "B": "eQ=="}));
+        assert_eq!(hash(&base), hash(&rotated), "values are not hashed");
+        assert_ne!(hash(&base), hash(&secret(json!({"A": "aHVudGVyMg=="}))));
+        assert_ne!(hash(&base), hash(&secret(json!({"A": "", "C": ""}))));
+        let annotated = secret_with_desired_hash(&base);
+        assert_eq!(annotated.data, base.data, "the data itself is kept");
+        assert!(
+            !matches(&annotated, &secret_with_desired_hash(&rotated)),
+            "a changed value is still a difference to apply"
+        );
+    }
 
     #[test]
     fn server_defaults_and_status_do_not_count_as_drift() {

@@ -177,12 +177,17 @@ async fn run_stages(
         });
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
-    let desired = plan::by_stage(children::build(
-        validated,
-        &resolved.values,
-        identity,
-        context.operator_pods.as_ref(),
-    ));
+    let build = |caches: &Caches| {
+        let checksum = observe::config_versions(validated, caches).checksum();
+        plan::by_stage(children::build(
+            validated,
+            &resolved.values,
+            identity,
+            context.operator_pods.as_ref(),
+            &checksum,
+        ))
+    };
+    let mut desired = build(caches);
     done.extend(
         apply::deletions(context, stack, plan::orphans(validated, &desired, caches)).await?,
     );
@@ -213,6 +218,9 @@ async fn run_stages(
                 });
             }
             observation.generated_env = Some(validated.generated_env_names());
+            // The backend's pods roll on the versions of the configuration
+            // this stage has just written (or found in place).
+            desired = build(caches);
         }
         let mut check = observe::check(
             stage,

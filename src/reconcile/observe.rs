@@ -9,7 +9,10 @@ use kube::api::DynamicObject;
 
 use super::status::{self, Check, reasons, types};
 use crate::children::expose::exposure_name;
-use crate::children::{self, Component, database_name, workload::workload_name};
+use crate::children::{
+    self, Component, ConfigSource, ConfigVersions, ObjectVersion, SourceVersion, database_name,
+    workload::workload_name,
+};
 use crate::crd::{AppStackStatus, GatewayRef, MigrationStatus};
 use crate::runtime::cache::Caches;
 use crate::stack::{Database, Route, ValidatedStack};
@@ -277,6 +280,40 @@ pub fn generated_lost(
         }
         _ => check,
     }
+}
+
+/// The versions of the backend's configuration sources, as cached: what
+/// its pods roll on ([`children::CONFIG_CHECKSUM_ANNOTATION`]).
+pub fn config_versions(stack: &ValidatedStack, caches: &Caches) -> ConfigVersions {
+    let namespace = stack.namespace.as_str();
+    fn version_of<K: kube::Resource>(object: &K) -> ObjectVersion {
+        ObjectVersion {
+            uid: object.meta().uid.clone().unwrap_or_default(),
+            resource_version: object.meta().resource_version.clone().unwrap_or_default(),
+        }
+    }
+    ConfigVersions(
+        children::config_sources(stack)
+            .into_iter()
+            .map(|(source, name)| {
+                let version = match source {
+                    ConfigSource::ConfigMap => caches
+                        .config_maps
+                        .get(namespace, &name)
+                        .map(|object| version_of(object.as_ref())),
+                    ConfigSource::Secret => caches
+                        .secrets
+                        .get(namespace, &name)
+                        .map(|object| version_of(object.as_ref())),
+                };
+                SourceVersion {
+                    source,
+                    name,
+                    version,
+                }
+            })
+            .collect(),
+    )
 }
 
 /// What the children of a stage the pass did not reach are observed to

@@ -123,7 +123,7 @@ impl Object {
     /// applied and compared.
     fn with_desired_hash(self) -> Self {
         match self {
-            Object::Secret(object) => Object::Secret(compare::with_desired_hash(&object)),
+            Object::Secret(object) => Object::Secret(compare::secret_with_desired_hash(&object)),
             Object::ConfigMap(object) => Object::ConfigMap(compare::with_desired_hash(&object)),
             Object::Service(object) => Object::Service(compare::with_desired_hash(&object)),
             Object::StatefulSet(object) => Object::StatefulSet(compare::with_desired_hash(&object)),
@@ -658,6 +658,7 @@ mod tests {
             &placeholders(stack),
             stack.managed_database_identity().as_ref(),
             None,
+            "checksum",
         ))
     }
 

@@ -752,3 +752,131 @@ pub async fn create_secret(client: &Client, namespace: &str, name: &str, key: &s
         .await
         .unwrap_or_else(|error| panic!("create Secret {name}: {error}"));
 }
+
+/// What the API server answered to a server-side dry run of one object.
+#[derive(Debug)]
+pub struct DryRun {
+    /// The HTTP status: 200 or 201 when accepted.
+    pub status: u16,
+    /// The API server's message when refused.
+    pub message: String,
+    /// `Warning` headers (Pod Security admission warns through them).
+    pub warnings: Vec<String>,
+    /// The object as it would be stored (defaults applied), when accepted.
+    pub object: Value,
+}
+
+impl DryRun {
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Server-side applies `object` (its `metadata.namespace` set) with
+/// `dryRun=All` and strict field validation, as `kubectl apply
+/// --server-side --dry-run=server` does and as the operator writes,
+/// keeping the warnings kube's typed API drops. Knows the kinds a stack is
+/// made of, plus Pod and AppStack.
+pub async fn dry_run_apply(client: &Client, object: &Value) -> DryRun {
+    dry_run(client, object, true).await
+}
+
+/// Creates `object` with `dryRun=All`, as `kubectl create --dry-run=server`
+/// does: a JSON body, so any text a user can send reaches the API server.
+pub async fn dry_run_create(client: &Client, object: &Value) -> DryRun {
+    dry_run(client, object, false).await
+}
+
+async fn dry_run(client: &Client, object: &Value, apply: bool) -> DryRun {
+    let api_version = object["apiVersion"].as_str().expect("apiVersion");
+    let kind = object["kind"].as_str().expect("kind");
+    let plural = match kind {
+        "Secret" => "secrets",
+        "ConfigMap" => "configmaps",
+        "Service" => "services",
+        "StatefulSet" => "statefulsets",
+        "Job" => "jobs",
+        "Deployment" => "deployments",
+        "ServiceMonitor" => "servicemonitors",
+        "Pod" => "pods",
+        "AppStack" => "appstacks",
+        other => panic!("dry_run does not know {other}"),
+    };
+    let group = if api_version == "v1" {
+        "/api/v1".to_string()
+    } else {
+        format!("/apis/{api_version}")
+    };
+    let namespace = object["metadata"]["namespace"]
+        .as_str()
+        .expect("metadata.namespace");
+    let name = object["metadata"]["name"].as_str().expect("metadata.name");
+    let resource = kube::core::Request::new(format!("{group}/namespaces/{namespace}/{plural}"));
+    let request = if apply {
+        resource.patch(
+            name,
+            &PatchParams::apply(TEST_MANAGER)
+                .force()
+                .dry_run()
+                .validation_strict(),
+            &Patch::Apply(object),
+        )
+    } else {
+        let params = PostParams {
+            dry_run: true,
+            field_manager: Some(TEST_MANAGER.into()),
+        };
+        resource.create(&params, serde_json::to_vec(object).unwrap())
+    }
+    .expect("a well-formed request")
+    .map(kube::client::Body::from);
+    let response = client.send(request).await.expect("the API server answers");
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
+    let body = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .unwrap_or_default();
+    let object = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let message = object["message"].as_str().unwrap_or_default().to_string();
+    DryRun {
+        status,
+        message,
+        warnings,
+        object,
+    }
+}
+
+/// A namespace whose Pod Security admission enforces `restricted` (and so,
+/// by default, warns about workloads that would violate it).
+pub async fn restricted_namespace(client: &Client, prefix: &str) -> TestNamespace {
+    let namespace = TestNamespace::new(client, prefix).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            &namespace.name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": "latest",
+            }}})),
+        )
+        .await
+        .expect("label the namespace");
+    namespace
+}
+
+/// Base64 as Secret data carries it (k8s-openapi's `ByteString` encoding).
+pub fn base64(bytes: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}

@@ -56,11 +56,11 @@ without the other. */}}
 ClusterRole (all namespaces) and in each watched namespace's Role. Every
 rule says why. */}}
 {{- define "appstack-operator.rules" -}}
-# The operator's own resource: it watches AppStacks (list + watch for the
-# cache, get for single reads).
+# The operator's own resource: it watches AppStacks (list + watch fill its
+# cache; it never reads one by name).
 - apiGroups: [appstack.dev]
   resources: [appstacks]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # With deletionPolicy: Delete it adds the appstack.dev/delete-database
 # finalizer and removes it once it has seen the stack being deleted, so no
 # reconcile recreates the database after its volume was released. A JSON
@@ -69,66 +69,79 @@ rule says why. */}}
   resources: [appstacks]
   verbs: [patch]
 # It reports progress in each AppStack's status subresource (conditions,
-# observedGeneration, migration).
+# observedGeneration, migration) with merge patches.
 - apiGroups: [appstack.dev]
   resources: [appstacks/status]
-  verbs: [get, patch, update]
-# Children in the core group: Secrets (generated credentials, and the values
-# an AppStack references for its env), ConfigMaps (plain env) and Services
-# (one per component). Watched into caches to notice drift (Secrets whole,
-# since users' Secrets carry no label of ours; the cache keeps the data of
-# referenced ones only), written by server-side apply, deleted when a changed
+  verbs: [patch]
+# Children carry a controller ownerReference with blockOwnerDeletion; where
+# the OwnerReferencesPermissionEnforcement admission plugin runs, setting it
+# takes update on the owner's finalizers.
+- apiGroups: [appstack.dev]
+  resources: [appstacks/finalizers]
+  verbs: [update]
+# Secrets: the generated credentials (<stack>-db, created once), <stack>-env
+# (server-side applied; a patch that creates an object needs create too),
+# and the users' Secrets an AppStack references. Watched whole into a cache,
+# since users' Secrets carry no label of ours (the cache keeps the data of
+# referenced ones only); read by name before generating a value, so one that
+# exists is never generated again, and when a create finds one in place;
+# ownerReferences patched as deletionPolicy changes; deleted when a changed
 # spec no longer wants them.
 - apiGroups: [""]
-  resources: [secrets, configmaps, services]
-  verbs: [get, list, watch, create, patch, update, delete]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch, delete]
+# ConfigMaps (plain env) and Services (one per component): watched
+# (label-filtered) into caches to notice drift, written by server-side
+# apply, deleted when a changed spec no longer wants them.
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [list, watch, create, patch, delete]
 # Workload children: the database StatefulSet and the backend and frontend
 # Deployments, managed the same way.
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
 # The managed database's volume, which the StatefulSet creates: watched
-# (label-filtered) into a cache, and patched only to add or remove the
-# AppStack's ownerReference so that deletionPolicy decides whether it
-# outlives the stack. Never created or deleted by the operator.
+# (label-filtered) into a cache, read by name when a stack is deleted, and
+# patched only to add or remove the AppStack's ownerReference so that
+# deletionPolicy decides whether it outlives the stack. Never created or
+# deleted by the operator.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, watch, patch]
-# The migration Job of each revision (<stack>-migrate-<hash>): created,
-# watched until it succeeds or fails, deleted once superseded.
+# The migration Job of each revision (<stack>-migrate-<hash>): created (and
+# read by name when a create finds it in place), watched until it succeeds
+# or fails, deleted once superseded. Never patched: a new revision is a new
+# Job.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [get, list, watch, create, delete]
 # The backend's ServiceMonitor, when the AppStack asks for one and the
-# Prometheus Operator's API is served.
+# Prometheus Operator's API is served: managed like the other children.
 - apiGroups: [monitoring.coreos.com]
   resources: [servicemonitors]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
 # Each stack's NetworkPolicies (<stack>-default-deny and one per component)
 # and, with spec.expose, its Ingress: watched (label-filtered) into caches,
 # server-side applied, deleted when networkPolicy.enabled is false, a
 # component goes, or expose is removed or moves to a gateway.
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies, ingresses]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
 # A PodDisruptionBudget for the backend and the frontend while they run more
 # than one replica, managed the same way.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, list, watch, create, patch, update, delete]
+  verbs: [list, watch, create, patch, delete]
 # The HTTPRoute of spec.expose.gateway, while the Gateway API is served,
 # managed the same way. Its status, the gateway controller's, is only read
 # (through the watch) into ExposeReady.
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, list, watch, create, patch, update, delete]
-# Events about each AppStack (steps, errors), through events.k8s.io; a
+  verbs: [list, watch, create, patch, delete]
+# Events about each AppStack (steps, errors), through events.k8s.io; the
 # recorder patches a repeated Event to bump its count.
 - apiGroups: [events.k8s.io]
-  resources: [events]
-  verbs: [create, patch]
-# The same Events through the core v1 API, which older recorders use.
-- apiGroups: [""]
   resources: [events]
   verbs: [create, patch]
 {{- end -}}

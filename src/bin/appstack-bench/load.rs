@@ -152,6 +152,7 @@ fn children_of(name: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
         &resolved.values,
         validated.managed_database_identity().as_ref(),
         None,
+        "bench",
     ));
     Ok(by_stage
         .into_values()
