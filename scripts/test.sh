@@ -23,7 +23,7 @@ export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
 # killed-operator scenario then runs alone, after the rest.
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
-cargo test --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
+cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
   "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test faults -- --include-ignored --test-threads 1 --nocapture a_killed_operator
