@@ -331,7 +331,7 @@ pub struct MigrationsSpec {
     /// Without it the pod runs as the namespace's default ServiceAccount and
     /// no token is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub service_account_name: Option<String>,
     /// Extra labels on the migration pod (sidecar injection, policy labels).
     /// At most 64, with keys and values Kubernetes allows on a label.
@@ -419,7 +419,7 @@ pub struct BackendSpec {
     /// Without it the pods run as the namespace's default ServiceAccount and
     /// no token is mounted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub service_account_name: Option<String>,
     /// Extra labels on backend pods (sidecar injection, policy labels).
     /// At most 64, with keys and values Kubernetes allows on a label.
@@ -751,6 +751,78 @@ fn label_map(_: &mut SchemaGenerator) -> Schema {
             "rule": keys,
             "message": "label keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
         }],
+    })
+}
+
+/// A label selector (`matchLabels`, `matchExpressions`) whose keys and
+/// values a NetworkPolicy can hold.
+pub(crate) fn label_selector(generator: &mut SchemaGenerator) -> Schema {
+    let key = format!("[self].all(k, {QUALIFIED_KEY_RULE})");
+    let mut match_labels = label_map(generator);
+    match_labels.remove("nullable");
+    match_labels.insert(
+        "description".into(),
+        "Labels the selected objects carry, each key with this value.".into(),
+    );
+    json_schema!({
+        "type": "object",
+        "description": "Objects by label: those carrying every label of matchLabels and meeting every requirement of matchExpressions.",
+        "properties": {
+            "matchLabels": match_labels,
+            "matchExpressions": {
+                "type": "array",
+                "maxItems": 32,
+                "description": "Requirements on labels: key, operator (In, NotIn, Exists, DoesNotExist) and, for In and NotIn, values.",
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": {
+                            "type": "string",
+                            "maxLength": 317,
+                            "x-kubernetes-validations": [{
+                                "rule": key,
+                                "message": "label keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+                            }],
+                        },
+                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                        "values": {
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
+                        },
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+                        "message": "In and NotIn need values; Exists and DoesNotExist take none",
+                    }],
+                },
+            },
+        },
+    })
+}
+
+/// Annotations the operator puts on an Ingress: keys qualified names,
+/// values any text a child can hold, within the API server's size limit.
+pub(crate) fn annotation_map(_: &mut SchemaGenerator) -> Schema {
+    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
+    let size =
+        format!("self.map(k, k.size() + self[k].size()).sum() <= {MAX_POD_ANNOTATION_CHARACTERS}");
+    let size_message = format!(
+        "annotations may hold at most {MAX_POD_ANNOTATION_CHARACTERS} characters of keys and values together"
+    );
+    json_schema!({
+        "type": "object",
+        "nullable": true,
+        "maxProperties": 64,
+        "additionalProperties": {"type": "string", "maxLength": MAX_POD_ANNOTATION_CHARACTERS, "pattern": APPLICABLE_TEXT},
+        "x-kubernetes-validations": [
+            {
+                "rule": keys,
+                "message": "annotation keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
+            },
+            {"rule": size, "message": size_message},
+        ],
     })
 }
 

@@ -372,6 +372,59 @@ fn invalid_cases() -> Vec<Invalid> {
             expect: &["spec.backend.imagePullPolicy"],
         },
         Invalid {
+            what: "ServiceAccount name that is not a DNS subdomain",
+            path: "spec.backend.serviceAccountName",
+            change: To(json!("Shop_API")),
+            expect: &["spec.backend.serviceAccountName", "should match"],
+        },
+        Invalid {
+            what: "migration ServiceAccount name with a space",
+            path: "spec.migrations.serviceAccountName",
+            change: To(json!("shop migrate")),
+            expect: &["spec.migrations.serviceAccountName", "should match"],
+        },
+        Invalid {
+            what: "ClusterIssuer name that is not a DNS subdomain",
+            path: "spec.expose.tls.clusterIssuer",
+            change: To(json!("Lets_Encrypt")),
+            expect: &["spec.expose.tls.clusterIssuer", "should match"],
+        },
+        Invalid {
+            what: "Ingress class name with an underscore",
+            path: "spec.expose.ingress.className",
+            change: To(json!("public_nginx")),
+            expect: &["spec.expose.ingress.className", "should match"],
+        },
+        Invalid {
+            what: "Ingress annotation key that is not a qualified name",
+            path: "spec.expose.ingress.annotations",
+            change: To(json!({"nginx/ingress/rewrite": "/"})),
+            expect: &[
+                "spec.expose.ingress.annotations",
+                "annotation keys must be qualified names",
+            ],
+        },
+        Invalid {
+            what: "namespace selector label value with a space",
+            path: "spec.networkPolicy.exposeFrom",
+            change: To(json!({"namespaceSelector": {"matchLabels": {"team": "web shop"}}})),
+            expect: &[
+                "spec.networkPolicy.exposeFrom.namespaceSelector.matchLabels.team",
+                "should match",
+            ],
+        },
+        Invalid {
+            what: "selector requirement In without values",
+            path: "spec.networkPolicy.metricsFrom",
+            change: To(
+                json!({"podSelector": {"matchExpressions": [{"key": "app", "operator": "In"}]}}),
+            ),
+            expect: &[
+                "spec.networkPolicy.metricsFrom.podSelector.matchExpressions[0]",
+                "In and NotIn need values",
+            ],
+        },
+        Invalid {
             what: "public host that is not a DNS name",
             path: "spec.expose.host",
             change: To(json!("Shop_Example.com")),

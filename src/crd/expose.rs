@@ -53,13 +53,13 @@ pub struct TlsSpec {
     /// A kubernetes.io/tls Secret in the stack's namespace holding the
     /// certificate for the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
     pub secret_name: Option<String>,
     /// A cert-manager ClusterIssuer: the Ingress carries the
     /// cert-manager.io/cluster-issuer annotation and cert-manager keeps the
     /// certificate in Secret `<stack>-tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
     pub cluster_issuer: Option<String>,
 }
 
@@ -70,7 +70,7 @@ pub struct IngressSpec {
     /// IngressClass of the Ingress, e.g. nginx; the cluster's default class
     /// when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
     pub class_name: Option<String>,
     /// Extra annotations on the Ingress, for the ingress controller (for
     /// example nginx.ingress.kubernetes.io/proxy-body-size).
@@ -79,7 +79,7 @@ pub struct IngressSpec {
         deserialize_with = "super::empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(extend("nullable" = true))]
+    #[schemars(schema_with = "super::annotation_map")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -88,16 +88,19 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayRef {
     /// Name of the Gateway.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
     pub name: String,
     /// Namespace of the Gateway; the stack's namespace when omitted. The
     /// Gateway's listener must allow routes from the stack's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub namespace: Option<String>,
     /// The Gateway listener to attach to, e.g. https; every listener that
     /// accepts the route when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
     pub section_name: Option<String>,
 }

@@ -71,8 +71,10 @@ fn enabled() -> bool {
 pub struct PeerSpec {
     /// Namespaces by label, e.g. {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::label_selector")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods by label, e.g. {matchLabels: {app.kubernetes.io/name: ingress-nginx}}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::label_selector")]
     pub pod_selector: Option<LabelSelector>,
 }

@@ -279,14 +279,16 @@ fn database() -> BoxedStrategy<Value> {
         option::of(bytes()),
         option::of(dns_subdomain().prop_map(Value::from)),
         option::of(prop_oneof![Just("Retain"), Just("Delete")].prop_map(Value::from)),
+        option::of(resources()),
     )
-        .prop_map(|(image, size, class, policy)| {
+        .prop_map(|(image, size, class, policy, resources)| {
             let storage = (size.is_some() || class.is_some())
                 .then(|| object(vec![("size", size), ("storageClassName", class)]));
             json!({"managed": object(vec![
                 ("image", image),
                 ("storage", storage),
                 ("deletionPolicy", policy),
+                ("resources", resources),
             ])})
         });
     let external = (dns_subdomain(), "[-._a-zA-Z0-9]{1,40}")
@@ -329,6 +331,7 @@ fn migrations() -> BoxedStrategy<Value> {
             option::of(labels()),
             option::of(annotations()),
             option::of(run_as_user()),
+            option::of(dns_subdomain().prop_map(Value::from)),
             option::of(
                 prop_oneof![
                     Just("SELECT version_num FROM alembic_version"),
@@ -341,7 +344,7 @@ fn migrations() -> BoxedStrategy<Value> {
         .prop_map(
             |(
                 (image, command, args, backoff, deadline, retry),
-                (resources, labels, annotations, user, query),
+                (resources, labels, annotations, user, account, query),
             )| {
                 object(vec![
                     ("image", image),
@@ -354,6 +357,7 @@ fn migrations() -> BoxedStrategy<Value> {
                     ("podLabels", labels),
                     ("podAnnotations", annotations),
                     ("runAsUser", user),
+                    ("serviceAccountName", account),
                     ("revisionQuery", query),
                 ])
             },
@@ -449,18 +453,110 @@ fn monitoring() -> BoxedStrategy<Value> {
         .boxed()
 }
 
+/// `spec.expose` by an Ingress: the HTTPRoute of a gateway needs the
+/// Gateway API's CRDs, which the property test's cluster does not serve.
+fn expose() -> BoxedStrategy<Value> {
+    let host = mostly(
+        "[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?){0,3}",
+        prop_oneof![
+            "[a-z0-9]{63}(\\.[a-z0-9]{63}){2}\\.[a-z0-9]{1,61}",
+            "[0-9]{1,3}(\\.[0-9]{1,3}){3}",
+            text(),
+        ],
+    );
+    let api_path = mostly(
+        "/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,20}(/[A-Za-z0-9_~-][A-Za-z0-9._~-]{0,20}){0,3}",
+        prop_oneof![Just("/".to_string()), http_path()],
+    );
+    let tls = prop_oneof![
+        dns_subdomain().prop_map(|name| json!({"secretName": name})),
+        dns_subdomain().prop_map(|name| json!({"clusterIssuer": name})),
+    ];
+    let ingress = (option::of(dns_subdomain()), option::of(annotations())).prop_map(
+        |(class, annotations)| {
+            object(vec![
+                ("className", class.map(Value::from)),
+                ("annotations", annotations),
+            ])
+        },
+    );
+    (
+        host,
+        option::of(api_path),
+        option::of(tls),
+        option::of(ingress),
+    )
+        .prop_map(|(host, api_path, tls, ingress)| {
+            object(vec![
+                ("host", Some(json!(host))),
+                ("apiPath", api_path.map(Value::from)),
+                ("tls", tls),
+                ("ingress", ingress),
+            ])
+        })
+        .boxed()
+}
+
+fn network_policy() -> BoxedStrategy<Value> {
+    let selector = labels().prop_map(|labels| json!({"matchLabels": labels}));
+    let peer = prop_oneof![
+        selector
+            .clone()
+            .prop_map(|selector| json!({"namespaceSelector": selector})),
+        selector
+            .clone()
+            .prop_map(|selector| json!({"podSelector": selector})),
+        (selector.clone(), selector).prop_map(
+            |(namespaces, pods)| json!({"namespaceSelector": namespaces, "podSelector": pods})
+        ),
+    ];
+    let cidr = mostly(
+        prop_oneof![
+            (0u8..=255, 0u8..=255, 0u8..=32)
+                .prop_map(|(a, b, bits)| format!("10.{a}.{b}.0/{}", bits.max(24))),
+            (0u16..=0xffff, 48u8..=128)
+                .prop_map(|(group, bits)| format!("fd00:{group:x}::/{bits}")),
+        ],
+        prop_oneof!["[0-9./:a-f]{1,43}", text()],
+    );
+    let egress = (
+        1i64..=65535,
+        prop_oneof![Just("TCP"), Just("UDP"), Just("SCTP")],
+    )
+        .prop_map(|(port, protocol)| json!({"ports": [{"port": port, "protocol": protocol}]}));
+    (
+        option::of(any::<bool>()),
+        option::of(peer.clone()),
+        option::of(peer),
+        option::of(vec(cidr, 0..4)),
+        option::of(vec(egress, 0..3)),
+    )
+        .prop_map(|(enabled, expose_from, metrics_from, cidrs, egress)| {
+            object(vec![
+                ("enabled", enabled.map(Value::from)),
+                ("exposeFrom", expose_from),
+                ("metricsFrom", metrics_from),
+                ("databaseCIDRs", cidrs.map(|cidrs| json!(cidrs))),
+                ("backendEgress", egress.map(|egress| json!(egress))),
+            ])
+        })
+        .boxed()
+}
+
 /// An AppStack named by a DNS-1035 label of up to 44 characters, in
 /// `namespace`.
 pub fn stack(namespace: String) -> BoxedStrategy<Value> {
     let backend = (
         workload(),
+        option::of(dns_subdomain().prop_map(Value::from)),
         option::of(
             (http_path(), "[0-9]{1,3}(s|m|h)|1h30m|0")
                 .prop_map(|(path, interval)| json!({"path": path, "interval": interval})),
         ),
     )
-        .prop_map(|(mut fields, metrics)| {
+        .prop_map(|(mut fields, account, metrics)| {
             fields.push(("metrics", metrics));
+            fields.push(("serviceAccountName", account));
             object(fields)
         });
     let frontend = (workload(), option::of(env_name().prop_map(Value::from))).prop_map(
@@ -477,9 +573,21 @@ pub fn stack(namespace: String) -> BoxedStrategy<Value> {
         option::of(frontend),
         option::of(env()),
         option::of(monitoring()),
+        option::of(expose()),
+        option::of(network_policy()),
     )
         .prop_map(
-            move |(name, database, migrations, backend, frontend, env, monitoring)| {
+            move |(
+                name,
+                database,
+                migrations,
+                backend,
+                frontend,
+                env,
+                monitoring,
+                expose,
+                network_policy,
+            )| {
                 json!({
                     "apiVersion": "appstack.dev/v1alpha1",
                     "kind": "AppStack",
@@ -491,6 +599,8 @@ pub fn stack(namespace: String) -> BoxedStrategy<Value> {
                         ("frontend", frontend),
                         ("env", env),
                         ("monitoring", monitoring),
+                        ("expose", expose),
+                        ("networkPolicy", network_policy),
                     ]),
                 })
             },
