@@ -826,34 +826,18 @@ pub(crate) fn annotation_map(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// Annotations the operator puts on a pod: keys qualified names, values
-/// any text a child can hold, within the API server's size limit, and no
-/// seccomp or AppArmor profile (pods run with the RuntimeDefault seccomp
-/// profile, as Pod Security `restricted` asks).
-fn pod_annotation_map(_: &mut SchemaGenerator) -> Schema {
-    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
-    let size =
-        format!("self.map(k, k.size() + self[k].size()).sum() <= {MAX_POD_ANNOTATION_CHARACTERS}");
-    let size_message = format!(
-        "pod annotations may hold at most {MAX_POD_ANNOTATION_CHARACTERS} characters of keys and values together"
-    );
-    json_schema!({
-        "type": "object",
-        "nullable": true,
-        "maxProperties": 64,
-        "additionalProperties": {"type": "string", "maxLength": MAX_POD_ANNOTATION_CHARACTERS, "pattern": APPLICABLE_TEXT},
-        "x-kubernetes-validations": [
-            {
-                "rule": keys,
-                "message": "annotation keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-            },
-            {
-                "rule": "self.all(k, !k.startsWith('seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.apparmor.security.beta.kubernetes.io/'))",
-                "message": "pod annotations must not set seccomp or AppArmor profiles: the operator's pods run with the RuntimeDefault seccomp profile that Pod Security restricted asks for",
-            },
-            {"rule": size, "message": size_message},
-        ],
-    })
+/// Annotations the operator puts on a pod: those of [`annotation_map`],
+/// but no seccomp or AppArmor profile (pods run with the RuntimeDefault
+/// seccomp profile, as Pod Security `restricted` asks).
+fn pod_annotation_map(generator: &mut SchemaGenerator) -> Schema {
+    let mut schema = annotation_map(generator);
+    if let Some(serde_json::Value::Array(rules)) = schema.get_mut("x-kubernetes-validations") {
+        rules.insert(1, serde_json::json!({
+            "rule": "self.all(k, !k.startsWith('seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.apparmor.security.beta.kubernetes.io/'))",
+            "message": "pod annotations must not set seccomp or AppArmor profiles: the operator's pods run with the RuntimeDefault seccomp profile that Pod Security restricted asks for",
+        }));
+    }
+    schema
 }
 
 impl JsonSchema for Quantity {
