@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CACHE="${APPSTACK_CACHE_DIR:-$HOME/.cache/appstack-operator}"
 CHECKOV="${CHECKOV:-$(command -v checkov || echo "$CACHE/checkov/bin/checkov")}"
 if [ ! -x "$CHECKOV" ]; then
-  echo "checkov is not installed: pip install checkov (.ci/run installs it into $CACHE/checkov)" >&2
+  echo "checkov is not installed: pip install checkov (scripts/prerequisites.sh installs it into $CACHE/checkov)" >&2
   exit 1
 fi
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, checkov on the rendered examples,
+# The whole test suite: what a fresh machine lacks installed
+# (scripts/prerequisites.sh), formatting, lints, checkov on the rendered examples,
 # unit tests, then the integration tests against a fresh local control plane
 # that this script starts and stops.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/prerequisites.sh
 export APPSTACK_CLUSTER_DIR="${APPSTACK_CLUSTER_DIR:-$PWD/.cluster-test}"
 
 cargo fmt --check

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs and a fresh machine lacks: openssl,
+# curl, the PostgreSQL server binaries, Lua 5.1, rustfmt and clippy, and
+# checkov. System packages come from apt (as root); checkov goes into a venv
+# of its own under the tool cache. Run by scripts/test.sh; does nothing when
+# everything is there.
+set -euo pipefail
+command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
+command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
+# PostgreSQL server binaries: the database tests start throwaway servers of
+# their own, so the package must not create (and start) a cluster.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  mkdir -p /etc/postgresql-common
+  echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.conf
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -y -qq \
+    -o Dpkg::Options::=--force-confold postgresql </dev/null
+fi
+# Lua 5.1, the dialect Argo CD embeds, runs the AppStack health check.
+command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# checkov (scripts/checkov.sh), pinned so a new release's checks change nothing
+# unannounced; in a venv of its own under the tool cache.
+CHECKOV_HOME="${APPSTACK_CACHE_DIR:-$HOME/.cache/appstack-operator}/checkov"
+if ! command -v checkov >/dev/null && [ ! -x "$CHECKOV_HOME/bin/checkov" ]; then
+  python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3 python3-venv; }
+  python3 -m venv "$CHECKOV_HOME"
+  "$CHECKOV_HOME/bin/pip" install --quiet checkov==3.3.30
+fi
