@@ -21,13 +21,18 @@ const OPERATOR_ACCOUNT: &str = "appstack-operator";
 /// One local control plane.
 pub struct Cluster {
     pub dir: PathBuf,
+    nodes: usize,
 }
 
 impl Cluster {
     /// Starts a fresh control plane in `dir` (stopping one already there).
-    pub fn fresh(dir: &Path) -> anyhow::Result<Self> {
+    /// A new control plane with enough fake nodes for `stacks` stacks:
+    /// each KWOK node offers 64 CPUs, and a stack's backend requests 200m,
+    /// so 1,000 stacks would not fit on the default 3 nodes.
+    pub fn fresh(dir: &Path, stacks: usize) -> anyhow::Result<Self> {
         let cluster = Self {
             dir: dir.to_path_buf(),
+            nodes: 3 + stacks / 300,
         };
         let _ = cluster.script(&["down"]);
         cluster.script(&["up"])?;
@@ -38,6 +43,7 @@ impl Cluster {
         let output = std::process::Command::new(root().join("scripts/cluster.sh"))
             .args(args)
             .env("APPSTACK_CLUSTER_DIR", &self.dir)
+            .env("APPSTACK_CLUSTER_NODES", self.nodes.to_string())
             .stderr(Stdio::inherit())
             .output()
             .context("running scripts/cluster.sh")?;

@@ -84,14 +84,14 @@ async fn main() -> anyhow::Result<()> {
     ));
     let mut floor = None;
     if args.phases.iter().any(|phase| phase == "floor") {
-        let cluster = Cluster::fresh(&dir)?;
+        let cluster = Cluster::fresh(&dir, args.stacks)?;
         let seconds = load::floor(&cluster, args.stacks, args.in_flight, limit).await?;
         figure("floor_seconds", args.stacks, seconds, "s");
         floor = Some(seconds);
         cluster.down();
     }
     if args.phases.iter().any(|phase| phase == "operator") {
-        let cluster = Cluster::fresh(&dir)?;
+        let cluster = Cluster::fresh(&dir, args.stacks)?;
         let result = operator(&cluster, &operator_binary, &args, floor, limit).await;
         cluster.down();
         result?;
