@@ -88,10 +88,10 @@ impl Stage {
             }
             Stage::Migrations => "Job `<stack>-migrate-<revision>`, never patched",
             Stage::Backend => {
-                "Deployment, Service and PodDisruptionBudget (replicas > 1) `<stack>-backend`"
+                "Deployment, Service and PodDisruptionBudget (replicas > 1 or unset) `<stack>-backend`"
             }
             Stage::Frontend => {
-                "Deployment, Service and PodDisruptionBudget (replicas > 1) `<stack>-frontend`"
+                "Deployment, Service and PodDisruptionBudget (replicas > 1 or unset) `<stack>-frontend`"
             }
             Stage::Expose => {
                 "Ingress or HTTPRoute `<stack>` (with `expose`; an HTTPRoute while its API is served)"
