@@ -332,25 +332,17 @@ pub fn stage(
     for Desired { object, mode } in desired {
         let write = match object {
             Object::Secret(secret) => {
-                child_write(&caches.secrets, namespace, secret, *mode, || {
-                    Object::Secret(secret.clone())
-                })
-                .or_else(|| owners_write(&caches.secrets, namespace, secret, Kind::Secret))
+                child_write(&caches.secrets, namespace, secret, *mode, object)
+                    .or_else(|| owners_write(&caches.secrets, namespace, secret, Kind::Secret))
             }
             Object::ConfigMap(config) => {
-                child_write(&caches.config_maps, namespace, config, *mode, || {
-                    Object::ConfigMap(config.clone())
-                })
+                child_write(&caches.config_maps, namespace, config, *mode, object)
             }
             Object::Service(service) => {
-                child_write(&caches.services, namespace, service, *mode, || {
-                    Object::Service(service.clone())
-                })
+                child_write(&caches.services, namespace, service, *mode, object)
             }
             Object::StatefulSet(statefulset) => {
-                child_write(&caches.statefulsets, namespace, statefulset, *mode, || {
-                    Object::StatefulSet(statefulset.clone())
-                })
+                child_write(&caches.statefulsets, namespace, statefulset, *mode, object)
             }
             Object::Job(job) => {
                 let applied = facts
@@ -366,41 +358,27 @@ pub fn stage(
                     // two migrations never run against one database at once.
                     None
                 } else {
-                    child_write(&caches.jobs, namespace, job, *mode, || {
-                        Object::Job(job.clone())
-                    })
+                    child_write(&caches.jobs, namespace, job, *mode, object)
                 }
             }
             Object::Deployment(deployment) => {
-                child_write(&caches.deployments, namespace, deployment, *mode, || {
-                    Object::Deployment(deployment.clone())
-                })
+                child_write(&caches.deployments, namespace, deployment, *mode, object)
             }
             Object::ServiceMonitor(monitor) => caches.service_monitor_api().and_then(|_| {
-                child_write(&caches.service_monitors, namespace, monitor, *mode, || {
-                    Object::ServiceMonitor(monitor.clone())
-                })
+                child_write(&caches.service_monitors, namespace, monitor, *mode, object)
             }),
             Object::NetworkPolicy(policy) => {
-                child_write(&caches.network_policies, namespace, policy, *mode, || {
-                    Object::NetworkPolicy(policy.clone())
-                })
+                child_write(&caches.network_policies, namespace, policy, *mode, object)
             }
             Object::PodDisruptionBudget(budget) => {
-                child_write(&caches.disruption_budgets, namespace, budget, *mode, || {
-                    Object::PodDisruptionBudget(budget.clone())
-                })
+                child_write(&caches.disruption_budgets, namespace, budget, *mode, object)
             }
             Object::Ingress(ingress) => {
-                child_write(&caches.ingresses, namespace, ingress, *mode, || {
-                    Object::Ingress(ingress.clone())
-                })
+                child_write(&caches.ingresses, namespace, ingress, *mode, object)
             }
-            Object::HttpRoute(route) => caches.http_route_api().and_then(|_| {
-                child_write(&caches.http_routes, namespace, route, *mode, || {
-                    Object::HttpRoute(route.clone())
-                })
-            }),
+            Object::HttpRoute(route) => caches
+                .http_route_api()
+                .and_then(|_| child_write(&caches.http_routes, namespace, route, *mode, object)),
         };
         writes.extend(write);
     }
@@ -454,13 +432,14 @@ pub fn stage(
     writes
 }
 
-/// The write `desired` needs given what `cache` holds, if any.
+/// The write `desired` needs given what `cache` holds, if any: `object`
+/// (`desired` as the write carries it) created or applied.
 fn child_write<K>(
     cache: &KindCache<K>,
     namespace: &str,
     desired: &K,
     mode: Mode,
-    object: impl FnOnce() -> Object,
+    object: &Object,
 ) -> Option<Write>
 where
     K: Resource + Clone + Serialize + 'static,
@@ -468,10 +447,10 @@ where
 {
     let observed = cache.get(namespace, &desired.name_any());
     match (mode, observed) {
-        (Mode::CreateOnce, None) => Some(Write::Create(object())),
+        (Mode::CreateOnce, None) => Some(Write::Create(object.clone())),
         (Mode::CreateOnce, Some(_)) => None,
         (Mode::Apply, Some(observed)) if compare::matches(desired, observed.as_ref()) => None,
-        (Mode::Apply, _) => Some(Write::Apply(object())),
+        (Mode::Apply, _) => Some(Write::Apply(object.clone())),
     }
 }
 
