@@ -41,16 +41,6 @@ async fn create(client: &Client, namespace: &str, secret: Value) {
         .unwrap();
 }
 
-fn passes(operator: &Operator, name: &str, namespace: &str) -> usize {
-    operator
-        .lines()
-        .iter()
-        .filter(|line| {
-            line.contains("reconciled") && line.contains(&format!("/{name}.{namespace}"))
-        })
-        .count()
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn malformed_references_get_a_condition_and_a_slow_retry() {
@@ -146,15 +136,12 @@ async fn malformed_references_get_a_condition_and_a_slow_retry() {
         .map(|(stack, _, _)| stack["metadata"]["name"].as_str().unwrap())
         .collect();
     let errors_before = errors(&operator.metrics().await);
-    let before: Vec<usize> = names
-        .iter()
-        .map(|name| passes(&operator, name, ns))
-        .collect();
+    let before: Vec<usize> = names.iter().map(|name| operator.passes(name, ns)).collect();
     tokio::time::sleep(WINDOW).await;
     let counts: Vec<(&str, usize)> = names
         .iter()
         .zip(before)
-        .map(|(name, before)| (*name, passes(&operator, name, ns) - before))
+        .map(|(name, before)| (*name, operator.passes(name, ns) - before))
         .collect();
     println!("passes per stack in {WINDOW:?}: {counts:?}");
     for (name, count) in &counts {

@@ -72,17 +72,6 @@ async fn warnings(client: &Client, namespace: &str, reason: &str) -> Vec<String>
         .collect()
 }
 
-/// How many passes the operator logged over stack `name`.
-fn passes(operator: &Operator, name: &str, namespace: &str) -> usize {
-    operator
-        .lines()
-        .iter()
-        .filter(|line| {
-            line.contains("reconciled") && line.contains(&format!("/{name}.{namespace}"))
-        })
-        .count()
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn drift_on_owned_objects_is_reverted_by_the_watch() {
@@ -160,13 +149,13 @@ async fn drift_on_owned_objects_is_reverted_by_the_watch() {
     let job_name = job.job_name.unwrap();
     let audit = AuditLog::open();
     let mark = audit.mark();
-    let seen = passes(&operator, "shop", ns);
+    let seen = operator.passes("shop", ns);
     let jobs: Api<Job> = Api::namespaced(client.clone(), ns);
     jobs.delete(&job_name, &DeleteParams::background())
         .await
         .unwrap();
     eventually("a pass after the Job's deletion", BY_THE_WATCH, || async {
-        (passes(&operator, "shop", ns) > seen).then_some(())
+        (operator.passes("shop", ns) > seen).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;

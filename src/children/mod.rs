@@ -376,6 +376,19 @@ pub fn non_empty<K: Ord, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
     (!map.is_empty()).then_some(map)
 }
 
+/// Every child of `stack` as `appstack render` shows it: placeholder
+/// secret values, the managed database's identity, no operator pods.
+#[cfg(test)]
+pub(crate) fn build_for_test(stack: &ValidatedStack) -> Children {
+    build(
+        stack,
+        &crate::secrets::placeholders(stack),
+        stack.managed_database_identity().as_ref(),
+        None,
+        "checksum",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,13 +398,7 @@ mod tests {
     #[test]
     fn every_child_is_labelled_and_owned() {
         let stack = example();
-        let children = build(
-            &stack,
-            &placeholders(&stack),
-            stack.managed_database_identity().as_ref(),
-            None,
-            "checksum",
-        );
+        let children = build_for_test(&stack);
         let metas: Vec<&ObjectMeta> = vec![
             &children.database_secret.as_ref().unwrap().metadata,
             &children.env_secret.metadata,

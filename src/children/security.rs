@@ -37,8 +37,7 @@ pub fn container() -> SecurityContext {
 mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
-    use crate::children::build;
-    use crate::secrets::placeholders;
+    use crate::children::build_for_test;
     use crate::stack::tests::{example, from_yaml};
 
     #[test]
@@ -47,13 +46,7 @@ mod tests {
             &include_str!("../../deploy/examples/shop.yaml")
                 .replace("    port: 3000\n", "    port: 3000\n    runAsUser: 101\n"),
         );
-        let children = build(
-            &stack,
-            &placeholders(&stack),
-            stack.managed_database_identity().as_ref(),
-            None,
-            "checksum",
-        );
+        let children = build_for_test(&stack);
         let frontend = children.frontend.unwrap();
         let job = children.migration_job.unwrap().spec.unwrap();
         let pods: Vec<(&str, PodSpec)> = vec![

@@ -627,18 +627,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::placeholders;
     use crate::stack::tests::example;
     use kube::runtime::watcher::Event;
 
     fn desired_of(stack: &ValidatedStack) -> BTreeMap<Stage, Vec<Desired>> {
-        by_stage(children::build(
-            stack,
-            &placeholders(stack),
-            stack.managed_database_identity().as_ref(),
-            None,
-            "checksum",
-        ))
+        by_stage(children::build_for_test(stack))
     }
 
     #[test]

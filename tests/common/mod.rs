@@ -433,6 +433,18 @@ impl Operator {
         self.output.lock().unwrap().clone()
     }
 
+    /// How many passes the operator logged over stack `name` in
+    /// `namespace`.
+    pub fn passes(&self, name: &str, namespace: &str) -> usize {
+        let stack = format!("/{name}.{namespace}");
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|line| line.contains("reconciled") && line.contains(&stack))
+            .count()
+    }
+
     /// Whether any line printed so far contains `text`.
     pub fn logged(&self, text: &str) -> bool {
         self.output
