@@ -13,8 +13,8 @@ use appstack::crd::AppStack;
 use appstack::reconcile::status::reasons;
 use common::postgres::Postgres;
 use common::{
-    LIMIT, Operator, apply_stack, condition, eventually, example, sample, setup, wait_for,
-    wait_ready,
+    LIMIT, Operator, apply_stack, condition, condition_message, eventually, example, sample, setup,
+    wait_for, wait_ready,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -101,16 +101,9 @@ async fn unusable(client: &Client, namespace: &str, reason: &str) -> String {
 }
 
 fn database_message(stack: &AppStack) -> String {
-    stack
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == "DatabaseReady")
-        .unwrap()
-        .message
-        .clone()
+    let message = condition_message(stack, "DatabaseReady");
+    assert!(!message.is_empty(), "DatabaseReady has a message");
+    message
 }
 
 fn checks_counted(metrics: &str, result: &str) -> f64 {

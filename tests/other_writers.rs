@@ -14,8 +14,8 @@ use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use appstack::reconcile::status::reasons;
 use common::{
-    AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
-    wait_for, wait_ready,
+    AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
+    ready_shop, setup, wait_for, wait_ready,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -269,15 +269,7 @@ async fn lost_database_credentials_are_never_replaced_by_ones_that_cannot_connec
         ("True".into(), reasons::CREDENTIALS_LOST.into()),
         "nothing changes until someone acts"
     );
-    let message = &stalled
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|condition| condition.type_ == "DatabaseReady")
-        .unwrap()
-        .message;
+    let message = &condition_message(&stalled, "DatabaseReady");
     assert!(
         message.contains("volume \"data-shop-db-0\" still holds the database")
             && message.contains("Restore Secret \"shop-db\""),
