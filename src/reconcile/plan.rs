@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::compare;
 use super::observe::{earlier_migration_running, job_finished};
@@ -442,7 +443,7 @@ fn child_write<K>(
     object: &Object,
 ) -> Option<Write>
 where
-    K: Resource + Clone + Serialize + 'static,
+    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
     let observed = cache.get(namespace, &desired.name_any());
@@ -458,15 +459,17 @@ where
 /// without its data ever being rewritten.
 fn owners_write<K>(cache: &KindCache<K>, namespace: &str, desired: &K, kind: Kind) -> Option<Write>
 where
-    K: Resource + Clone + 'static,
+    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
-    let observed = cache.get(namespace, &desired.name_any())?;
+    let observed = cache.metadata(namespace, &desired.name_any())?;
     let owners = desired.meta().owner_references.clone().unwrap_or_default();
-    (owners.as_slice() != observed.owner_references()).then(|| Write::Owners {
+    (Some(&owners) != observed.owner_references.as_ref()
+        && !(owners.is_empty() && observed.owner_references.is_none()))
+    .then(|| Write::Owners {
         kind,
         name: desired.name_any(),
-        resource_version: observed.resource_version(),
+        resource_version: observed.resource_version,
         owners,
     })
 }
@@ -608,17 +611,17 @@ fn identities<K>(
     stack: &str,
 ) -> Vec<(String, Option<String>, Vec<OwnerReference>)>
 where
-    K: Resource + Clone + 'static,
+    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
     cache
-        .of_stack(namespace, stack)
+        .metadata_of_stack(namespace, stack)
         .into_iter()
-        .map(|object| {
+        .map(|meta| {
             (
-                object.name_any(),
-                object.uid(),
-                object.owner_references().to_vec(),
+                meta.name.unwrap_or_default(),
+                meta.uid,
+                meta.owner_references.unwrap_or_default(),
             )
         })
         .collect()

@@ -30,6 +30,8 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
@@ -37,6 +39,7 @@ use tracing::{debug, info};
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::Metrics;
+use crate::runtime::packed::{Packed, Storage};
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -59,11 +62,11 @@ enum Recent<K> {
 /// One kind's store, plus what this process wrote since its watch last
 /// spoke: a reconcile that runs before the watch event of its own write
 /// reads the written object, not the older cached one.
-pub struct KindCache<K: Resource + 'static>
+pub struct KindCache<K: Resource + 'static, S: Storage<K> = Packed<K>>
 where
     K::DynamicType: Hash + Eq + Clone,
 {
-    store: Store<K>,
+    store: Store<S>,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
     /// Names of each stack's objects, by (namespace, instance label), so a
@@ -71,12 +74,13 @@ where
     members: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
-impl<K> KindCache<K>
+impl<K, S> KindCache<K, S>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Hash + Eq + Clone,
+    S: Storage<K>,
 {
-    fn new(store: Store<K>, dyntype: K::DynamicType) -> Self {
+    fn new(store: Store<S>, dyntype: K::DynamicType) -> Self {
         Self {
             store,
             dyntype,
@@ -91,26 +95,68 @@ where
         let cached = self.store.get(&key);
         let recent = self.recent.lock().expect("cache lock");
         match recent.get(&(namespace.to_string(), name.to_string())) {
-            None => cached,
+            None => cached.map(|cached| S::load(&cached)),
             Some(Recent::Written(written)) => match cached {
-                Some(cached) if newer(cached.as_ref(), written.as_ref()) => Some(cached),
+                Some(cached) if newer(cached.as_ref(), written.as_ref()) => Some(S::load(&cached)),
                 _ => Some(written.clone()),
             },
-            Some(Recent::Deleted(uid)) => cached.filter(|cached| cached.uid() != *uid),
+            Some(Recent::Deleted(uid)) => cached
+                .filter(|cached| cached.uid() != *uid)
+                .map(|cached| S::load(&cached)),
         }
+    }
+
+    /// The metadata of the object as last seen or written, read without
+    /// decoding the object (of a cached one, what [`Self::metadata_of_stack`]
+    /// keeps).
+    pub fn metadata(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
+        let key = ObjectRef::new_with(name, self.dyntype.clone()).within(namespace);
+        let cached = self.store.get(&key);
+        let recent = self.recent.lock().expect("cache lock");
+        match recent.get(&(namespace.to_string(), name.to_string())) {
+            None => cached.map(|cached| cached.meta().clone()),
+            Some(Recent::Written(written)) => match cached {
+                Some(cached) if newer(cached.as_ref(), written.as_ref()) => {
+                    Some(cached.meta().clone())
+                }
+                _ => Some(written.meta().clone()),
+            },
+            Some(Recent::Deleted(uid)) => cached
+                .filter(|cached| cached.uid() != *uid)
+                .map(|cached| cached.meta().clone()),
+        }
+    }
+
+    /// The metadata of one stack's objects (name, UID, owners, labels the
+    /// cache looks up), without decoding them.
+    pub fn metadata_of_stack(&self, namespace: &str, stack: &str) -> Vec<ObjectMeta> {
+        self.names_of_stack(namespace, stack)
+            .iter()
+            .filter_map(|name| self.metadata(namespace, name))
+            .filter(|meta| {
+                meta.labels
+                    .as_ref()
+                    .and_then(|labels| labels.get(LABEL_INSTANCE))
+                    .map(String::as_str)
+                    == Some(stack)
+            })
+            .collect()
+    }
+
+    fn names_of_stack(&self, namespace: &str, stack: &str) -> Vec<String> {
+        self.members
+            .lock()
+            .expect("cache lock")
+            .get(&(namespace.to_string(), stack.to_string()))
+            .map(|names| names.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The objects of one stack: labelled with its name as instance, in its
     /// namespace.
     pub fn of_stack(&self, namespace: &str, stack: &str) -> Vec<Arc<K>> {
         let key = (namespace.to_string(), stack.to_string());
-        let names: Vec<String> = self
-            .members
-            .lock()
-            .expect("cache lock")
-            .get(&key)
-            .map(|names| names.iter().cloned().collect())
-            .unwrap_or_default();
+        let names = self.names_of_stack(namespace, stack);
         let objects: Vec<Arc<K>> = names
             .iter()
             .filter_map(|name| self.get(namespace, name))
@@ -128,7 +174,7 @@ where
     }
 
     /// Keeps [`Self::of_stack`]'s index in line with an object seen.
-    fn index(&self, object: &K, present: bool) {
+    fn index(&self, object: &impl Resource, present: bool) {
         let Some(stack) = object.labels().get(LABEL_INSTANCE) else {
             return;
         };
@@ -164,7 +210,7 @@ where
 
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
-    fn seen(&self, object: &K, deleted: bool) {
+    fn seen(&self, object: &impl Resource, deleted: bool) {
         self.index(object, !deleted);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
@@ -180,14 +226,21 @@ where
 
     /// Applies one watch event to the store through `writer`, and settles
     /// what this process wrote or deleted that the event shows.
-    pub fn apply_event(&self, writer: &mut reflector::store::Writer<K>, event: &Event<K>) {
-        writer.apply_watcher_event(event);
-        match event {
+    pub fn apply_event(&self, writer: &mut reflector::store::Writer<S>, event: &Event<K>) {
+        let event = match event {
+            Event::Apply(object) => Event::Apply(S::store(object)),
+            Event::Delete(object) => Event::Delete(S::store(object)),
+            Event::InitApply(object) => Event::InitApply(S::store(object)),
+            Event::Init => Event::Init,
+            Event::InitDone => Event::InitDone,
+        };
+        writer.apply_watcher_event(&event);
+        match &event {
             Event::Apply(object) => self.seen(object, false),
             Event::Delete(object) => self.seen(object, true),
             Event::InitDone => {
                 for object in self.store.state() {
-                    self.seen(&object, false);
+                    self.seen(object.as_ref(), false);
                 }
             }
             Event::Init | Event::InitApply(_) => {}
@@ -199,7 +252,7 @@ where
     }
 
     /// The store the watch fills.
-    pub fn store(&self) -> &Store<K> {
+    pub fn store(&self) -> &Store<S> {
         &self.store
     }
 
@@ -215,7 +268,7 @@ where
 
 /// How two versions of an object compare. resourceVersions are etcd
 /// revisions; where one is not a number, only equality is known.
-fn versions<K: Resource>(cached: &K, written: &K) -> Option<std::cmp::Ordering> {
+fn versions(cached: &impl Resource, written: &impl Resource) -> Option<std::cmp::Ordering> {
     let (cached, written) = (cached.resource_version(), written.resource_version());
     match (
         cached.as_deref().map(str::parse::<u64>),
@@ -228,14 +281,14 @@ fn versions<K: Resource>(cached: &K, written: &K) -> Option<std::cmp::Ordering> 
 }
 
 /// The watch has shown `written` (or something after it).
-fn caught_up<K: Resource>(cached: &K, written: &K) -> bool {
+fn caught_up(cached: &impl Resource, written: &impl Resource) -> bool {
     versions(cached, written).is_none_or(|order| order.is_ge())
 }
 
 /// The cache holds something after `written`. At the same version the
 /// written copy is preferred: it may carry what the cache strips (a
 /// referenced Secret's data, read fresh).
-fn newer<K: Resource>(cached: &K, written: &K) -> bool {
+fn newer(cached: &impl Resource, written: &impl Resource) -> bool {
     versions(cached, written).is_none_or(|order| order.is_gt())
 }
 
@@ -296,7 +349,7 @@ pub struct Caches {
     /// AppStacks, with what this process last wrote of each (status,
     /// finalizers), so a pass never starts from an older status than the
     /// one it wrote and never repeats a transition or an Event.
-    pub stacks: KindCache<AppStack>,
+    pub stacks: KindCache<AppStack, AppStack>,
     pub secrets: KindCache<Secret>,
     pub config_maps: KindCache<ConfigMap>,
     pub services: KindCache<Service>,
@@ -321,26 +374,30 @@ pub struct Caches {
 /// The writing halves of [`Caches`], fed by watches (or by tests).
 pub struct Writers {
     pub stacks: reflector::store::Writer<AppStack>,
-    pub secrets: reflector::store::Writer<Secret>,
-    pub config_maps: reflector::store::Writer<ConfigMap>,
-    pub services: reflector::store::Writer<Service>,
-    pub statefulsets: reflector::store::Writer<StatefulSet>,
-    pub jobs: reflector::store::Writer<Job>,
-    pub deployments: reflector::store::Writer<Deployment>,
-    pub volumes: reflector::store::Writer<PersistentVolumeClaim>,
-    pub network_policies: reflector::store::Writer<NetworkPolicy>,
-    pub disruption_budgets: reflector::store::Writer<PodDisruptionBudget>,
-    pub ingresses: reflector::store::Writer<Ingress>,
-    pub service_monitors: reflector::store::Writer<DynamicObject>,
-    pub http_routes: reflector::store::Writer<DynamicObject>,
+    pub secrets: Writer<Secret>,
+    pub config_maps: Writer<ConfigMap>,
+    pub services: Writer<Service>,
+    pub statefulsets: Writer<StatefulSet>,
+    pub jobs: Writer<Job>,
+    pub deployments: Writer<Deployment>,
+    pub volumes: Writer<PersistentVolumeClaim>,
+    pub network_policies: Writer<NetworkPolicy>,
+    pub disruption_budgets: Writer<PodDisruptionBudget>,
+    pub ingresses: Writer<Ingress>,
+    pub service_monitors: Writer<DynamicObject>,
+    pub http_routes: Writer<DynamicObject>,
 }
+
+/// The writing half of a child kind's store.
+pub type Writer<K> = reflector::store::Writer<Packed<K>>;
 
 impl Caches {
     /// Empty caches and the writers that fill them.
     pub fn new() -> (Arc<Self>, Writers) {
-        fn pair<K>() -> (KindCache<K>, reflector::store::Writer<K>)
+        fn pair<K, S>() -> (KindCache<K, S>, reflector::store::Writer<S>)
         where
             K: Resource<DynamicType = ()> + Clone + 'static,
+            S: Storage<K>,
         {
             let (reader, writer) = reflector::store();
             (KindCache::new(reader, ()), writer)
@@ -356,12 +413,7 @@ impl Caches {
         let (network_policies, network_policies_writer) = pair();
         let (disruption_budgets, disruption_budgets_writer) = pair();
         let (ingresses, ingresses_writer) = pair();
-        fn dynamic(
-            resource: ApiResource,
-        ) -> (
-            KindCache<DynamicObject>,
-            reflector::store::Writer<DynamicObject>,
-        ) {
+        fn dynamic(resource: ApiResource) -> (KindCache<DynamicObject>, Writer<DynamicObject>) {
             let writer = reflector::store::Writer::new(resource.clone());
             (KindCache::new(writer.as_reader(), resource), writer)
         }
@@ -467,7 +519,7 @@ impl Caches {
         for stack in &gone {
             index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any());
             // What this process last wrote of it no longer stands for it.
-            self.stacks.seen(stack, true);
+            self.stacks.seen(stack.as_ref(), true);
         }
         gone
     }
@@ -659,7 +711,7 @@ pub async fn start(
         {
             let caches = caches.clone();
             let triggers = triggers.clone();
-            move |secret: &Secret| {
+            move |secret: &Packed<Secret>| {
                 let namespace = secret.namespace().unwrap_or_default();
                 let name = secret.name_any();
                 wake_owner(&triggers, secret);
@@ -691,7 +743,7 @@ pub async fn start(
                 |caches| &caches.$field,
                 $writer,
                 slimmed,
-                move |object: &$kind| wake_owner(&triggers, object),
+                move |object: &Packed<$kind>| wake_owner(&triggers, object),
             ));
         }};
     }
@@ -798,12 +850,12 @@ fn spawn_cache<K>(
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
     caches: Arc<Caches>,
     cache: fn(&Caches) -> &KindCache<K>,
-    mut writer: reflector::store::Writer<K>,
+    mut writer: Writer<K>,
     slim: impl Fn(K) -> K + Send + 'static,
-    wake: impl Fn(&K) + Send + 'static,
+    wake: impl Fn(&Packed<K>) + Send + 'static,
 ) -> JoinHandle<()>
 where
-    K: Resource + Slim + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+    K: Resource + Slim + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Hash + Eq + Clone + Send + Sync,
 {
     tokio::spawn(async move {
@@ -813,7 +865,19 @@ where
             let cache = cache(&caches);
             cache.apply_event(&mut writer, &event);
             match &event {
-                Event::Apply(object) | Event::Delete(object) => wake(object),
+                Event::Apply(object) | Event::Delete(object) => {
+                    let key = ObjectRef::new_with(&object.name_any(), cache.dyntype.clone())
+                        .within(&object.namespace().unwrap_or_default());
+                    if let Some(stored) = cache
+                        .store
+                        .get(&key)
+                        .filter(|_| matches!(event, Event::Apply(_)))
+                    {
+                        wake(&stored);
+                    } else {
+                        wake(&Packed::pack(object));
+                    }
+                }
                 Event::InitDone => {
                     for object in cache.store.state() {
                         wake(&object);
@@ -841,7 +905,7 @@ async fn discover(
     client: Client,
     scope: Option<String>,
     caches: Arc<Caches>,
-    writer: reflector::store::Writer<DynamicObject>,
+    writer: Writer<DynamicObject>,
     triggers: Triggers,
     metrics: Metrics,
 ) {
@@ -872,7 +936,7 @@ async fn discover(
                         kind.cache,
                         writer,
                         slimmed,
-                        move |object: &DynamicObject| wake_owner(&watch_triggers, object),
+                        move |object: &Packed<DynamicObject>| wake_owner(&watch_triggers, object),
                     ));
                     (kind.cache)(&caches).wait_until_ready().await;
                     *(kind.api)(&caches).write().expect("api lock") = Some(resource);

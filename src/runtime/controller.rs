@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, debug, warn};
@@ -101,13 +101,10 @@ pub async fn run(
         options.namespaces.iter().cloned().map(Some).collect()
     };
     metrics.set_max_concurrent_reconciles(options.concurrency);
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: children::FIELD_MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
+    let reporter = Reporter {
+        controller: children::FIELD_MANAGER.into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
     let databases = Arc::new(Databases::new(options.database_checks, metrics.clone()));
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
     let mut watches = Vec::new();
@@ -142,7 +139,7 @@ pub async fn run(
         let scope = Arc::new(Scope {
             context: Context {
                 client: client.clone(),
-                recorder: recorder.clone(),
+                reporter: reporter.clone(),
                 metrics: metrics.clone(),
                 caches: caches.clone(),
                 databases: databases.clone(),

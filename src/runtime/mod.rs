@@ -7,6 +7,7 @@ pub mod controller;
 pub mod lead;
 pub mod leader;
 pub mod metrics;
+pub mod packed;
 pub mod server;
 pub mod telemetry;
 pub mod watch;

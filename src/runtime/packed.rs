@@ -1,0 +1,180 @@
+//! Packed objects: how a cache keeps a child. Decoded, a Deployment takes
+//! about 9 KiB of memory and its JSON less than 3; compressed, about 1. A
+//! packed object keeps the metadata a pass looks up without reading the
+//! object (name, UID, version, instance label, owners) and the rest as
+//! compressed JSON, decoded when a pass reads it.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::children::{LABEL_INSTANCE, LABEL_MANAGED_BY};
+
+/// An object as a cache keeps it.
+pub struct Packed<K> {
+    metadata: ObjectMeta,
+    /// The whole object, JSON compressed with LZ4.
+    bytes: Box<[u8]>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
+    pub fn pack(object: &K) -> Self {
+        let meta = object.meta();
+        let labels = meta.labels.as_ref().map(|labels| {
+            labels
+                .iter()
+                .filter(|(key, _)| *key == LABEL_INSTANCE || *key == LABEL_MANAGED_BY)
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        });
+        let metadata = ObjectMeta {
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+            creation_timestamp: meta.creation_timestamp.clone(),
+            labels,
+            owner_references: meta.owner_references.clone(),
+            ..ObjectMeta::default()
+        };
+        let json = serde_json::to_vec(object).expect("a Kubernetes object serializes");
+        Self {
+            metadata,
+            bytes: lz4_flex::block::compress_prepend_size(&json).into_boxed_slice(),
+            kind: PhantomData,
+        }
+    }
+
+    /// The object as it was packed.
+    pub fn unpack(&self) -> K {
+        let json = lz4_flex::block::decompress_size_prepended(&self.bytes)
+            .expect("packed by this process");
+        serde_json::from_slice(&json).expect("packed from a valid object")
+    }
+}
+
+impl<K> Clone for Packed<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            bytes: self.bytes.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> fmt::Debug for Packed<K> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Packed")
+            .field("metadata", &self.metadata)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl<K: Resource> Resource for Packed<K> {
+    type DynamicType = K::DynamicType;
+    type Scope = K::Scope;
+
+    fn kind(dynamic: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dynamic)
+    }
+
+    fn group(dynamic: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dynamic)
+    }
+
+    fn version(dynamic: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dynamic)
+    }
+
+    fn plural(dynamic: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dynamic)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// How a [`super::cache::KindCache`] stores its kind: packed, or as it is
+/// (AppStacks, which the controller's queue reads from the store).
+pub trait Storage<K>: Resource<DynamicType = K::DynamicType> + Clone + 'static
+where
+    K: Resource,
+{
+    fn store(object: &K) -> Self;
+    fn load(stored: &Arc<Self>) -> Arc<K>;
+}
+
+impl<K> Storage<K> for Packed<K>
+where
+    K: Resource + Serialize + DeserializeOwned + 'static,
+{
+    fn store(object: &K) -> Self {
+        Packed::pack(object)
+    }
+
+    fn load(stored: &Arc<Self>) -> Arc<K> {
+        Arc::new(stored.unpack())
+    }
+}
+
+impl Storage<crate::crd::AppStack> for crate::crd::AppStack {
+    fn store(object: &Self) -> Self {
+        object.clone()
+    }
+
+    fn load(stored: &Arc<Self>) -> Arc<Self> {
+        stored.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::ResourceExt;
+
+    #[test]
+    fn a_packed_object_reads_back_whole_and_keeps_its_identity_at_hand() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": "a", "name": "shop-backend", "uid": "u1", "resourceVersion": "7",
+                "labels": {LABEL_INSTANCE: "shop", "team": "x"},
+                "ownerReferences": [{"apiVersion": "appstack.dev/v1alpha1", "kind": "AppStack",
+                                     "name": "shop", "uid": "s1"}]
+            },
+            "spec": {
+                "selector": {"matchLabels": {"app": "shop"}},
+                "template": {"spec": {"containers": [{"name": "backend", "image": "shop:1",
+                    "resources": {"requests": {"cpu": "500m"}}}]}}
+            },
+            "status": {"availableReplicas": 2}
+        }))
+        .unwrap();
+        let packed = Packed::pack(&deployment);
+        assert_eq!(packed.unpack(), deployment);
+        assert_eq!(packed.name_any(), "shop-backend");
+        assert_eq!(packed.uid().as_deref(), Some("u1"));
+        assert_eq!(packed.resource_version().as_deref(), Some("7"));
+        assert_eq!(packed.owner_references()[0].uid, "s1");
+        assert_eq!(
+            packed.labels().keys().collect::<Vec<_>>(),
+            [LABEL_INSTANCE],
+            "only the labels the cache looks up"
+        );
+    }
+}
