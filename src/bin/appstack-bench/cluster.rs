@@ -167,7 +167,10 @@ impl Operator {
             .env("KUBECONFIG", kubeconfig)
             .env("APPSTACK_DATABASE_CHECKS", "external")
             .env("LOG_FORMAT", "json")
-            .env("LOG_LEVEL", "warn")
+            .env(
+                "LOG_LEVEL",
+                std::env::var("APPSTACK_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("RUST_LOG")
             .stdout(log.try_clone()?)
             .stderr(log)

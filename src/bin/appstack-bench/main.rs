@@ -56,6 +56,11 @@ struct Args {
     /// Give up on a phase after this many seconds.
     #[arg(long, default_value_t = 1800)]
     limit_seconds: u64,
+    /// Leave the operator phase's control plane running at the end, with
+    /// its stacks, to look into it (`scripts/cluster.sh down` with
+    /// APPSTACK_CLUSTER_DIR set to `--dir` stops it).
+    #[arg(long)]
+    keep_cluster: bool,
 }
 
 const NAMESPACE: &str = "bench";
@@ -93,7 +98,14 @@ async fn main() -> anyhow::Result<()> {
     if args.phases.iter().any(|phase| phase == "operator") {
         let cluster = Cluster::fresh(&dir, args.stacks)?;
         let result = operator(&cluster, &operator_binary, &args, floor, limit).await;
-        cluster.down();
+        if args.keep_cluster {
+            progress(format!(
+                "the control plane keeps running; kubeconfig: {}",
+                cluster.admin_kubeconfig().display()
+            ));
+        } else {
+            cluster.down();
+        }
         result?;
     }
     Ok(())
@@ -201,15 +213,39 @@ async fn operator(
 
     // Change latency under 5 changes per second.
     progress(format!("{} spec changes at 5 per second", args.changes));
+    let control_plane = cluster.control_plane_cpu();
+    let cpu_before = usage(operator.pid())?.cpu_seconds;
+    let started = Instant::now();
     let latencies = change_latency(&client, n, args.changes, limit).await?;
+    let seconds = started.elapsed().as_secs_f64();
     for (name, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
         figure(
             &format!("change_latency_{name}_ms"),
             n,
-            percentile(&latencies, quantile) * 1000.0,
+            percentile(&latencies.observed, quantile) * 1000.0,
             "ms",
         );
     }
+    for (name, quantile) in [("p50", 0.5), ("p99", 0.99)] {
+        figure(
+            &format!("change_applied_{name}_ms"),
+            n,
+            percentile(&latencies.applied, quantile) * 1000.0,
+            "ms",
+        );
+    }
+    figure(
+        "changes_control_plane_cpu_cores",
+        n,
+        (cluster.control_plane_cpu() - control_plane) / seconds,
+        "cores",
+    );
+    figure(
+        "changes_operator_cpu_cores",
+        n,
+        (usage(operator.pid())?.cpu_seconds - cpu_before) / seconds,
+        "cores",
+    );
     let peak = usage(operator.pid())?;
     figure(
         "rss_peak_mib",
@@ -312,6 +348,16 @@ struct Change {
     generation: i64,
     replicas: i32,
     sent: Instant,
+    /// When the watcher saw the backend Deployment with the new replicas.
+    applied: Option<Instant>,
+}
+
+/// Seconds from each change to its children applied, and to its status at
+/// the new generation as well.
+#[derive(Default)]
+struct Latencies {
+    applied: Vec<f64>,
+    observed: Vec<f64>,
 }
 
 /// Changes `changes` stacks' backend replicas, 5 per second, and times each
@@ -322,7 +368,7 @@ async fn change_latency(
     n: usize,
     changes: usize,
     limit: Duration,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Latencies> {
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     enum Seen {
@@ -367,12 +413,12 @@ async fn change_latency(
     let mut observed_generation: HashMap<String, i64> = HashMap::new();
     let mut replicas: HashMap<String, i32> = HashMap::new();
     let mut pending: BTreeMap<String, Change> = BTreeMap::new();
-    let mut latencies = Vec::new();
+    let mut latencies = Latencies::default();
     let mut sent = 0;
     let mut ticks = tokio::time::interval(Duration::from_millis(200));
     let deadline = tokio::time::Instant::now() + limit;
     let mut current_replicas: HashMap<String, i32> = HashMap::new();
-    while latencies.len() < changes {
+    while latencies.observed.len() < changes {
         tokio::select! {
             _ = ticks.tick(), if sent < changes => {
                 // A stack with no change in flight, in turn.
@@ -396,6 +442,7 @@ async fn change_latency(
                         generation: changed.metadata.generation.unwrap_or(0),
                         replicas: next,
                         sent: at,
+                        applied: None,
                     },
                 );
                 sent += 1;
@@ -411,12 +458,15 @@ async fn change_latency(
                         name
                     }
                 };
-                if let Some(change) = pending.get(&name)
-                    && observed_generation.get(&name).copied().unwrap_or(-1) >= change.generation
+                if let Some(change) = pending.get_mut(&name)
                     && replicas.get(&name) == Some(&change.replicas)
                 {
-                    latencies.push(change.sent.elapsed().as_secs_f64());
-                    pending.remove(&name);
+                    let applied = *change.applied.get_or_insert_with(Instant::now);
+                    if observed_generation.get(&name).copied().unwrap_or(-1) >= change.generation {
+                        latencies.applied.push((applied - change.sent).as_secs_f64());
+                        latencies.observed.push(change.sent.elapsed().as_secs_f64());
+                        pending.remove(&name);
+                    }
                 }
             }
             _ = tokio::time::sleep_until(deadline) => anyhow::bail!("changes were not applied in time"),
