@@ -113,6 +113,31 @@ pub fn of_done(done: &Done) -> Option<Event> {
     Some(event(EventType::Normal, reason, note))
 }
 
+/// One Event per type and reason: a recorder counts a second Event of the
+/// same reason about the same stack as a repeat of the first and drops its
+/// note, so two Secrets generated in one pass would be told as one. Their
+/// notes are joined instead.
+pub fn merged(events: impl IntoIterator<Item = Event>) -> Vec<Event> {
+    let mut merged: Vec<Event> = Vec::new();
+    for event in events {
+        match merged
+            .iter_mut()
+            .find(|kept| kept.type_ == event.type_ && kept.reason == event.reason)
+        {
+            Some(kept) => {
+                let note = [kept.note.take(), event.note]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                kept.note = Some(note);
+            }
+            None => merged.push(event),
+        }
+    }
+    merged
+}
+
 fn event(type_: EventType, reason: &str, note: String) -> Event {
     Event {
         type_,
@@ -166,6 +191,26 @@ mod tests {
         assert!(
             transitions(Some(&failed), &failed).is_empty(),
             "no repeat on a converged pass"
+        );
+    }
+
+    #[test]
+    fn events_of_one_reason_in_a_pass_are_one_event_with_every_note() {
+        let events = merged([
+            event(EventType::Normal, reasons::SECRET_GENERATED, "in Secret a".into()),
+            event(EventType::Normal, reasons::MIGRATION_STARTED, "Job j".into()),
+            event(EventType::Normal, reasons::SECRET_GENERATED, "in Secret b".into()),
+        ]);
+        let told: Vec<(&str, Option<&str>)> = events
+            .iter()
+            .map(|event| (event.reason.as_str(), event.note.as_deref()))
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (reasons::SECRET_GENERATED, Some("in Secret a; in Secret b")),
+                (reasons::MIGRATION_STARTED, Some("Job j")),
+            ]
         );
     }
 

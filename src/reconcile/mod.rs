@@ -341,7 +341,7 @@ async fn publish(
     // Event it sent for six minutes (about 2 KiB each, 16 MiB over 1,000
     // new stacks), to count repeats that transitions never send.
     let recorder = Recorder::new(context.client.clone(), context.reporter.clone());
-    for event in done.iter().filter_map(events::of_done).chain(transitions) {
+    for event in events::merged(done.iter().filter_map(events::of_done).chain(transitions)) {
         if let Err(error) = recorder.publish(&event, &reference).await {
             warn!(reason = %event.reason, %error, "could not publish event");
         }

@@ -114,16 +114,16 @@ where
         let cached = self.store.get(&key);
         let recent = self.recent.lock().expect("cache lock");
         match recent.get(&(namespace.to_string(), name.to_string())) {
-            None => cached.map(|cached| cached.meta().clone()),
+            None => cached.map(|cached| stored_meta(cached.as_ref())),
             Some(Recent::Written(written)) => match cached {
                 Some(cached) if newer(cached.as_ref(), written.as_ref()) => {
-                    Some(cached.meta().clone())
+                    Some(stored_meta(cached.as_ref()))
                 }
                 _ => Some(written.meta().clone()),
             },
             Some(Recent::Deleted(uid)) => cached
                 .filter(|cached| cached.uid() != *uid)
-                .map(|cached| cached.meta().clone()),
+                .map(|cached| stored_meta(cached.as_ref())),
         }
     }
 
@@ -174,11 +174,11 @@ where
     }
 
     /// Keeps [`Self::of_stack`]'s index in line with an object seen.
-    fn index(&self, object: &impl Resource, present: bool) {
-        let Some(stack) = object.labels().get(LABEL_INSTANCE) else {
+    fn index(&self, object: &impl Resource, instance: Option<&str>, present: bool) {
+        let Some(stack) = instance else {
             return;
         };
-        let key = (object.namespace().unwrap_or_default(), stack.clone());
+        let key = (object.namespace().unwrap_or_default(), stack.to_string());
         let mut members = self.members.lock().expect("cache lock");
         if present {
             members.entry(key).or_default().insert(object.name_any());
@@ -192,7 +192,11 @@ where
 
     /// Remembers an object this process wrote or read fresh.
     pub fn record(&self, object: K) {
-        self.index(&object, true);
+        self.index(
+            &object,
+            object.labels().get(LABEL_INSTANCE).map(String::as_str),
+            true,
+        );
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         self.recent
             .lock()
@@ -210,8 +214,8 @@ where
 
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
-    fn seen(&self, object: &impl Resource, deleted: bool) {
-        self.index(object, !deleted);
+    fn seen(&self, object: &S, deleted: bool) {
+        self.index(object, object.instance(), !deleted);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
         let settled = match recent.get(&key) {
@@ -620,12 +624,21 @@ fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
 }
 
 /// Wakes the stack a child belongs to (by its instance label).
-fn wake_owner<K: Resource>(triggers: &Triggers, object: &K) {
-    if let (Some(namespace), Some(stack)) =
-        (object.namespace(), object.labels().get(LABEL_INSTANCE))
-    {
+fn wake_owner<K: Resource>(triggers: &Triggers, object: &Packed<K>) {
+    if let (Some(namespace), Some(stack)) = (object.namespace(), object.instance()) {
         wake(triggers, &namespace, stack);
     }
+}
+
+/// A stored object's metadata with its instance label, as the object has it.
+fn stored_meta<K: Resource, S: Storage<K>>(stored: &S) -> ObjectMeta {
+    let mut meta = stored.meta().clone();
+    if let Some(instance) = stored.instance() {
+        meta.labels
+            .get_or_insert_default()
+            .insert(LABEL_INSTANCE.into(), instance.into());
+    }
+    meta
 }
 
 /// The watch tasks of one scope's caches; dropping this stops them.

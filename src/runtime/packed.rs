@@ -14,11 +14,15 @@ use kube::Resource;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::children::{LABEL_INSTANCE, LABEL_MANAGED_BY};
+use crate::children::LABEL_INSTANCE;
 
 /// An object as a cache keeps it.
 pub struct Packed<K> {
+    /// Name, namespace, UID, version, creation time and owners: no labels,
+    /// as one label map costs half a KiB.
     metadata: ObjectMeta,
+    /// The instance label: the stack the object belongs to.
+    instance: Option<Box<str>>,
     /// The whole object, JSON compressed with LZ4.
     bytes: Box<[u8]>,
     kind: PhantomData<fn() -> K>,
@@ -27,26 +31,23 @@ pub struct Packed<K> {
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
     pub fn pack(object: &K) -> Self {
         let meta = object.meta();
-        let labels = meta.labels.as_ref().map(|labels| {
-            labels
-                .iter()
-                .filter(|(key, _)| *key == LABEL_INSTANCE || *key == LABEL_MANAGED_BY)
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect()
-        });
         let metadata = ObjectMeta {
             name: meta.name.clone(),
             namespace: meta.namespace.clone(),
             uid: meta.uid.clone(),
             resource_version: meta.resource_version.clone(),
             creation_timestamp: meta.creation_timestamp.clone(),
-            labels,
             owner_references: meta.owner_references.clone(),
             ..ObjectMeta::default()
         };
         let json = serde_json::to_vec(object).expect("a Kubernetes object serializes");
         Self {
             metadata,
+            instance: meta
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(LABEL_INSTANCE))
+                .map(|instance| instance.as_str().into()),
             bytes: lz4_flex::block::compress_prepend_size(&json).into_boxed_slice(),
             kind: PhantomData,
         }
@@ -60,10 +61,18 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
     }
 }
 
+impl<K> Packed<K> {
+    /// The stack the object belongs to, by its instance label.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.as_deref()
+    }
+}
+
 impl<K> Clone for Packed<K> {
     fn clone(&self) -> Self {
         Self {
             metadata: self.metadata.clone(),
+            instance: self.instance.clone(),
             bytes: self.bytes.clone(),
             kind: PhantomData,
         }
@@ -117,6 +126,8 @@ where
 {
     fn store(object: &K) -> Self;
     fn load(stored: &Arc<Self>) -> Arc<K>;
+    /// The stack the stored object belongs to, by its instance label.
+    fn instance(&self) -> Option<&str>;
 }
 
 impl<K> Storage<K> for Packed<K>
@@ -130,6 +141,10 @@ where
     fn load(stored: &Arc<Self>) -> Arc<K> {
         Arc::new(stored.unpack())
     }
+
+    fn instance(&self) -> Option<&str> {
+        Packed::instance(self)
+    }
 }
 
 impl Storage<crate::crd::AppStack> for crate::crd::AppStack {
@@ -139,6 +154,14 @@ impl Storage<crate::crd::AppStack> for crate::crd::AppStack {
 
     fn load(stored: &Arc<Self>) -> Arc<Self> {
         stored.clone()
+    }
+
+    fn instance(&self) -> Option<&str> {
+        self.meta()
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_INSTANCE))
+            .map(String::as_str)
     }
 }
 
@@ -171,10 +194,7 @@ mod tests {
         assert_eq!(packed.uid().as_deref(), Some("u1"));
         assert_eq!(packed.resource_version().as_deref(), Some("7"));
         assert_eq!(packed.owner_references()[0].uid, "s1");
-        assert_eq!(
-            packed.labels().keys().collect::<Vec<_>>(),
-            [LABEL_INSTANCE],
-            "only the labels the cache looks up"
-        );
+        assert_eq!(packed.instance(), Some("shop"));
+        assert!(packed.labels().is_empty(), "the instance is kept on its own");
     }
 }
