@@ -44,10 +44,17 @@ impl Backoff {
 
 /// Lists read from etcd (a quorum read). A list served from the API server's
 /// watch cache can carry a resourceVersion a restarted server already calls
-/// too old, so the watch after it would fail again.
+/// too old, so the watch after it would fail again. Pages of 100 objects:
+/// each page is decoded whole before the cache packs it, and at 500 a start
+/// over 1,000 stacks peaked a third above the steady memory.
 pub fn config() -> watcher::Config {
-    watcher::Config::default().list_semantic(watcher::ListSemantic::MostRecent)
+    watcher::Config::default()
+        .list_semantic(watcher::ListSemantic::MostRecent)
+        .page_size(LIST_PAGE)
 }
+
+/// Objects per list page.
+pub const LIST_PAGE: u32 = 100;
 
 /// `events` with its failures handled here: each is logged with the watched
 /// `kind` and retried after this watch's own backoff, and none is passed on.
