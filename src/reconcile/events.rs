@@ -197,9 +197,21 @@ mod tests {
     #[test]
     fn events_of_one_reason_in_a_pass_are_one_event_with_every_note() {
         let events = merged([
-            event(EventType::Normal, reasons::SECRET_GENERATED, "in Secret a".into()),
-            event(EventType::Normal, reasons::MIGRATION_STARTED, "Job j".into()),
-            event(EventType::Normal, reasons::SECRET_GENERATED, "in Secret b".into()),
+            event(
+                EventType::Normal,
+                reasons::SECRET_GENERATED,
+                "in Secret a".into(),
+            ),
+            event(
+                EventType::Normal,
+                reasons::MIGRATION_STARTED,
+                "Job j".into(),
+            ),
+            event(
+                EventType::Normal,
+                reasons::SECRET_GENERATED,
+                "in Secret b".into(),
+            ),
         ]);
         let told: Vec<(&str, Option<&str>)> = events
             .iter()

@@ -36,6 +36,7 @@ use crate::crd::{AppStack, AppStackStatus};
 use crate::database::Databases;
 use crate::runtime::cache::{Caches, Slim};
 use crate::runtime::metrics::Metrics;
+use crate::runtime::packed::Packed;
 use crate::stack::ValidatedStack;
 use crate::stages::{self, Stage};
 
@@ -87,14 +88,14 @@ impl Error {
 }
 
 /// Brings one stack a pass closer to its spec and writes its status.
-pub async fn pass(context: &Context, cached: &AppStack) -> Result<Action, Error> {
+pub async fn pass(context: &Context, cached: &Packed<AppStack>) -> Result<Action, Error> {
     let namespace = cached.namespace().unwrap_or_default();
     // The newest copy known: the cache, or what this process last wrote.
     let stack = context
         .caches
         .stacks
         .get(&namespace, &cached.name_any())
-        .unwrap_or_else(|| Arc::new(cached.clone()));
+        .unwrap_or_else(|| Arc::new(cached.unpack()));
     if stack.meta().deletion_timestamp.is_some() {
         release::release(context, &stack)
             .await

@@ -3,7 +3,9 @@
 //!
 //! One store per child kind, label-filtered to this operator's children and
 //! stripped of what neither the comparison nor the status reads
-//! (`managedFields`, a Job's pod template, a volume's spec). Secrets are
+//! (`managedFields`, a Job's pod template, a volume's spec). Every object is
+//! kept packed (see [`super::packed`]) and decoded when a pass reads it.
+//! Secrets are
 //! watched whole, because users' Secrets that stacks reference carry no
 //! label of ours: the data of a Secret is kept only while it is ours or a
 //! stack references it (an index maps (namespace, name) to those stacks).
@@ -26,11 +28,11 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
@@ -38,7 +40,7 @@ use tracing::{debug, info};
 
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
-use crate::runtime::metrics::Metrics;
+use crate::runtime::metrics::{self, Metrics};
 use crate::runtime::packed::{Packed, Storage};
 use crate::runtime::watch;
 
@@ -353,7 +355,11 @@ pub struct Caches {
     /// AppStacks, with what this process last wrote of each (status,
     /// finalizers), so a pass never starts from an older status than the
     /// one it wrote and never repeats a transition or an Event.
-    pub stacks: KindCache<AppStack, AppStack>,
+    pub stacks: KindCache<AppStack>,
+    /// The condition each stack holds, as last seen, for the metrics: the
+    /// stacks are packed, and reading each one back per scrape would cost
+    /// more than the scrape.
+    holding: Mutex<HashMap<(String, String), &'static str>>,
     pub secrets: KindCache<Secret>,
     pub config_maps: KindCache<ConfigMap>,
     pub services: KindCache<Service>,
@@ -377,7 +383,7 @@ pub struct Caches {
 
 /// The writing halves of [`Caches`], fed by watches (or by tests).
 pub struct Writers {
-    pub stacks: reflector::store::Writer<AppStack>,
+    pub stacks: Writer<AppStack>,
     pub secrets: Writer<Secret>,
     pub config_maps: Writer<ConfigMap>,
     pub services: Writer<Service>,
@@ -426,6 +432,7 @@ impl Caches {
         let (http_routes, routes_writer) = dynamic(children::expose::http_route_resource());
         let caches = Arc::new(Self {
             stacks,
+            holding: Mutex::new(HashMap::new()),
             secrets,
             config_maps,
             services,
@@ -494,13 +501,13 @@ impl Caches {
     /// while the watch was away, so no delete event ever came).
     pub fn apply_stack_event(
         &self,
-        writer: &mut reflector::store::Writer<AppStack>,
+        writer: &mut Writer<AppStack>,
         event: &Event<AppStack>,
-    ) -> Vec<Arc<AppStack>> {
+    ) -> Vec<Arc<Packed<AppStack>>> {
         let before = matches!(event, Event::InitDone).then(|| self.stacks.store().state());
         self.stacks.apply_event(writer, event);
         let gone = match (event, before) {
-            (Event::Delete(stack), _) => vec![Arc::new(stack.clone())],
+            (Event::Delete(stack), _) => vec![Arc::new(Packed::pack(stack))],
             (Event::InitDone, Some(before)) => {
                 let listed: BTreeSet<Option<String>> = self
                     .stacks
@@ -517,15 +524,32 @@ impl Caches {
             _ => Vec::new(),
         };
         let mut index = self.index.write().expect("index lock");
+        let mut holding = self.holding.lock().expect("holding lock");
         if let Event::Apply(stack) | Event::InitApply(stack) = event {
             index.update(stack);
+            holding.insert(
+                (stack.namespace().unwrap_or_default(), stack.name_any()),
+                metrics::holding(stack),
+            );
         }
         for stack in &gone {
-            index.remove(&stack.namespace().unwrap_or_default(), &stack.name_any());
+            let namespace = stack.namespace().unwrap_or_default();
+            index.remove(&namespace, &stack.name_any());
+            holding.remove(&(namespace, stack.name_any()));
             // What this process last wrote of it no longer stands for it.
             self.stacks.seen(stack.as_ref(), true);
         }
         gone
+    }
+
+    /// The condition each cached stack holds (see [`metrics::holding`]).
+    pub fn stacks_holding(&self) -> Vec<&'static str> {
+        self.holding
+            .lock()
+            .expect("holding lock")
+            .values()
+            .copied()
+            .collect()
     }
 
     /// A Secret as the cache keeps it: ours or referenced with its data,
@@ -617,7 +641,7 @@ fn slimmed<K: Slim>(mut object: K) -> K {
 }
 
 /// Wakes the reconcile of stacks.
-pub type Triggers = UnboundedSender<ObjectRef<AppStack>>;
+pub type Triggers = UnboundedSender<ObjectRef<Packed<AppStack>>>;
 
 fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
     let _ = triggers.unbounded_send(ObjectRef::new(stack).within(namespace));
@@ -735,7 +759,7 @@ pub async fn start(
                 // ours: `<stack>-db` restored by hand from a backup.
                 for suffix in ["-db", "-env"] {
                     if let Some(stack) = name.strip_suffix(suffix)
-                        && caches.stacks.get(&namespace, stack).is_some()
+                        && caches.stacks.metadata(&namespace, stack).is_some()
                     {
                         wake(&triggers, &namespace, stack);
                     }
@@ -821,7 +845,7 @@ pub async fn start(
 async fn feed_stacks(
     events: impl Stream<Item = watcher::Result<Event<AppStack>>>,
     caches: Arc<Caches>,
-    mut writer: reflector::store::Writer<AppStack>,
+    mut writer: Writer<AppStack>,
     triggers: Triggers,
     forget: impl Fn(&str),
 ) {
@@ -835,7 +859,7 @@ async fn feed_stacks(
             Event::Apply(stack) => wake_stack(&triggers, stack),
             Event::InitDone => {
                 for stack in caches.stacks.store().state() {
-                    wake_stack(&triggers, &stack);
+                    wake_stack(&triggers, stack.as_ref());
                 }
             }
             Event::Delete(_) | Event::Init | Event::InitApply(_) => {}
@@ -843,7 +867,7 @@ async fn feed_stacks(
     }
 }
 
-fn wake_stack(triggers: &Triggers, stack: &AppStack) {
+fn wake_stack(triggers: &Triggers, stack: &impl Resource) {
     wake(
         triggers,
         &stack.namespace().unwrap_or_default(),
@@ -955,7 +979,7 @@ async fn discover(
                     *(kind.api)(&caches).write().expect("api lock") = Some(resource);
                     info!(kind = %kind.gvk.kind, "the API is served; its objects are written");
                     for stack in caches.stacks.store().state() {
-                        wake_stack(&triggers, &stack);
+                        wake_stack(&triggers, stack.as_ref());
                     }
                     // Keep the watch for the rest of this term.
                     std::future::pending::<()>().await;

@@ -15,6 +15,7 @@ use tracing::{Instrument, debug, warn};
 
 use super::cache::{self, Caches};
 use super::metrics::Metrics;
+use super::packed::Packed;
 use super::server::ProcessState;
 use super::telemetry::error_chain;
 use crate::children;
@@ -148,7 +149,7 @@ pub async fn run(
             timeout: options.pass_timeout,
             failures,
         });
-        let no_stream = futures::stream::pending::<Result<AppStack, watcher::Error>>();
+        let no_stream = futures::stream::pending::<Result<Packed<AppStack>, watcher::Error>>();
         controllers.push(
             Controller::for_stream(no_stream, caches.stacks.store().clone())
                 .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
@@ -168,7 +169,11 @@ pub async fn run(
     drop(watches);
 }
 
-fn error_policy(stack: Arc<AppStack>, error: &reconcile::Error, scope: Arc<Scope>) -> Action {
+fn error_policy(
+    stack: Arc<Packed<AppStack>>,
+    error: &reconcile::Error,
+    scope: Arc<Scope>,
+) -> Action {
     let delay = scope.failures.retry_delay(&stack.uid().unwrap_or_default());
     warn!(
         namespace = stack.namespace().unwrap_or_default(),
@@ -183,7 +188,11 @@ fn error_policy(stack: Arc<AppStack>, error: &reconcile::Error, scope: Arc<Scope
 
 /// One pass within the timeout, timed and counted, in a span naming the
 /// stack and this pass.
-async fn reconcile(stack: Arc<AppStack>, scope: Arc<Scope>) -> Result<Action, reconcile::Error> {
+async fn reconcile(
+    packed: Arc<Packed<AppStack>>,
+    scope: Arc<Scope>,
+) -> Result<Action, reconcile::Error> {
+    let stack = packed.as_ref();
     let metrics = &scope.context.metrics;
     let timer = metrics.reconcile_started();
     let span = tracing::info_span!(
@@ -192,7 +201,7 @@ async fn reconcile(stack: Arc<AppStack>, scope: Arc<Scope>) -> Result<Action, re
         stack = %stack.name_any(),
         reconcile_id = %reconcile_id(),
     );
-    let result = tokio::time::timeout(scope.timeout, reconcile::pass(&scope.context, &stack))
+    let result = tokio::time::timeout(scope.timeout, reconcile::pass(&scope.context, stack))
         .instrument(span)
         .await
         .unwrap_or(Err(reconcile::Error::Timeout(scope.timeout)));

@@ -42,6 +42,20 @@ impl Default for Metrics {
     }
 }
 
+/// The conditions stacks are counted by.
+const STACK_CONDITIONS: [&str; 4] = [types::READY, types::RECONCILING, types::STALLED, "Unknown"];
+
+/// Which of `Ready`, `Reconciling`, `Stalled` the stack holds `True`, or
+/// `Unknown`.
+pub fn holding(stack: &AppStack) -> &'static str {
+    let current = stack.status.as_ref();
+    STACK_CONDITIONS[..3]
+        .iter()
+        .find(|type_| status::condition(current, type_).is_some_and(|c| c.status == "True"))
+        .copied()
+        .unwrap_or(STACK_CONDITIONS[3])
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -222,22 +236,17 @@ impl Metrics {
         self.api_discovery.with_label_values(&[kind]).inc();
     }
 
-    /// Recounts stacks by condition from the controller's cache.
-    pub fn count_stacks<'a>(&self, stacks: impl Iterator<Item = &'a AppStack>) {
+    /// Recounts stacks by the condition each holds (see [`holding`]).
+    pub fn count_stacks(&self, holding: impl Iterator<Item = &'static str>) {
         let mut counts = [0i64; 4];
-        for stack in stacks {
-            let current = stack.status.as_ref();
-            let holding = [types::READY, types::RECONCILING, types::STALLED]
+        for condition in holding {
+            let at = STACK_CONDITIONS
                 .iter()
-                .position(|type_| {
-                    status::condition(current, type_).is_some_and(|c| c.status == "True")
-                });
-            counts[holding.unwrap_or(3)] += 1;
+                .position(|known| *known == condition)
+                .unwrap_or(3);
+            counts[at] += 1;
         }
-        for (condition, count) in [types::READY, types::RECONCILING, types::STALLED, "Unknown"]
-            .iter()
-            .zip(counts)
-        {
+        for (condition, count) in STACK_CONDITIONS.iter().zip(counts) {
             self.stacks.with_label_values(&[condition]).set(count);
         }
     }

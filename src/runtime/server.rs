@@ -70,12 +70,11 @@ impl ProcessState {
 
     fn metrics_text(&self) -> String {
         let caches = self.caches.read().expect("caches lock");
-        let stacks: Vec<_> = caches
+        let holding: Vec<&'static str> = caches
             .iter()
-            .flat_map(|caches| caches.stacks.store().state())
+            .flat_map(|caches| caches.stacks_holding())
             .collect();
-        self.metrics
-            .count_stacks(stacks.iter().map(|stack| stack.as_ref()));
+        self.metrics.count_stacks(holding.into_iter());
         self.metrics.render()
     }
 }
