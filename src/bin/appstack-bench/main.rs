@@ -217,6 +217,10 @@ async fn operator(
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let started = Instant::now();
     let latencies = change_latency(&client, n, args.changes, limit).await?;
+    std::fs::write(
+        cluster.dir.join("logs/changes.tsv"),
+        latencies.timeline.join("\n") + "\n",
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     for (name, quantile) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
         figure(
@@ -358,6 +362,10 @@ struct Change {
 struct Latencies {
     applied: Vec<f64>,
     observed: Vec<f64>,
+    /// Per change: the stack, and when (Unix seconds) the change was sent,
+    /// its children seen applied, and its status seen; to lay next to the
+    /// operator's log.
+    timeline: Vec<String>,
 }
 
 /// Changes `changes` stacks' backend replicas, 5 per second, and times each
@@ -464,6 +472,18 @@ async fn change_latency(
                     let applied = *change.applied.get_or_insert_with(Instant::now);
                     if observed_generation.get(&name).copied().unwrap_or(-1) >= change.generation {
                         latencies.applied.push((applied - change.sent).as_secs_f64());
+                        let unix = |at: Instant| {
+                            let ago = at.elapsed().as_secs_f64();
+                            std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .map_or(0.0, |now| now.as_secs_f64() - ago)
+                        };
+                        latencies.timeline.push(format!(
+                            "{name}\t{:.3}\t{:.3}\t{:.3}",
+                            unix(change.sent),
+                            unix(applied),
+                            unix(Instant::now())
+                        ));
                         latencies.observed.push(change.sent.elapsed().as_secs_f64());
                         pending.remove(&name);
                     }
