@@ -217,8 +217,11 @@ async fn operator(
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let started = Instant::now();
     let latencies = change_latency(&client, n, args.changes, limit).await?;
+    // Outside the cluster's directory, which goes with the cluster.
+    let timeline = cluster::root().join("target/appstack-bench");
+    std::fs::create_dir_all(&timeline)?;
     std::fs::write(
-        cluster.dir.join("logs/changes.tsv"),
+        timeline.join(format!("changes-{n}.tsv")),
         latencies.timeline.join("\n") + "\n",
     )?;
     let seconds = started.elapsed().as_secs_f64();
