@@ -464,9 +464,8 @@ where
 {
     let observed = cache.metadata(namespace, &desired.name_any())?;
     let owners = desired.meta().owner_references.clone().unwrap_or_default();
-    (Some(&owners) != observed.owner_references.as_ref()
-        && !(owners.is_empty() && observed.owner_references.is_none()))
-    .then(|| Write::Owners {
+    let observed_owners = observed.owner_references.as_deref().unwrap_or_default();
+    (owners.as_slice() != observed_owners).then(|| Write::Owners {
         kind,
         name: desired.name_any(),
         resource_version: observed.resource_version,

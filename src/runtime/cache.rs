@@ -41,7 +41,7 @@ use tracing::{debug, info};
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::{self, Metrics};
-use crate::runtime::packed::{Packed, Storage};
+use crate::runtime::packed::Packed;
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -64,11 +64,11 @@ enum Recent<K> {
 /// One kind's store, plus what this process wrote since its watch last
 /// spoke: a reconcile that runs before the watch event of its own write
 /// reads the written object, not the older cached one.
-pub struct KindCache<K: Resource + 'static, S: Storage<K> = Packed<K>>
+pub struct KindCache<K: Resource + 'static>
 where
     K::DynamicType: Hash + Eq + Clone,
 {
-    store: Store<S>,
+    store: Store<Packed<K>>,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
     /// Names of each stack's objects, by (namespace, instance label), so a
@@ -76,13 +76,19 @@ where
     members: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
-impl<K, S> KindCache<K, S>
+/// An object a [`KindCache`] finds: the cached one, or the one this
+/// process wrote since.
+enum Found<K> {
+    Cached(Arc<Packed<K>>),
+    Written(Arc<K>),
+}
+
+impl<K> KindCache<K>
 where
-    K: Resource + Clone + 'static,
+    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
     K::DynamicType: Hash + Eq + Clone,
-    S: Storage<K>,
 {
-    fn new(store: Store<S>, dyntype: K::DynamicType) -> Self {
+    fn new(store: Store<Packed<K>>, dyntype: K::DynamicType) -> Self {
         Self {
             store,
             dyntype,
@@ -91,42 +97,40 @@ where
         }
     }
 
-    /// The object as last seen or written.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+    /// Where the object as last seen or written is.
+    fn find(&self, namespace: &str, name: &str) -> Option<Found<K>> {
         let key = ObjectRef::new_with(name, self.dyntype.clone()).within(namespace);
         let cached = self.store.get(&key);
         let recent = self.recent.lock().expect("cache lock");
         match recent.get(&(namespace.to_string(), name.to_string())) {
-            None => cached.map(|cached| S::load(&cached)),
+            None => cached.map(Found::Cached),
             Some(Recent::Written(written)) => match cached {
-                Some(cached) if newer(cached.as_ref(), written.as_ref()) => Some(S::load(&cached)),
-                _ => Some(written.clone()),
+                Some(cached) if newer(cached.as_ref(), written.as_ref()) => {
+                    Some(Found::Cached(cached))
+                }
+                _ => Some(Found::Written(written.clone())),
             },
             Some(Recent::Deleted(uid)) => cached
                 .filter(|cached| cached.uid() != *uid)
-                .map(|cached| S::load(&cached)),
+                .map(Found::Cached),
         }
     }
 
+    /// The object as last seen or written.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        self.find(namespace, name).map(|found| match found {
+            Found::Cached(cached) => Arc::new(cached.unpack()),
+            Found::Written(written) => written,
+        })
+    }
+
     /// The metadata of the object as last seen or written, read without
-    /// decoding the object (of a cached one, what [`Self::metadata_of_stack`]
-    /// keeps).
+    /// decoding the object (of a cached one, what [`Packed`] keeps).
     pub fn metadata(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
-        let key = ObjectRef::new_with(name, self.dyntype.clone()).within(namespace);
-        let cached = self.store.get(&key);
-        let recent = self.recent.lock().expect("cache lock");
-        match recent.get(&(namespace.to_string(), name.to_string())) {
-            None => cached.map(|cached| stored_meta(cached.as_ref())),
-            Some(Recent::Written(written)) => match cached {
-                Some(cached) if newer(cached.as_ref(), written.as_ref()) => {
-                    Some(stored_meta(cached.as_ref()))
-                }
-                _ => Some(written.meta().clone()),
-            },
-            Some(Recent::Deleted(uid)) => cached
-                .filter(|cached| cached.uid() != *uid)
-                .map(|cached| stored_meta(cached.as_ref())),
-        }
+        self.find(namespace, name).map(|found| match found {
+            Found::Cached(cached) => stored_meta(&cached),
+            Found::Written(written) => written.meta().clone(),
+        })
     }
 
     /// The metadata of one stack's objects (name, UID, owners, labels the
@@ -216,7 +220,7 @@ where
 
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
-    fn seen(&self, object: &S, deleted: bool) {
+    fn seen(&self, object: &Packed<K>, deleted: bool) {
         self.index(object, object.instance(), !deleted);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
@@ -232,16 +236,14 @@ where
 
     /// Applies one watch event to the store through `writer`, and settles
     /// what this process wrote or deleted that the event shows.
-    pub fn apply_event(&self, writer: &mut reflector::store::Writer<S>, event: &Event<K>) {
-        let event = match event {
-            Event::Apply(object) => Event::Apply(S::store(object)),
-            Event::Delete(object) => Event::Delete(S::store(object)),
-            Event::InitApply(object) => Event::InitApply(S::store(object)),
-            Event::Init => Event::Init,
-            Event::InitDone => Event::InitDone,
-        };
-        writer.apply_watcher_event(&event);
-        match &event {
+    pub fn apply_event(&self, writer: &mut Writer<K>, event: &Event<K>) {
+        self.apply_packed(writer, &packed(event));
+    }
+
+    /// [`Self::apply_event`] of an event already packed.
+    fn apply_packed(&self, writer: &mut Writer<K>, event: &Event<Packed<K>>) {
+        writer.apply_watcher_event(event);
+        match event {
             Event::Apply(object) => self.seen(object, false),
             Event::Delete(object) => self.seen(object, true),
             Event::InitDone => {
@@ -258,7 +260,7 @@ where
     }
 
     /// The store the watch fills.
-    pub fn store(&self) -> &Store<S> {
+    pub fn store(&self) -> &Store<Packed<K>> {
         &self.store
     }
 
@@ -404,10 +406,9 @@ pub type Writer<K> = reflector::store::Writer<Packed<K>>;
 impl Caches {
     /// Empty caches and the writers that fill them.
     pub fn new() -> (Arc<Self>, Writers) {
-        fn pair<K, S>() -> (KindCache<K, S>, reflector::store::Writer<S>)
+        fn pair<K>() -> (KindCache<K>, Writer<K>)
         where
-            K: Resource<DynamicType = ()> + Clone + 'static,
-            S: Storage<K>,
+            K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static,
         {
             let (reader, writer) = reflector::store();
             (KindCache::new(reader, ()), writer)
@@ -505,9 +506,10 @@ impl Caches {
         event: &Event<AppStack>,
     ) -> Vec<Arc<Packed<AppStack>>> {
         let before = matches!(event, Event::InitDone).then(|| self.stacks.store().state());
-        self.stacks.apply_event(writer, event);
-        let gone = match (event, before) {
-            (Event::Delete(stack), _) => vec![Arc::new(Packed::pack(stack))],
+        let stored = packed(event);
+        self.stacks.apply_packed(writer, &stored);
+        let gone = match (&stored, before) {
+            (Event::Delete(stack), _) => vec![Arc::new(stack.clone())],
             (Event::InitDone, Some(before)) => {
                 let listed: BTreeSet<Option<String>> = self
                     .stacks
@@ -635,6 +637,20 @@ fn slim_event<K: Slim>(event: Event<K>, slim: impl Fn(K) -> K) -> Event<K> {
     }
 }
 
+/// The event with its object packed.
+fn packed<K>(event: &Event<K>) -> Event<Packed<K>>
+where
+    K: Resource + Serialize + DeserializeOwned,
+{
+    match event {
+        Event::Apply(object) => Event::Apply(Packed::pack(object)),
+        Event::Delete(object) => Event::Delete(Packed::pack(object)),
+        Event::InitApply(object) => Event::InitApply(Packed::pack(object)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 fn slimmed<K: Slim>(mut object: K) -> K {
     object.slim();
     object
@@ -655,7 +671,7 @@ fn wake_owner<K: Resource>(triggers: &Triggers, object: &Packed<K>) {
 }
 
 /// A stored object's metadata with its instance label, as the object has it.
-fn stored_meta<K: Resource, S: Storage<K>>(stored: &S) -> ObjectMeta {
+fn stored_meta<K: Resource>(stored: &Packed<K>) -> ObjectMeta {
     let mut meta = stored.meta().clone();
     if let Some(instance) = stored.instance() {
         meta.labels
@@ -898,23 +914,11 @@ where
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
-            let event = slim_event(event, &slim);
+            let event = packed(&slim_event(event, &slim));
             let cache = cache(&caches);
-            cache.apply_event(&mut writer, &event);
+            cache.apply_packed(&mut writer, &event);
             match &event {
-                Event::Apply(object) | Event::Delete(object) => {
-                    let key = ObjectRef::new_with(&object.name_any(), cache.dyntype.clone())
-                        .within(&object.namespace().unwrap_or_default());
-                    if let Some(stored) = cache
-                        .store
-                        .get(&key)
-                        .filter(|_| matches!(event, Event::Apply(_)))
-                    {
-                        wake(&stored);
-                    } else {
-                        wake(&Packed::pack(object));
-                    }
-                }
+                Event::Apply(object) | Event::Delete(object) => wake(object),
                 Event::InitDone => {
                     for object in cache.store.state() {
                         wake(&object);

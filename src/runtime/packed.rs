@@ -7,7 +7,6 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -115,35 +114,6 @@ impl<K: Resource> Resource for Packed<K> {
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
-    }
-}
-
-/// How a [`super::cache::KindCache`] stores its kind: packed, or as it is
-/// (AppStacks, which the controller's queue reads from the store).
-pub trait Storage<K>: Resource<DynamicType = K::DynamicType> + Clone + 'static
-where
-    K: Resource,
-{
-    fn store(object: &K) -> Self;
-    fn load(stored: &Arc<Self>) -> Arc<K>;
-    /// The stack the stored object belongs to, by its instance label.
-    fn instance(&self) -> Option<&str>;
-}
-
-impl<K> Storage<K> for Packed<K>
-where
-    K: Resource + Serialize + DeserializeOwned + 'static,
-{
-    fn store(object: &K) -> Self {
-        Packed::pack(object)
-    }
-
-    fn load(stored: &Arc<Self>) -> Arc<K> {
-        Arc::new(stored.unpack())
-    }
-
-    fn instance(&self) -> Option<&str> {
-        Packed::instance(self)
     }
 }
 
