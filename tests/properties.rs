@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use appstack::children;
 use appstack::crd::AppStack;
 use appstack::reconcile::plan::{self, Object};
-use appstack::secrets::{self, ObservedSecrets, SecretValue};
+use appstack::secrets::{self, ObservedSecrets, SecretValue, db_keys};
 use appstack::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
 use common::{
     DryRun, LIMIT, base64, client, dry_run_apply, dry_run_create, eventually, install_crd,
@@ -61,10 +61,15 @@ fn children_of(stack: &ValidatedStack) -> (Vec<Object>, Vec<Vec<u8>>) {
         None,
         "0123456789abcdef",
     ));
+    // Of the database Secret, the password and the URL that carries it are
+    // secret; its user, database name, host and port appear in the open.
+    let database_secrets = [db_keys::PASSWORD, db_keys::DATABASE_URL]
+        .into_iter()
+        .filter_map(|key| values.database.get(key));
     let secrets = values
         .env
         .values()
-        .chain(values.database.values())
+        .chain(database_secrets)
         .map(|value| value.expose().to_vec())
         .filter(|value| value.len() >= 16)
         .collect();
