@@ -51,6 +51,16 @@ fn annotated<K: Resource + Clone, H: Serialize>(desired: &K, hashed: &H) -> K {
     annotated
 }
 
+/// The [`DESIRED_HASH_ANNOTATION`] an object carries, as a number.
+pub fn desired_hash(object: &impl Resource) -> Option<u64> {
+    let hash = object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(DESIRED_HASH_ANNOTATION)?;
+    u64::from_str_radix(hash, 16).ok()
+}
+
 /// Whether `observed` already holds every field `desired` sets.
 pub fn matches<K: Serialize>(desired: &K, observed: &K) -> bool {
     match (

@@ -21,6 +21,7 @@ use crate::children::expose::Exposure;
 use crate::children::{self, Children, DatabaseChildren, Workload};
 use crate::crd::MigrationStatus;
 use crate::runtime::cache::{Caches, KindCache};
+use crate::runtime::packed::Settle;
 use crate::stack::ValidatedStack;
 use crate::stages::Stage;
 
@@ -443,15 +444,21 @@ fn child_write<K>(
     object: &Object,
 ) -> Option<Write>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
+    K: Resource + Clone + Serialize + DeserializeOwned + Settle + 'static,
     K::DynamicType: std::hash::Hash + Eq + Clone,
 {
-    let observed = cache.get(namespace, &desired.name_any());
-    match (mode, observed) {
-        (Mode::CreateOnce, None) => Some(Write::Create(object.clone())),
-        (Mode::CreateOnce, Some(_)) => None,
-        (Mode::Apply, Some(observed)) if compare::matches(desired, observed.as_ref()) => None,
-        (Mode::Apply, _) => Some(Write::Apply(object.clone())),
+    match mode {
+        Mode::CreateOnce => cache
+            .metadata(namespace, &desired.name_any())
+            .is_none()
+            .then(|| Write::Create(object.clone())),
+        Mode::Apply => {
+            let hash = compare::desired_hash(desired);
+            match cache.holds(namespace, desired, hash, compare::matches) {
+                Some(true) => None,
+                Some(false) | None => Some(Write::Apply(object.clone())),
+            }
+        }
     }
 }
 
@@ -734,6 +741,93 @@ mod tests {
                 .iter()
                 .all(|write| !matches!(write, Write::Apply(Object::StatefulSet(_)))),
             "0.5Gi is 512Mi: {database:?}"
+        );
+    }
+
+    #[test]
+    fn a_settled_child_is_not_written_until_the_watch_or_the_spec_changes_it() {
+        let stack = example();
+        let desired = desired_of(&stack);
+        let deployment = desired[&Stage::Backend]
+            .iter()
+            .find_map(|child| match &child.object {
+                Object::Deployment(deployment) => Some(deployment.clone()),
+                _ => None,
+            })
+            .unwrap();
+        let (caches, mut writers) = Caches::new();
+        let observe = |writers: &mut crate::runtime::cache::Writers,
+                       version: &str,
+                       replicas: i32| {
+            let mut observed = serde_json::to_value(&deployment).unwrap();
+            observed["metadata"]["resourceVersion"] = version.into();
+            observed["spec"]["replicas"] = replicas.into();
+            observed["status"] =
+                serde_json::json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
+            caches.deployments.apply_event(
+                &mut writers.deployments,
+                &Event::Apply(serde_json::from_value(observed).unwrap()),
+            );
+        };
+        let writes_deployment = |desired: &[Desired]| {
+            super::stage(
+                Stage::Backend,
+                desired,
+                &stack,
+                &caches,
+                &StackFacts::default(),
+            )
+            .iter()
+            .any(|write| matches!(write, Write::Apply(Object::Deployment(_))))
+        };
+        let settled = || {
+            caches
+                .deployments
+                .store()
+                .state()
+                .iter()
+                .all(|packed| packed.is_settled())
+        };
+        let wanted = deployment.spec.replicas.unwrap();
+        observe(&mut writers, "1", wanted);
+        let whole = caches
+            .deployments
+            .get(&stack.namespace, &deployment.name_any())
+            .unwrap();
+        assert!(!writes_deployment(&desired[&Stage::Backend]));
+        assert!(
+            settled(),
+            "found to hold the desired Deployment, it is settled"
+        );
+        let residue = caches
+            .deployments
+            .get(&stack.namespace, &deployment.name_any())
+            .unwrap();
+        assert_eq!(
+            super::super::observe::deployment_check(&residue),
+            super::super::observe::deployment_check(&whole),
+            "the status reads the same of it"
+        );
+        assert!(
+            !writes_deployment(&desired[&Stage::Backend]),
+            "and it is not written on the next pass"
+        );
+
+        observe(&mut writers, "2", wanted + 3);
+        assert!(!settled());
+        assert!(
+            writes_deployment(&desired[&Stage::Backend]),
+            "a change another writer made is undone"
+        );
+
+        observe(&mut writers, "3", wanted);
+        assert!(!writes_deployment(&desired[&Stage::Backend]));
+        assert!(settled());
+        let mut changed = example();
+        changed.backend.image = "shop:2".into();
+        assert!(
+            writes_deployment(&desired_of(&changed)[&Stage::Backend]),
+            "a change of the spec is applied to a settled child"
         );
     }
 

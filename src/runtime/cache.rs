@@ -23,9 +23,11 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PersistentVolumeClaim, PodSpec, PodTemplateSpec, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -41,7 +43,7 @@ use tracing::{debug, info};
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::{self, Metrics};
-use crate::runtime::packed::Packed;
+use crate::runtime::packed::{Packed, Settle};
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -116,11 +118,31 @@ where
         }
     }
 
-    /// The object as last seen or written.
+    /// The object as last seen or written. Of a settled one (see
+    /// [`Self::holds`]), what [`Settle::residue`] keeps.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.find(namespace, name).map(|found| match found {
             Found::Cached(cached) => Arc::new(cached.unpack()),
             Found::Written(written) => written,
+        })
+    }
+
+    /// Whether the object as last seen or written holds `desired` (`None`
+    /// when there is none), by `matches` or, for a cached object settled at
+    /// `hash`, by its desired hash (see [`Packed::holds`]).
+    pub fn holds(
+        &self,
+        namespace: &str,
+        desired: &K,
+        hash: Option<u64>,
+        matches: impl FnOnce(&K, &K) -> bool,
+    ) -> Option<bool>
+    where
+        K: Settle,
+    {
+        Some(match self.find(namespace, &desired.name_any())? {
+            Found::Cached(cached) => cached.holds(desired, hash, matches),
+            Found::Written(written) => matches(desired, &written),
         })
     }
 
@@ -627,6 +649,111 @@ impl Slim for PersistentVolumeClaim {
     }
 }
 
+/// Children kept whole: a Secret's values are not in its desired hash, and
+/// a Job is small once slimmed.
+macro_rules! kept_whole {
+    ($($kind:ty),*) => {$(
+        impl Settle for $kind {
+            fn residue(&self) -> Option<Self> {
+                None
+            }
+        }
+    )*};
+}
+kept_whole!(Secret, Job);
+
+/// Children nothing reads but their metadata and status once settled.
+macro_rules! settle_to_status {
+    ($($kind:ty),*) => {$(
+        impl Settle for $kind {
+            fn residue(&self) -> Option<Self> {
+                Some(Self {
+                    metadata: self.metadata.clone(),
+                    status: self.status.clone(),
+                    ..Self::default()
+                })
+            }
+        }
+    )*};
+}
+settle_to_status!(Service, PodDisruptionBudget, Ingress);
+
+/// Children nothing reads but their metadata once settled (a ConfigMap's
+/// version: the backend's pods roll on it).
+macro_rules! settle_to_metadata {
+    ($($kind:ty),*) => {$(
+        impl Settle for $kind {
+            fn residue(&self) -> Option<Self> {
+                Some(Self {
+                    metadata: self.metadata.clone(),
+                    ..Self::default()
+                })
+            }
+        }
+    )*};
+}
+settle_to_metadata!(ConfigMap, NetworkPolicy);
+
+impl Settle for StatefulSet {
+    /// The status reports ready replicas against the wanted ones.
+    fn residue(&self) -> Option<Self> {
+        Some(Self {
+            metadata: self.metadata.clone(),
+            spec: StatefulSetSpec {
+                replicas: self.spec.replicas,
+                ..StatefulSetSpec::default()
+            },
+            status: self.status.clone(),
+        })
+    }
+}
+
+impl Settle for Deployment {
+    /// The status reports available replicas against the wanted ones, and
+    /// the image they run.
+    fn residue(&self) -> Option<Self> {
+        Some(Self {
+            metadata: self.metadata.clone(),
+            spec: DeploymentSpec {
+                replicas: self.spec.replicas,
+                template: PodTemplateSpec {
+                    metadata: None,
+                    spec: self.spec.template.spec.as_ref().map(|pod| PodSpec {
+                        containers: pod
+                            .containers
+                            .iter()
+                            .take(1)
+                            .map(|container| Container {
+                                name: container.name.clone(),
+                                image: container.image.clone(),
+                                ..Container::default()
+                            })
+                            .collect(),
+                        ..PodSpec::default()
+                    }),
+                },
+                ..DeploymentSpec::default()
+            },
+            status: self.status.clone(),
+        })
+    }
+}
+
+impl Settle for DynamicObject {
+    /// A ServiceMonitor or HTTPRoute: the route's status is read.
+    fn residue(&self) -> Option<Self> {
+        let mut residue = DynamicObject {
+            types: self.types.clone(),
+            metadata: self.metadata.clone(),
+            data: serde_json::Value::Object(Default::default()),
+        };
+        if let Some(status) = self.data.get("status") {
+            residue.data["status"] = status.clone();
+        }
+        Some(residue)
+    }
+}
+
 fn slim_event<K: Slim>(event: Event<K>, slim: impl Fn(K) -> K) -> Event<K> {
     match event {
         Event::Apply(object) => Event::Apply(slim(object)),
@@ -1115,5 +1242,58 @@ mod tests {
         let (caches, _writers) = Caches::new();
         let slim = caches.slim_secret(secret("a", "other", "1", "v"));
         assert!(slim.data.is_none() && Caches::without_data(&slim));
+    }
+
+    #[test]
+    fn a_residue_keeps_what_the_status_reads() {
+        use crate::reconcile::observe::{deployment_check, ingress_check, statefulset_check};
+        let statefulset: StatefulSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-db", "generation": 3},
+            "spec": {"replicas": 2, "serviceName": "shop-db", "selector": {},
+                     "template": {"spec": {"containers": [{"name": "postgres", "image": "postgres:17"}]}}},
+            "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2, "observedGeneration": 3}
+        }))
+        .unwrap();
+        let residue = statefulset.residue().unwrap();
+        assert_eq!(statefulset_check(&residue), statefulset_check(&statefulset));
+        assert!(residue.spec.template.spec.is_none());
+
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-backend", "generation": 2},
+            "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": [
+                {"name": "backend", "image": "shop:1", "env": [{"name": "A", "value": "b"}]},
+                {"name": "sidecar", "image": "proxy:1"}]}}},
+            "status": {"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2, "observedGeneration": 2}
+        }))
+        .unwrap();
+        let residue = deployment.residue().unwrap();
+        assert_eq!(deployment_check(&residue), deployment_check(&deployment));
+        assert!(deployment_check(&residue).message.contains("shop:1"));
+
+        let ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop"},
+            "spec": {"rules": [{"host": "shop.example.com"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}
+        }))
+        .unwrap();
+        let url = "https://shop.example.com";
+        assert_eq!(
+            ingress_check(&ingress.residue().unwrap(), url),
+            ingress_check(&ingress, url)
+        );
+
+        let route = DynamicObject {
+            types: None,
+            metadata: ObjectMeta::default(),
+            data: serde_json::json!({"spec": {"hostnames": ["shop"]}, "status": {"parents": []}}),
+        };
+        assert_eq!(
+            route.residue().unwrap().data,
+            serde_json::json!({"status": {"parents": []}})
+        );
+        assert!(
+            secret("a", "s", "1", "v").residue().is_none(),
+            "a Secret's values are not in its desired hash"
+        );
     }
 }

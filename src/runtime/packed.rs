@@ -2,11 +2,19 @@
 //! a Deployment takes about 9 KiB of memory and its JSON less than 3;
 //! compressed, about 1. A packed object keeps the metadata a pass looks up
 //! without reading the object (name, UID, version, instance label, owners)
-//! and the whole object as compressed JSON, decoded when a pass reads it.
+//! and the rest of the object as compressed JSON, decoded when a pass reads
+//! it.
+//!
+//! Once a pass finds that a cached child holds what the stack desires, the
+//! child is *settled*: its packed body shrinks to what passes still read of
+//! it (see [`Settle`]), and the desired hash it held stands in for the
+//! comparison until the object changes. A change arrives from the watch as
+//! a new, whole object, compared again field by field.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -22,9 +30,27 @@ pub struct Packed<K> {
     metadata: ObjectMeta,
     /// The instance label: the stack the object belongs to.
     instance: Option<Box<str>>,
-    /// The whole object, JSON compressed with LZ4.
-    bytes: Box<[u8]>,
+    body: Mutex<Body>,
     kind: PhantomData<fn() -> K>,
+}
+
+/// The object without what [`Packed::metadata`] holds, as JSON compressed
+/// with LZ4.
+#[derive(Clone)]
+enum Body {
+    /// All of it.
+    Whole(Box<[u8]>),
+    /// Its [`Settle::residue`], once it was found to hold the desired
+    /// object hashed as `hash`.
+    Settled { residue: Box<[u8]>, hash: u64 },
+}
+
+/// What passes still read of a child that holds what the stack desires:
+/// its metadata and status, and what the status reports of its spec.
+pub trait Settle: Sized {
+    /// `None` keeps the object whole: its desired hash does not cover all
+    /// that is compared (a Secret's values), or it is small already.
+    fn residue(&self) -> Option<Self>;
 }
 
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
@@ -39,7 +65,6 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
             owner_references: meta.owner_references.clone(),
             ..ObjectMeta::default()
         };
-        let json = serde_json::to_vec(object).expect("a Kubernetes object serializes");
         Self {
             metadata,
             instance: meta
@@ -47,20 +72,106 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
                 .as_ref()
                 .and_then(|labels| labels.get(LABEL_INSTANCE))
                 .map(|instance| instance.as_str().into()),
-            bytes: lz4_flex::block::compress_prepend_size(&json).into_boxed_slice(),
+            body: Mutex::new(Body::Whole(compress(object))),
             kind: PhantomData,
         }
     }
 
-    /// The object as it was packed.
+    /// The object as it was packed, or its residue once settled.
     pub fn unpack(&self) -> K {
-        let json = lz4_flex::block::decompress_size_prepended(&self.bytes)
-            .expect("packed by this process");
-        serde_json::from_slice(&json).expect("packed from a valid object")
+        let body = self.body.lock().expect("packed lock");
+        let (Body::Whole(bytes) | Body::Settled { residue: bytes, .. }) = &*body;
+        self.decompress(bytes)
+    }
+
+    /// Whether the object holds `desired`, whose desired hash is `hash`.
+    /// Settled at that hash, it does without a comparison. A whole object
+    /// is compared by `matches`; when it holds `desired` it is settled at
+    /// `hash`, so the next pass neither decodes nor compares it.
+    pub fn holds(
+        &self,
+        desired: &K,
+        hash: Option<u64>,
+        matches: impl FnOnce(&K, &K) -> bool,
+    ) -> bool
+    where
+        K: Settle,
+    {
+        let mut body = self.body.lock().expect("packed lock");
+        let bytes = match &*body {
+            Body::Settled { hash: settled, .. } => return hash == Some(*settled),
+            Body::Whole(bytes) => bytes,
+        };
+        let observed = self.decompress(bytes);
+        if !matches(desired, &observed) {
+            return false;
+        }
+        if let (Some(hash), Some(residue)) = (hash, observed.residue()) {
+            *body = Body::Settled {
+                residue: compress(&residue),
+                hash,
+            };
+        }
+        true
+    }
+
+    fn decompress(&self, bytes: &[u8]) -> K {
+        let json =
+            lz4_flex::block::decompress_size_prepended(bytes).expect("packed by this process");
+        let mut object: K = serde_json::from_slice(&json).expect("packed from a valid object");
+        let meta = object.meta_mut();
+        meta.name.clone_from(&self.metadata.name);
+        meta.namespace.clone_from(&self.metadata.namespace);
+        meta.uid.clone_from(&self.metadata.uid);
+        meta.resource_version
+            .clone_from(&self.metadata.resource_version);
+        meta.creation_timestamp
+            .clone_from(&self.metadata.creation_timestamp);
+        meta.owner_references
+            .clone_from(&self.metadata.owner_references);
+        object
     }
 }
 
+/// `object` as JSON compressed with LZ4, without the metadata
+/// [`Packed::metadata`] keeps (its UID alone does not compress).
+fn compress<K: Resource + Serialize>(object: &K) -> Box<[u8]> {
+    let mut json = serde_json::to_value(object).expect("a Kubernetes object serializes");
+    if let Some(meta) = json
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "resourceVersion",
+            "creationTimestamp",
+            "ownerReferences",
+        ] {
+            meta.remove(field);
+        }
+    }
+    let json = serde_json::to_vec(&json).expect("JSON serializes");
+    lz4_flex::block::compress_prepend_size(&json).into_boxed_slice()
+}
+
 impl<K> Packed<K> {
+    /// Whether the object was settled (see [`Self::holds`]).
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            &*self.body.lock().expect("packed lock"),
+            Body::Settled { .. }
+        )
+    }
+
+    /// Size of the packed body, in bytes.
+    pub fn packed_len(&self) -> usize {
+        let body = self.body.lock().expect("packed lock");
+        let (Body::Whole(bytes) | Body::Settled { residue: bytes, .. }) = &*body;
+        bytes.len()
+    }
+
     /// The stack the object belongs to, by its instance label.
     pub fn instance(&self) -> Option<&str> {
         self.instance.as_deref()
@@ -72,7 +183,7 @@ impl<K> Clone for Packed<K> {
         Self {
             metadata: self.metadata.clone(),
             instance: self.instance.clone(),
-            bytes: self.bytes.clone(),
+            body: Mutex::new(self.body.lock().expect("packed lock").clone()),
             kind: PhantomData,
         }
     }
@@ -83,7 +194,7 @@ impl<K> fmt::Debug for Packed<K> {
         formatter
             .debug_struct("Packed")
             .field("metadata", &self.metadata)
-            .field("bytes", &self.bytes.len())
+            .field("settled", &self.is_settled())
             .finish()
     }
 }
@@ -161,6 +272,44 @@ mod tests {
         assert!(
             packed.labels().is_empty(),
             "the instance is kept on its own"
+        );
+    }
+
+    #[test]
+    fn a_settled_object_holds_its_desired_hash_without_being_compared() {
+        let args: Vec<String> = (0..40).map(|flag| format!("--flag-{flag}")).collect();
+        let object: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "a", "name": "shop-backend", "resourceVersion": "7"},
+            "spec": {"selector": {}, "template": {"spec": {"containers": [
+                {"name": "backend", "image": "shop:1", "args": args}]}}},
+        }))
+        .unwrap();
+        let packed = Packed::pack(&object);
+        let whole = packed.packed_len();
+        assert!(!packed.holds(&object, Some(1), |_, _| false));
+        assert!(!packed.is_settled(), "an object that differs stays whole");
+        assert!(packed.holds(&object, None, |_, _| true));
+        assert!(
+            !packed.is_settled(),
+            "without a desired hash nothing stands in for the comparison"
+        );
+
+        assert!(packed.holds(&object, Some(1), |_, _| true));
+        assert!(packed.is_settled());
+        assert!(
+            packed.packed_len() < whole / 2,
+            "{} of {whole} bytes",
+            packed.packed_len()
+        );
+        assert!(packed.holds(&object, Some(1), |_, _| panic!("compared again")));
+        assert!(!packed.holds(&object, Some(2), |_, _| panic!("compared again")));
+        let residue = packed.unpack();
+        assert_eq!(residue.metadata, object.metadata);
+        assert_eq!(
+            residue.spec.template.spec.unwrap().containers[0]
+                .image
+                .as_deref(),
+            Some("shop:1")
         );
     }
 }
