@@ -204,7 +204,7 @@ async fn one(
                         .patch(&name, &PatchParams::default(), &patch)
                         .await
                         .map_err(refused)?;
-                    caches.secrets.record(slimmed(secret));
+                    caches.secrets.record_written(slimmed(secret));
                 }
                 Kind::PersistentVolumeClaim => {
                     let api: Api<PersistentVolumeClaim> = namespaced(context, &namespace);
@@ -212,7 +212,7 @@ async fn one(
                         .patch(&name, &PatchParams::default(), &patch)
                         .await
                         .map_err(refused)?;
-                    caches.volumes.record(slimmed(volume));
+                    caches.volumes.record_written(slimmed(volume));
                 }
                 other => unreachable!("ownerReferences of {other:?} are applied whole"),
             }
@@ -342,7 +342,7 @@ where
     let object = api
         .patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await?;
-    cache.record(slimmed(object));
+    cache.record_written(slimmed(object));
     Ok(())
 }
 
@@ -360,7 +360,7 @@ where
     };
     match api.create(&params, desired).await {
         Ok(object) => {
-            cache.record(slimmed(object));
+            cache.record_written(slimmed(object));
             Ok(true)
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -434,7 +434,7 @@ pub async fn set_finalizer(
         )
         .await
         .map_err(ApplyError::Finalizer)?;
-    context.caches.stacks.record(slimmed(updated));
+    context.caches.stacks.record_written(slimmed(updated));
     info!(
         finalizer = plan::DATABASE_FINALIZER,
         held = wanted,

@@ -302,7 +302,7 @@ async fn write_status(
         .await
         .map_err(Error::Status)?;
     written.slim();
-    context.caches.stacks.record(written);
+    context.caches.stacks.record_written(written);
     Ok(())
 }
 

@@ -218,7 +218,9 @@ where
         }
     }
 
-    /// Remembers an object this process wrote or read fresh.
+    /// Remembers an object this process read fresh: kept even at the
+    /// version the store holds, which may lack what the fresh copy carries
+    /// (a referenced Secret's data).
     pub fn record(&self, object: K) {
         self.index(
             &object,
@@ -232,12 +234,53 @@ where
             .insert(key, Recent::Written(Arc::new(object)));
     }
 
-    /// Remembers that this process deleted an object.
-    pub fn record_deleted(&self, namespace: &str, name: &str, uid: Option<String>) {
-        self.recent.lock().expect("cache lock").insert(
-            (namespace.to_string(), name.to_string()),
-            Recent::Deleted(uid),
+    /// Remembers an object as this process's write returned it, unless the
+    /// watch showed it (or something newer) first: then the store is read,
+    /// and nothing is kept twice. Checked under the lock that
+    /// [`Self::seen`] takes after the store is written, so an event racing
+    /// the write is either in the store or clears what is kept here.
+    pub fn record_written(&self, object: K) {
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let mut recent = self.recent.lock().expect("cache lock");
+        let stored = self
+            .store
+            .get(&ObjectRef::new_with(&key.1, self.dyntype.clone()).within(&key.0));
+        if stored.is_some_and(|stored| caught_up(stored.as_ref(), &object)) {
+            recent.remove(&key);
+            return;
+        }
+        self.index(
+            &object,
+            object.labels().get(LABEL_INSTANCE).map(String::as_str),
+            true,
         );
+        recent.insert(key, Recent::Written(Arc::new(object)));
+    }
+
+    /// Remembers that this process deleted an object, unless the watch
+    /// showed the deletion first.
+    pub fn record_deleted(&self, namespace: &str, name: &str, uid: Option<String>) {
+        let key = (namespace.to_string(), name.to_string());
+        let mut recent = self.recent.lock().expect("cache lock");
+        let stored = self
+            .store
+            .get(&ObjectRef::new_with(name, self.dyntype.clone()).within(namespace));
+        let shown = match stored {
+            Some(stored) => stored.uid() != uid,
+            // Unless this process's create of it is not shown either.
+            None => !recent.contains_key(&key),
+        };
+        if shown {
+            recent.remove(&key);
+            return;
+        }
+        recent.insert(key, Recent::Deleted(uid));
+    }
+
+    /// How many writes and deletions of this process the watch has not
+    /// shown yet.
+    pub fn unseen_writes(&self) -> usize {
+        self.recent.lock().expect("cache lock").len()
     }
 
     /// Forgets what the watch has now shown: the object's own event
@@ -246,12 +289,12 @@ where
         self.index(object, object.instance(), !deleted);
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
-        let settled = match recent.get(&key) {
+        let shown = match recent.get(&key) {
             None => false,
             Some(Recent::Written(written)) => deleted || caught_up(object, written.as_ref()),
             Some(Recent::Deleted(uid)) => deleted || object.uid() != *uid,
         };
-        if settled {
+        if shown {
             recent.remove(&key);
         }
     }
@@ -1165,6 +1208,60 @@ mod tests {
         assert!(
             caches.secrets.get("a", "s").is_none(),
             "deleted here, not yet by the watch"
+        );
+    }
+
+    #[test]
+    fn a_write_the_watch_showed_first_is_not_kept_twice() {
+        let (caches, mut writers) = Caches::new();
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Apply(secret("a", "s", "5", "shown")),
+        );
+        caches
+            .secrets
+            .record_written(secret("a", "s", "5", "shown"));
+        assert_eq!(
+            caches.secrets.unseen_writes(),
+            0,
+            "the store holds it already"
+        );
+        caches
+            .secrets
+            .record_written(secret("a", "s", "6", "written"));
+        assert_eq!(caches.secrets.unseen_writes(), 1);
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Apply(secret("a", "s", "6", "written")),
+        );
+        assert_eq!(caches.secrets.unseen_writes(), 0);
+
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Delete(secret("a", "s", "7", "written")),
+        );
+        caches.secrets.record_deleted("a", "s", Some("u1".into()));
+        assert_eq!(
+            caches.secrets.unseen_writes(),
+            0,
+            "the watch showed the deletion"
+        );
+
+        caches
+            .secrets
+            .record_written(secret("a", "t", "8", "created"));
+        caches.secrets.record_deleted("a", "t", Some("u1".into()));
+        assert!(
+            caches.secrets.get("a", "t").is_none(),
+            "created and deleted before the watch showed either"
+        );
+        caches.secrets.apply_event(
+            &mut writers.secrets,
+            &Event::Apply(secret("a", "t", "8", "created")),
+        );
+        assert!(
+            caches.secrets.get("a", "t").is_none(),
+            "its creation shown late"
         );
     }
 
