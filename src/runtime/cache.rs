@@ -78,6 +78,18 @@ where
     members: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
+/// What one kind's cache holds (see [`KindCache::footprint`]).
+#[derive(Clone, Debug, Default)]
+pub struct Footprint {
+    pub kind: &'static str,
+    /// Objects kept whole.
+    pub whole: usize,
+    /// Objects settled: found to hold what their stack desires.
+    pub settled: usize,
+    /// Bytes of the packed bodies.
+    pub packed_bytes: usize,
+}
+
 /// An object a [`KindCache`] finds: the cached one, or the one this
 /// process wrote since.
 enum Found<K> {
@@ -275,6 +287,24 @@ where
             return;
         }
         recent.insert(key, Recent::Deleted(uid));
+    }
+
+    /// How many objects the store holds, whole and settled, and the bytes
+    /// of their packed bodies.
+    pub fn footprint(&self, kind: &'static str) -> Footprint {
+        let mut footprint = Footprint {
+            kind,
+            ..Footprint::default()
+        };
+        for object in self.store.state() {
+            if object.is_settled() {
+                footprint.settled += 1;
+            } else {
+                footprint.whole += 1;
+            }
+            footprint.packed_bytes += object.packed_len();
+        }
+        footprint
     }
 
     /// How many writes and deletions of this process the watch has not
@@ -607,6 +637,25 @@ impl Caches {
             self.stacks.seen(stack.as_ref(), true);
         }
         gone
+    }
+
+    /// What each kind's cache holds, for the metrics.
+    pub fn footprints(&self) -> Vec<Footprint> {
+        vec![
+            self.stacks.footprint("AppStack"),
+            self.secrets.footprint("Secret"),
+            self.config_maps.footprint("ConfigMap"),
+            self.services.footprint("Service"),
+            self.statefulsets.footprint("StatefulSet"),
+            self.jobs.footprint("Job"),
+            self.deployments.footprint("Deployment"),
+            self.volumes.footprint("PersistentVolumeClaim"),
+            self.network_policies.footprint("NetworkPolicy"),
+            self.disruption_budgets.footprint("PodDisruptionBudget"),
+            self.ingresses.footprint("Ingress"),
+            self.service_monitors.footprint("ServiceMonitor"),
+            self.http_routes.footprint("HTTPRoute"),
+        ]
     }
 
     /// The condition each cached stack holds (see [`metrics::holding`]).

@@ -2,6 +2,7 @@
 //! dashboards and alerts written for Go operators work unchanged. No label
 //! carries a per-object value, and no value is ever a secret.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -14,6 +15,7 @@ use prometheus::{
 
 use crate::crd::AppStack;
 use crate::reconcile::status::{self, types};
+use crate::runtime::cache::Footprint;
 
 /// The `controller` label value of every controller-runtime metric.
 pub const CONTROLLER: &str = "appstack";
@@ -30,6 +32,8 @@ pub struct Metrics {
     pub rest_requests: IntCounterVec,
     pub leader: IntGaugeVec,
     stacks: IntGaugeVec,
+    cached_objects: IntGaugeVec,
+    cached_bytes: IntGaugeVec,
     migrations: IntCounterVec,
     secrets_generated: IntCounter,
     database_checks: IntCounterVec,
@@ -128,6 +132,22 @@ impl Metrics {
                 &["condition"],
             )
             .unwrap(),
+            cached_objects: IntGaugeVec::new(
+                Opts::new(
+                    "appstack_cached_objects",
+                    "Objects in the operator's caches by kind, whole or settled (found to hold what their stack desires, only what the status reads kept)",
+                ),
+                &["kind", "body"],
+            )
+            .unwrap(),
+            cached_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "appstack_cached_packed_bytes",
+                    "Bytes of the compressed objects in the operator's caches, by kind",
+                ),
+                &["kind"],
+            )
+            .unwrap(),
             migrations: IntCounterVec::new(
                 Opts::new(
                     "appstack_migrations_total",
@@ -168,6 +188,8 @@ impl Metrics {
             Box::new(metrics.rest_requests.clone()),
             Box::new(metrics.leader.clone()),
             Box::new(metrics.stacks.clone()),
+            Box::new(metrics.cached_objects.clone()),
+            Box::new(metrics.cached_bytes.clone()),
             Box::new(metrics.migrations.clone()),
             Box::new(metrics.secrets_generated.clone()),
             Box::new(metrics.database_checks.clone()),
@@ -248,6 +270,25 @@ impl Metrics {
         }
         for (condition, count) in STACK_CONDITIONS.iter().zip(counts) {
             self.stacks.with_label_values(&[condition]).set(count);
+        }
+    }
+
+    /// Sets what the caches (of every watched scope) hold, kind by kind.
+    pub fn count_cached(&self, footprints: &[Footprint]) {
+        let mut totals: BTreeMap<&str, Footprint> = BTreeMap::new();
+        for footprint in footprints {
+            let total = totals.entry(footprint.kind).or_default();
+            total.whole += footprint.whole;
+            total.settled += footprint.settled;
+            total.packed_bytes += footprint.packed_bytes;
+        }
+        for (kind, total) in totals {
+            let gauge = |body: &str| self.cached_objects.with_label_values(&[kind, body]);
+            gauge("whole").set(to_gauge(total.whole));
+            gauge("settled").set(to_gauge(total.settled));
+            self.cached_bytes
+                .with_label_values(&[kind])
+                .set(to_gauge(total.packed_bytes));
         }
     }
 
@@ -364,6 +405,10 @@ where
             result
         })
     }
+}
+
+fn to_gauge(count: usize) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

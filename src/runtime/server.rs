@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use tokio::sync::watch;
 
-use super::cache::Caches;
+use super::cache::{Caches, Footprint};
 use super::leader::LeaderState;
 use super::metrics::Metrics;
 
@@ -75,6 +75,11 @@ impl ProcessState {
             .flat_map(|caches| caches.stacks_holding())
             .collect();
         self.metrics.count_stacks(holding.into_iter());
+        let footprints: Vec<Footprint> = caches
+            .iter()
+            .flat_map(|caches| caches.footprints())
+            .collect();
+        self.metrics.count_cached(&footprints);
         self.metrics.render()
     }
 }
