@@ -81,7 +81,7 @@ where
 /// What one kind's cache holds (see [`KindCache::footprint`]).
 #[derive(Clone, Debug, Default)]
 pub struct Footprint {
-    pub kind: &'static str,
+    pub kind: String,
     /// Objects kept whole.
     pub whole: usize,
     /// Objects settled: found to hold what their stack desires.
@@ -111,10 +111,15 @@ where
         }
     }
 
+    /// The object the store holds.
+    fn stored(&self, namespace: &str, name: &str) -> Option<Arc<Packed<K>>> {
+        self.store
+            .get(&ObjectRef::new_with(name, self.dyntype.clone()).within(namespace))
+    }
+
     /// Where the object as last seen or written is.
     fn find(&self, namespace: &str, name: &str) -> Option<Found<K>> {
-        let key = ObjectRef::new_with(name, self.dyntype.clone()).within(namespace);
-        let cached = self.store.get(&key);
+        let cached = self.stored(namespace, name);
         let recent = self.recent.lock().expect("cache lock");
         match recent.get(&(namespace.to_string(), name.to_string())) {
             None => cached.map(Found::Cached),
@@ -234,16 +239,24 @@ where
     /// version the store holds, which may lack what the fresh copy carries
     /// (a referenced Secret's data).
     pub fn record(&self, object: K) {
+        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let mut recent = self.recent.lock().expect("cache lock");
+        self.keep(&mut recent, key, object);
+    }
+
+    /// Keeps `object` as written, under `key`, and indexes it.
+    fn keep(
+        &self,
+        recent: &mut HashMap<(String, String), Recent<K>>,
+        key: (String, String),
+        object: K,
+    ) {
         self.index(
             &object,
             object.labels().get(LABEL_INSTANCE).map(String::as_str),
             true,
         );
-        let key = (object.namespace().unwrap_or_default(), object.name_any());
-        self.recent
-            .lock()
-            .expect("cache lock")
-            .insert(key, Recent::Written(Arc::new(object)));
+        recent.insert(key, Recent::Written(Arc::new(object)));
     }
 
     /// Remembers an object as this process's write returned it, unless the
@@ -254,19 +267,12 @@ where
     pub fn record_written(&self, object: K) {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
-        let stored = self
-            .store
-            .get(&ObjectRef::new_with(&key.1, self.dyntype.clone()).within(&key.0));
+        let stored = self.stored(&key.0, &key.1);
         if stored.is_some_and(|stored| caught_up(stored.as_ref(), &object)) {
             recent.remove(&key);
             return;
         }
-        self.index(
-            &object,
-            object.labels().get(LABEL_INSTANCE).map(String::as_str),
-            true,
-        );
-        recent.insert(key, Recent::Written(Arc::new(object)));
+        self.keep(&mut recent, key, object);
     }
 
     /// Remembers that this process deleted an object, unless the watch
@@ -274,10 +280,7 @@ where
     pub fn record_deleted(&self, namespace: &str, name: &str, uid: Option<String>) {
         let key = (namespace.to_string(), name.to_string());
         let mut recent = self.recent.lock().expect("cache lock");
-        let stored = self
-            .store
-            .get(&ObjectRef::new_with(name, self.dyntype.clone()).within(namespace));
-        let shown = match stored {
+        let shown = match self.stored(namespace, name) {
             Some(stored) => stored.uid() != uid,
             // Unless this process's create of it is not shown either.
             None => !recent.contains_key(&key),
@@ -291,9 +294,9 @@ where
 
     /// How many objects the store holds, whole and settled, and the bytes
     /// of their packed bodies.
-    pub fn footprint(&self, kind: &'static str) -> Footprint {
+    pub fn footprint(&self) -> Footprint {
         let mut footprint = Footprint {
-            kind,
+            kind: K::kind(&self.dyntype).into_owned(),
             ..Footprint::default()
         };
         for object in self.store.state() {
@@ -642,19 +645,19 @@ impl Caches {
     /// What each kind's cache holds, for the metrics.
     pub fn footprints(&self) -> Vec<Footprint> {
         vec![
-            self.stacks.footprint("AppStack"),
-            self.secrets.footprint("Secret"),
-            self.config_maps.footprint("ConfigMap"),
-            self.services.footprint("Service"),
-            self.statefulsets.footprint("StatefulSet"),
-            self.jobs.footprint("Job"),
-            self.deployments.footprint("Deployment"),
-            self.volumes.footprint("PersistentVolumeClaim"),
-            self.network_policies.footprint("NetworkPolicy"),
-            self.disruption_budgets.footprint("PodDisruptionBudget"),
-            self.ingresses.footprint("Ingress"),
-            self.service_monitors.footprint("ServiceMonitor"),
-            self.http_routes.footprint("HTTPRoute"),
+            self.stacks.footprint(),
+            self.secrets.footprint(),
+            self.config_maps.footprint(),
+            self.services.footprint(),
+            self.statefulsets.footprint(),
+            self.jobs.footprint(),
+            self.deployments.footprint(),
+            self.volumes.footprint(),
+            self.network_policies.footprint(),
+            self.disruption_budgets.footprint(),
+            self.ingresses.footprint(),
+            self.service_monitors.footprint(),
+            self.http_routes.footprint(),
         ]
     }
 
@@ -1312,6 +1315,31 @@ mod tests {
             caches.secrets.get("a", "t").is_none(),
             "its creation shown late"
         );
+    }
+
+    #[test]
+    fn a_footprint_counts_whole_and_settled_objects_of_its_kind() {
+        let (caches, mut writers) = Caches::new();
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "a", "name": "shop", "resourceVersion": "1"},
+            "spec": {"ports": [{"port": 80}]}
+        }))
+        .unwrap();
+        caches
+            .services
+            .apply_event(&mut writers.services, &Event::Apply(service.clone()));
+        let whole = caches.services.footprint();
+        assert_eq!(
+            (whole.kind.as_str(), whole.whole, whole.settled),
+            ("Service", 1, 0)
+        );
+        assert_eq!(
+            caches.services.holds("a", &service, Some(7), |_, _| true),
+            Some(true)
+        );
+        let settled = caches.services.footprint();
+        assert_eq!((settled.whole, settled.settled), (0, 1));
+        assert!(settled.packed_bytes < whole.packed_bytes);
     }
 
     #[test]

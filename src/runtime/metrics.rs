@@ -277,7 +277,7 @@ impl Metrics {
     pub fn count_cached(&self, footprints: &[Footprint]) {
         let mut totals: BTreeMap<&str, Footprint> = BTreeMap::new();
         for footprint in footprints {
-            let total = totals.entry(footprint.kind).or_default();
+            let total = totals.entry(&footprint.kind).or_default();
             total.whole += footprint.whole;
             total.settled += footprint.settled;
             total.packed_bytes += footprint.packed_bytes;

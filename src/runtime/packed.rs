@@ -56,15 +56,8 @@ pub trait Settle: Sized {
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
     pub fn pack(object: &K) -> Self {
         let meta = object.meta();
-        let metadata = ObjectMeta {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-            creation_timestamp: meta.creation_timestamp.clone(),
-            owner_references: meta.owner_references.clone(),
-            ..ObjectMeta::default()
-        };
+        let metadata = kept(meta);
+        let body = Body::Whole(compress(object, &metadata));
         Self {
             metadata,
             instance: meta
@@ -72,7 +65,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
                 .as_ref()
                 .and_then(|labels| labels.get(LABEL_INSTANCE))
                 .map(|instance| instance.as_str().into()),
-            body: Mutex::new(Body::Whole(compress(object))),
+            body: Mutex::new(body),
             kind: PhantomData,
         }
     }
@@ -108,7 +101,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         }
         if let (Some(hash), Some(residue)) = (hash, observed.residue()) {
             *body = Body::Settled {
-                residue: compress(&residue),
+                residue: compress(&residue, &self.metadata),
                 hash,
             };
         }
@@ -119,36 +112,46 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         let json =
             lz4_flex::block::decompress_size_prepended(bytes).expect("packed by this process");
         let mut object: K = serde_json::from_slice(&json).expect("packed from a valid object");
-        let meta = object.meta_mut();
-        meta.name.clone_from(&self.metadata.name);
-        meta.namespace.clone_from(&self.metadata.namespace);
-        meta.uid.clone_from(&self.metadata.uid);
-        meta.resource_version
-            .clone_from(&self.metadata.resource_version);
-        meta.creation_timestamp
-            .clone_from(&self.metadata.creation_timestamp);
-        meta.owner_references
-            .clone_from(&self.metadata.owner_references);
+        restore(object.meta_mut(), &self.metadata);
         object
     }
 }
 
-/// `object` as JSON compressed with LZ4, without the metadata
-/// [`Packed::metadata`] keeps (its UID alone does not compress).
-fn compress<K: Resource + Serialize>(object: &K) -> Box<[u8]> {
+/// The metadata a packed object keeps beside its body: name, namespace,
+/// UID, version, creation time and owners.
+fn kept(meta: &ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
+        creation_timestamp: meta.creation_timestamp.clone(),
+        owner_references: meta.owner_references.clone(),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Puts back into `meta` what [`kept`] took of it.
+fn restore(meta: &mut ObjectMeta, kept: &ObjectMeta) {
+    meta.name.clone_from(&kept.name);
+    meta.namespace.clone_from(&kept.namespace);
+    meta.uid.clone_from(&kept.uid);
+    meta.resource_version.clone_from(&kept.resource_version);
+    meta.creation_timestamp.clone_from(&kept.creation_timestamp);
+    meta.owner_references.clone_from(&kept.owner_references);
+}
+
+/// `object` as JSON compressed with LZ4, without the fields of `kept` (its
+/// UID alone does not compress).
+fn compress<K: Resource + Serialize>(object: &K, kept: &ObjectMeta) -> Box<[u8]> {
     let mut json = serde_json::to_value(object).expect("a Kubernetes object serializes");
-    if let Some(meta) = json
-        .get_mut("metadata")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "ownerReferences",
-        ] {
+    let kept = serde_json::to_value(kept).expect("metadata serializes");
+    if let (Some(meta), Some(kept)) = (
+        json.get_mut("metadata")
+            .and_then(serde_json::Value::as_object_mut),
+        kept.as_object(),
+    ) {
+        for field in kept.keys() {
             meta.remove(field);
         }
     }
