@@ -34,9 +34,9 @@ use crate::children::network::OperatorPods;
 use crate::children::{self, env_name};
 use crate::crd::{AppStack, AppStackStatus};
 use crate::database::Databases;
+use crate::runtime::cache::StackKey;
 use crate::runtime::cache::{Caches, Slim};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::packed::Packed;
 use crate::stack::ValidatedStack;
 use crate::stages::{self, Stage};
 
@@ -88,14 +88,13 @@ impl Error {
 }
 
 /// Brings one stack a pass closer to its spec and writes its status.
-pub async fn pass(context: &Context, cached: &Packed<AppStack>) -> Result<Action, Error> {
-    let namespace = cached.namespace().unwrap_or_default();
+pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
+    let namespace = key.namespace().unwrap_or_default();
     // The newest copy known: the cache, or what this process last wrote.
-    let stack = context
-        .caches
-        .stacks
-        .get(&namespace, &cached.name_any())
-        .unwrap_or_else(|| Arc::new(cached.unpack()));
+    let Some(stack) = context.caches.stacks.get(&namespace, &key.name_any()) else {
+        // Deleted since it was queued.
+        return Ok(Action::await_change());
+    };
     if stack.meta().deletion_timestamp.is_some() {
         release::release(context, &stack)
             .await

@@ -649,7 +649,7 @@ mod tests {
         if let crate::stack::Database::Managed(managed) = &mut stack.database {
             managed.deletion_policy = crate::crd::DeletionPolicy::Delete;
         }
-        let (caches, _writers) = Caches::new();
+        let (caches, _) = Caches::new();
         let desired = desired_of(&stack);
         let writes = super::stage(
             Stage::Secrets,
@@ -689,7 +689,7 @@ mod tests {
             "apiVersion: appstack.dev/v1alpha1\nkind: AppStack\nmetadata: {name: shop}\nspec:\n  backend: {image: x, resources: {requests: {cpu: \"0.5\"}}}\n  database: {managed: {storage: {size: 0.5Gi}}}\n",
         );
         let desired = desired_of(&stack);
-        let (caches, mut writers) = Caches::new();
+        let (caches, _) = Caches::new();
         for child in &desired[&Stage::Backend] {
             if let Object::Deployment(deployment) = &child.object {
                 let mut observed = serde_json::to_value(deployment).unwrap();
@@ -698,10 +698,9 @@ mod tests {
                 assert_eq!(requests["cpu"], "0.5");
                 requests["cpu"] = "500m".into();
                 observed["spec"]["revisionHistoryLimit"] = 10.into();
-                caches.deployments.apply_event(
-                    &mut writers.deployments,
-                    &Event::Apply(serde_json::from_value(observed).unwrap()),
-                );
+                caches
+                    .deployments
+                    .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
             }
         }
         for child in &desired[&Stage::Database] {
@@ -709,10 +708,9 @@ mod tests {
                 let mut observed = serde_json::to_value(statefulset).unwrap();
                 observed["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] =
                     "512Mi".into();
-                caches.statefulsets.apply_event(
-                    &mut writers.statefulsets,
-                    &Event::Apply(serde_json::from_value(observed).unwrap()),
-                );
+                caches
+                    .statefulsets
+                    .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
             }
         }
         let facts = StackFacts::default();
@@ -755,19 +753,16 @@ mod tests {
                 _ => None,
             })
             .unwrap();
-        let (caches, mut writers) = Caches::new();
-        let observe = |writers: &mut crate::runtime::cache::Writers,
-                       version: &str,
-                       replicas: i32| {
+        let (caches, _) = Caches::new();
+        let observe = |version: &str, replicas: i32| {
             let mut observed = serde_json::to_value(&deployment).unwrap();
             observed["metadata"]["resourceVersion"] = version.into();
             observed["spec"]["replicas"] = replicas.into();
             observed["status"] =
                 serde_json::json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
-            caches.deployments.apply_event(
-                &mut writers.deployments,
-                &Event::Apply(serde_json::from_value(observed).unwrap()),
-            );
+            caches
+                .deployments
+                .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
         };
         let writes_deployment = |desired: &[Desired]| {
             super::stage(
@@ -783,13 +778,12 @@ mod tests {
         let settled = || {
             caches
                 .deployments
-                .store()
                 .state()
                 .iter()
                 .all(|packed| packed.is_settled())
         };
         let wanted = deployment.spec.replicas.unwrap();
-        observe(&mut writers, "1", wanted);
+        observe("1", wanted);
         let whole = caches
             .deployments
             .get(&stack.namespace, &deployment.name_any())
@@ -813,14 +807,14 @@ mod tests {
             "and it is not written on the next pass"
         );
 
-        observe(&mut writers, "2", wanted + 3);
+        observe("2", wanted + 3);
         assert!(!settled());
         assert!(
             writes_deployment(&desired[&Stage::Backend]),
             "a change another writer made is undone"
         );
 
-        observe(&mut writers, "3", wanted);
+        observe("3", wanted);
         assert!(!writes_deployment(&desired[&Stage::Backend]));
         assert!(settled());
         let mut changed = example();
@@ -847,12 +841,12 @@ mod tests {
         let stack = example();
         let mut without_frontend = stack.clone();
         without_frontend.frontend = None;
-        let (caches, mut writers) = Caches::new();
+        let (caches, _) = Caches::new();
         for child in desired_of(&stack).values().flatten() {
             if let Object::Deployment(deployment) = &child.object {
                 caches
                     .deployments
-                    .apply_event(&mut writers.deployments, &Event::Apply(deployment.clone()));
+                    .apply_event(&Event::Apply(deployment.clone()));
             }
         }
         let mut foreign = desired_of(&stack)[&Stage::Frontend][1].clone();
@@ -861,7 +855,7 @@ mod tests {
             deployment.metadata.owner_references = None;
             caches
                 .deployments
-                .apply_event(&mut writers.deployments, &Event::Apply(deployment.clone()));
+                .apply_event(&Event::Apply(deployment.clone()));
         }
         let deletions = orphans(&without_frontend, &desired_of(&without_frontend), &caches);
         assert_eq!(
@@ -881,12 +875,10 @@ mod tests {
         let Object::Job(target) = &desired[&Stage::Migrations][0].object else {
             panic!("the migration stage writes a Job");
         };
-        let (caches, mut writers) = Caches::new();
+        let (caches, _) = Caches::new();
         let mut earlier = target.clone();
         earlier.metadata.name = Some("shop-migrate-earlier".into());
-        caches
-            .jobs
-            .apply_event(&mut writers.jobs, &Event::Apply(earlier.clone()));
+        caches.jobs.apply_event(&Event::Apply(earlier.clone()));
         let revision = target.labels()[children::MIGRATION_REVISION_LABEL].clone();
         let facts = StackFacts {
             target_revision: Some(&revision),
@@ -908,9 +900,7 @@ mod tests {
             }))
             .unwrap(),
         );
-        caches
-            .jobs
-            .apply_event(&mut writers.jobs, &Event::Apply(earlier));
+        caches.jobs.apply_event(&Event::Apply(earlier));
         assert!(
             matches!(plan().as_slice(), [Write::Create(Object::Job(job))] if job.name_any() == target.name_any()),
             "the earlier Job finished: start"

@@ -4,7 +4,9 @@
 //! One store per child kind, label-filtered to this operator's children and
 //! stripped of what neither the comparison nor the status reads
 //! (`managedFields`, a Job's pod template, a volume's spec). Every object is
-//! kept packed (see [`super::packed`]) and decoded when a pass reads it.
+//! kept packed (see [`super::packed`]), on a shelf of our own (see
+//! [`super::shelf`]), and decoded when a pass reads it. The controller's
+//! own store holds only each stack's key.
 //! Secrets are
 //! watched whole, because users' Secrets that stacks reference carry no
 //! label of ours: the data of a Secret is kept only while it is ours or a
@@ -14,9 +16,9 @@
 //! channel, after the store holds the event: a reconcile woken by a Job's
 //! completion reads the completed Job.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,15 +37,16 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::{self, Metrics};
-use crate::runtime::packed::{Packed, Settle};
+use crate::runtime::packed::{Packed, Settle, Version};
+use crate::runtime::shelf::{Change, Shelf};
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -66,16 +69,10 @@ enum Recent<K> {
 /// One kind's store, plus what this process wrote since its watch last
 /// spoke: a reconcile that runs before the watch event of its own write
 /// reads the written object, not the older cached one.
-pub struct KindCache<K: Resource + 'static>
-where
-    K::DynamicType: Hash + Eq + Clone,
-{
-    store: Store<Packed<K>>,
+pub struct KindCache<K: Resource + 'static> {
+    shelf: Shelf<K>,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
-    /// Names of each stack's objects, by (namespace, instance label), so a
-    /// pass finds its stack's children without scanning the store.
-    members: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
 
 /// What one kind's cache holds (see [`KindCache::footprint`]).
@@ -100,31 +97,23 @@ enum Found<K> {
 impl<K> KindCache<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + 'static,
-    K::DynamicType: Hash + Eq + Clone,
 {
-    fn new(store: Store<Packed<K>>, dyntype: K::DynamicType) -> Self {
+    fn new(dyntype: K::DynamicType) -> Self {
         Self {
-            store,
+            shelf: Shelf::default(),
             dyntype,
             recent: Mutex::new(HashMap::new()),
-            members: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The object the store holds.
-    fn stored(&self, namespace: &str, name: &str) -> Option<Arc<Packed<K>>> {
-        self.store
-            .get(&ObjectRef::new_with(name, self.dyntype.clone()).within(namespace))
     }
 
     /// Where the object as last seen or written is.
     fn find(&self, namespace: &str, name: &str) -> Option<Found<K>> {
-        let cached = self.stored(namespace, name);
+        let cached = self.shelf.get(namespace, name);
         let recent = self.recent.lock().expect("cache lock");
         match recent.get(&(namespace.to_string(), name.to_string())) {
             None => cached.map(Found::Cached),
             Some(Recent::Written(written)) => match cached {
-                Some(cached) if newer(cached.as_ref(), written.as_ref()) => {
+                Some(cached) if newer(cached.version(), &Version::of(written.as_ref())) => {
                     Some(Found::Cached(cached))
                 }
                 _ => Some(Found::Written(written.clone())),
@@ -167,7 +156,7 @@ where
     /// decoding the object (of a cached one, what [`Packed`] keeps).
     pub fn metadata(&self, namespace: &str, name: &str) -> Option<ObjectMeta> {
         self.find(namespace, name).map(|found| match found {
-            Found::Cached(cached) => stored_meta(&cached),
+            Found::Cached(cached) => cached.metadata(),
             Found::Written(written) => written.meta().clone(),
         })
     }
@@ -188,51 +177,35 @@ where
             .collect()
     }
 
-    fn names_of_stack(&self, namespace: &str, stack: &str) -> Vec<String> {
-        self.members
-            .lock()
-            .expect("cache lock")
-            .get(&(namespace.to_string(), stack.to_string()))
-            .map(|names| names.iter().cloned().collect())
-            .unwrap_or_default()
+    /// The names of the objects the store or this process's writes label
+    /// with `stack` as their instance.
+    fn names_of_stack(&self, namespace: &str, stack: &str) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self
+            .shelf
+            .names_of(namespace, stack)
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        let recent = self.recent.lock().expect("cache lock");
+        for ((written_namespace, name), recent) in recent.iter() {
+            if let Recent::Written(written) = recent
+                && written_namespace == namespace
+                && written.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(stack)
+            {
+                names.insert(name.clone());
+            }
+        }
+        names
     }
 
     /// The objects of one stack: labelled with its name as instance, in its
     /// namespace.
     pub fn of_stack(&self, namespace: &str, stack: &str) -> Vec<Arc<K>> {
-        let key = (namespace.to_string(), stack.to_string());
-        let names = self.names_of_stack(namespace, stack);
-        let objects: Vec<Arc<K>> = names
+        self.names_of_stack(namespace, stack)
             .iter()
             .filter_map(|name| self.get(namespace, name))
             .filter(|object| object.labels().get(LABEL_INSTANCE).map(String::as_str) == Some(stack))
-            .collect();
-        if objects.len() < names.len() {
-            // Some went while the watch relisted (no delete event): forget them.
-            let present: BTreeSet<String> =
-                objects.iter().map(|object| object.name_any()).collect();
-            if let Some(names) = self.members.lock().expect("cache lock").get_mut(&key) {
-                names.retain(|name| present.contains(name));
-            }
-        }
-        objects
-    }
-
-    /// Keeps [`Self::of_stack`]'s index in line with an object seen.
-    fn index(&self, object: &impl Resource, instance: Option<&str>, present: bool) {
-        let Some(stack) = instance else {
-            return;
-        };
-        let key = (object.namespace().unwrap_or_default(), stack.to_string());
-        let mut members = self.members.lock().expect("cache lock");
-        if present {
-            members.entry(key).or_default().insert(object.name_any());
-        } else if let Some(names) = members.get_mut(&key) {
-            names.remove(&object.name_any());
-            if names.is_empty() {
-                members.remove(&key);
-            }
-        }
+            .collect()
     }
 
     /// Remembers an object this process read fresh: kept even at the
@@ -241,21 +214,6 @@ where
     pub fn record(&self, object: K) {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
-        self.keep(&mut recent, key, object);
-    }
-
-    /// Keeps `object` as written, under `key`, and indexes it.
-    fn keep(
-        &self,
-        recent: &mut HashMap<(String, String), Recent<K>>,
-        key: (String, String),
-        object: K,
-    ) {
-        self.index(
-            &object,
-            object.labels().get(LABEL_INSTANCE).map(String::as_str),
-            true,
-        );
         recent.insert(key, Recent::Written(Arc::new(object)));
     }
 
@@ -267,12 +225,12 @@ where
     pub fn record_written(&self, object: K) {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
-        let stored = self.stored(&key.0, &key.1);
-        if stored.is_some_and(|stored| caught_up(stored.as_ref(), &object)) {
+        let stored = self.shelf.get(&key.0, &key.1);
+        if stored.is_some_and(|stored| caught_up(stored.version(), &Version::of(&object))) {
             recent.remove(&key);
             return;
         }
-        self.keep(&mut recent, key, object);
+        recent.insert(key, Recent::Written(Arc::new(object)));
     }
 
     /// Remembers that this process deleted an object, unless the watch
@@ -280,7 +238,7 @@ where
     pub fn record_deleted(&self, namespace: &str, name: &str, uid: Option<String>) {
         let key = (namespace.to_string(), name.to_string());
         let mut recent = self.recent.lock().expect("cache lock");
-        let shown = match self.stored(namespace, name) {
+        let shown = match self.shelf.get(namespace, name) {
             Some(stored) => stored.uid() != uid,
             // Unless this process's create of it is not shown either.
             None => !recent.contains_key(&key),
@@ -299,7 +257,7 @@ where
             kind: K::kind(&self.dyntype).into_owned(),
             ..Footprint::default()
         };
-        for object in self.store.state() {
+        for object in self.shelf.state() {
             if object.is_settled() {
                 footprint.settled += 1;
             } else {
@@ -319,12 +277,19 @@ where
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
     fn seen(&self, object: &Packed<K>, deleted: bool) {
-        self.index(object, object.instance(), !deleted);
-        let key = (object.namespace().unwrap_or_default(), object.name_any());
+        let key = (
+            object
+                .namespace()
+                .map(|namespace| namespace.to_string())
+                .unwrap_or_default(),
+            object.name().to_string(),
+        );
         let mut recent = self.recent.lock().expect("cache lock");
         let shown = match recent.get(&key) {
             None => false,
-            Some(Recent::Written(written)) => deleted || caught_up(object, written.as_ref()),
+            Some(Recent::Written(written)) => {
+                deleted || caught_up(object.version(), &Version::of(written.as_ref()))
+            }
             Some(Recent::Deleted(uid)) => deleted || object.uid() != *uid,
         };
         if shown {
@@ -332,70 +297,57 @@ where
         }
     }
 
-    /// Applies one watch event to the store through `writer`, and settles
-    /// what this process wrote or deleted that the event shows.
-    pub fn apply_event(&self, writer: &mut Writer<K>, event: &Event<K>) {
-        self.apply_packed(writer, &packed(event));
+    /// Applies one watch event to the store, and settles what this process
+    /// wrote or deleted that the event shows.
+    pub fn apply_event(&self, event: &Event<K>) -> Change<K> {
+        self.apply_packed(packed(event))
     }
 
     /// [`Self::apply_event`] of an event already packed.
-    fn apply_packed(&self, writer: &mut Writer<K>, event: &Event<Packed<K>>) {
-        writer.apply_watcher_event(event);
-        match event {
-            Event::Apply(object) => self.seen(object, false),
-            Event::Delete(object) => self.seen(object, true),
-            Event::InitDone => {
-                for object in self.store.state() {
-                    self.seen(object.as_ref(), false);
+    fn apply_packed(&self, event: Event<Packed<K>>) -> Change<K> {
+        let change = self.shelf.apply(event);
+        match &change {
+            Change::Applied(object) => self.seen(object, false),
+            Change::Deleted(object) => self.seen(object, true),
+            Change::Listed => {
+                for object in self.shelf.state() {
+                    self.seen(&object, false);
                 }
             }
-            Event::Init | Event::InitApply(_) => {}
+            Change::Listing => {}
         }
+        change
     }
 
     pub async fn wait_until_ready(&self) -> bool {
-        self.store.wait_until_ready().await.is_ok()
-    }
-
-    /// The store the watch fills.
-    pub fn store(&self) -> &Store<Packed<K>> {
-        &self.store
+        self.shelf.wait_until_ready().await
     }
 
     /// Every cached object.
+    pub fn state(&self) -> Vec<Arc<Packed<K>>> {
+        self.shelf.state()
+    }
+
+    /// How many objects are cached.
     pub fn len(&self) -> usize {
-        self.store.len()
+        self.shelf.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.store.is_empty()
-    }
-}
-
-/// How two versions of an object compare. resourceVersions are etcd
-/// revisions; where one is not a number, only equality is known.
-fn versions(cached: &impl Resource, written: &impl Resource) -> Option<std::cmp::Ordering> {
-    let (cached, written) = (cached.resource_version(), written.resource_version());
-    match (
-        cached.as_deref().map(str::parse::<u64>),
-        written.as_deref().map(str::parse::<u64>),
-    ) {
-        (Some(Ok(cached)), Some(Ok(written))) => Some(cached.cmp(&written)),
-        _ if cached == written => Some(std::cmp::Ordering::Equal),
-        _ => None,
+        self.shelf.is_empty()
     }
 }
 
 /// The watch has shown `written` (or something after it).
-fn caught_up(cached: &impl Resource, written: &impl Resource) -> bool {
-    versions(cached, written).is_none_or(|order| order.is_ge())
+fn caught_up(cached: &Version, written: &Version) -> bool {
+    cached.order(written).is_none_or(|order| order.is_ge())
 }
 
 /// The cache holds something after `written`. At the same version the
 /// written copy is preferred: it may carry what the cache strips (a
 /// referenced Secret's data, read fresh).
-fn newer(cached: &impl Resource, written: &impl Resource) -> bool {
-    versions(cached, written).is_none_or(|order| order.is_gt())
+fn newer(cached: &Version, written: &Version) -> bool {
+    cached.order(written).is_none_or(|order| order.is_gt())
 }
 
 /// Which stacks read which user Secrets: (namespace, Secret name) → stack
@@ -456,6 +408,9 @@ pub struct Caches {
     /// finalizers), so a pass never starts from an older status than the
     /// one it wrote and never repeats a transition or an Event.
     pub stacks: KindCache<AppStack>,
+    /// Each stack's key, for the controller: its passes read the stack
+    /// from [`Self::stacks`].
+    pub keys: Store<StackKey>,
     /// The condition each stack holds, as last seen, for the metrics: the
     /// stacks are packed, and reading each one back per scrape would cost
     /// more than the scrape.
@@ -481,89 +436,91 @@ pub struct Caches {
     index: RwLock<SecretIndex>,
 }
 
-/// The writing halves of [`Caches`], fed by watches (or by tests).
-pub struct Writers {
-    pub stacks: Writer<AppStack>,
-    pub secrets: Writer<Secret>,
-    pub config_maps: Writer<ConfigMap>,
-    pub services: Writer<Service>,
-    pub statefulsets: Writer<StatefulSet>,
-    pub jobs: Writer<Job>,
-    pub deployments: Writer<Deployment>,
-    pub volumes: Writer<PersistentVolumeClaim>,
-    pub network_policies: Writer<NetworkPolicy>,
-    pub disruption_budgets: Writer<PodDisruptionBudget>,
-    pub ingresses: Writer<Ingress>,
-    pub service_monitors: Writer<DynamicObject>,
-    pub http_routes: Writer<DynamicObject>,
+/// The writing half of [`Caches::keys`], fed by the AppStack watch.
+pub type StackWriter = reflector::store::Writer<StackKey>;
+
+/// What the controller keeps of a stack: its namespace, name and UID.
+#[derive(Clone, Debug)]
+pub struct StackKey {
+    metadata: ObjectMeta,
 }
 
-/// The writing half of a child kind's store.
-pub type Writer<K> = reflector::store::Writer<Packed<K>>;
+impl StackKey {
+    fn of(stack: &impl Resource) -> Self {
+        let meta = stack.meta();
+        Self {
+            metadata: ObjectMeta {
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                uid: meta.uid.clone(),
+                ..ObjectMeta::default()
+            },
+        }
+    }
+}
+
+impl Resource for StackKey {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(dynamic: &()) -> Cow<'_, str> {
+        AppStack::kind(dynamic)
+    }
+
+    fn group(dynamic: &()) -> Cow<'_, str> {
+        AppStack::group(dynamic)
+    }
+
+    fn version(dynamic: &()) -> Cow<'_, str> {
+        AppStack::version(dynamic)
+    }
+
+    fn plural(dynamic: &()) -> Cow<'_, str> {
+        AppStack::plural(dynamic)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// Read as the AppStack it stands for: the controller's store needs a kind
+/// the API could send.
+impl<'de> Deserialize<'de> for StackKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        AppStack::deserialize(deserializer).map(|stack| StackKey::of(&stack))
+    }
+}
 
 impl Caches {
-    /// Empty caches and the writers that fill them.
-    pub fn new() -> (Arc<Self>, Writers) {
-        fn pair<K>() -> (KindCache<K>, Writer<K>)
-        where
-            K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + 'static,
-        {
-            let (reader, writer) = reflector::store();
-            (KindCache::new(reader, ()), writer)
-        }
-        let (stacks, stacks_writer) = pair();
-        let (secrets, secrets_writer) = pair();
-        let (config_maps, config_maps_writer) = pair();
-        let (services, services_writer) = pair();
-        let (statefulsets, statefulsets_writer) = pair();
-        let (jobs, jobs_writer) = pair();
-        let (deployments, deployments_writer) = pair();
-        let (volumes, volumes_writer) = pair();
-        let (network_policies, network_policies_writer) = pair();
-        let (disruption_budgets, disruption_budgets_writer) = pair();
-        let (ingresses, ingresses_writer) = pair();
-        fn dynamic(resource: ApiResource) -> (KindCache<DynamicObject>, Writer<DynamicObject>) {
-            let writer = reflector::store::Writer::new(resource.clone());
-            (KindCache::new(writer.as_reader(), resource), writer)
-        }
-        let (service_monitors, monitors_writer) =
-            dynamic(children::monitoring::service_monitor_resource());
-        let (http_routes, routes_writer) = dynamic(children::expose::http_route_resource());
+    /// Empty caches, and the writer of the controller's keys.
+    pub fn new() -> (Arc<Self>, StackWriter) {
+        let (keys, writer) = reflector::store();
         let caches = Arc::new(Self {
-            stacks,
+            stacks: KindCache::new(()),
+            keys,
             holding: Mutex::new(HashMap::new()),
-            secrets,
-            config_maps,
-            services,
-            statefulsets,
-            jobs,
-            deployments,
-            volumes,
-            network_policies,
-            disruption_budgets,
-            ingresses,
-            service_monitors,
+            secrets: KindCache::new(()),
+            config_maps: KindCache::new(()),
+            services: KindCache::new(()),
+            statefulsets: KindCache::new(()),
+            jobs: KindCache::new(()),
+            deployments: KindCache::new(()),
+            volumes: KindCache::new(()),
+            network_policies: KindCache::new(()),
+            disruption_budgets: KindCache::new(()),
+            ingresses: KindCache::new(()),
+            service_monitors: KindCache::new(children::monitoring::service_monitor_resource()),
             service_monitor_api: RwLock::new(None),
-            http_routes,
+            http_routes: KindCache::new(children::expose::http_route_resource()),
             http_route_api: RwLock::new(None),
             index: RwLock::new(SecretIndex::default()),
         });
-        let writers = Writers {
-            stacks: stacks_writer,
-            secrets: secrets_writer,
-            config_maps: config_maps_writer,
-            services: services_writer,
-            statefulsets: statefulsets_writer,
-            jobs: jobs_writer,
-            deployments: deployments_writer,
-            volumes: volumes_writer,
-            network_policies: network_policies_writer,
-            disruption_budgets: disruption_budgets_writer,
-            ingresses: ingresses_writer,
-            service_monitors: monitors_writer,
-            http_routes: routes_writer,
-        };
-        (caches, writers)
+        (caches, writer)
     }
 
     /// The ServiceMonitor API while it is served and its cache synced.
@@ -600,18 +557,17 @@ impl Caches {
     /// while the watch was away, so no delete event ever came).
     pub fn apply_stack_event(
         &self,
-        writer: &mut Writer<AppStack>,
+        writer: &mut StackWriter,
         event: &Event<AppStack>,
     ) -> Vec<Arc<Packed<AppStack>>> {
-        let before = matches!(event, Event::InitDone).then(|| self.stacks.store().state());
-        let stored = packed(event);
-        self.stacks.apply_packed(writer, &stored);
-        let gone = match (&stored, before) {
-            (Event::Delete(stack), _) => vec![Arc::new(stack.clone())],
-            (Event::InitDone, Some(before)) => {
+        let before = matches!(event, Event::InitDone).then(|| self.stacks.state());
+        let change = self.stacks.apply_packed(packed(event));
+        writer.apply_watcher_event(&map_event(event, StackKey::of));
+        let gone = match (change, before) {
+            (Change::Deleted(stack), _) => vec![stack],
+            (Change::Listed, Some(before)) => {
                 let listed: BTreeSet<Option<String>> = self
                     .stacks
-                    .store()
                     .state()
                     .iter()
                     .map(|stack| stack.uid())
@@ -633,11 +589,12 @@ impl Caches {
             );
         }
         for stack in &gone {
-            let namespace = stack.namespace().unwrap_or_default();
-            index.remove(&namespace, &stack.name_any());
-            holding.remove(&(namespace, stack.name_any()));
+            let namespace = stack.namespace().map(|namespace| namespace.to_string());
+            let namespace = namespace.unwrap_or_default();
+            index.remove(&namespace, stack.name());
+            holding.remove(&(namespace, stack.name().to_string()));
             // What this process last wrote of it no longer stands for it.
-            self.stacks.seen(stack.as_ref(), true);
+            self.stacks.seen(stack, true);
         }
         gone
     }
@@ -859,18 +816,23 @@ fn slim_event<K: Slim>(event: Event<K>, slim: impl Fn(K) -> K) -> Event<K> {
     }
 }
 
+/// The event with `map` of its object.
+fn map_event<K, T>(event: &Event<K>, map: impl Fn(&K) -> T) -> Event<T> {
+    match event {
+        Event::Apply(object) => Event::Apply(map(object)),
+        Event::Delete(object) => Event::Delete(map(object)),
+        Event::InitApply(object) => Event::InitApply(map(object)),
+        Event::Init => Event::Init,
+        Event::InitDone => Event::InitDone,
+    }
+}
+
 /// The event with its object packed.
 fn packed<K>(event: &Event<K>) -> Event<Packed<K>>
 where
     K: Resource + Serialize + DeserializeOwned,
 {
-    match event {
-        Event::Apply(object) => Event::Apply(Packed::pack(object)),
-        Event::Delete(object) => Event::Delete(Packed::pack(object)),
-        Event::InitApply(object) => Event::InitApply(Packed::pack(object)),
-        Event::Init => Event::Init,
-        Event::InitDone => Event::InitDone,
-    }
+    map_event(event, Packed::pack)
 }
 
 fn slimmed<K: Slim>(mut object: K) -> K {
@@ -879,28 +841,17 @@ fn slimmed<K: Slim>(mut object: K) -> K {
 }
 
 /// Wakes the reconcile of stacks.
-pub type Triggers = UnboundedSender<ObjectRef<Packed<AppStack>>>;
+pub type Triggers = UnboundedSender<ObjectRef<StackKey>>;
 
 fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
     let _ = triggers.unbounded_send(ObjectRef::new(stack).within(namespace));
 }
 
 /// Wakes the stack a child belongs to (by its instance label).
-fn wake_owner<K: Resource>(triggers: &Triggers, object: &Packed<K>) {
+fn wake_owner<K>(triggers: &Triggers, object: &Packed<K>) {
     if let (Some(namespace), Some(stack)) = (object.namespace(), object.instance()) {
-        wake(triggers, &namespace, stack);
+        wake(triggers, namespace, stack);
     }
-}
-
-/// A stored object's metadata with its instance label, as the object has it.
-fn stored_meta<K: Resource>(stored: &Packed<K>) -> ObjectMeta {
-    let mut meta = stored.meta().clone();
-    if let Some(instance) = stored.instance() {
-        meta.labels
-            .get_or_insert_default()
-            .insert(LABEL_INSTANCE.into(), instance.into());
-    }
-    meta
 }
 
 /// The watch tasks of one scope's caches; dropping this stops them.
@@ -935,26 +886,11 @@ pub async fn start(
     client: Client,
     scope: Option<String>,
     caches: Arc<Caches>,
-    writers: Writers,
+    stacks_writer: StackWriter,
     triggers: Triggers,
     forget: impl Fn(&str) + Send + Sync + 'static,
     metrics: Metrics,
 ) -> Watches {
-    let Writers {
-        stacks: stacks_writer,
-        secrets,
-        config_maps,
-        services,
-        statefulsets,
-        jobs,
-        deployments,
-        volumes,
-        network_policies,
-        disruption_budgets,
-        ingresses,
-        service_monitors,
-        http_routes,
-    } = writers;
     let scope = scope.as_deref();
     let mut tasks = Vec::new();
 
@@ -981,32 +917,31 @@ pub async fn start(
         secret_events,
         caches.clone(),
         |caches| &caches.secrets,
-        secrets,
         move |secret| secret_caches.slim_secret(secret),
         {
             let caches = caches.clone();
             let triggers = triggers.clone();
             move |secret: &Packed<Secret>| {
-                let namespace = secret.namespace().unwrap_or_default();
-                let name = secret.name_any();
+                let namespace = secret.namespace().map_or("", |namespace| namespace);
+                let name = secret.name();
                 wake_owner(&triggers, secret);
-                for stack in caches.readers_of(&namespace, &name) {
-                    wake(&triggers, &namespace, &stack);
+                for stack in caches.readers_of(namespace, name) {
+                    wake(&triggers, namespace, &stack);
                 }
                 // A Secret of a stack's own name that carries no label of
                 // ours: `<stack>-db` restored by hand from a backup.
                 for suffix in ["-db", "-env"] {
                     if let Some(stack) = name.strip_suffix(suffix)
-                        && caches.stacks.metadata(&namespace, stack).is_some()
+                        && caches.stacks.metadata(namespace, stack).is_some()
                     {
-                        wake(&triggers, &namespace, stack);
+                        wake(&triggers, namespace, stack);
                     }
                 }
             }
         },
     ));
     macro_rules! child_watch {
-        ($writer:expr, $kind:ty, $field:ident) => {{
+        ($kind:ty, $field:ident) => {{
             let events = watch::resilient(
                 <$kind as Resource>::kind(&()).into_owned(),
                 watcher::watcher(scoped::<$kind>(client.clone(), scope), children_config()),
@@ -1016,21 +951,20 @@ pub async fn start(
                 events,
                 caches.clone(),
                 |caches| &caches.$field,
-                $writer,
                 slimmed,
                 move |object: &Packed<$kind>| wake_owner(&triggers, object),
             ));
         }};
     }
-    child_watch!(config_maps, ConfigMap, config_maps);
-    child_watch!(services, Service, services);
-    child_watch!(statefulsets, StatefulSet, statefulsets);
-    child_watch!(jobs, Job, jobs);
-    child_watch!(deployments, Deployment, deployments);
-    child_watch!(volumes, PersistentVolumeClaim, volumes);
-    child_watch!(network_policies, NetworkPolicy, network_policies);
-    child_watch!(disruption_budgets, PodDisruptionBudget, disruption_budgets);
-    child_watch!(ingresses, Ingress, ingresses);
+    child_watch!(ConfigMap, config_maps);
+    child_watch!(Service, services);
+    child_watch!(StatefulSet, statefulsets);
+    child_watch!(Job, jobs);
+    child_watch!(Deployment, deployments);
+    child_watch!(PersistentVolumeClaim, volumes);
+    child_watch!(NetworkPolicy, network_policies);
+    child_watch!(PodDisruptionBudget, disruption_budgets);
+    child_watch!(Ingress, ingresses);
 
     tasks.push(tokio::spawn(discover(
         Discovered {
@@ -1041,7 +975,6 @@ pub async fn start(
         client.clone(),
         scope.map(String::from),
         caches.clone(),
-        service_monitors,
         triggers.clone(),
         metrics.clone(),
     )));
@@ -1054,7 +987,6 @@ pub async fn start(
         client,
         scope.map(String::from),
         caches.clone(),
-        http_routes,
         triggers,
         metrics,
     )));
@@ -1083,7 +1015,7 @@ pub async fn start(
 async fn feed_stacks(
     events: impl Stream<Item = watcher::Result<Event<AppStack>>>,
     caches: Arc<Caches>,
-    mut writer: Writer<AppStack>,
+    mut writer: StackWriter,
     triggers: Triggers,
     forget: impl Fn(&str),
 ) {
@@ -1096,8 +1028,8 @@ async fn feed_stacks(
         match &event {
             Event::Apply(stack) => wake_stack(&triggers, stack),
             Event::InitDone => {
-                for stack in caches.stacks.store().state() {
-                    wake_stack(&triggers, stack.as_ref());
+                for stack in caches.stacks.state() {
+                    wake_packed(&triggers, &stack);
                 }
             }
             Event::Delete(_) | Event::Init | Event::InitApply(_) => {}
@@ -1113,6 +1045,14 @@ fn wake_stack(triggers: &Triggers, stack: &impl Resource) {
     );
 }
 
+fn wake_packed(triggers: &Triggers, stack: &Packed<AppStack>) {
+    wake(
+        triggers,
+        stack.namespace().map_or("", |namespace| namespace),
+        stack.name(),
+    );
+}
+
 /// Children are watched by the managed-by label.
 fn children_config() -> watcher::Config {
     watch::config().labels(&children::managed_selector())
@@ -1125,28 +1065,26 @@ fn spawn_cache<K>(
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
     caches: Arc<Caches>,
     cache: fn(&Caches) -> &KindCache<K>,
-    mut writer: Writer<K>,
     slim: impl Fn(K) -> K + Send + 'static,
     wake: impl Fn(&Packed<K>) + Send + 'static,
 ) -> JoinHandle<()>
 where
     K: Resource + Slim + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
-    K::DynamicType: Hash + Eq + Clone + Send + Sync,
+    K::DynamicType: Send + Sync,
 {
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
             let event = packed(&slim_event(event, &slim));
             let cache = cache(&caches);
-            cache.apply_packed(&mut writer, &event);
-            match &event {
-                Event::Apply(object) | Event::Delete(object) => wake(object),
-                Event::InitDone => {
-                    for object in cache.store.state() {
+            match cache.apply_packed(event) {
+                Change::Applied(object) | Change::Deleted(object) => wake(&object),
+                Change::Listed => {
+                    for object in cache.state() {
                         wake(&object);
                     }
                 }
-                Event::Init | Event::InitApply(_) => {}
+                Change::Listing => {}
             }
         }
     })
@@ -1168,17 +1106,16 @@ async fn discover(
     client: Client,
     scope: Option<String>,
     caches: Arc<Caches>,
-    writer: Writer<DynamicObject>,
     triggers: Triggers,
     metrics: Metrics,
 ) {
-    let mut writer = Some(writer);
+    let mut watching = false;
     loop {
         let discovered = kube::discovery::pinned_kind(&client, &kind.gvk).await;
         metrics.api_discovery(&kind.gvk.kind);
         match discovered {
             Ok((resource, _)) => {
-                if let Some(writer) = writer.take() {
+                if !std::mem::replace(&mut watching, true) {
                     let api = match &scope {
                         Some(namespace) => Api::<DynamicObject>::namespaced_with(
                             client.clone(),
@@ -1197,15 +1134,14 @@ async fn discover(
                         events,
                         caches.clone(),
                         kind.cache,
-                        writer,
                         slimmed,
                         move |object: &Packed<DynamicObject>| wake_owner(&watch_triggers, object),
                     ));
                     (kind.cache)(&caches).wait_until_ready().await;
                     *(kind.api)(&caches).write().expect("api lock") = Some(resource);
                     info!(kind = %kind.gvk.kind, "the API is served; its objects are written");
-                    for stack in caches.stacks.store().state() {
-                        wake_stack(&triggers, stack.as_ref());
+                    for stack in caches.stacks.state() {
+                        wake_packed(&triggers, &stack);
                     }
                     // Keep the watch for the rest of this term.
                     std::future::pending::<()>().await;
@@ -1239,11 +1175,10 @@ mod tests {
 
     #[test]
     fn a_write_is_read_back_until_the_watch_catches_up() {
-        let (caches, mut writers) = Caches::new();
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Apply(secret("a", "s", "5", "old")),
-        );
+        let (caches, _) = Caches::new();
+        caches
+            .secrets
+            .apply_event(&Event::Apply(secret("a", "s", "5", "old")));
         caches.secrets.record(secret("a", "s", "7", "new"));
         let read = |caches: &Caches| {
             caches.secrets.get("a", "s").unwrap().data.clone().unwrap()["key"]
@@ -1251,10 +1186,9 @@ mod tests {
                 .clone()
         };
         assert_eq!(read(&caches), b"new", "the store is older than the write");
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Apply(secret("a", "s", "8", "newer")),
-        );
+        caches
+            .secrets
+            .apply_event(&Event::Apply(secret("a", "s", "8", "newer")));
         assert_eq!(read(&caches), b"newer", "the store caught up");
         caches.secrets.record_deleted("a", "s", Some("u1".into()));
         assert!(
@@ -1265,11 +1199,10 @@ mod tests {
 
     #[test]
     fn a_write_the_watch_showed_first_is_not_kept_twice() {
-        let (caches, mut writers) = Caches::new();
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Apply(secret("a", "s", "5", "shown")),
-        );
+        let (caches, _) = Caches::new();
+        caches
+            .secrets
+            .apply_event(&Event::Apply(secret("a", "s", "5", "shown")));
         caches
             .secrets
             .record_written(secret("a", "s", "5", "shown"));
@@ -1282,16 +1215,14 @@ mod tests {
             .secrets
             .record_written(secret("a", "s", "6", "written"));
         assert_eq!(caches.secrets.unseen_writes(), 1);
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Apply(secret("a", "s", "6", "written")),
-        );
+        caches
+            .secrets
+            .apply_event(&Event::Apply(secret("a", "s", "6", "written")));
         assert_eq!(caches.secrets.unseen_writes(), 0);
 
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Delete(secret("a", "s", "7", "written")),
-        );
+        caches
+            .secrets
+            .apply_event(&Event::Delete(secret("a", "s", "7", "written")));
         caches.secrets.record_deleted("a", "s", Some("u1".into()));
         assert_eq!(
             caches.secrets.unseen_writes(),
@@ -1307,10 +1238,9 @@ mod tests {
             caches.secrets.get("a", "t").is_none(),
             "created and deleted before the watch showed either"
         );
-        caches.secrets.apply_event(
-            &mut writers.secrets,
-            &Event::Apply(secret("a", "t", "8", "created")),
-        );
+        caches
+            .secrets
+            .apply_event(&Event::Apply(secret("a", "t", "8", "created")));
         assert!(
             caches.secrets.get("a", "t").is_none(),
             "its creation shown late"
@@ -1319,15 +1249,13 @@ mod tests {
 
     #[test]
     fn a_footprint_counts_whole_and_settled_objects_of_its_kind() {
-        let (caches, mut writers) = Caches::new();
+        let (caches, _) = Caches::new();
         let service: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"namespace": "a", "name": "shop", "resourceVersion": "1"},
             "spec": {"ports": [{"port": 80}]}
         }))
         .unwrap();
-        caches
-            .services
-            .apply_event(&mut writers.services, &Event::Apply(service.clone()));
+        caches.services.apply_event(&Event::Apply(service.clone()));
         let whole = caches.services.footprint();
         assert_eq!(
             (whole.kind.as_str(), whole.whole, whole.settled),
@@ -1389,7 +1317,7 @@ mod tests {
             Event::InitApply(stack("three", "u3")),
             Event::InitDone,
         ];
-        let (caches, writers) = Caches::new();
+        let (caches, writer) = Caches::new();
         let (triggers, _woken) = futures::channel::mpsc::unbounded();
         // This process wrote "two"'s status, and the watch never showed it.
         let mut written = stack("two", "u2");
@@ -1400,20 +1328,23 @@ mod tests {
         feed_stacks(
             futures::stream::iter(events.into_iter().map(Ok)),
             caches.clone(),
-            writers.stacks,
+            writer,
             triggers,
             move |uid: &str| record.lock().unwrap().push(uid.to_string()),
         )
         .await;
         assert_eq!(*forgotten.lock().unwrap(), ["u1", "u2"]);
         assert!(caches.stacks.get("a", "two").is_none());
+        let key = |name: &str| caches.keys.get(&ObjectRef::new(name).within("a"));
+        assert!(key("two").is_none(), "nor queued for passes");
+        assert_eq!(key("three").unwrap().uid().as_deref(), Some("u3"));
         assert!(caches.readers_of("a", "two-url").is_empty(), "index pruned");
         assert_eq!(caches.readers_of("a", "three-url"), ["three"]);
     }
 
     #[test]
     fn unreferenced_secrets_are_cached_without_their_data() {
-        let (caches, _writers) = Caches::new();
+        let (caches, _) = Caches::new();
         let slim = caches.slim_secret(secret("a", "other", "1", "v"));
         assert!(slim.data.is_none() && Caches::without_data(&slim));
     }

@@ -13,14 +13,12 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, debug, warn};
 
-use super::cache::{self, Caches};
+use super::cache::{self, Caches, StackKey};
 use super::metrics::Metrics;
-use super::packed::Packed;
 use super::server::ProcessState;
 use super::telemetry::error_chain;
 use crate::children;
 use crate::children::network::OperatorPods;
-use crate::crd::AppStack;
 use crate::database::{DatabaseChecks, Databases};
 use crate::reconcile::{self, Context};
 
@@ -112,7 +110,7 @@ pub async fn run(
     let mut all_caches = Vec::new();
     let mut controllers = Vec::new();
     for scope in scopes {
-        let (caches, writers) = Caches::new();
+        let (caches, stacks_writer) = Caches::new();
         let (triggers, woken) = futures::channel::mpsc::unbounded();
         let failures = Arc::new(Failures::default());
         let forget = {
@@ -129,7 +127,7 @@ pub async fn run(
                 client.clone(),
                 scope.clone(),
                 caches.clone(),
-                writers,
+                stacks_writer,
                 triggers,
                 forget,
                 metrics.clone(),
@@ -149,9 +147,9 @@ pub async fn run(
             timeout: options.pass_timeout,
             failures,
         });
-        let no_stream = futures::stream::pending::<Result<Packed<AppStack>, watcher::Error>>();
+        let no_stream = futures::stream::pending::<Result<StackKey, watcher::Error>>();
         controllers.push(
-            Controller::for_stream(no_stream, caches.stacks.store().clone())
+            Controller::for_stream(no_stream, caches.keys.clone())
                 .with_config(kube::runtime::Config::default().concurrency(options.concurrency))
                 .reconcile_on(woken)
                 .graceful_shutdown_on(shutdown.clone())
@@ -169,11 +167,7 @@ pub async fn run(
     drop(watches);
 }
 
-fn error_policy(
-    stack: Arc<Packed<AppStack>>,
-    error: &reconcile::Error,
-    scope: Arc<Scope>,
-) -> Action {
+fn error_policy(stack: Arc<StackKey>, error: &reconcile::Error, scope: Arc<Scope>) -> Action {
     let delay = scope.failures.retry_delay(&stack.uid().unwrap_or_default());
     warn!(
         namespace = stack.namespace().unwrap_or_default(),
@@ -188,11 +182,7 @@ fn error_policy(
 
 /// One pass within the timeout, timed and counted, in a span naming the
 /// stack and this pass.
-async fn reconcile(
-    packed: Arc<Packed<AppStack>>,
-    scope: Arc<Scope>,
-) -> Result<Action, reconcile::Error> {
-    let stack = packed.as_ref();
+async fn reconcile(stack: Arc<StackKey>, scope: Arc<Scope>) -> Result<Action, reconcile::Error> {
     let metrics = &scope.context.metrics;
     let timer = metrics.reconcile_started();
     let span = tracing::info_span!(
@@ -201,7 +191,7 @@ async fn reconcile(
         stack = %stack.name_any(),
         reconcile_id = %reconcile_id(),
     );
-    let result = tokio::time::timeout(scope.timeout, reconcile::pass(&scope.context, stack))
+    let result = tokio::time::timeout(scope.timeout, reconcile::pass(&scope.context, &stack))
         .instrument(span)
         .await
         .unwrap_or(Err(reconcile::Error::Timeout(scope.timeout)));

@@ -9,5 +9,6 @@ pub mod leader;
 pub mod metrics;
 pub mod packed;
 pub mod server;
+pub mod shelf;
 pub mod telemetry;
 pub mod watch;

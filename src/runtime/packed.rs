@@ -1,9 +1,9 @@
 //! Packed objects: how the caches keep stacks and their children. Decoded,
 //! a Deployment takes about 9 KiB of memory and its JSON less than 3;
-//! compressed, about 1. A packed object keeps the metadata a pass looks up
-//! without reading the object (name, UID, version, instance label, owners)
-//! and the rest of the object as compressed JSON, decoded when a pass reads
-//! it.
+//! compressed, about 1. A packed object keeps what a pass looks up without
+//! reading the object (name, namespace, UID, version, owners, instance
+//! label) in a compact form, and the rest of the object as compressed JSON,
+//! decoded when a pass reads it.
 //!
 //! Once a pass finds that a cached child holds what the stack desires, the
 //! child is *settled*: its packed body shrinks to what passes still read of
@@ -11,30 +11,109 @@
 //! comparison until the object changes. A change arrives from the watch as
 //! a new, whole object, compared again field by field.
 
-use std::borrow::Cow;
+use std::cmp::Ordering;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::children::LABEL_INSTANCE;
 
 /// An object as a cache keeps it.
 pub struct Packed<K> {
-    /// Name, namespace, UID, version, creation time and owners: no labels,
-    /// as one label map costs half a KiB.
-    metadata: ObjectMeta,
-    /// The instance label: the stack the object belongs to.
-    instance: Option<Box<str>>,
+    name: Arc<str>,
+    /// Shared by every object of the namespace in one cache (see
+    /// [`super::shelf`]).
+    namespace: Option<Arc<str>>,
+    uid: Uid,
+    version: Version,
+    /// Shared by the children of one stack in one cache.
+    owners: Option<Arc<[OwnerReference]>>,
+    /// The instance label: the stack the object belongs to. Shared like
+    /// the owners.
+    instance: Option<Arc<str>>,
     body: Mutex<Body>,
     kind: PhantomData<fn() -> K>,
 }
 
-/// The object without what [`Packed::metadata`] holds, as JSON compressed
+/// A UID: the 16 bytes of a UUID, as the API server makes them, or the
+/// text of any other.
+#[derive(Clone, Debug, PartialEq)]
+enum Uid {
+    None,
+    Uuid(uuid::Uuid),
+    Text(Box<str>),
+}
+
+impl Uid {
+    fn parse(uid: Option<&str>) -> Self {
+        match uid {
+            None => Uid::None,
+            Some(text) => match uuid::Uuid::try_parse(text) {
+                // Only the form that reads back the same.
+                Ok(uuid) if uuid.hyphenated().to_string() == text => Uid::Uuid(uuid),
+                _ => Uid::Text(text.into()),
+            },
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Uid::None => None,
+            Uid::Uuid(uuid) => Some(uuid.hyphenated().to_string()),
+            Uid::Text(text) => Some(text.to_string()),
+        }
+    }
+}
+
+/// A resourceVersion: an etcd revision as a number, or the text of any
+/// other.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Version {
+    None,
+    Revision(u64),
+    Text(Box<str>),
+}
+
+impl Version {
+    pub fn of(object: &impl Resource) -> Self {
+        Self::parse(object.meta().resource_version.as_deref())
+    }
+
+    fn parse(version: Option<&str>) -> Self {
+        match version {
+            None => Version::None,
+            Some(text) => match text.parse::<u64>() {
+                Ok(revision) if revision.to_string() == text => Version::Revision(revision),
+                _ => Version::Text(text.into()),
+            },
+        }
+    }
+
+    fn text(&self) -> Option<String> {
+        match self {
+            Version::None => None,
+            Version::Revision(revision) => Some(revision.to_string()),
+            Version::Text(text) => Some(text.to_string()),
+        }
+    }
+
+    /// How two versions compare. Revisions are ordered; of any other, only
+    /// equality is known.
+    pub fn order(&self, other: &Version) -> Option<Ordering> {
+        match (self, other) {
+            (Version::Revision(this), Version::Revision(other)) => Some(this.cmp(other)),
+            _ if self == other => Some(Ordering::Equal),
+            _ => None,
+        }
+    }
+}
+
+/// The object without what [`Packed`] keeps beside it, as JSON compressed
 /// with LZ4.
 #[derive(Clone)]
 enum Body {
@@ -53,19 +132,34 @@ pub trait Settle: Sized {
     fn residue(&self) -> Option<Self>;
 }
 
+/// The metadata fields [`Packed`] keeps beside the body, as JSON names.
+const KEPT: [&str; 5] = [
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "ownerReferences",
+];
+
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
     pub fn pack(object: &K) -> Self {
         let meta = object.meta();
-        let metadata = kept(meta);
-        let body = Body::Whole(compress(object, &metadata));
         Self {
-            metadata,
+            name: meta.name.as_deref().unwrap_or_default().into(),
+            namespace: meta.namespace.as_deref().map(Arc::from),
+            uid: Uid::parse(meta.uid.as_deref()),
+            version: Version::parse(meta.resource_version.as_deref()),
+            owners: meta
+                .owner_references
+                .as_deref()
+                .filter(|owners| !owners.is_empty())
+                .map(Arc::from),
             instance: meta
                 .labels
                 .as_ref()
                 .and_then(|labels| labels.get(LABEL_INSTANCE))
                 .map(|instance| instance.as_str().into()),
-            body: Mutex::new(body),
+            body: Mutex::new(Body::Whole(compress(object))),
             kind: PhantomData,
         }
     }
@@ -101,7 +195,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         }
         if let (Some(hash), Some(residue)) = (hash, observed.residue()) {
             *body = Body::Settled {
-                residue: compress(&residue, &self.metadata),
+                residue: compress(&residue),
                 hash,
             };
         }
@@ -112,46 +206,20 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         let json =
             lz4_flex::block::decompress_size_prepended(bytes).expect("packed by this process");
         let mut object: K = serde_json::from_slice(&json).expect("packed from a valid object");
-        restore(object.meta_mut(), &self.metadata);
+        self.restore(object.meta_mut());
         object
     }
 }
 
-/// The metadata a packed object keeps beside its body: name, namespace,
-/// UID, version, creation time and owners.
-fn kept(meta: &ObjectMeta) -> ObjectMeta {
-    ObjectMeta {
-        name: meta.name.clone(),
-        namespace: meta.namespace.clone(),
-        uid: meta.uid.clone(),
-        resource_version: meta.resource_version.clone(),
-        creation_timestamp: meta.creation_timestamp.clone(),
-        owner_references: meta.owner_references.clone(),
-        ..ObjectMeta::default()
-    }
-}
-
-/// Puts back into `meta` what [`kept`] took of it.
-fn restore(meta: &mut ObjectMeta, kept: &ObjectMeta) {
-    meta.name.clone_from(&kept.name);
-    meta.namespace.clone_from(&kept.namespace);
-    meta.uid.clone_from(&kept.uid);
-    meta.resource_version.clone_from(&kept.resource_version);
-    meta.creation_timestamp.clone_from(&kept.creation_timestamp);
-    meta.owner_references.clone_from(&kept.owner_references);
-}
-
-/// `object` as JSON compressed with LZ4, without the fields of `kept` (its
-/// UID alone does not compress).
-fn compress<K: Resource + Serialize>(object: &K, kept: &ObjectMeta) -> Box<[u8]> {
+/// `object` as JSON compressed with LZ4, without the metadata kept beside
+/// it (its UID alone does not compress).
+fn compress<K: Resource + Serialize>(object: &K) -> Box<[u8]> {
     let mut json = serde_json::to_value(object).expect("a Kubernetes object serializes");
-    let kept = serde_json::to_value(kept).expect("metadata serializes");
-    if let (Some(meta), Some(kept)) = (
-        json.get_mut("metadata")
-            .and_then(serde_json::Value::as_object_mut),
-        kept.as_object(),
-    ) {
-        for field in kept.keys() {
+    if let Some(meta) = json
+        .get_mut("metadata")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for field in KEPT {
             meta.remove(field);
         }
     }
@@ -160,6 +228,65 @@ fn compress<K: Resource + Serialize>(object: &K, kept: &ObjectMeta) -> Box<[u8]>
 }
 
 impl<K> Packed<K> {
+    /// Puts back into `meta` what [`Packed`] keeps beside the body.
+    fn restore(&self, meta: &mut ObjectMeta) {
+        meta.name = (!self.name.is_empty()).then(|| self.name.to_string());
+        meta.namespace = self.namespace.as_deref().map(String::from);
+        meta.uid = self.uid.text();
+        meta.resource_version = self.version.text();
+        meta.owner_references = self.owners.as_deref().map(<[_]>::to_vec);
+    }
+
+    /// The metadata kept beside the body, with the instance label: what a
+    /// pass reads of an object without decoding it.
+    pub fn metadata(&self) -> ObjectMeta {
+        let mut meta = ObjectMeta::default();
+        self.restore(&mut meta);
+        if let Some(instance) = &self.instance {
+            meta.labels = Some([(LABEL_INSTANCE.to_string(), instance.to_string())].into());
+        }
+        meta
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn namespace(&self) -> Option<&Arc<str>> {
+        self.namespace.as_ref()
+    }
+
+    pub fn uid(&self) -> Option<String> {
+        self.uid.text()
+    }
+
+    pub fn version(&self) -> &Version {
+        &self.version
+    }
+
+    /// The stack the object belongs to, by its instance label.
+    pub fn instance(&self) -> Option<&Arc<str>> {
+        self.instance.as_ref()
+    }
+
+    pub fn owners(&self) -> Option<&Arc<[OwnerReference]>> {
+        self.owners.as_ref()
+    }
+
+    /// Shares the namespace, instance and owners with objects that have
+    /// the same: `share` returns the copy to keep.
+    pub fn share_with(&mut self, share: &mut impl Share) {
+        if let Some(namespace) = &mut self.namespace {
+            *namespace = share.text(namespace);
+        }
+        if let Some(instance) = &mut self.instance {
+            *instance = share.text(instance);
+        }
+        if let Some(owners) = &mut self.owners {
+            *owners = share.owners(owners);
+        }
+    }
+
     /// Whether the object was settled (see [`Self::holds`]).
     pub fn is_settled(&self) -> bool {
         matches!(
@@ -174,17 +301,22 @@ impl<K> Packed<K> {
         let (Body::Whole(bytes) | Body::Settled { residue: bytes, .. }) = &*body;
         bytes.len()
     }
+}
 
-    /// The stack the object belongs to, by its instance label.
-    pub fn instance(&self) -> Option<&str> {
-        self.instance.as_deref()
-    }
+/// Where packed objects find the shared copy of what many of them hold.
+pub trait Share {
+    fn text(&mut self, text: &Arc<str>) -> Arc<str>;
+    fn owners(&mut self, owners: &Arc<[OwnerReference]>) -> Arc<[OwnerReference]>;
 }
 
 impl<K> Clone for Packed<K> {
     fn clone(&self) -> Self {
         Self {
-            metadata: self.metadata.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            uid: self.uid.clone(),
+            version: self.version.clone(),
+            owners: self.owners.clone(),
             instance: self.instance.clone(),
             body: Mutex::new(self.body.lock().expect("packed lock").clone()),
             kind: PhantomData,
@@ -196,49 +328,11 @@ impl<K> fmt::Debug for Packed<K> {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         formatter
             .debug_struct("Packed")
-            .field("metadata", &self.metadata)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("version", &self.version)
             .field("settled", &self.is_settled())
             .finish()
-    }
-}
-
-impl<K: Resource> Resource for Packed<K> {
-    type DynamicType = K::DynamicType;
-    type Scope = K::Scope;
-
-    fn kind(dynamic: &Self::DynamicType) -> Cow<'_, str> {
-        K::kind(dynamic)
-    }
-
-    fn group(dynamic: &Self::DynamicType) -> Cow<'_, str> {
-        K::group(dynamic)
-    }
-
-    fn version(dynamic: &Self::DynamicType) -> Cow<'_, str> {
-        K::version(dynamic)
-    }
-
-    fn plural(dynamic: &Self::DynamicType) -> Cow<'_, str> {
-        K::plural(dynamic)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-/// Read as the object it packs: the controller's store needs its kind to
-/// be one the API could send.
-impl<'de, K> Deserialize<'de> for Packed<K>
-where
-    K: Resource + Serialize + DeserializeOwned,
-{
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        K::deserialize(deserializer).map(|object| Packed::pack(&object))
     }
 }
 
@@ -246,7 +340,7 @@ where
 mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
-    use kube::ResourceExt;
+    use k8s_openapi::api::core::v1::ConfigMap;
 
     #[test]
     fn a_packed_object_reads_back_whole_and_keeps_its_identity_at_hand() {
@@ -267,15 +361,43 @@ mod tests {
         .unwrap();
         let packed = Packed::pack(&deployment);
         assert_eq!(packed.unpack(), deployment);
-        assert_eq!(packed.name_any(), "shop-backend");
+        assert_eq!(&**packed.name(), "shop-backend");
         assert_eq!(packed.uid().as_deref(), Some("u1"));
-        assert_eq!(packed.resource_version().as_deref(), Some("7"));
-        assert_eq!(packed.owner_references()[0].uid, "s1");
-        assert_eq!(packed.instance(), Some("shop"));
-        assert!(
-            packed.labels().is_empty(),
-            "the instance is kept on its own"
+        assert_eq!(packed.version(), &Version::Revision(7));
+        assert_eq!(packed.owners().unwrap()[0].uid, "s1");
+        assert_eq!(packed.instance().map(|instance| &**instance), Some("shop"));
+        let meta = packed.metadata();
+        assert_eq!(meta.name.as_deref(), Some("shop-backend"));
+        assert_eq!(meta.labels.unwrap().len(), 1, "of the labels, the instance");
+    }
+
+    #[test]
+    fn uids_and_versions_read_back_as_they_were_written() {
+        for (uid, version) in [
+            ("0b7c3a9e-2f41-4d6a-9c1e-5a8f0e2d4b61", "12"),
+            ("0B7C3A9E-2F41-4D6A-9C1E-5A8F0E2D4B61", "007"),
+            ("u1", "v3"),
+        ] {
+            let config: ConfigMap = serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "a", "name": "c", "uid": uid, "resourceVersion": version},
+            }))
+            .unwrap();
+            let packed = Packed::pack(&config);
+            assert_eq!(packed.unpack(), config);
+            assert_eq!(packed.uid().as_deref(), Some(uid));
+            assert_eq!(packed.metadata().resource_version.as_deref(), Some(version));
+        }
+        let packed = Packed::pack(&ConfigMap::default());
+        assert_eq!(packed.unpack(), ConfigMap::default());
+        assert_eq!(
+            Version::Revision(9).order(&Version::Revision(10)),
+            Some(Ordering::Less)
         );
+        assert_eq!(
+            Version::parse(Some("x")).order(&Version::parse(Some("x"))),
+            Some(Ordering::Equal)
+        );
+        assert_eq!(Version::parse(Some("x")).order(&Version::Revision(1)), None);
     }
 
     #[test]
