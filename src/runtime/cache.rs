@@ -45,7 +45,7 @@ use tracing::{debug, info};
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::{self, Metrics};
-use crate::runtime::packed::{Packed, Settle, Version};
+use crate::runtime::packed::{Dictionary, Packed, Settle, Version};
 use crate::runtime::shelf::{Change, Shelf};
 use crate::runtime::watch;
 
@@ -71,6 +71,8 @@ enum Recent<K> {
 /// reads the written object, not the older cached one.
 pub struct KindCache<K: Resource + 'static> {
     shelf: Shelf<K>,
+    /// What this kind's objects are packed against.
+    dictionary: Dictionary,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
 }
@@ -101,6 +103,7 @@ where
     fn new(dyntype: K::DynamicType) -> Self {
         Self {
             shelf: Shelf::default(),
+            dictionary: Dictionary::default(),
             dyntype,
             recent: Mutex::new(HashMap::new()),
         }
@@ -128,7 +131,7 @@ where
     /// [`Self::holds`]), what [`Settle::residue`] keeps.
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
         self.find(namespace, name).map(|found| match found {
-            Found::Cached(cached) => Arc::new(cached.unpack()),
+            Found::Cached(cached) => Arc::new(cached.unpack(&self.dictionary)),
             Found::Written(written) => written,
         })
     }
@@ -147,7 +150,7 @@ where
         K: Settle,
     {
         Some(match self.find(namespace, &desired.name_any())? {
-            Found::Cached(cached) => cached.holds(desired, hash, matches),
+            Found::Cached(cached) => cached.holds(desired, hash, matches, &self.dictionary),
             Found::Written(written) => matches(desired, &written),
         })
     }
@@ -251,10 +254,12 @@ where
     }
 
     /// How many objects the store holds, whole and settled, and the bytes
-    /// of their packed bodies.
+    /// of their packed bodies and of the dictionary they are packed
+    /// against.
     pub fn footprint(&self) -> Footprint {
         let mut footprint = Footprint {
             kind: K::kind(&self.dyntype).into_owned(),
+            packed_bytes: self.dictionary.len(),
             ..Footprint::default()
         };
         for object in self.shelf.state() {
@@ -300,12 +305,7 @@ where
     /// Applies one watch event to the store, and settles what this process
     /// wrote or deleted that the event shows.
     pub fn apply_event(&self, event: &Event<K>) -> Change<K> {
-        self.apply_packed(packed(event))
-    }
-
-    /// [`Self::apply_event`] of an event already packed.
-    fn apply_packed(&self, event: Event<Packed<K>>) -> Change<K> {
-        let change = self.shelf.apply(event);
+        let change = self.shelf.apply(self.pack(event));
         match &change {
             Change::Applied(object) => self.seen(object, false),
             Change::Deleted(object) => self.seen(object, true),
@@ -317,6 +317,11 @@ where
             Change::Listing => {}
         }
         change
+    }
+
+    /// The event with its object packed against this kind's dictionary.
+    fn pack(&self, event: &Event<K>) -> Event<Packed<K>> {
+        map_event(event, |object| Packed::pack(object, &self.dictionary))
     }
 
     pub async fn wait_until_ready(&self) -> bool {
@@ -561,7 +566,7 @@ impl Caches {
         event: &Event<AppStack>,
     ) -> Vec<Arc<Packed<AppStack>>> {
         let before = matches!(event, Event::InitDone).then(|| self.stacks.state());
-        let change = self.stacks.apply_packed(packed(event));
+        let change = self.stacks.apply_event(event);
         writer.apply_watcher_event(&map_event(event, StackKey::of));
         let gone = match (change, before) {
             (Change::Deleted(stack), _) => vec![stack],
@@ -827,14 +832,6 @@ fn map_event<K, T>(event: &Event<K>, map: impl Fn(&K) -> T) -> Event<T> {
     }
 }
 
-/// The event with its object packed.
-fn packed<K>(event: &Event<K>) -> Event<Packed<K>>
-where
-    K: Resource + Serialize + DeserializeOwned,
-{
-    map_event(event, Packed::pack)
-}
-
 fn slimmed<K: Slim>(mut object: K) -> K {
     object.slim();
     object
@@ -1075,9 +1072,8 @@ where
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
-            let event = packed(&slim_event(event, &slim));
             let cache = cache(&caches);
-            match cache.apply_packed(event) {
+            match cache.apply_event(&slim_event(event, &slim)) {
                 Change::Applied(object) | Change::Deleted(object) => wake(&object),
                 Change::Listed => {
                     for object in cache.state() {
@@ -1267,7 +1263,12 @@ mod tests {
         );
         let settled = caches.services.footprint();
         assert_eq!((settled.whole, settled.settled), (0, 1));
-        assert!(settled.packed_bytes < whole.packed_bytes);
+        let body = caches.services.state()[0].packed_len();
+        assert_eq!(
+            settled.packed_bytes,
+            body + caches.services.dictionary.len(),
+            "the bodies and the dictionary they are packed against"
+        );
     }
 
     #[test]

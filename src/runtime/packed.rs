@@ -1,9 +1,10 @@
 //! Packed objects: how the caches keep stacks and their children. Decoded,
 //! a Deployment takes about 9 KiB of memory and its JSON less than 3;
-//! compressed, about 1. A packed object keeps what a pass looks up without
-//! reading the object (name, namespace, UID, version, owners, instance
-//! label) in a compact form, and the rest of the object as compressed JSON,
-//! decoded when a pass reads it.
+//! compressed, about 1; compressed against the objects of its kind before
+//! it (see [`Dictionary`]), a tenth of that. A packed object keeps what a
+//! pass looks up without reading the object (name, namespace, UID,
+//! version, owners, instance label) in a compact form, and the rest of the
+//! object as compressed JSON, decoded when a pass reads it.
 //!
 //! Once a pass finds that a cached child holds what the stack desires, the
 //! child is *settled*: its packed body shrinks to what passes still read of
@@ -14,7 +15,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -141,8 +142,72 @@ const KEPT: [&str; 5] = [
     "ownerReferences",
 ];
 
+/// What LZ4 refers back to when it packs an object of one kind: the JSON
+/// of earlier objects unlike those before them. A kind comes in a few
+/// shapes (a backend's Deployment and a frontend's, whole and settled), and
+/// one stack's objects differ from another's in little more than names,
+/// UIDs and hashes: once the dictionary holds an object of each shape, the
+/// next packs to a fraction of what it would alone.
+///
+/// An object is learnt when it packs to more than a third of its JSON. The
+/// dictionary only grows, at the front, up to [`Dictionary::LIMIT`], so
+/// what was packed before finds what it refers to at the same distance
+/// from the end.
+#[derive(Default)]
+pub struct Dictionary {
+    text: RwLock<Arc<[u8]>>,
+}
+
+impl Dictionary {
+    /// Half LZ4's window: every byte of it can be referred to, and hashing
+    /// it for each object packed stays cheap.
+    const LIMIT: usize = 32 * 1024;
+
+    fn current(&self) -> Arc<[u8]> {
+        self.text.read().expect("dictionary lock").clone()
+    }
+
+    fn compress(&self, json: &[u8]) -> Box<[u8]> {
+        let text = self.current();
+        let packed = lz4_flex::block::compress_prepend_size_with_dict(json, &text);
+        if packed.len() * 3 <= json.len() || text.len() + json.len() > Self::LIMIT {
+            return packed.into_boxed_slice();
+        }
+        let text = self.learn(json);
+        lz4_flex::block::compress_prepend_size_with_dict(json, &text).into_boxed_slice()
+    }
+
+    /// Puts `json` in front of the dictionary, if it fits, and returns the
+    /// dictionary.
+    fn learn(&self, json: &[u8]) -> Arc<[u8]> {
+        let mut text = self.text.write().expect("dictionary lock");
+        if text.len() + json.len() <= Self::LIMIT {
+            *text = json.iter().chain(text.iter()).copied().collect();
+        }
+        text.clone()
+    }
+
+    /// Of bytes packed with this dictionary: read after the bytes, so that
+    /// it holds at least what they were packed with.
+    fn decompress(&self, bytes: &[u8]) -> Vec<u8> {
+        lz4_flex::block::decompress_size_prepended_with_dict(bytes, &self.current())
+            .expect("packed by this process")
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.text.read().expect("dictionary lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
-    pub fn pack(object: &K) -> Self {
+    /// `object`, compressed against `dictionary`: only that dictionary
+    /// reads it back.
+    pub fn pack(object: &K, dictionary: &Dictionary) -> Self {
         let meta = object.meta();
         Self {
             name: meta.name.as_deref().unwrap_or_default().into(),
@@ -159,16 +224,16 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
                 .as_ref()
                 .and_then(|labels| labels.get(LABEL_INSTANCE))
                 .map(|instance| instance.as_str().into()),
-            body: Mutex::new(Body::Whole(compress(object))),
+            body: Mutex::new(Body::Whole(compress(object, dictionary))),
             kind: PhantomData,
         }
     }
 
     /// The object as it was packed, or its residue once settled.
-    pub fn unpack(&self) -> K {
+    pub fn unpack(&self, dictionary: &Dictionary) -> K {
         let body = self.body.lock().expect("packed lock");
         let (Body::Whole(bytes) | Body::Settled { residue: bytes, .. }) = &*body;
-        self.decompress(bytes)
+        self.decompress(bytes, dictionary)
     }
 
     /// Whether the object holds `desired`, whose desired hash is `hash`.
@@ -180,6 +245,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         desired: &K,
         hash: Option<u64>,
         matches: impl FnOnce(&K, &K) -> bool,
+        dictionary: &Dictionary,
     ) -> bool
     where
         K: Settle,
@@ -189,31 +255,30 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
             Body::Settled { hash: settled, .. } => return hash == Some(*settled),
             Body::Whole(bytes) => bytes,
         };
-        let observed = self.decompress(bytes);
+        let observed = self.decompress(bytes, dictionary);
         if !matches(desired, &observed) {
             return false;
         }
         if let (Some(hash), Some(residue)) = (hash, observed.residue()) {
             *body = Body::Settled {
-                residue: compress(&residue),
+                residue: compress(&residue, dictionary),
                 hash,
             };
         }
         true
     }
 
-    fn decompress(&self, bytes: &[u8]) -> K {
-        let json =
-            lz4_flex::block::decompress_size_prepended(bytes).expect("packed by this process");
+    fn decompress(&self, bytes: &[u8], dictionary: &Dictionary) -> K {
+        let json = dictionary.decompress(bytes);
         let mut object: K = serde_json::from_slice(&json).expect("packed from a valid object");
         self.restore(object.meta_mut());
         object
     }
 }
 
-/// `object` as JSON compressed with LZ4, without the metadata kept beside
-/// it (its UID alone does not compress).
-fn compress<K: Resource + Serialize>(object: &K) -> Box<[u8]> {
+/// `object` as JSON compressed with LZ4 against `dictionary`, without the
+/// metadata kept beside it (its UID alone does not compress).
+fn compress<K: Resource + Serialize>(object: &K, dictionary: &Dictionary) -> Box<[u8]> {
     let mut json = serde_json::to_value(object).expect("a Kubernetes object serializes");
     if let Some(meta) = json
         .get_mut("metadata")
@@ -224,7 +289,7 @@ fn compress<K: Resource + Serialize>(object: &K) -> Box<[u8]> {
         }
     }
     let json = serde_json::to_vec(&json).expect("JSON serializes");
-    lz4_flex::block::compress_prepend_size(&json).into_boxed_slice()
+    dictionary.compress(&json)
 }
 
 impl<K> Packed<K> {
@@ -359,8 +424,9 @@ mod tests {
             "status": {"availableReplicas": 2}
         }))
         .unwrap();
-        let packed = Packed::pack(&deployment);
-        assert_eq!(packed.unpack(), deployment);
+        let dictionary = Dictionary::default();
+        let packed = Packed::pack(&deployment, &dictionary);
+        assert_eq!(packed.unpack(&dictionary), deployment);
         assert_eq!(&**packed.name(), "shop-backend");
         assert_eq!(packed.uid().as_deref(), Some("u1"));
         assert_eq!(packed.version(), &Version::Revision(7));
@@ -373,6 +439,7 @@ mod tests {
 
     #[test]
     fn uids_and_versions_read_back_as_they_were_written() {
+        let dictionary = Dictionary::default();
         for (uid, version) in [
             ("0b7c3a9e-2f41-4d6a-9c1e-5a8f0e2d4b61", "12"),
             ("0B7C3A9E-2F41-4D6A-9C1E-5A8F0E2D4B61", "007"),
@@ -382,13 +449,13 @@ mod tests {
                 "metadata": {"namespace": "a", "name": "c", "uid": uid, "resourceVersion": version},
             }))
             .unwrap();
-            let packed = Packed::pack(&config);
-            assert_eq!(packed.unpack(), config);
+            let packed = Packed::pack(&config, &dictionary);
+            assert_eq!(packed.unpack(&dictionary), config);
             assert_eq!(packed.uid().as_deref(), Some(uid));
             assert_eq!(packed.metadata().resource_version.as_deref(), Some(version));
         }
-        let packed = Packed::pack(&ConfigMap::default());
-        assert_eq!(packed.unpack(), ConfigMap::default());
+        let packed = Packed::pack(&ConfigMap::default(), &dictionary);
+        assert_eq!(packed.unpack(&dictionary), ConfigMap::default());
         assert_eq!(
             Version::Revision(9).order(&Version::Revision(10)),
             Some(Ordering::Less)
@@ -409,26 +476,26 @@ mod tests {
                 {"name": "backend", "image": "shop:1", "args": args}]}}},
         }))
         .unwrap();
-        let packed = Packed::pack(&object);
-        let whole = packed.packed_len();
-        assert!(!packed.holds(&object, Some(1), |_, _| false));
+        let dictionary = &Dictionary::default();
+        let packed = Packed::pack(&object, dictionary);
+        let json_len = |object: &Deployment| serde_json::to_vec(object).unwrap().len();
+        let whole = json_len(&packed.unpack(dictionary));
+        assert!(!packed.holds(&object, Some(1), |_, _| false, dictionary));
         assert!(!packed.is_settled(), "an object that differs stays whole");
-        assert!(packed.holds(&object, None, |_, _| true));
+        assert!(packed.holds(&object, None, |_, _| true, dictionary));
         assert!(
             !packed.is_settled(),
             "without a desired hash nothing stands in for the comparison"
         );
 
-        assert!(packed.holds(&object, Some(1), |_, _| true));
+        assert!(packed.holds(&object, Some(1), |_, _| true, dictionary));
         assert!(packed.is_settled());
-        assert!(
-            packed.packed_len() < whole / 2,
-            "{} of {whole} bytes",
-            packed.packed_len()
-        );
-        assert!(packed.holds(&object, Some(1), |_, _| panic!("compared again")));
-        assert!(!packed.holds(&object, Some(2), |_, _| panic!("compared again")));
-        let residue = packed.unpack();
+        let settled = json_len(&packed.unpack(dictionary));
+        assert!(settled < whole / 2, "{settled} of {whole} bytes");
+        let compared_again = |_: &Deployment, _: &Deployment| -> bool { panic!("compared again") };
+        assert!(packed.holds(&object, Some(1), compared_again, dictionary));
+        assert!(!packed.holds(&object, Some(2), compared_again, dictionary));
+        let residue = packed.unpack(dictionary);
         assert_eq!(residue.metadata, object.metadata);
         assert_eq!(
             residue.spec.template.spec.unwrap().containers[0]
@@ -436,5 +503,61 @@ mod tests {
                 .as_deref(),
             Some("shop:1")
         );
+    }
+
+    fn backend(stack: &str, image: &str) -> Deployment {
+        let env: Vec<_> = (0..30)
+            .map(|n| serde_json::json!({"name": format!("SETTING_{n}"), "value": format!("value {n}")}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"namespace": "a", "name": format!("{stack}-backend"),
+                         "labels": {LABEL_INSTANCE: stack},
+                         "annotations": {"appstack.dev/desired-hash": format!("{:x}", stack.len() * 7919)}},
+            "spec": {"selector": {"matchLabels": {LABEL_INSTANCE: stack}},
+                     "template": {"spec": {"containers": [
+                         {"name": "backend", "image": image, "env": env}]}}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn objects_pack_small_once_the_dictionary_knows_their_shape() {
+        let json = serde_json::to_vec(&backend("blog", "blog:1")).unwrap();
+        let alone = lz4_flex::block::compress_prepend_size(&json).len();
+        let dictionary = Dictionary::default();
+        let first = Packed::pack(&backend("shop", "shop:1"), &dictionary);
+        assert!(!dictionary.is_empty(), "the first of its shape is learnt");
+        let learnt = dictionary.len();
+        let second = Packed::pack(&backend("blog", "blog:1"), &dictionary);
+        assert!(
+            second.packed_len() * 5 < alone,
+            "{} bytes against {alone} alone",
+            second.packed_len()
+        );
+        assert_eq!(
+            dictionary.len(),
+            learnt,
+            "a known shape is not learnt again"
+        );
+
+        // Another shape grows the dictionary; what was packed before still
+        // reads back.
+        let mut other = ConfigMap::default();
+        other.metadata.name = Some("other".into());
+        other.data = Some(
+            (0..40)
+                .map(|n| (format!("key{n}"), format!("{n:x}{n}")))
+                .collect(),
+        );
+        let other: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "other"},
+            "spec": {"selector": {}, "template": {"metadata": {"annotations": other.data}}},
+        }))
+        .unwrap();
+        let third = Packed::pack(&other, &dictionary);
+        assert!(dictionary.len() > learnt);
+        assert_eq!(first.unpack(&dictionary), backend("shop", "shop:1"));
+        assert_eq!(second.unpack(&dictionary), backend("blog", "blog:1"));
+        assert_eq!(third.unpack(&dictionary), other);
     }
 }

@@ -279,6 +279,7 @@ mod tests {
                 }
             }))
             .unwrap(),
+            &Default::default(),
         )
     }
 
