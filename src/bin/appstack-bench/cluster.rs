@@ -15,6 +15,24 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The environment the operator's image sets (the Dockerfile's `ENV`
+/// lines), so the operator measured runs as it would in a pod.
+fn image_env() -> anyhow::Result<Vec<(String, String)>> {
+    let path = root().join("Dockerfile");
+    let dockerfile =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("ENV "))
+        .flat_map(str::split_whitespace)
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .with_context(|| format!("{}: ENV {pair} is not KEY=VALUE", path.display()))
+        })
+        .collect()
+}
+
 /// The ServiceAccount (and release) name the chart gives the operator.
 const OPERATOR_ACCOUNT: &str = "appstack-operator";
 
@@ -172,6 +190,7 @@ impl Operator {
                 std::env::var("APPSTACK_BENCH_LOG_LEVEL").unwrap_or_else(|_| "warn".into()),
             )
             .env_remove("RUST_LOG")
+            .envs(image_env()?)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
