@@ -143,7 +143,7 @@ impl Metrics {
             cached_bytes: IntGaugeVec::new(
                 Opts::new(
                     "appstack_cached_packed_bytes",
-                    "Bytes of the compressed objects in the operator's caches, by kind",
+                    "Bytes of the compressed objects in the operator's caches and of the dictionaries they are compressed against, by kind",
                 ),
                 &["kind"],
             )
