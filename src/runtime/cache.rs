@@ -282,13 +282,7 @@ where
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
     fn seen(&self, object: &Packed<K>, deleted: bool) {
-        let key = (
-            object
-                .namespace()
-                .map(|namespace| namespace.to_string())
-                .unwrap_or_default(),
-            object.name().to_string(),
-        );
+        let key = (object.namespace().to_string(), object.name().to_string());
         let mut recent = self.recent.lock().expect("cache lock");
         let shown = match recent.get(&key) {
             None => false,
@@ -594,8 +588,7 @@ impl Caches {
             );
         }
         for stack in &gone {
-            let namespace = stack.namespace().map(|namespace| namespace.to_string());
-            let namespace = namespace.unwrap_or_default();
+            let namespace = stack.namespace().to_string();
             index.remove(&namespace, stack.name());
             holding.remove(&(namespace, stack.name().to_string()));
             // What this process last wrote of it no longer stands for it.
@@ -846,8 +839,10 @@ fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
 
 /// Wakes the stack a child belongs to (by its instance label).
 fn wake_owner<K>(triggers: &Triggers, object: &Packed<K>) {
-    if let (Some(namespace), Some(stack)) = (object.namespace(), object.instance()) {
-        wake(triggers, namespace, stack);
+    if let Some(stack) = object.instance()
+        && !object.namespace().is_empty()
+    {
+        wake(triggers, object.namespace(), stack);
     }
 }
 
@@ -919,7 +914,7 @@ pub async fn start(
             let caches = caches.clone();
             let triggers = triggers.clone();
             move |secret: &Packed<Secret>| {
-                let namespace = secret.namespace().map_or("", |namespace| namespace);
+                let namespace = secret.namespace();
                 let name = secret.name();
                 wake_owner(&triggers, secret);
                 for stack in caches.readers_of(namespace, name) {
@@ -1043,11 +1038,7 @@ fn wake_stack(triggers: &Triggers, stack: &impl Resource) {
 }
 
 fn wake_packed(triggers: &Triggers, stack: &Packed<AppStack>) {
-    wake(
-        triggers,
-        stack.namespace().map_or("", |namespace| namespace),
-        stack.name(),
-    );
+    wake(triggers, stack.namespace(), stack.name());
 }
 
 /// Children are watched by the managed-by label.

@@ -27,9 +27,9 @@ use crate::children::LABEL_INSTANCE;
 /// An object as a cache keeps it.
 pub struct Packed<K> {
     name: Arc<str>,
-    /// Shared by every object of the namespace in one cache (see
-    /// [`super::shelf`]).
-    namespace: Option<Arc<str>>,
+    /// Empty for none. Shared by every object of the namespace in one
+    /// cache (see [`super::shelf`]).
+    namespace: Arc<str>,
     uid: Uid,
     version: Version,
     /// Shared by the children of one stack in one cache.
@@ -211,7 +211,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         let meta = object.meta();
         Self {
             name: meta.name.as_deref().unwrap_or_default().into(),
-            namespace: meta.namespace.as_deref().map(Arc::from),
+            namespace: meta.namespace.as_deref().unwrap_or_default().into(),
             uid: Uid::parse(meta.uid.as_deref()),
             version: Version::parse(meta.resource_version.as_deref()),
             owners: meta
@@ -296,7 +296,7 @@ impl<K> Packed<K> {
     /// Puts back into `meta` what [`Packed`] keeps beside the body.
     fn restore(&self, meta: &mut ObjectMeta) {
         meta.name = (!self.name.is_empty()).then(|| self.name.to_string());
-        meta.namespace = self.namespace.as_deref().map(String::from);
+        meta.namespace = (!self.namespace.is_empty()).then(|| self.namespace.to_string());
         meta.uid = self.uid.text();
         meta.resource_version = self.version.text();
         meta.owner_references = self.owners.as_deref().map(<[_]>::to_vec);
@@ -317,8 +317,9 @@ impl<K> Packed<K> {
         &self.name
     }
 
-    pub fn namespace(&self) -> Option<&Arc<str>> {
-        self.namespace.as_ref()
+    /// The namespace, empty for none.
+    pub fn namespace(&self) -> &Arc<str> {
+        &self.namespace
     }
 
     pub fn uid(&self) -> Option<String> {
@@ -341,9 +342,7 @@ impl<K> Packed<K> {
     /// Shares the namespace, instance and owners with objects that have
     /// the same: `share` returns the copy to keep.
     pub fn share_with(&mut self, share: &mut impl Share) {
-        if let Some(namespace) = &mut self.namespace {
-            *namespace = share.text(namespace);
-        }
+        self.namespace = share.text(&self.namespace);
         if let Some(instance) = &mut self.instance {
             *instance = share.text(instance);
         }

@@ -147,7 +147,7 @@ impl<K> Shelf<K> {
 impl<K> Shelved<K> {
     fn insert(&mut self, mut object: Packed<K>) -> Arc<Packed<K>> {
         object.share_with(&mut self.shared);
-        let namespace = self.namespace_of(&object);
+        let namespace = object.namespace().clone();
         let previous = self
             .objects
             .get_mut(&*namespace)
@@ -172,7 +172,7 @@ impl<K> Shelved<K> {
     }
 
     fn remove(&mut self, object: &Packed<K>) -> Option<Arc<Packed<K>>> {
-        let namespace = self.namespace_of(object);
+        let namespace = object.namespace().clone();
         let names = self.objects.get_mut(&*namespace)?;
         let removed = names.remove(&**object.name())?;
         if names.is_empty() {
@@ -198,14 +198,6 @@ impl<K> Shelved<K> {
         }
         if stacks.is_empty() {
             self.members.remove(namespace);
-        }
-    }
-
-    /// The object's namespace as the shelf keys it (empty for none).
-    fn namespace_of(&mut self, object: &Packed<K>) -> Arc<str> {
-        match object.namespace() {
-            Some(namespace) => namespace.clone(),
-            None => self.shared.text(&Arc::from("")),
         }
     }
 }
@@ -304,10 +296,7 @@ mod tests {
         else {
             unreachable!()
         };
-        assert!(Arc::ptr_eq(
-            first.namespace().unwrap(),
-            second.namespace().unwrap()
-        ));
+        assert!(Arc::ptr_eq(first.namespace(), second.namespace()));
         assert!(Arc::ptr_eq(
             first.instance().unwrap(),
             second.instance().unwrap()
