@@ -508,6 +508,41 @@ impl Operator {
     }
 }
 
+/// When a test fails, the operator's output is what explains it: it is
+/// written in full under the target directory's `tmp/operator-logs`, and its
+/// last lines go to the test's output.
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let lines = self
+            .output
+            .lock()
+            .map(|lines| lines.clone())
+            .unwrap_or_default();
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("operator-logs");
+        let path = dir.join(format!("{test}-{}.log", self.user.replace(':', "-")));
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, lines.join("\n") + "\n"));
+        let tail = &lines[lines.len().saturating_sub(80)..];
+        eprintln!(
+            "--- the operator's last {} of {} lines ({}) ---\n{}\n---",
+            tail.len(),
+            lines.len(),
+            match written {
+                Ok(()) => format!("all in {}", path.display()),
+                Err(error) => format!("not written to {}: {error}", path.display()),
+            },
+            tail.join("\n")
+        );
+    }
+}
+
 /// A plain HTTP/1.0 GET on a loopback port: status and body.
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
