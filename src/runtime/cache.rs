@@ -46,7 +46,7 @@ use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
 use crate::runtime::metrics::{self, Metrics};
 use crate::runtime::packed::{Dictionary, Packed, Settle, Version};
-use crate::runtime::shelf::{Change, Shelf};
+use crate::runtime::shelf::{Change, Sharing, Shelf};
 use crate::runtime::watch;
 
 /// How often the ServiceMonitor and HTTPRoute APIs are looked for (and
@@ -100,9 +100,9 @@ impl<K> KindCache<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + 'static,
 {
-    fn new(dyntype: K::DynamicType) -> Self {
+    fn new(dyntype: K::DynamicType, sharing: &Sharing) -> Self {
         Self {
-            shelf: Shelf::default(),
+            shelf: Shelf::sharing(sharing),
             dictionary: Dictionary::default(),
             dyntype,
             recent: Mutex::new(HashMap::new()),
@@ -499,23 +499,27 @@ impl Caches {
     /// Empty caches, and the writer of the controller's keys.
     pub fn new() -> (Arc<Self>, StackWriter) {
         let (keys, writer) = reflector::store();
+        let sharing = Sharing::default();
         let caches = Arc::new(Self {
-            stacks: KindCache::new(()),
+            stacks: KindCache::new((), &sharing),
             keys,
             holding: Mutex::new(HashMap::new()),
-            secrets: KindCache::new(()),
-            config_maps: KindCache::new(()),
-            services: KindCache::new(()),
-            statefulsets: KindCache::new(()),
-            jobs: KindCache::new(()),
-            deployments: KindCache::new(()),
-            volumes: KindCache::new(()),
-            network_policies: KindCache::new(()),
-            disruption_budgets: KindCache::new(()),
-            ingresses: KindCache::new(()),
-            service_monitors: KindCache::new(children::monitoring::service_monitor_resource()),
+            secrets: KindCache::new((), &sharing),
+            config_maps: KindCache::new((), &sharing),
+            services: KindCache::new((), &sharing),
+            statefulsets: KindCache::new((), &sharing),
+            jobs: KindCache::new((), &sharing),
+            deployments: KindCache::new((), &sharing),
+            volumes: KindCache::new((), &sharing),
+            network_policies: KindCache::new((), &sharing),
+            disruption_budgets: KindCache::new((), &sharing),
+            ingresses: KindCache::new((), &sharing),
+            service_monitors: KindCache::new(
+                children::monitoring::service_monitor_resource(),
+                &sharing,
+            ),
             service_monitor_api: RwLock::new(None),
-            http_routes: KindCache::new(children::expose::http_route_resource()),
+            http_routes: KindCache::new(children::expose::http_route_resource(), &sharing),
             http_route_api: RwLock::new(None),
             index: RwLock::new(SecretIndex::default()),
         });

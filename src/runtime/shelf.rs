@@ -2,12 +2,13 @@
 //! name, and the names of each stack's objects, as its watch shows them.
 //!
 //! Each object is keyed once, by the name it holds. What many objects hold
-//! alike is kept once and shared: the namespace, the stack's name (the
-//! instance label) and the owner references, which the children of one
-//! stack all have in common.
+//! alike is kept once and shared, by the shelves of every kind together
+//! (see [`Sharing`]): the namespace, the stack's name (the instance label)
+//! and the owner references, which the children of one stack all have in
+//! common.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::watcher::Event;
@@ -26,6 +27,19 @@ pub struct Shelf<K> {
     state: RwLock<Shelved<K>>,
     /// Whether the watch has listed once.
     listed: watch::Sender<bool>,
+    sharing: Sharing,
+}
+
+/// The one copy of each namespace, stack name and list of owners that the
+/// shelves sharing it hold: one stack's children, of every kind, hold the
+/// same.
+#[derive(Clone, Default)]
+pub struct Sharing(Arc<Mutex<Shared>>);
+
+impl Sharing {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.0.lock().expect("sharing lock")
+    }
 }
 
 struct Shelved<K> {
@@ -35,7 +49,6 @@ struct Shelved<K> {
     /// The objects of a list in progress; they replace the shelf once it
     /// is complete.
     listing: Option<Vec<Packed<K>>>,
-    shared: Shared,
 }
 
 /// What one watch event changed on a [`Shelf`].
@@ -51,20 +64,27 @@ pub enum Change<K> {
 }
 
 impl<K> Default for Shelf<K> {
+    /// A shelf sharing with no other.
     fn default() -> Self {
+        Self::sharing(&Sharing::default())
+    }
+}
+
+impl<K> Shelf<K> {
+    /// An empty shelf that shares what its objects hold alike through
+    /// `sharing`.
+    pub fn sharing(sharing: &Sharing) -> Self {
         Self {
             state: RwLock::new(Shelved {
                 objects: HashMap::new(),
                 members: HashMap::new(),
                 listing: None,
-                shared: Shared::default(),
             }),
             listed: watch::Sender::new(false),
+            sharing: sharing.clone(),
         }
     }
-}
 
-impl<K> Shelf<K> {
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Packed<K>>> {
         let state = self.state.read().expect("shelf lock");
         state.objects.get(namespace)?.get(name).cloned()
@@ -105,9 +125,9 @@ impl<K> Shelf<K> {
     pub fn apply(&self, event: Event<Packed<K>>) -> Change<K> {
         let mut state = self.state.write().expect("shelf lock");
         match event {
-            Event::Apply(object) => Change::Applied(state.insert(object)),
+            Event::Apply(object) => Change::Applied(state.insert(object, &self.sharing)),
             Event::Delete(mut object) => {
-                object.share_with(&mut state.shared);
+                object.share_with(&mut *self.sharing.lock());
                 let object = state.remove(&object).unwrap_or_else(|| Arc::new(object));
                 Change::Deleted(object)
             }
@@ -124,9 +144,9 @@ impl<K> Shelf<K> {
                 state.objects.clear();
                 state.members.clear();
                 for object in listed {
-                    state.insert(object);
+                    state.insert(object, &self.sharing);
                 }
-                state.shared.sweep();
+                self.sharing.lock().sweep();
                 drop(state);
                 self.listed.send_replace(true);
                 Change::Listed
@@ -145,8 +165,8 @@ impl<K> Shelf<K> {
 }
 
 impl<K> Shelved<K> {
-    fn insert(&mut self, mut object: Packed<K>) -> Arc<Packed<K>> {
-        object.share_with(&mut self.shared);
+    fn insert(&mut self, mut object: Packed<K>, sharing: &Sharing) -> Arc<Packed<K>> {
+        object.share_with(&mut *sharing.lock());
         let namespace = object.namespace().clone();
         let previous = self
             .objects
@@ -202,9 +222,9 @@ impl<K> Shelved<K> {
     }
 }
 
-/// The one copy of each namespace, stack name and list of owners the
-/// shelf's objects hold. Copies no object holds any more are dropped once
-/// the table has doubled since it was last swept, and after every list.
+/// The table behind [`Sharing`]. Copies no object holds any more are
+/// dropped once the table has doubled since it was last swept, and after
+/// every list.
 #[derive(Default)]
 struct Shared {
     texts: HashSet<Arc<str>>,
@@ -258,7 +278,7 @@ impl Share for Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
 
     fn config(name: &str, stack: &str, version: &str) -> Packed<ConfigMap> {
         Packed::pack(
@@ -308,6 +328,47 @@ mod tests {
         shelf.apply(Event::Apply(config("blog-env", "blog", "3")));
         assert_eq!(names(&shelf, "shop"), ["shop-env", "shop-web"]);
         assert_eq!(shelf.len(), 3);
+    }
+
+    #[test]
+    fn shelves_of_different_kinds_share_one_copy() {
+        let sharing = Sharing::default();
+        let configs = Shelf::sharing(&sharing);
+        let services: Shelf<Service> = Shelf::sharing(&sharing);
+        let Change::Applied(env) = configs.apply(Event::Apply(config("shop-env", "shop", "1")))
+        else {
+            unreachable!()
+        };
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "namespace": "a", "name": "shop-web", "resourceVersion": "2",
+                "labels": {crate::children::LABEL_INSTANCE: "shop"},
+                "ownerReferences": [{"apiVersion": "appstack.dev/v1alpha1",
+                    "kind": "AppStack", "name": "shop", "uid": "uid-shop"}]
+            }
+        }))
+        .unwrap();
+        let Change::Applied(service) =
+            services.apply(Event::Apply(Packed::pack(&service, &Default::default())))
+        else {
+            unreachable!()
+        };
+        assert!(Arc::ptr_eq(env.namespace(), service.namespace()));
+        assert!(Arc::ptr_eq(
+            env.instance().unwrap(),
+            service.instance().unwrap()
+        ));
+        assert!(Arc::ptr_eq(
+            env.owners().unwrap(),
+            service.owners().unwrap()
+        ));
+        // A shelf of its own shares nothing with them.
+        let alone = Shelf::default();
+        let Change::Applied(other) = alone.apply(Event::Apply(config("shop-env", "shop", "1")))
+        else {
+            unreachable!()
+        };
+        assert!(!Arc::ptr_eq(env.owners().unwrap(), other.owners().unwrap()));
     }
 
     #[test]
