@@ -126,13 +126,43 @@ async fn client(
     metrics: &Metrics,
     timeout: Duration,
 ) -> Result<kube::Client, Box<dyn std::error::Error + Send + Sync>> {
+    use kube::client::ConfigExt;
+
     let mut config = kube::Config::infer().await?;
     config.connect_timeout = Some(timeout.min(Duration::from_secs(5)));
-    let client = kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&RequestCounterLayer::new(metrics))
-        .build();
-    Ok(client)
+    let counter = RequestCounterLayer::new(metrics);
+    if config.proxy_url.is_some() {
+        // kube's own stack knows which proxies it can reach.
+        return Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&counter)
+            .build());
+    }
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.enforce_http(false);
+    connector.set_connect_timeout(config.connect_timeout);
+    let connector = config.rustls_https_connector_with_connector(connector)?;
+    let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http1_max_buf_size(READ_BUFFER)
+        .build(connector);
+    // kube's stack (see `ClientBuilder::try_from`), less its debug spans.
+    let service = tower::ServiceBuilder::new()
+        .layer(counter)
+        .layer(config.base_uri_layer())
+        .option_layer(config.default_retry.then(|| {
+            tower::retry::RetryLayer::new(kube::client::retry::RetryPolicy::server_retry())
+        }))
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
+
+/// The most each connection to the API server buffers of what it reads: one
+/// TLS record. Without a bound, a connection keeps the largest buffer a list
+/// page ever needed (about 400 KiB) for as long as it lives, and each watch
+/// has a connection of its own.
+const READ_BUFFER: usize = 16 * 1024;
 
 /// Fails with instructions when the AppStack CRD is not installed.
 async fn check_crd(client: &kube::Client) -> Result<(), String> {
