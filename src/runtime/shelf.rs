@@ -24,7 +24,7 @@ type ByStack = HashMap<Arc<str>, HashMap<Arc<str>, Vec<Arc<str>>>>;
 
 /// One kind's objects as its watch last showed them.
 pub struct Shelf<K> {
-    state: RwLock<Shelved<K>>,
+    state: RwLock<State<K>>,
     /// Whether the watch has listed once.
     listed: watch::Sender<bool>,
     sharing: Sharing,
@@ -42,13 +42,26 @@ impl Sharing {
     }
 }
 
+struct State<K> {
+    shown: Shelved<K>,
+    /// The objects of a list in progress; they replace those shown once
+    /// the list is complete.
+    listing: Option<Shelved<K>>,
+}
+
 struct Shelved<K> {
     objects: ByName<K>,
     /// The names of each stack's objects, by its instance label.
     members: ByStack,
-    /// The objects of a list in progress; they replace the shelf once it
-    /// is complete.
-    listing: Option<Vec<Packed<K>>>,
+}
+
+impl<K> Default for Shelved<K> {
+    fn default() -> Self {
+        Self {
+            objects: HashMap::new(),
+            members: HashMap::new(),
+        }
+    }
 }
 
 /// What one watch event changed on a [`Shelf`].
@@ -75,9 +88,8 @@ impl<K> Shelf<K> {
     /// `sharing`.
     pub fn sharing(sharing: &Sharing) -> Self {
         Self {
-            state: RwLock::new(Shelved {
-                objects: HashMap::new(),
-                members: HashMap::new(),
+            state: RwLock::new(State {
+                shown: Shelved::default(),
                 listing: None,
             }),
             listed: watch::Sender::new(false),
@@ -87,13 +99,14 @@ impl<K> Shelf<K> {
 
     pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Packed<K>>> {
         let state = self.state.read().expect("shelf lock");
-        state.objects.get(namespace)?.get(name).cloned()
+        state.shown.objects.get(namespace)?.get(name).cloned()
     }
 
     /// Every object.
     pub fn state(&self) -> Vec<Arc<Packed<K>>> {
         let state = self.state.read().expect("shelf lock");
         state
+            .shown
             .objects
             .values()
             .flat_map(|names| names.values().cloned())
@@ -102,17 +115,19 @@ impl<K> Shelf<K> {
 
     pub fn len(&self) -> usize {
         let state = self.state.read().expect("shelf lock");
-        state.objects.values().map(HashMap::len).sum()
+        state.shown.objects.values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.state.read().expect("shelf lock").objects.is_empty()
+        let state = self.state.read().expect("shelf lock");
+        state.shown.objects.is_empty()
     }
 
     /// The names of the objects labelled with `stack` as their instance.
     pub fn names_of(&self, namespace: &str, stack: &str) -> Vec<Arc<str>> {
         let state = self.state.read().expect("shelf lock");
         state
+            .shown
             .members
             .get(namespace)
             .and_then(|stacks| stacks.get(stack))
@@ -121,31 +136,35 @@ impl<K> Shelf<K> {
     }
 
     /// Applies one watch event. A list replaces every object once it is
-    /// complete.
+    /// complete; until then its objects are shelved apart, already shared
+    /// and indexed, so completing it only swaps them in.
     pub fn apply(&self, event: Event<Packed<K>>) -> Change<K> {
         let mut state = self.state.write().expect("shelf lock");
         match event {
-            Event::Apply(object) => Change::Applied(state.insert(object, &self.sharing)),
+            Event::Apply(object) => Change::Applied(state.shown.insert(object, &self.sharing)),
             Event::Delete(mut object) => {
                 object.share_with(&mut *self.sharing.lock());
-                let object = state.remove(&object).unwrap_or_else(|| Arc::new(object));
+                let object = state
+                    .shown
+                    .remove(&object)
+                    .unwrap_or_else(|| Arc::new(object));
                 Change::Deleted(object)
             }
             Event::Init => {
-                state.listing = Some(Vec::new());
+                state.listing = Some(Shelved::default());
                 Change::Listing
             }
             Event::InitApply(object) => {
-                state.listing.get_or_insert_default().push(object);
+                state
+                    .listing
+                    .get_or_insert_default()
+                    .insert(object, &self.sharing);
                 Change::Listing
             }
             Event::InitDone => {
                 let listed = state.listing.take().unwrap_or_default();
-                state.objects.clear();
-                state.members.clear();
-                for object in listed {
-                    state.insert(object, &self.sharing);
-                }
+                // What only the replaced objects held goes in the sweep.
+                drop(std::mem::replace(&mut state.shown, listed));
                 self.sharing.lock().sweep();
                 drop(state);
                 self.listed.send_replace(true);
