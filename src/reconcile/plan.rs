@@ -700,7 +700,7 @@ mod tests {
                 observed["spec"]["revisionHistoryLimit"] = 10.into();
                 caches
                     .deployments
-                    .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+                    .apply_event(Event::Apply(serde_json::from_value(observed).unwrap()));
             }
         }
         for child in &desired[&Stage::Database] {
@@ -710,7 +710,7 @@ mod tests {
                     "512Mi".into();
                 caches
                     .statefulsets
-                    .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+                    .apply_event(Event::Apply(serde_json::from_value(observed).unwrap()));
             }
         }
         let facts = StackFacts::default();
@@ -762,7 +762,7 @@ mod tests {
                 serde_json::json!({"replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
             caches
                 .deployments
-                .apply_event(&Event::Apply(serde_json::from_value(observed).unwrap()));
+                .apply_event(Event::Apply(serde_json::from_value(observed).unwrap()));
         };
         let writes_deployment = |desired: &[Desired]| {
             super::stage(
@@ -846,7 +846,7 @@ mod tests {
             if let Object::Deployment(deployment) = &child.object {
                 caches
                     .deployments
-                    .apply_event(&Event::Apply(deployment.clone()));
+                    .apply_event(Event::Apply(deployment.clone()));
             }
         }
         let mut foreign = desired_of(&stack)[&Stage::Frontend][1].clone();
@@ -855,7 +855,7 @@ mod tests {
             deployment.metadata.owner_references = None;
             caches
                 .deployments
-                .apply_event(&Event::Apply(deployment.clone()));
+                .apply_event(Event::Apply(deployment.clone()));
         }
         let deletions = orphans(&without_frontend, &desired_of(&without_frontend), &caches);
         assert_eq!(
@@ -878,7 +878,7 @@ mod tests {
         let (caches, _) = Caches::new();
         let mut earlier = target.clone();
         earlier.metadata.name = Some("shop-migrate-earlier".into());
-        caches.jobs.apply_event(&Event::Apply(earlier.clone()));
+        caches.jobs.apply_event(Event::Apply(earlier.clone()));
         let revision = target.labels()[children::MIGRATION_REVISION_LABEL].clone();
         let facts = StackFacts {
             target_revision: Some(&revision),
@@ -900,7 +900,7 @@ mod tests {
             }))
             .unwrap(),
         );
-        caches.jobs.apply_event(&Event::Apply(earlier));
+        caches.jobs.apply_event(Event::Apply(earlier));
         assert!(
             matches!(plan().as_slice(), [Write::Create(Object::Job(job))] if job.name_any() == target.name_any()),
             "the earlier Job finished: start"

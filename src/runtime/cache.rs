@@ -298,7 +298,7 @@ where
 
     /// Applies one watch event to the store, and settles what this process
     /// wrote or deleted that the event shows.
-    pub fn apply_event(&self, event: &Event<K>) -> Change<K> {
+    pub fn apply_event(&self, event: Event<K>) -> Change<K> {
         let change = self.shelf.apply(self.pack(event));
         match &change {
             Change::Applied(object) => self.seen(object, false),
@@ -314,8 +314,8 @@ where
     }
 
     /// The event with its object packed against this kind's dictionary.
-    fn pack(&self, event: &Event<K>) -> Event<Packed<K>> {
-        map_event(event, |object| Packed::pack(object, &self.dictionary))
+    fn pack(&self, event: Event<K>) -> Event<Packed<K>> {
+        map_owned(event, |object| Packed::pack_owned(object, &self.dictionary))
     }
 
     pub async fn wait_until_ready(&self) -> bool {
@@ -564,7 +564,7 @@ impl Caches {
         event: &Event<AppStack>,
     ) -> Vec<Arc<Packed<AppStack>>> {
         let before = matches!(event, Event::InitDone).then(|| self.stacks.state());
-        let change = self.stacks.apply_event(event);
+        let change = self.stacks.apply_event(event.clone());
         writer.apply_watcher_event(&map_event(event, StackKey::of));
         let gone = match (change, before) {
             (Change::Deleted(stack), _) => vec![stack],
@@ -808,11 +808,12 @@ impl Settle for DynamicObject {
     }
 }
 
-fn slim_event<K: Slim>(event: Event<K>, slim: impl Fn(K) -> K) -> Event<K> {
+/// The event with `map` of its object, which it gives up.
+fn map_owned<K, T>(event: Event<K>, map: impl Fn(K) -> T) -> Event<T> {
     match event {
-        Event::Apply(object) => Event::Apply(slim(object)),
-        Event::Delete(object) => Event::Delete(slim(object)),
-        Event::InitApply(object) => Event::InitApply(slim(object)),
+        Event::Apply(object) => Event::Apply(map(object)),
+        Event::Delete(object) => Event::Delete(map(object)),
+        Event::InitApply(object) => Event::InitApply(map(object)),
         Event::Init => Event::Init,
         Event::InitDone => Event::InitDone,
     }
@@ -1017,7 +1018,7 @@ async fn feed_stacks(
 ) {
     let mut events = std::pin::pin!(events);
     while let Some(Ok(event)) = events.next().await {
-        let event = slim_event(event, slimmed);
+        let event = map_owned(event, slimmed);
         for stack in caches.apply_stack_event(&mut writer, &event) {
             forget(&stack.uid().unwrap_or_default());
         }
@@ -1068,7 +1069,7 @@ where
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
             let cache = cache(&caches);
-            match cache.apply_event(&slim_event(event, &slim)) {
+            match cache.apply_event(map_owned(event, &slim)) {
                 Change::Applied(object) | Change::Deleted(object) => wake(&object),
                 Change::Listed => {
                     for object in cache.state() {
@@ -1169,7 +1170,7 @@ mod tests {
         let (caches, _) = Caches::new();
         caches
             .secrets
-            .apply_event(&Event::Apply(secret("a", "s", "5", "old")));
+            .apply_event(Event::Apply(secret("a", "s", "5", "old")));
         caches.secrets.record(secret("a", "s", "7", "new"));
         let read = |caches: &Caches| {
             caches.secrets.get("a", "s").unwrap().data.clone().unwrap()["key"]
@@ -1179,7 +1180,7 @@ mod tests {
         assert_eq!(read(&caches), b"new", "the store is older than the write");
         caches
             .secrets
-            .apply_event(&Event::Apply(secret("a", "s", "8", "newer")));
+            .apply_event(Event::Apply(secret("a", "s", "8", "newer")));
         assert_eq!(read(&caches), b"newer", "the store caught up");
         caches.secrets.record_deleted("a", "s", Some("u1".into()));
         assert!(
@@ -1193,7 +1194,7 @@ mod tests {
         let (caches, _) = Caches::new();
         caches
             .secrets
-            .apply_event(&Event::Apply(secret("a", "s", "5", "shown")));
+            .apply_event(Event::Apply(secret("a", "s", "5", "shown")));
         caches
             .secrets
             .record_written(secret("a", "s", "5", "shown"));
@@ -1208,12 +1209,12 @@ mod tests {
         assert_eq!(caches.secrets.unseen_writes(), 1);
         caches
             .secrets
-            .apply_event(&Event::Apply(secret("a", "s", "6", "written")));
+            .apply_event(Event::Apply(secret("a", "s", "6", "written")));
         assert_eq!(caches.secrets.unseen_writes(), 0);
 
         caches
             .secrets
-            .apply_event(&Event::Delete(secret("a", "s", "7", "written")));
+            .apply_event(Event::Delete(secret("a", "s", "7", "written")));
         caches.secrets.record_deleted("a", "s", Some("u1".into()));
         assert_eq!(
             caches.secrets.unseen_writes(),
@@ -1231,7 +1232,7 @@ mod tests {
         );
         caches
             .secrets
-            .apply_event(&Event::Apply(secret("a", "t", "8", "created")));
+            .apply_event(Event::Apply(secret("a", "t", "8", "created")));
         assert!(
             caches.secrets.get("a", "t").is_none(),
             "its creation shown late"
@@ -1246,7 +1247,7 @@ mod tests {
             "spec": {"ports": [{"port": 80}]}
         }))
         .unwrap();
-        caches.services.apply_event(&Event::Apply(service.clone()));
+        caches.services.apply_event(Event::Apply(service.clone()));
         let whole = caches.services.footprint();
         assert_eq!(
             (whole.kind.as_str(), whole.whole, whole.settled),

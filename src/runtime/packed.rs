@@ -133,15 +133,6 @@ pub trait Settle: Sized {
     fn residue(&self) -> Option<Self>;
 }
 
-/// The metadata fields [`Packed`] keeps beside the body, as JSON names.
-const KEPT: [&str; 5] = [
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "ownerReferences",
-];
-
 /// What LZ4 refers back to when it packs an object of one kind: the JSON
 /// of earlier objects unlike those before them. A kind comes in a few
 /// shapes (a backend's Deployment and a frontend's, whole and settled), and
@@ -207,23 +198,33 @@ impl Dictionary {
 impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
     /// `object`, compressed against `dictionary`: only that dictionary
     /// reads it back.
-    pub fn pack(object: &K, dictionary: &Dictionary) -> Self {
-        let meta = object.meta();
+    pub fn pack(object: &K, dictionary: &Dictionary) -> Self
+    where
+        K: Clone,
+    {
+        Self::pack_owned(object.clone(), dictionary)
+    }
+
+    /// [`Self::pack`] of an object the caller gives up: what is kept
+    /// beside the body is moved out of its metadata, not copied.
+    pub fn pack_owned(mut object: K, dictionary: &Dictionary) -> Self {
+        let meta = object.meta_mut();
+        let instance = meta
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(LABEL_INSTANCE))
+            .map(|instance| instance.as_str().into());
         Self {
-            name: meta.name.as_deref().unwrap_or_default().into(),
-            namespace: meta.namespace.as_deref().unwrap_or_default().into(),
-            uid: Uid::parse(meta.uid.as_deref()),
-            version: Version::parse(meta.resource_version.as_deref()),
+            name: meta.name.take().unwrap_or_default().into(),
+            namespace: meta.namespace.take().unwrap_or_default().into(),
+            uid: Uid::parse(meta.uid.take().as_deref()),
+            version: Version::parse(meta.resource_version.take().as_deref()),
             owners: meta
                 .owner_references
-                .as_deref()
+                .take()
                 .filter(|owners| !owners.is_empty())
                 .map(Arc::from),
-            instance: meta
-                .labels
-                .as_ref()
-                .and_then(|labels| labels.get(LABEL_INSTANCE))
-                .map(|instance| instance.as_str().into()),
+            instance,
             body: Mutex::new(Body::Whole(compress(object, dictionary))),
             kind: PhantomData,
         }
@@ -261,7 +262,7 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
         }
         if let (Some(hash), Some(residue)) = (hash, observed.residue()) {
             *body = Body::Settled {
-                residue: compress(&residue, dictionary),
+                residue: compress(residue, dictionary),
                 hash,
             };
         }
@@ -278,17 +279,14 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
 
 /// `object` as JSON compressed with LZ4 against `dictionary`, without the
 /// metadata kept beside it (its UID alone does not compress).
-fn compress<K: Resource + Serialize>(object: &K, dictionary: &Dictionary) -> Box<[u8]> {
-    let mut json = serde_json::to_value(object).expect("a Kubernetes object serializes");
-    if let Some(meta) = json
-        .get_mut("metadata")
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        for field in KEPT {
-            meta.remove(field);
-        }
-    }
-    let json = serde_json::to_vec(&json).expect("JSON serializes");
+fn compress<K: Resource + Serialize>(mut object: K, dictionary: &Dictionary) -> Box<[u8]> {
+    let meta = object.meta_mut();
+    meta.name = None;
+    meta.namespace = None;
+    meta.uid = None;
+    meta.resource_version = None;
+    meta.owner_references = None;
+    let json = serde_json::to_vec(&object).expect("a Kubernetes object serializes");
     dictionary.compress(&json)
 }
 
