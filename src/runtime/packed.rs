@@ -27,12 +27,12 @@ use crate::children::LABEL_INSTANCE;
 /// An object as a cache keeps it.
 pub struct Packed<K> {
     name: Arc<str>,
-    /// Empty for none. Shared by every object of the namespace in one
-    /// cache (see [`super::shelf`]).
+    /// Empty for none. Shared by every cached object of the namespace, of
+    /// every kind (see [`super::shelf::Sharing`]).
     namespace: Arc<str>,
     uid: Uid,
     version: Version,
-    /// Shared by the children of one stack in one cache.
+    /// Shared by the cached children of one stack, of every kind.
     owners: Option<Arc<[OwnerReference]>>,
     /// The instance label: the stack the object belongs to. Shared like
     /// the owners.
