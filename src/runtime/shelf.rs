@@ -142,8 +142,8 @@ impl<K> Shelf<K> {
         let mut state = self.state.write().expect("shelf lock");
         match event {
             Event::Apply(object) => Change::Applied(state.shown.insert(object, &self.sharing)),
-            Event::Delete(mut object) => {
-                object.share_with(&mut *self.sharing.lock());
+            Event::Delete(object) => {
+                // Found by name and dropped: nothing of it is worth sharing.
                 let object = state
                     .shown
                     .remove(&object)
