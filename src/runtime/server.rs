@@ -103,6 +103,12 @@ pub async fn bind(metrics_addr: SocketAddr, health_addr: SocketAddr) -> std::io:
         .map_err(|error| {
             std::io::Error::new(error.kind(), format!("binding {health_addr}: {error}"))
         })?;
+    // Port 0 asks for any free port: the line says which were given.
+    tracing::info!(
+        metrics_addr = %metrics.local_addr()?,
+        health_addr = %health.local_addr()?,
+        "bound the metrics and health endpoints"
+    );
     Ok(Listeners { metrics, health })
 }
 
@@ -120,11 +126,6 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .with_state(state);
-    tracing::info!(
-        metrics_addr = %listeners.metrics.local_addr()?,
-        health_addr = %listeners.health.local_addr()?,
-        "serving metrics and health endpoints"
-    );
     let metrics_server =
         axum::serve(listeners.metrics, metrics).with_graceful_shutdown(shutdown.clone());
     let health_server = axum::serve(listeners.health, health).with_graceful_shutdown(shutdown);

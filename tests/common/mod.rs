@@ -333,6 +333,16 @@ pub async fn service_account_identity(namespace: &str, account: &str) -> (PathBu
     )
 }
 
+/// The port of `field` (such as `metrics_addr=`) in a log line.
+fn logged_port(line: &str, field: &str) -> Option<u16> {
+    let (_, rest) = line.split_once(field)?;
+    let address = rest.split_whitespace().next()?;
+    address
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|address| address.port())
+}
+
 /// A free loopback port.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -344,8 +354,8 @@ pub fn free_port() -> u16 {
 
 /// The operator binary running as a child process as a ServiceAccount (by
 /// default the chart's, in the namespace it is scoped to), with its
-/// endpoints on free ports. Its output is kept for assertions; it is killed
-/// when dropped.
+/// endpoints on ports it binds itself (port 0) and names in its first line.
+/// Its output is kept for assertions; it is killed when dropped.
 pub struct Operator {
     child: tokio::process::Child,
     pub output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -382,13 +392,11 @@ impl Operator {
         env: &[(&str, &str)],
     ) -> Self {
         use tokio::io::AsyncBufReadExt;
-        let metrics_port = free_port();
-        let health_port = free_port();
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appstack"));
         command
             .arg("run")
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(["--health-addr", "127.0.0.1:0"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("LOG_LEVEL", "info,appstack=debug")
@@ -419,12 +427,35 @@ impl Operator {
                 }
             });
         }
-        Self {
+        let mut operator = Self {
             child,
             output,
-            metrics_port,
-            health_port,
+            metrics_port: 0,
+            health_port: 0,
             user,
+        };
+        // A port picked here and bound by the process later can be taken in
+        // between (by another test's connection): the process binds port 0
+        // and says which ports it got.
+        let started = std::time::Instant::now();
+        loop {
+            let bound = operator.lines().iter().find_map(|line| {
+                Some((
+                    logged_port(line, "metrics_addr=")?,
+                    logged_port(line, "health_addr=")?,
+                ))
+            });
+            if let Some((metrics_port, health_port)) = bound {
+                operator.metrics_port = metrics_port;
+                operator.health_port = health_port;
+                return operator;
+            }
+            if !operator.running() || started.elapsed() > Duration::from_secs(30) {
+                // Exited before binding, or never did: what the test does
+                // next shows why, and the output is kept.
+                return operator;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
