@@ -726,15 +726,16 @@ fn quantity_from_string_or_number<'de, D: serde::Deserializer<'de>>(
 }
 
 /// A CEL check that the quantity `value` (an expression) is a whole number
-/// of bytes below 8Pi. `isInteger` alone refuses integers written with a
-/// fraction and a binary suffix (0.5Gi), so an integral approximate value
-/// passes too; below 8Pi (2^53) the approximation is exact. Above it the
-/// API server warns of "fractional" byte values it can no longer count in
-/// thousandths.
+/// of bytes below 8Pi (2^53). `isInteger` alone refuses integers written
+/// with a fraction and a binary suffix (0.5Gi), so those are compared
+/// exactly with the whole numbers next to their approximate value: the
+/// approximation alone holds no fraction past 2^52 (6578.347Ti would pass),
+/// while the API server counts bytes in thousandths and warns of any
+/// fraction.
 fn whole_bytes(value: &str) -> String {
     let quantity = format!("quantity(string({value}))");
     format!(
-        "{quantity}.isLessThan(quantity('8Pi')) && ({quantity}.isInteger() || double(int({quantity}.asApproximateFloat())) == {quantity}.asApproximateFloat())"
+        "{quantity}.isLessThan(quantity('8Pi')) && ({quantity}.isInteger() || [-1, 0, 1].exists(d, {quantity}.compareTo(quantity('0').add(int({quantity}.asApproximateFloat()) + d)) == 0))"
     )
 }
 

@@ -140,6 +140,26 @@ async fn crd_installs_and_the_design_example_is_accepted_unobserved() {
             .await
             .unwrap_or_else(|message| panic!("{query:?} rejected: {message}"));
     }
+
+    // Whole numbers of bytes written with a fraction and a binary suffix,
+    // up to one past 2^52 where a double holds no fraction.
+    for (index, memory) in ["0.5Gi", "1.5Ki", "6578.5Ti"].into_iter().enumerate() {
+        let mut stack = example();
+        set(&mut stack, "metadata.name", json!(format!("bytes-{index}")));
+        set(
+            &mut stack,
+            "spec.backend.resources",
+            json!({"limits": {"memory": memory}}),
+        );
+        set(
+            &mut stack,
+            "spec.database.managed.storage.size",
+            json!(memory),
+        );
+        apply(&client, &namespace.name, &stack)
+            .await
+            .unwrap_or_else(|message| panic!("{memory} rejected: {message}"));
+    }
 }
 
 #[tokio::test]
@@ -777,6 +797,14 @@ fn invalid_cases() -> Vec<Invalid> {
             what: "memory in fractions of a byte",
             path: "spec.backend.resources.limits.memory",
             change: To(json!("512.5")),
+            expect: &["spec.backend.resources", "whole numbers of bytes"],
+        },
+        Invalid {
+            // Past 2^52 bytes a double holds no fraction, so an approximate
+            // float reads this as whole; the API server counts thousandths.
+            what: "memory a fraction of a byte above a large whole number",
+            path: "spec.backend.resources.limits.memory",
+            change: To(json!("6578.347Ti")),
             expect: &["spec.backend.resources", "whole numbers of bytes"],
         },
         Invalid {
