@@ -305,13 +305,16 @@ async fn every_child_of_an_accepted_stack_is_accepted_and_restricted() {
             .collect::<Vec<_>>()
             .join("\n\n")
     );
+    // About 40% of the drawn stacks are valid (1,190 of 3,000 over three
+    // seeds): a quarter keeps the property meaningful while a chance low
+    // draw of 250 (about 5 standard deviations below) does not fail it.
     assert!(
         counts
             .get("accepted with every child")
             .copied()
             .unwrap_or(0)
-            * 3
+            * 4
             >= cases,
-        "a third of the drawn stacks or more are valid, or the property says little: {counts:?}"
+        "a quarter of the drawn stacks or more are valid, or the property says little: {counts:?}"
     );
 }
