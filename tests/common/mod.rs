@@ -333,10 +333,15 @@ pub async fn service_account_identity(namespace: &str, account: &str) -> (PathBu
     )
 }
 
-/// The port of `field` (such as `metrics_addr=`) in a log line.
+/// The port of the address `field` (such as `metrics_addr`) in a log line,
+/// in text (`field=address`) or JSON (`"field":"address"`).
 fn logged_port(line: &str, field: &str) -> Option<u16> {
     let (_, rest) = line.split_once(field)?;
-    let address = rest.split_whitespace().next()?;
+    let address: String = rest
+        .trim_start_matches(['=', '"', ':'])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
     address
         .parse::<std::net::SocketAddr>()
         .ok()
@@ -441,8 +446,8 @@ impl Operator {
         loop {
             let bound = operator.lines().iter().find_map(|line| {
                 Some((
-                    logged_port(line, "metrics_addr=")?,
-                    logged_port(line, "health_addr=")?,
+                    logged_port(line, "metrics_addr")?,
+                    logged_port(line, "health_addr")?,
                 ))
             });
             if let Some((metrics_port, health_port)) = bound {
