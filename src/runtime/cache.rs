@@ -44,7 +44,6 @@ use tracing::{debug, info};
 
 use crate::children::{self, LABEL_INSTANCE};
 use crate::crd::AppStack;
-use crate::runtime::lean::Lean;
 use crate::runtime::metrics::{self, Metrics};
 use crate::runtime::packed::{Dictionary, Packed, Settle, Version};
 use crate::runtime::shelf::{Change, Sharing, Shelf};
@@ -876,19 +875,6 @@ where
     }
 }
 
-/// The watch of `api`'s objects, decoded without what no cache keeps
-/// ([`Lean`]).
-fn lean_watcher<K>(
-    api: Api<Lean<K>>,
-    config: watcher::Config,
-) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static
-where
-    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
-    K::DynamicType: Send + Sync,
-{
-    watcher::watcher(api, config).map(|event| event.map(|event| map_owned(event, Lean::into_inner)))
-}
-
 /// Starts every watch of one scope and returns once every cache has
 /// listed. AppStacks are listed first, so the Secret watch already knows
 /// which Secrets stacks reference and keeps their data. `forget` is called
@@ -907,10 +893,7 @@ pub async fn start(
 
     let stack_events = watch::resilient(
         "AppStack",
-        lean_watcher(
-            scoped::<Lean<AppStack>>(client.clone(), scope),
-            watch::config(),
-        ),
+        watcher::watcher(scoped::<AppStack>(client.clone(), scope), watch::config()),
     );
     tasks.push(tokio::spawn(feed_stacks(
         stack_events,
@@ -924,10 +907,7 @@ pub async fn start(
     // Secrets: every Secret in scope, so referenced ones are seen too.
     let secret_events = watch::resilient(
         "Secret",
-        lean_watcher(
-            scoped::<Lean<Secret>>(client.clone(), scope),
-            watch::config(),
-        ),
+        watcher::watcher(scoped::<Secret>(client.clone(), scope), watch::config()),
     );
     let secret_caches = caches.clone();
     tasks.push(spawn_cache(
@@ -961,10 +941,7 @@ pub async fn start(
         ($kind:ty, $field:ident) => {{
             let events = watch::resilient(
                 <$kind as Resource>::kind(&()).into_owned(),
-                lean_watcher(
-                    scoped::<Lean<$kind>>(client.clone(), scope),
-                    children_config(),
-                ),
+                watcher::watcher(scoped::<$kind>(client.clone(), scope), children_config()),
             );
             let triggers = triggers.clone();
             tasks.push(spawn_cache(
@@ -1132,7 +1109,7 @@ async fn discover(
             Ok((resource, _)) => {
                 if !std::mem::replace(&mut watching, true) {
                     let api = match &scope {
-                        Some(namespace) => Api::<Lean<DynamicObject>>::namespaced_with(
+                        Some(namespace) => Api::<DynamicObject>::namespaced_with(
                             client.clone(),
                             namespace,
                             &resource,
@@ -1141,7 +1118,7 @@ async fn discover(
                     };
                     let events = watch::resilient(
                         kind.gvk.kind.clone(),
-                        lean_watcher(api, children_config()),
+                        watcher::watcher(api, children_config()),
                     );
                     let watch_triggers = triggers.clone();
                     // Lives as long as this discovery task.

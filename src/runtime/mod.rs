@@ -6,7 +6,6 @@ pub mod cache;
 pub mod controller;
 pub mod lead;
 pub mod leader;
-pub mod lean;
 pub mod metrics;
 pub mod packed;
 pub mod server;
