@@ -441,27 +441,30 @@ impl Operator {
         };
         // A port picked here and bound by the process later can be taken in
         // between (by another test's connection): the process binds port 0
-        // and says which ports it got.
-        let started = std::time::Instant::now();
-        loop {
-            let bound = operator.lines().iter().find_map(|line| {
-                Some((
-                    logged_port(line, "metrics_addr")?,
-                    logged_port(line, "health_addr")?,
-                ))
-            });
-            if let Some((metrics_port, health_port)) = bound {
-                operator.metrics_port = metrics_port;
-                operator.health_port = health_port;
-                return operator;
-            }
-            if !operator.running() || started.elapsed() > Duration::from_secs(30) {
-                // Exited before binding, or never did: what the test does
-                // next shows why, and the output is kept.
-                return operator;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // and says which ports it got. One that exits first binds none.
+        let ports = eventually(
+            "the operator to bind its endpoints or exit",
+            Duration::from_secs(30),
+            || {
+                let ports = operator.lines().iter().find_map(|line| {
+                    Some((
+                        logged_port(line, "metrics_addr")?,
+                        logged_port(line, "health_addr")?,
+                    ))
+                });
+                std::future::ready(match ports {
+                    Some(ports) => Some(Some(ports)),
+                    None if !operator.running() => Some(None),
+                    None => None,
+                })
+            },
+        )
+        .await;
+        if let Some((metrics_port, health_port)) = ports {
+            operator.metrics_port = metrics_port;
+            operator.health_port = health_port;
         }
+        operator
     }
 
     /// Lines printed so far.
