@@ -176,6 +176,11 @@ async fn one(
                 other => unreachable!("{:?} is never created once", other.kind()),
             }
             .map_err(refused("creating", &object))?;
+            if created {
+                debug!(kind = object.kind().as_str(), name = %object.name(), "created");
+            } else {
+                debug!(kind = object.kind().as_str(), name = %object.name(), "found created already");
+            }
             Ok(created.then(|| Done::Created {
                 kind: object.kind(),
                 name: object.name(),

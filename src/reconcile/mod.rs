@@ -194,6 +194,7 @@ async fn run_stages(
         finalizers: stack.finalizers(),
         migration: previous_migration,
         target_revision: target_revision.as_deref(),
+        generated_credentials: resolved.generated_database,
     };
     let migration_pending = target_revision.is_some()
         && target_revision.as_deref()

@@ -33,10 +33,28 @@ pub fn check(
 ) -> Check {
     let namespace = stack.namespace.as_str();
     match stage {
-        Stage::Secrets => Check::ok(
-            reasons::SECRETS_RESOLVED,
-            "env and database credentials are in place",
-        ),
+        Stage::Secrets => match &stack.database {
+            // Written or found by this stage, unless deleted since it was
+            // read: the pass the deletion wakes decides what that means.
+            Database::Managed(_)
+                if caches
+                    .secrets
+                    .metadata(namespace, &database_name(stack))
+                    .is_none() =>
+            {
+                Check::pending(
+                    reasons::WAITING_FOR_SECRETS,
+                    format!(
+                        "Secret {:?} was deleted while this pass read it; looking again",
+                        database_name(stack)
+                    ),
+                )
+            }
+            _ => Check::ok(
+                reasons::SECRETS_RESOLVED,
+                "env and database credentials are in place",
+            ),
+        },
         Stage::Database => match &stack.database {
             Database::Managed(_) => {
                 let name = database_name(stack);

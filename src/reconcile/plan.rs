@@ -309,6 +309,10 @@ pub struct StackFacts<'a> {
     /// The migration revision the spec asks for against the located
     /// database, if both are known.
     pub target_revision: Option<&'a str>,
+    /// Whether this pass generated the database credentials. Only then is
+    /// their Secret created: credentials read from a Secret deleted since
+    /// are never written back (the pass the deletion wakes finds them lost).
+    pub generated_credentials: bool,
 }
 
 /// The writes of one stage: every desired child that is absent or differs
@@ -333,6 +337,9 @@ pub fn stage(
     }
     for Desired { object, mode } in desired {
         let write = match object {
+            Object::Secret(secret) if *mode == Mode::CreateOnce && !facts.generated_credentials => {
+                owners_write(&caches.secrets, namespace, secret, Kind::Secret)
+            }
             Object::Secret(secret) => {
                 child_write(&caches.secrets, namespace, secret, *mode, object)
                     .or_else(|| owners_write(&caches.secrets, namespace, secret, Kind::Secret))
@@ -651,24 +658,19 @@ mod tests {
         }
         let (caches, _) = Caches::new();
         let desired = desired_of(&stack);
+        let facts = StackFacts {
+            generated_credentials: true,
+            ..StackFacts::default()
+        };
         let writes = super::stage(
             Stage::Secrets,
             &desired[&Stage::Secrets],
             &stack,
             &caches,
-            &StackFacts::default(),
+            &facts,
         );
-        let names: Vec<String> = writes
-            .iter()
-            .map(|write| match write {
-                Write::Apply(object) => format!("apply {}", object.name()),
-                Write::Create(object) => format!("create {}", object.name()),
-                Write::Finalizer(held) => format!("finalizer {held}"),
-                Write::Owners { name, .. } => format!("owners {name}"),
-            })
-            .collect();
         assert_eq!(
-            names,
+            write_names(&writes),
             [
                 "finalizer true",
                 "create shop-db",
@@ -681,6 +683,40 @@ mod tests {
                 "apply shop-frontend",
             ]
         );
+    }
+
+    fn write_names(writes: &[Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|write| match write {
+                Write::Apply(object) => format!("apply {}", object.name()),
+                Write::Create(object) => format!("create {}", object.name()),
+                Write::Finalizer(held) => format!("finalizer {held}"),
+                Write::Owners { name, .. } => format!("owners {name}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn credentials_read_from_a_secret_deleted_since_are_not_written_back() {
+        let stack = example();
+        let (caches, _) = Caches::new();
+        let desired = desired_of(&stack);
+        // The pass resolved the credentials from Secret shop-db; by the
+        // time it plans, the watch has shown the Secret deleted.
+        let writes = super::stage(
+            Stage::Secrets,
+            &desired[&Stage::Secrets],
+            &stack,
+            &caches,
+            &StackFacts::default(),
+        );
+        let names = write_names(&writes);
+        assert!(
+            !names.iter().any(|name| name.contains("shop-db")),
+            "{names:?}"
+        );
+        assert!(names.contains(&"apply shop-env".to_string()), "{names:?}");
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! completion reads the completed Job.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -58,6 +58,10 @@ pub const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
 /// when it was last seen. Never sent to the API server.
 const WITHOUT_DATA: &str = "appstack.dev/cached-without-data";
 
+/// How many deletions a [`KindCache`] remembers the UIDs of: enough for
+/// every deletion shown while one request is in flight.
+const GONE_REMEMBERED: usize = 256;
+
 /// What a [`KindCache`] knows that its watch has not shown yet.
 enum Recent<K> {
     /// This process wrote (or freshly read) the object.
@@ -75,6 +79,10 @@ pub struct KindCache<K: Resource + 'static> {
     dictionary: Dictionary,
     dyntype: K::DynamicType,
     recent: Mutex<HashMap<(String, String), Recent<K>>>,
+    /// The UIDs of the objects the watch last showed deleted, newest last:
+    /// a copy read or written before its deletion and recorded after it is
+    /// not kept. Locked after `recent`.
+    gone: Mutex<VecDeque<String>>,
 }
 
 /// What one kind's cache holds (see [`KindCache::footprint`]).
@@ -106,6 +114,7 @@ where
             dictionary: Dictionary::default(),
             dyntype,
             recent: Mutex::new(HashMap::new()),
+            gone: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -217,7 +226,23 @@ where
     pub fn record(&self, object: K) {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
+        if self.shown_gone(&object) {
+            return;
+        }
         recent.insert(key, Recent::Written(Arc::new(object)));
+    }
+
+    /// Whether the watch has shown `object` deleted (checked under the
+    /// `recent` lock, which [`Self::seen`] holds while it remembers one).
+    fn shown_gone(&self, object: &K) -> bool {
+        let Some(uid) = object.meta().uid.as_deref() else {
+            return false;
+        };
+        self.gone
+            .lock()
+            .expect("cache lock")
+            .iter()
+            .any(|gone| gone == uid)
     }
 
     /// Remembers an object as this process's write returned it, unless the
@@ -229,6 +254,9 @@ where
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
         let stored = self.shelf.get(&key.0, &key.1);
+        if self.shown_gone(&object) {
+            return;
+        }
         if stored.is_some_and(|stored| caught_up(stored.version(), &Version::of(&object))) {
             recent.remove(&key);
             return;
@@ -284,6 +312,13 @@ where
     fn seen(&self, object: &Packed<K>, deleted: bool) {
         let key = (object.namespace().to_string(), object.name().to_string());
         let mut recent = self.recent.lock().expect("cache lock");
+        if deleted && let Some(uid) = object.uid() {
+            let mut gone = self.gone.lock().expect("cache lock");
+            if gone.len() == GONE_REMEMBERED {
+                gone.pop_front();
+            }
+            gone.push_back(uid);
+        }
         let shown = match recent.get(&key) {
             None => false,
             Some(Recent::Written(written)) => {
@@ -1190,6 +1225,34 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_read_before_its_deletion_and_recorded_after_it_is_not_kept() {
+        let (caches, _) = Caches::new();
+        let shown = secret("a", "s", "5", "old");
+        caches.secrets.apply_event(Event::Apply(shown.clone()));
+        // A pass reads the Secret fresh; before it records the copy, the
+        // Secret is deleted and the watch shows it.
+        let read = secret("a", "s", "5", "read");
+        caches.secrets.apply_event(Event::Delete(shown));
+        caches.secrets.record(read.clone());
+        assert!(
+            caches.secrets.get("a", "s").is_none(),
+            "recorded after it was shown gone"
+        );
+        caches.secrets.record_written(read);
+        assert!(
+            caches.secrets.get("a", "s").is_none(),
+            "written before it was shown gone"
+        );
+        assert_eq!(caches.secrets.unseen_writes(), 0);
+
+        // The same name recreated is another object.
+        let mut recreated = secret("a", "s", "9", "recreated");
+        recreated.metadata.uid = Some("u2".into());
+        caches.secrets.record(recreated);
+        assert!(caches.secrets.get("a", "s").is_some());
+    }
+
+    #[test]
     fn a_write_the_watch_showed_first_is_not_kept_twice() {
         let (caches, _) = Caches::new();
         caches
@@ -1222,17 +1285,15 @@ mod tests {
             "the watch showed the deletion"
         );
 
-        caches
-            .secrets
-            .record_written(secret("a", "t", "8", "created"));
-        caches.secrets.record_deleted("a", "t", Some("u1".into()));
+        let mut created = secret("a", "t", "8", "created");
+        created.metadata.uid = Some("u2".into());
+        caches.secrets.record_written(created.clone());
+        caches.secrets.record_deleted("a", "t", Some("u2".into()));
         assert!(
             caches.secrets.get("a", "t").is_none(),
             "created and deleted before the watch showed either"
         );
-        caches
-            .secrets
-            .apply_event(Event::Apply(secret("a", "t", "8", "created")));
+        caches.secrets.apply_event(Event::Apply(created));
         assert!(
             caches.secrets.get("a", "t").is_none(),
             "its creation shown late"
