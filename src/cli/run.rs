@@ -22,7 +22,15 @@ use crate::runtime::telemetry::{self, error_chain};
 /// Runs the operator until SIGTERM or SIGINT.
 pub fn main(args: RunArgs) -> ExitCode {
     telemetry::init();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let mut builder = match args.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        threads => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads.into());
+            builder
+        }
+    };
+    let runtime = builder.enable_all().build().expect("tokio runtime");
     runtime.block_on(run(args))
 }
 
