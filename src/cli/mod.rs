@@ -56,8 +56,7 @@ pub struct RunArgs {
     pub concurrency: u16,
     /// Threads that run the operator's work. With 1, everything runs on
     /// one thread: a reconcile mostly waits on the API server, and threads
-    /// sharing the process's one malloc arena (see the image's
-    /// MALLOC_ARENA_MAX) spend their CPU waiting for each other.
+    /// sharing the allocator spend CPU waiting for each other.
     #[arg(long, env = "APPSTACK_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: u16,
     /// Upper bound, in seconds, of one reconcile and of connecting to the
