@@ -42,12 +42,10 @@ pub fn check(
                     .metadata(namespace, &database_name(stack))
                     .is_none() =>
             {
+                let name = database_name(stack);
                 Check::pending(
                     reasons::WAITING_FOR_SECRETS,
-                    format!(
-                        "Secret {:?} was deleted while this pass read it; looking again",
-                        database_name(stack)
-                    ),
+                    format!("Secret {name:?} was deleted while this pass read it; looking again"),
                 )
             }
             _ => Check::ok(

@@ -253,10 +253,10 @@ where
     pub fn record_written(&self, object: K) {
         let key = (object.namespace().unwrap_or_default(), object.name_any());
         let mut recent = self.recent.lock().expect("cache lock");
-        let stored = self.shelf.get(&key.0, &key.1);
         if self.shown_gone(&object) {
             return;
         }
+        let stored = self.shelf.get(&key.0, &key.1);
         if stored.is_some_and(|stored| caught_up(stored.version(), &Version::of(&object))) {
             recent.remove(&key);
             return;
