@@ -42,22 +42,15 @@ impl Backoff {
     }
 }
 
-/// Lists read from etcd (a quorum read). A list served from the API server's
-/// watch cache can carry a resourceVersion a restarted server already calls
-/// too old, so the watch after it would fail again. Pages of 50 objects:
-/// each page is decoded whole (managedFields included) before the cache
-/// packs it, and the heap stays as large as its peak. Over 1,000 stacks, a
-/// start peaked a third above the steady memory at 500, and pages of 50
-/// keep 1 MiB less resident than pages of 100, for about half a second
-/// more of listing.
+/// The first objects arrive as a streaming list: one watch request with
+/// `sendInitialEvents`, answered from the API server's watch cache, each
+/// object its own event, ended by a bookmark. There are no page round trips
+/// and no page held decoded whole. A watch that ends resumes from its last
+/// resourceVersion; one told that version has expired starts over with a
+/// streaming list again.
 pub fn config() -> watcher::Config {
-    watcher::Config::default()
-        .list_semantic(watcher::ListSemantic::MostRecent)
-        .page_size(LIST_PAGE)
+    watcher::Config::default().streaming_lists()
 }
-
-/// Objects per list page.
-pub const LIST_PAGE: u32 = 50;
 
 /// `events` with its failures handled here: each is logged with the watched
 /// `kind` and retried after this watch's own backoff, and none is passed on.
