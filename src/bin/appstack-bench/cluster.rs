@@ -113,16 +113,73 @@ impl Cluster {
         ))
     }
 
-    /// CPU seconds kube-apiserver and etcd have used so far.
-    pub fn control_plane_cpu(&self) -> f64 {
-        ["kube-apiserver", "etcd"]
+    /// CPU seconds each control-plane process has used so far, and the
+    /// machine's CPU time from /proc/stat.
+    pub fn cpu(&self) -> CpuSample {
+        let components = COMPONENTS
             .iter()
-            .filter_map(|name| {
-                let pid = std::fs::read_to_string(self.dir.join(format!("{name}.pid"))).ok()?;
-                usage(pid.trim().parse().ok()?).ok()
+            .map(|name| {
+                let seconds = std::fs::read_to_string(self.dir.join(format!("{name}.pid")))
+                    .ok()
+                    .and_then(|pid| usage(pid.trim().parse().ok()?).ok())
+                    .map_or(0.0, |usage| usage.cpu_seconds);
+                (*name, seconds)
             })
-            .map(|usage| usage.cpu_seconds)
-            .sum()
+            .collect();
+        CpuSample {
+            components,
+            machine: MachineCpu::read(),
+        }
+    }
+
+    /// Where the audit log stands now, to count writes from.
+    pub fn audit_mark(&self) -> AuditMark {
+        AuditMark {
+            offset: file_len(&self.audit_log()),
+            rotated: self.rotated_audit_logs(),
+        }
+    }
+
+    /// Mutating requests by `user` since `mark`, across the files the API
+    /// server rotated out in between (it renames a full log to
+    /// `audit-<time>.log` and starts a new one).
+    pub fn writes_since(&self, mark: &AuditMark, user: &str) -> anyhow::Result<Vec<String>> {
+        let rotated: Vec<PathBuf> = self
+            .rotated_audit_logs()
+            .into_iter()
+            .filter(|path| !mark.rotated.contains(path))
+            .collect();
+        // The file written at the mark is the first one rotated out since,
+        // or still the current one.
+        let mut files = rotated.into_iter().chain([self.audit_log()]);
+        let mut writes = files
+            .next()
+            .map_or(Ok(Vec::new()), |first| writes_in(&first, mark.offset, user))?;
+        for file in files {
+            writes.extend(writes_in(&file, 0, user)?);
+        }
+        Ok(writes)
+    }
+
+    /// The audit logs rotated out so far, oldest first.
+    fn rotated_audit_logs(&self) -> Vec<PathBuf> {
+        let mut rotated: Vec<PathBuf> = std::fs::read_dir(self.dir.join("logs"))
+            .map(|entries| {
+                entries
+                    .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                    .filter(|path| {
+                        path.file_name()
+                            .and_then(|name| name.to_str())
+                            .is_some_and(|name| {
+                                name.starts_with("audit-") && name.ends_with(".log")
+                            })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The names carry the time of rotation, so they sort by it.
+        rotated.sort();
+        rotated
     }
 
     pub fn audit_log(&self) -> PathBuf {
@@ -337,11 +394,19 @@ fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// Mutating requests by `user` in the audit log after byte `mark`.
-pub fn writes_since(log: &Path, mark: u64, user: &str) -> anyhow::Result<Vec<String>> {
+/// A point in the audit log: the current file's length and the files
+/// rotated out before it.
+pub struct AuditMark {
+    offset: u64,
+    rotated: Vec<PathBuf>,
+}
+
+/// Mutating requests by `user` in one audit log file after byte `offset`.
+fn writes_in(log: &Path, offset: u64, user: &str) -> anyhow::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut file = std::fs::File::open(log)?;
-    file.seek(SeekFrom::Start(mark))?;
+    let mut file =
+        std::fs::File::open(log).with_context(|| format!("opening {}", log.display()))?;
+    file.seek(SeekFrom::Start(offset))?;
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     Ok(text
@@ -359,6 +424,91 @@ pub fn writes_since(log: &Path, mark: u64, user: &str) -> anyhow::Result<Vec<Str
         .collect())
 }
 
-pub fn file_len(path: &Path) -> u64 {
+/// The processes of the control plane, as `scripts/cluster.sh` names their
+/// pid files.
+const COMPONENTS: [&str; 5] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// CPU seconds used so far by each control-plane process, and by the
+/// machine.
+pub struct CpuSample {
+    components: Vec<(&'static str, f64)>,
+    machine: MachineCpu,
+}
+
+impl CpuSample {
+    /// kube-apiserver and etcd.
+    pub fn control_plane(&self) -> f64 {
+        self.components
+            .iter()
+            .filter(|(name, _)| matches!(*name, "kube-apiserver" | "etcd"))
+            .map(|(_, seconds)| seconds)
+            .sum()
+    }
+
+    /// Cores used between `earlier` and this sample: per component, then
+    /// the whole machine (every process, the operator and the bench
+    /// included) and what it has.
+    pub fn cores_since(&self, earlier: &CpuSample, seconds: f64) -> Vec<(String, f64)> {
+        let mut cores: Vec<(String, f64)> = self
+            .components
+            .iter()
+            .zip(&earlier.components)
+            .map(|((name, now), (_, then))| (name.replace('-', "_"), (now - then) / seconds))
+            .collect();
+        let ticks = (self.machine.total - earlier.machine.total).max(1) as f64;
+        let busy = (self.machine.busy - earlier.machine.busy) as f64;
+        cores.push((
+            "machine_busy".into(),
+            busy / ticks * self.machine.cores as f64,
+        ));
+        cores
+    }
+}
+
+/// The machine's CPU time from the first line of /proc/stat, in ticks.
+struct MachineCpu {
+    busy: u64,
+    total: u64,
+    cores: usize,
+}
+
+impl MachineCpu {
+    fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        // user nice system idle iowait irq softirq steal (guest time is
+        // already counted in user).
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|value| value.parse().ok())
+            .collect();
+        let total: u64 = ticks.iter().sum();
+        let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+        let cores = stat
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        MachineCpu {
+            busy: total - idle,
+            total,
+            cores,
+        }
+    }
+}
+
+fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0)
 }

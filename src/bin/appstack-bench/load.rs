@@ -204,7 +204,7 @@ pub async fn floor(
         objects.len()
     ));
     let converged = tokio::spawn(wait_converged(client.clone(), n, limit));
-    let control_plane = cluster.control_plane_cpu();
+    let cpu = cluster.cpu();
     let started = Instant::now();
     futures::stream::iter(objects)
         .map(|object| {
@@ -238,12 +238,14 @@ pub async fn floor(
     ));
     converged.await??;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_after = cluster.cpu();
     super::figure(
         "floor_control_plane_cpu_seconds",
         n,
-        cluster.control_plane_cpu() - control_plane,
+        cpu_after.control_plane() - cpu.control_plane(),
         "s",
     );
+    super::cpu_figures("floor", n, &cpu, &cpu_after, seconds);
     Ok(seconds)
 }
 

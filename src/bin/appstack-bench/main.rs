@@ -27,7 +27,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use appstack::crd::AppStack;
-use cluster::{Cluster, Operator, usage, writes_since};
+use cluster::{Cluster, CpuSample, Operator, usage};
 
 /// Benchmarks the operator against a plain loader on a local control plane.
 #[derive(Parser, Debug)]
@@ -67,6 +67,14 @@ const NAMESPACE: &str = "bench";
 
 fn figure(name: &str, stacks: usize, value: f64, unit: &str) {
     println!("figure={name} stacks={stacks} value={value:.3} unit={unit}");
+}
+
+/// One figure per control-plane process, and the machine's busy cores,
+/// over `seconds` of a phase.
+fn cpu_figures(phase: &str, stacks: usize, before: &CpuSample, after: &CpuSample, seconds: f64) {
+    for (name, cores) in after.cores_since(before, seconds) {
+        figure(&format!("{phase}_cores_{name}"), stacks, cores, "cores");
+    }
 }
 
 fn progress(message: impl std::fmt::Display) {
@@ -144,22 +152,24 @@ async fn operator(
     let watcher = tokio::spawn(wait_all_ready(stacks.clone(), n, limit));
     let passes_before = operator.passes().await?;
     let cpu_before = usage(operator.pid())?.cpu_seconds;
-    let control_plane = cluster.control_plane_cpu();
-    let mark = cluster::file_len(&cluster.audit_log());
+    let cpu = cluster.cpu();
+    let mark = cluster.audit_mark();
     let started = Instant::now();
     load::create_stacks(&client, NAMESPACE, n, args.in_flight).await?;
     watcher.await??;
     let cold = started.elapsed().as_secs_f64();
+    let cpu_after = cluster.cpu();
     figure(
         "cold_create_control_plane_cpu_seconds",
         n,
-        cluster.control_plane_cpu() - control_plane,
+        cpu_after.control_plane() - cpu.control_plane(),
         "s",
     );
+    cpu_figures("cold_create", n, &cpu, &cpu_after, cold);
     figure(
         "cold_create_operator_writes",
         n,
-        writes_since(&cluster.audit_log(), mark, &operator_user)?.len() as f64,
+        cluster.writes_since(&mark, &operator_user)?.len() as f64,
         "requests",
     );
     let converging = usage(operator.pid())?;
@@ -213,7 +223,7 @@ async fn operator(
 
     // Change latency under 5 changes per second.
     progress(format!("{} spec changes at 5 per second", args.changes));
-    let control_plane = cluster.control_plane_cpu();
+    let cpu = cluster.cpu();
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let started = Instant::now();
     let latencies = change_latency(&client, n, args.changes, limit).await?;
@@ -241,12 +251,14 @@ async fn operator(
             "ms",
         );
     }
+    let cpu_after = cluster.cpu();
     figure(
         "changes_control_plane_cpu_cores",
         n,
-        (cluster.control_plane_cpu() - control_plane) / seconds,
+        (cpu_after.control_plane() - cpu.control_plane()) / seconds,
         "cores",
     );
+    cpu_figures("changes", n, &cpu, &cpu_after, seconds);
     figure(
         "changes_operator_cpu_cores",
         n,
@@ -266,7 +278,7 @@ async fn operator(
     tokio::time::sleep(Duration::from_secs(2)).await;
     progress("restarting the operator");
     operator.stop()?;
-    let mark = cluster::file_len(&cluster.audit_log());
+    let mark = cluster.audit_mark();
     let operator = Operator::start(
         binary,
         &kubeconfig,
@@ -279,7 +291,7 @@ async fn operator(
     }
     let reverified = operator.started.elapsed();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let writes = writes_since(&cluster.audit_log(), mark, &operator_user)?;
+    let writes = cluster.writes_since(&mark, &operator_user)?;
     figure("restart_synced_seconds", n, synced.as_secs_f64(), "s");
     figure(
         "restart_reverified_seconds",
