@@ -28,8 +28,41 @@ use appstack::stack::ValidatedStack;
 const MANAGER: &str = "appstack-bench";
 const EXAMPLE: &str = include_str!("../../../deploy/examples/shop.yaml");
 
-pub fn stack_name(index: usize) -> String {
-    format!("s{index:05}")
+/// Where the benchmark's stacks live: `stacks` of them, dealt in turn over
+/// `namespaces` namespaces (`bench` when there is one, else `bench-00`,
+/// `bench-01`, ...).
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub stacks: usize,
+    pub namespaces: usize,
+}
+
+impl Layout {
+    pub fn namespaces(&self) -> Vec<String> {
+        (0..self.namespaces.max(1))
+            .map(|index| self.namespace_name(index))
+            .collect()
+    }
+
+    fn namespace_name(&self, index: usize) -> String {
+        if self.namespaces <= 1 {
+            super::NAMESPACE.to_string()
+        } else {
+            format!("{}-{index:02}", super::NAMESPACE)
+        }
+    }
+
+    /// The namespace and name of stack `index`.
+    pub fn stack(&self, index: usize) -> (String, String) {
+        (
+            self.namespace_name(index % self.namespaces.max(1)),
+            format!("s{index:05}"),
+        )
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        (0..self.stacks).map(|index| self.stack(index))
+    }
 }
 
 /// The example stack named `name`, with a 1Gi volume and no ServiceMonitor
@@ -42,8 +75,16 @@ pub fn example(name: &str) -> Value {
     stack
 }
 
-/// Creates `namespace` and the Secret the example references.
-pub async fn namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
+/// Creates the layout's namespaces, each with the Secret the example
+/// references.
+pub async fn namespaces(client: &Client, layout: &Layout) -> anyhow::Result<()> {
+    for name in layout.namespaces() {
+        namespace(client, &name).await?;
+    }
+    Ok(())
+}
+
+async fn namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -66,14 +107,14 @@ pub async fn namespace(client: &Client, namespace: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Server-side applies `n` AppStacks, `in_flight` requests at a time.
+/// Server-side applies the layout's AppStacks, `in_flight` requests at a
+/// time.
 pub async fn create_stacks(
     client: &Client,
-    namespace: &str,
-    n: usize,
+    layout: &Layout,
     in_flight: usize,
 ) -> anyhow::Result<()> {
-    patch_stacks(client, namespace, n, in_flight, "applying", |name| {
+    patch_stacks(client, layout, in_flight, "applying", |name| {
         (
             PatchParams::apply(MANAGER).force(),
             Patch::Apply(example(name)),
@@ -85,12 +126,11 @@ pub async fn create_stacks(
 /// Annotates every stack (no spec change), which wakes a pass each.
 pub async fn touch_stacks(
     client: &Client,
-    namespace: &str,
-    n: usize,
+    layout: &Layout,
     in_flight: usize,
 ) -> anyhow::Result<()> {
     let stamp = format!("{:?}", Instant::now());
-    patch_stacks(client, namespace, n, in_flight, "touching", |_| {
+    patch_stacks(client, layout, in_flight, "touching", |_| {
         (
             PatchParams::default(),
             Patch::Merge(
@@ -101,20 +141,18 @@ pub async fn touch_stacks(
     .await
 }
 
-/// Patches each of the `n` stacks with what `patch` gives for its name,
-/// `in_flight` requests at a time.
+/// Patches each of the layout's stacks with what `patch` gives for its
+/// name, `in_flight` requests at a time.
 async fn patch_stacks(
     client: &Client,
-    namespace: &str,
-    n: usize,
+    layout: &Layout,
     in_flight: usize,
     verb: &str,
     patch: impl Fn(&str) -> (PatchParams, Patch<Value>),
 ) -> anyhow::Result<()> {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), namespace);
-    futures::stream::iter((0..n).map(stack_name))
-        .map(|name| {
-            let stacks = stacks.clone();
+    futures::stream::iter(layout.all())
+        .map(|(namespace, name)| {
+            let stacks: Api<AppStack> = Api::namespaced(client.clone(), &namespace);
             let (params, body) = patch(&name);
             async move {
                 stacks
@@ -183,21 +221,22 @@ fn resource_of(kind: &str) -> anyhow::Result<ApiResource> {
     })
 }
 
-/// The floor: the children of `n` stacks applied by a plain loader,
+/// The floor: the children of the layout's stacks applied by a plain loader,
 /// `in_flight` at a time, until every Deployment is Available, every Job
 /// Complete and every StatefulSet ready. Returns the seconds it took.
 pub async fn floor(
     cluster: &Cluster,
-    n: usize,
+    layout: &Layout,
     in_flight: usize,
     limit: Duration,
 ) -> anyhow::Result<f64> {
     let client = cluster.client().await?;
-    namespace(&client, super::NAMESPACE).await?;
+    let n = layout.stacks;
+    namespaces(&client, layout).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut objects = Vec::new();
-    for index in 0..n {
-        objects.extend(children_of(&stack_name(index), super::NAMESPACE)?);
+    for (namespace, name) in layout.all() {
+        objects.extend(children_of(&name, &namespace)?);
     }
     progress(format!(
         "floor: applying {} objects of {n} stacks",
@@ -215,11 +254,12 @@ pub async fn floor(
                     .as_str()
                     .unwrap_or_default()
                     .to_string();
-                let api = Api::<DynamicObject>::namespaced_with(
-                    client,
-                    super::NAMESPACE,
-                    &resource_of(&kind)?,
-                );
+                let namespace = object["metadata"]["namespace"]
+                    .as_str()
+                    .context("a child without a namespace")?
+                    .to_string();
+                let api =
+                    Api::<DynamicObject>::namespaced_with(client, &namespace, &resource_of(&kind)?);
                 api.patch(
                     &name,
                     &PatchParams::apply(MANAGER).force(),
@@ -255,7 +295,7 @@ async fn wait_converged(client: Client, n: usize, limit: Duration) -> anyhow::Re
     let selector = children::managed_selector();
     let config = || watcher::Config::default().labels(&selector);
     let deployments = watch_done(
-        Api::<Deployment>::namespaced(client.clone(), super::NAMESPACE),
+        Api::<Deployment>::all(client.clone()),
         config(),
         |deployment: &Deployment| {
             let status = deployment.status.clone().unwrap_or_default();
@@ -266,7 +306,7 @@ async fn wait_converged(client: Client, n: usize, limit: Duration) -> anyhow::Re
         },
     );
     let jobs = watch_done(
-        Api::<Job>::namespaced(client.clone(), super::NAMESPACE),
+        Api::<Job>::all(client.clone()),
         config(),
         |job: &Job| {
             job.status
@@ -280,7 +320,7 @@ async fn wait_converged(client: Client, n: usize, limit: Duration) -> anyhow::Re
         },
     );
     let statefulsets = watch_done(
-        Api::<StatefulSet>::namespaced(client, super::NAMESPACE),
+        Api::<StatefulSet>::all(client),
         config(),
         |statefulset: &StatefulSet| {
             let status = statefulset.status.clone().unwrap_or_default();
@@ -324,14 +364,15 @@ fn watch_done<K>(
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    let mut state: HashMap<String, bool> = HashMap::new();
+    let mut state: HashMap<(String, String), bool> = HashMap::new();
+    let key = |object: &K| (object.namespace().unwrap_or_default(), object.name_any());
     watcher::watcher(api, config).map(move |event| {
         match event? {
             Event::Apply(object) | Event::InitApply(object) => {
-                state.insert(object.name_any(), done(&object));
+                state.insert(key(&object), done(&object));
             }
             Event::Delete(object) => {
-                state.remove(&object.name_any());
+                state.remove(&key(&object));
             }
             Event::Init | Event::InitDone => {}
         }

@@ -50,6 +50,12 @@ struct Args {
     /// State directory of the benchmark's control plane.
     #[arg(long, default_value = ".cluster-bench")]
     dir: PathBuf,
+    /// Namespaces the stacks are dealt over, in turn (`bench`, or
+    /// `bench-00`, `bench-01`, ...). Kubernetes' own controllers look up a
+    /// pod's owners, Services and PodDisruptionBudgets among everything in
+    /// its namespace, so one crowded namespace costs them more per event.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    namespaces: u16,
     /// Requests in flight for the loader and for creating stacks.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
@@ -91,21 +97,25 @@ async fn main() -> anyhow::Result<()> {
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .map(|info| info.matches("processor\t:").count())
         .unwrap_or(0);
+    let layout = load::Layout {
+        stacks: args.stacks,
+        namespaces: args.namespaces.into(),
+    };
     progress(format!(
-        "{} stacks on a machine with {machine} cores",
-        args.stacks
+        "{} stacks in {} namespaces on a machine with {machine} cores",
+        layout.stacks, layout.namespaces
     ));
     let mut floor = None;
     if args.phases.iter().any(|phase| phase == "floor") {
         let cluster = Cluster::fresh(&dir, args.stacks)?;
-        let seconds = load::floor(&cluster, args.stacks, args.in_flight, limit).await?;
+        let seconds = load::floor(&cluster, &layout, args.in_flight, limit).await?;
         figure("floor_seconds", args.stacks, seconds, "s");
         floor = Some(seconds);
         cluster.down();
     }
     if args.phases.iter().any(|phase| phase == "operator") {
         let cluster = Cluster::fresh(&dir, args.stacks)?;
-        let result = operator(&cluster, &operator_binary, &args, floor, limit).await;
+        let result = operator(&cluster, &operator_binary, &args, &layout, floor, limit).await;
         if args.keep_cluster {
             progress(format!(
                 "the control plane keeps running; kubeconfig: {}",
@@ -124,6 +134,7 @@ async fn operator(
     cluster: &Cluster,
     binary: &std::path::Path,
     args: &Args,
+    layout: &load::Layout,
     floor: Option<f64>,
     limit: Duration,
 ) -> anyhow::Result<()> {
@@ -132,7 +143,7 @@ async fn operator(
     let crd = std::process::Command::new(binary).arg("crd").output()?;
     cluster.apply(&String::from_utf8(crd.stdout)?)?;
     let (kubeconfig, operator_user) = cluster.operator_identity("appstack-system")?;
-    load::namespace(&client, NAMESPACE).await?;
+    load::namespaces(&client, layout).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let operator = Operator::start(binary, &kubeconfig, &cluster.dir.join("logs/operator.log"))?;
@@ -148,14 +159,14 @@ async fn operator(
 
     // Cold create: every stack at once, until each is Ready.
     progress(format!("creating {n} AppStacks"));
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), NAMESPACE);
+    let stacks: Api<AppStack> = Api::all(client.clone());
     let watcher = tokio::spawn(wait_all_ready(stacks.clone(), n, limit));
     let passes_before = operator.passes().await?;
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let cpu = cluster.cpu();
     let mark = cluster.audit_mark();
     let started = Instant::now();
-    load::create_stacks(&client, NAMESPACE, n, args.in_flight).await?;
+    load::create_stacks(&client, layout, args.in_flight).await?;
     watcher.await??;
     let cold = started.elapsed().as_secs_f64();
     let cpu_after = cluster.cpu();
@@ -207,7 +218,7 @@ async fn operator(
     progress("touching every stack: no-op passes");
     let passes_before = operator.passes().await?;
     let cpu_before = usage(operator.pid())?.cpu_seconds;
-    load::touch_stacks(&client, NAMESPACE, n, args.in_flight).await?;
+    load::touch_stacks(&client, layout, args.in_flight).await?;
     let deadline = Instant::now() + limit;
     while operator.passes().await? < passes_before + n as f64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -226,7 +237,7 @@ async fn operator(
     let cpu = cluster.cpu();
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let started = Instant::now();
-    let latencies = change_latency(&client, n, args.changes, limit).await?;
+    let latencies = change_latency(&client, layout, args.changes, limit).await?;
     // Outside the cluster's directory, which goes with the cluster.
     let timeline = cluster::root().join("target/appstack-bench");
     std::fs::create_dir_all(&timeline)?;
@@ -388,12 +399,13 @@ struct Latencies {
 /// replicas and the stack's status at the new generation.
 async fn change_latency(
     client: &kube::Client,
-    n: usize,
+    layout: &load::Layout,
     changes: usize,
     limit: Duration,
 ) -> anyhow::Result<Latencies> {
-    let stacks: Api<AppStack> = Api::namespaced(client.clone(), NAMESPACE);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let n = layout.stacks;
+    let stacks: Api<AppStack> = Api::all(client.clone());
+    let deployments: Api<Deployment> = Api::all(client.clone());
     enum Seen {
         Stack(String, i64),
         Deployment(String, i32),
@@ -445,13 +457,14 @@ async fn change_latency(
         tokio::select! {
             _ = ticks.tick(), if sent < changes => {
                 // A stack with no change in flight, in turn.
-                let name = (0..n)
-                    .map(|offset| load::stack_name((sent * 7 + offset) % n))
-                    .find(|name| !pending.contains_key(name))
+                // Stack names are unique across the namespaces.
+                let (namespace, name) = (0..n)
+                    .map(|offset| layout.stack((sent * 7 + offset) % n))
+                    .find(|(_, name)| !pending.contains_key(name))
                     .context("every stack has a change in flight")?;
                 let next = if current_replicas.get(&name).copied().unwrap_or(2) == 2 { 3 } else { 2 };
                 let at = Instant::now();
-                let changed = stacks
+                let changed = Api::<AppStack>::namespaced(client.clone(), &namespace)
                     .patch(
                         &name,
                         &PatchParams::default(),
