@@ -305,20 +305,16 @@ async fn wait_converged(client: Client, n: usize, limit: Duration) -> anyhow::Re
                 && status.updated_replicas.unwrap_or(0) == wanted
         },
     );
-    let jobs = watch_done(
-        Api::<Job>::all(client.clone()),
-        config(),
-        |job: &Job| {
-            job.status
-                .as_ref()
-                .and_then(|status| status.conditions.as_ref())
-                .is_some_and(|conditions| {
-                    conditions.iter().any(|condition| {
-                        condition.type_ == "Complete" && condition.status == "True"
-                    })
-                })
-        },
-    );
+    let jobs = watch_done(Api::<Job>::all(client.clone()), config(), |job: &Job| {
+        job.status
+            .as_ref()
+            .and_then(|status| status.conditions.as_ref())
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|condition| condition.type_ == "Complete" && condition.status == "True")
+            })
+    });
     let statefulsets = watch_done(
         Api::<StatefulSet>::all(client),
         config(),
