@@ -23,9 +23,10 @@ kwok_dir="$(build kwok "$KWOK_VERSION" kwok -- sigs.k8s.io/kwok/cmd/kwok)"
 # The API server reports its version (kubectl version, Helm's kubeVersion
 # checks) from these variables, which upstream's release build stamps.
 K8S_MINOR="${K8S_VERSION#v1.}"; K8S_MINOR="${K8S_MINOR%%.*}"
-k8s_dir="$(LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$K8S_MINOR -X k8s.io/component-base/version.gitTreeState=clean" build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl -- \
+k8s_dir="$(LDFLAGS="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$K8S_MINOR -X k8s.io/component-base/version.gitTreeState=clean" build kubernetes "$K8S_VERSION" kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy -- \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)"
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)"
 
 # KWOK's upstream Stage definitions travel with its binary, so starting a
 # cluster never depends on the Go module cache.
