@@ -28,11 +28,11 @@ if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_opera
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
   "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
-  cargo test --test faults -- --include-ignored --test-threads 1 --nocapture a_killed_operator
+  cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi
 # An operator watching every namespace would reconcile the other tests'
 # stacks too: the cluster-wide install runs after them, alone.
-cargo test --test install -- --include-ignored --test-threads 1 --nocapture cluster_wide_
+cargo test --test suite -- --include-ignored --test-threads 1 --nocapture install::cluster_wide_
 # Disruptions take the API server away from every other test: run them last,
 # one at a time, printing what they measured.
-cargo test --test disruption -- --include-ignored --test-threads 1 --nocapture
+cargo test --test suite -- --include-ignored --test-threads 1 --nocapture disruption::

@@ -5,12 +5,11 @@
 //! every half minute at most, never an error loop, never a crash; fixing the
 //! reference brings the stack up at once.
 
-mod common;
 
 use std::time::Duration;
 
 use appstack::reconcile::status::reasons;
-use common::{
+use crate::common::{
     LIMIT, Operator, apply_stack, condition, eventually, example, setup, wait_for, wait_ready,
 };
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
@@ -161,7 +160,7 @@ async fn malformed_references_get_a_condition_and_a_slow_retry() {
     );
 
     // Fixed references are picked up at once, through the Secret watch.
-    common::create_secret(&client, ns, "nope", "api-key", "SG.now-there").await;
+    crate::common::create_secret(&client, ns, "nope", "api-key", "SG.now-there").await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
         .patch(

@@ -4,23 +4,22 @@
 //! `scripts/test.sh` (which builds the pinned tools and starts the local
 //! control plane).
 
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::{
+use crate::common::{
     Operator, TestNamespace, apply_stack, chart_dir, documents, eventually, example, run_helm,
     setup, wait_ready,
 };
 use serde_json::Value;
 
-const CHART_YAML: &str = include_str!("../charts/appstack-operator/Chart.yaml");
-const CRD: &str = include_str!("../crds/appstack.dev_appstacks.yaml");
-const CRD_TEMPLATE: &str = include_str!("../charts/appstack-operator/templates/crd.yaml");
-const RENDERED: &str = include_str!("../deploy/appstack-operator.yaml");
-const VALUES: &str = include_str!("../charts/appstack-operator/values.yaml");
-const SCHEMA: &str = include_str!("../charts/appstack-operator/values.schema.json");
-const RUNBOOKS: &str = include_str!("../docs/runbooks.md");
+const CHART_YAML: &str = include_str!("../../charts/appstack-operator/Chart.yaml");
+const CRD: &str = include_str!("../../crds/appstack.dev_appstacks.yaml");
+const CRD_TEMPLATE: &str = include_str!("../../charts/appstack-operator/templates/crd.yaml");
+const RENDERED: &str = include_str!("../../deploy/appstack-operator.yaml");
+const VALUES: &str = include_str!("../../charts/appstack-operator/values.yaml");
+const SCHEMA: &str = include_str!("../../charts/appstack-operator/values.schema.json");
+const RUNBOOKS: &str = include_str!("../../docs/runbooks.md");
 
 /// The namespace deploy/appstack-operator.yaml is rendered into
 /// (scripts/generate.sh).
@@ -240,9 +239,9 @@ async fn the_rendered_manifest_applies_server_side() {
     // The Namespace first, for real: a dry run creates nothing, and the
     // namespaced objects after it need it to exist.
     let namespace = documents(RENDERED).remove(0);
-    let output = common::output_with_stdin(
+    let output = crate::common::output_with_stdin(
         {
-            let mut command = common::kubectl();
+            let mut command = crate::common::kubectl();
             command.args(["apply", "--server-side", "-f", "-"]);
             command
         },
@@ -255,7 +254,7 @@ async fn the_rendered_manifest_applies_server_side() {
         String::from_utf8_lossy(&output.stderr)
     );
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/appstack-operator.yaml");
-    let output = common::kubectl()
+    let output = crate::common::kubectl()
         .args([
             "apply",
             "--server-side",
@@ -491,7 +490,7 @@ async fn values_shape_the_rendered_objects() {
 #[tokio::test]
 #[ignore = "needs helm and the local control plane: run scripts/test.sh"]
 async fn helm_install_rejects_unknown_and_mistyped_values_naming_the_key() {
-    let client = common::client().await;
+    let client = crate::common::client().await;
     let namespace = TestNamespace::new(&client, "values").await;
     let chart = chart_dir();
     for (value, key, says) in [
@@ -526,12 +525,12 @@ async fn helm_install_rejects_unknown_and_mistyped_values_naming_the_key() {
 #[tokio::test]
 #[ignore = "needs helm and the local control plane: run scripts/test.sh"]
 async fn the_operator_deployment_passes_pod_security_restricted_without_a_warning() {
-    let client = common::client().await;
+    let client = crate::common::client().await;
     let namespace = TestNamespace::new(&client, "restricted").await;
     let ns = namespace.name.as_str();
     for mode in ["enforce", "warn", "audit"] {
         let label = format!("pod-security.kubernetes.io/{mode}=restricted");
-        let output = common::kubectl()
+        let output = crate::common::kubectl()
             .args(["label", "namespace", ns, &label])
             .output()
             .await
@@ -557,12 +556,12 @@ async fn the_operator_deployment_passes_pod_security_restricted_without_a_warnin
         }
     };
     let apply = |manifest: String, dry_run: bool| async move {
-        let mut command = common::kubectl();
+        let mut command = crate::common::kubectl();
         command.args(["apply", "--server-side", "-f", "-"]);
         if dry_run {
             command.arg("--dry-run=server");
         }
-        let output = common::output_with_stdin(command, manifest.as_bytes()).await;
+        let output = crate::common::output_with_stdin(command, manifest.as_bytes()).await;
         (
             output.status.success(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
@@ -724,7 +723,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
         &format!("watchNamespaces={{{ns}}}"),
     ])
     .await;
-    let args = common::deployment_args(the(&rendered, "Deployment"));
+    let args = crate::common::deployment_args(the(&rendered, "Deployment"));
     let operator = Operator::start_with(
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
         &[("POD_NAMESPACE", ns), ("POD_NAME", "appstack-operator-0")],
@@ -732,7 +731,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
     .await;
     apply_stack(&client, ns, &example("shop")).await;
     wait_ready(&client, ns, "shop").await;
-    let served = eventually("a Ready stack on /metrics", common::LIMIT, || async {
+    let served = eventually("a Ready stack on /metrics", crate::common::LIMIT, || async {
         let metrics = operator.metrics().await;
         metrics
             .contains(r#"appstack_stacks{condition="Ready"} 1"#)
@@ -843,7 +842,7 @@ async fn the_workflows_pass_actionlint() {
         .map(|entry| entry.unwrap().path())
         .collect();
     assert!(files.len() >= 2, "ci.yml and release.yml");
-    let output = tokio::process::Command::new(common::tool("actionlint"))
+    let output = tokio::process::Command::new(crate::common::tool("actionlint"))
         .arg("-no-color")
         .args(&files)
         .current_dir(env!("CARGO_MANIFEST_DIR"))

@@ -1,11 +1,10 @@
 //! The local control plane runs workloads the way later tests rely on:
 //! Deployments become Available, Jobs complete or fail, StatefulSets get
 //! their volumes bound.
-mod common;
 
 use std::time::Duration;
 
-use common::{TestNamespace, client, eventually};
+use crate::common::{TestNamespace, client, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;

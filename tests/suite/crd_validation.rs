@@ -1,16 +1,15 @@
 //! The AppStack CRD on a real API server: it installs, accepts the design's
 //! example, and rejects invalid stacks with a message naming the field.
-mod common;
 
 use appstack::crd::AppStack;
 use std::collections::BTreeSet;
 
-use common::{TEST_MANAGER, TestNamespace, client, install_crd, kubectl};
+use crate::common::{TEST_MANAGER, TestNamespace, client, install_crd, kubectl};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-const EXAMPLE: &str = include_str!("../deploy/examples/shop.yaml");
+const EXAMPLE: &str = include_str!("../../deploy/examples/shop.yaml");
 
 fn example() -> Value {
     serde_yaml::from_str(EXAMPLE).unwrap()
@@ -170,9 +169,9 @@ async fn every_example_stack_is_accepted() {
     let namespace = TestNamespace::new(&client, "crd-examples").await;
     let mut accepted = Vec::new();
     for file in [
-        include_str!("../deploy/examples/shop.yaml"),
-        include_str!("../deploy/examples/external-database.yaml"),
-        include_str!("../deploy/examples/backend-only.yaml"),
+        include_str!("../../deploy/examples/shop.yaml"),
+        include_str!("../../deploy/examples/external-database.yaml"),
+        include_str!("../../deploy/examples/backend-only.yaml"),
     ] {
         for document in serde_yaml::Deserializer::from_str(file) {
             let value: Value = serde::Deserialize::deserialize(document).unwrap();

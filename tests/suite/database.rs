@@ -3,11 +3,10 @@
 //! schema revision as migration tools leave it, and no connection left
 //! behind.
 
-mod common;
 
 use appstack::database::{DatabaseUrl, Limits, SchemaRevision, probe, schema};
 use appstack::reconcile::status::reasons;
-use common::postgres::Postgres;
+use crate::common::postgres::Postgres;
 
 const PASSWORD: &str = "s3cret-app-password";
 
@@ -28,7 +27,7 @@ async fn every_failure_has_its_reason_and_a_message_without_the_password() {
     server
         .create_user_and_database("app", PASSWORD, "shop")
         .await;
-    let free_port = common::free_port();
+    let free_port = crate::common::free_port();
 
     assert_eq!(
         reason_of(&server.url("app", PASSWORD, "shop", "sslmode=disable")).await,
@@ -204,7 +203,7 @@ async fn the_schema_revision_is_read_as_migration_tools_leave_it() {
 
     let unreachable = url(&format!(
         "postgresql://app:{PASSWORD}@127.0.0.1:{}/shop",
-        common::free_port()
+        crate::common::free_port()
     ));
     let failure = schema::read(&unreachable, alembic, Limits::default())
         .await

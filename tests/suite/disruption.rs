@@ -2,13 +2,12 @@
 //! alone, after the rest of the suite, since they take the API server away
 //! from every other test.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
 use appstack::crd::AppStack;
-use common::faults::{Moments, Rollout, Size};
-use common::{
+use crate::common::faults::{Moments, Rollout, Size};
+use crate::common::{
     LIMIT, Operator, RELEASE, apply_stack, cluster_dir, eventually, example,
     service_account_identity, setup, wait_ready, wait_ready_within,
 };
@@ -70,7 +69,7 @@ async fn disruption_the_operator_rejoins_a_restarted_api_server() {
     let changed = Instant::now();
     stack["spec"]["backend"]["replicas"] = json!(1);
     apply_stack(&client, ns, &stack).await;
-    let client = common::client().await;
+    let client = crate::common::client().await;
     let stacks: Api<AppStack> = Api::namespaced(client.clone(), ns);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     eventually("the operator applies the change", LIMIT, || async {
@@ -180,7 +179,7 @@ async fn disruption_without_the_crd_the_operator_exits_with_the_install_hint() {
 
     let mut operator = Operator::start(&namespace.name).await;
     let status = operator.exit_status(Duration::from_secs(30)).await;
-    common::install_crd(&client).await;
+    crate::common::install_crd(&client).await;
     assert_eq!(status.code(), Some(2), "{}", operator.lines().join("\n"));
     // The output is read by background tasks that may lag the exit.
     eventually(

@@ -3,10 +3,9 @@
 //! control plane. No ingress or gateway controller runs here: the tests
 //! report on the Ingress and the route as such a controller would.
 
-mod common;
 
 use appstack::crd::AppStack;
-use common::{
+use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
     ready_shop, setup, wait_for, wait_ready,
 };
@@ -142,7 +141,7 @@ async fn an_exposed_stack_gets_an_ingress_its_url_and_a_public_api_url() {
     );
 
     // kubectl shows the URL.
-    let listed = common::kubectl()
+    let listed = crate::common::kubectl()
         .args(["get", "appstacks", "-n", ns])
         .output()
         .await
@@ -301,10 +300,10 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
 
     // Installing the CRDs later works without a restart.
     for crd in [
-        include_str!("fixtures/crds-gateway-api/gateway.networking.k8s.io_gateways.yaml"),
-        include_str!("fixtures/crds-gateway-api/gateway.networking.k8s.io_httproutes.yaml"),
+        include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_gateways.yaml"),
+        include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_httproutes.yaml"),
     ] {
-        common::apply_yaml(&client, crd).await;
+        crate::common::apply_yaml(&client, crd).await;
     }
     let gateways = gateway_api(&client, ns, "Gateway", "gateways");
     let routes = gateway_api(&client, ns, "HTTPRoute", "httproutes");
@@ -321,7 +320,7 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
         gateways
             .patch(
                 "public",
-                &PatchParams::apply(common::TEST_MANAGER),
+                &PatchParams::apply(crate::common::TEST_MANAGER),
                 &Patch::Apply(&gateway),
             )
             .await

@@ -4,15 +4,14 @@
 //! used, starts no migration and leaves the backend alone until the database
 //! answers, then migrates and publishes the schema revision it reads.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use appstack::crd::AppStack;
 use appstack::reconcile::status::reasons;
-use common::postgres::Postgres;
-use common::{
+use crate::common::postgres::Postgres;
+use crate::common::{
     LIMIT, Operator, apply_stack, condition, condition_message, eventually, example, sample, setup,
     wait_for, wait_ready,
 };
@@ -149,7 +148,7 @@ async fn each_reason_a_database_cannot_be_used_holds_the_stack_until_it_answers(
     .await;
     unusable(&client, ns, reasons::INVALID_URL).await;
 
-    let closed = common::free_port();
+    let closed = crate::common::free_port();
     put_secret(
         &client,
         ns,
@@ -317,7 +316,7 @@ async fn the_schema_revision_is_read_after_each_migration() {
     };
     let ready = wait_ready(&client, ns, "shop").await;
     assert_eq!(schema_of(&ready).as_deref(), Some("ae1027a6acf0"));
-    let listed = common::kubectl()
+    let listed = crate::common::kubectl()
         .args(["get", "appstack", "shop", "-n", ns])
         .output()
         .await

@@ -6,12 +6,11 @@
 //! `APPSTACK_FAULTS=full` runs the full scenario (30 stacks, 6 kills); the
 //! default is a quick one (6 stacks, 3 kills). Both print what they saw.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::{Moments, Rollout, Size};
-use common::{LIMIT, Operator, RELEASE, eventually, service_account_identity, setup};
+use crate::common::faults::{Moments, Rollout, Size};
+use crate::common::{LIMIT, Operator, RELEASE, eventually, service_account_identity, setup};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};

@@ -8,12 +8,11 @@
 //! `APPSTACK_UPDATE_TESTDATA=1` makes the live test rewrite the testdata
 //! files and health_test.yaml from what it read.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 
 use appstack::crd::AppStack;
-use common::{
+use crate::common::{
     Operator, apply_stack, create_secret, documents, example, setup, wait_for, wait_ready,
 };
 use kube::{Api, Client};
@@ -72,7 +71,7 @@ async fn argo_cd_health(object: &Value) -> (String, String) {
     );
     let mut lua = tokio::process::Command::new("lua5.1");
     lua.arg("-");
-    let output = common::output_with_stdin(lua, driver.as_bytes()).await;
+    let output = crate::common::output_with_stdin(lua, driver.as_bytes()).await;
     assert!(
         output.status.success(),
         "health.lua: {}",
@@ -86,8 +85,8 @@ async fn argo_cd_health(object: &Value) -> (String, String) {
 /// kstatus's reading of `object` (the library Helm 4's --wait and Flux's
 /// kustomize-controller use), as (status, message).
 async fn kstatus(object: &Value) -> (String, String) {
-    let command = tokio::process::Command::new(common::tool("kstatus"));
-    let output = common::output_with_stdin(command, object.to_string().as_bytes()).await;
+    let command = tokio::process::Command::new(crate::common::tool("kstatus"));
+    let output = crate::common::output_with_stdin(command, object.to_string().as_bytes()).await;
     assert!(
         output.status.success(),
         "kstatus: {}",
@@ -235,7 +234,7 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
     )
     .await;
     assert_eq!(
-        common::condition(&reconciling, "Reconciling").unwrap().0,
+        crate::common::condition(&reconciling, "Reconciling").unwrap().0,
         "True"
     );
     states.push(State {
@@ -256,7 +255,7 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
     // Spec changed, not yet observed: the operator is down when a new
     // revision (whose migration will fail) arrives.
     operator.stop().await;
-    common::fail_next_migration(&mut stack);
+    crate::common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
     let changed = read(&client, ns, "shop").await;
     assert_eq!(changed.metadata.generation, Some(2));
@@ -269,7 +268,7 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
 
     // Stalled by the failed migration.
     let _operator = Operator::start(ns).await;
-    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
+    let stalled = crate::common::wait_stalled_by_migration(&client, ns, "shop").await;
     states.push(State {
         file: "degraded_migration_failed.yaml",
         health: "Degraded",

@@ -4,13 +4,12 @@
 //! Secret in a fresh namespace, reaches Ready under the operator, and holds
 //! no secret value of the project's .env.
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use appstack::crd::AppStack;
-use common::{Operator, TestNamespace, setup, wait_ready};
+use crate::common::{Operator, TestNamespace, setup, wait_ready};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -58,7 +57,7 @@ fn import_compose(project: &str, args: &[&str]) -> Imported {
 /// `kubectl ARGS` with `input` on standard input.
 async fn kubectl(args: &[&str], input: &str) -> Output {
     use tokio::io::AsyncWriteExt;
-    let mut child = common::kubectl()
+    let mut child = crate::common::kubectl()
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -5,14 +5,13 @@
 //! of the installed Deployment. Tests named `cluster_wide_` run an operator
 //! that watches every namespace, so `scripts/test.sh` runs them alone.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 use appstack::crd::AppStack;
-use common::{
+use crate::common::{
     LIMIT, Operator, TestNamespace, apply_stack, chart_dir, condition, create_secret,
     deployment_args, documents, eventually, example, run_helm, service_account_identity, setup,
     wait_ready,
@@ -26,7 +25,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
-const CRD: &str = include_str!("../crds/appstack.dev_appstacks.yaml");
+const CRD: &str = include_str!("../../crds/appstack.dev_appstacks.yaml");
 const CRD_NAME: &str = "appstacks.appstack.dev";
 
 /// `helm install|upgrade` of the operator chart as `release` into
@@ -126,8 +125,8 @@ fn assert_served_as(generated: &Value, served: &Value, path: &str) {
 
 /// The Prometheus Operator CRDs the chart's optional objects need.
 const MONITORING_CRDS: [&str; 2] = [
-    include_str!("fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
-    include_str!("fixtures/crds/monitoring.coreos.com_prometheusrules.yaml"),
+    include_str!("../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+    include_str!("../fixtures/crds/monitoring.coreos.com_prometheusrules.yaml"),
 ];
 
 /// The kinds of the monitoring objects in `namespace`, sorted.
@@ -156,7 +155,7 @@ async fn monitoring_objects(client: &Client, namespace: &str) -> Vec<String> {
 
 /// `kubectl auth can-i` as `user`.
 async fn can(user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
-    let output = common::kubectl()
+    let output = crate::common::kubectl()
         .args([
             "auth", "can-i", verb, resource, "-n", namespace, "--as", user,
         ])
@@ -169,7 +168,7 @@ async fn can(user: &str, verb: &str, resource: &str, namespace: &str) -> bool {
 #[tokio::test]
 #[ignore = "watches every namespace: scripts/test.sh runs it alone"]
 async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack() {
-    let client = common::client().await;
+    let client = crate::common::client().await;
     let system = TestNamespace::new(&client, "appstack-system").await;
     let release_ns = system.name.as_str();
     let (_, app) = setup("clusterwide").await;
@@ -222,7 +221,7 @@ async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack()
 
     // The aggregated roles: edit may write AppStacks, view only read them.
     for (role, user) in [("edit", "dev"), ("view", "auditor")] {
-        let output = common::kubectl()
+        let output = crate::common::kubectl()
             .args(["create", "rolebinding", user, "-n", ns])
             .args([&format!("--clusterrole={role}"), &format!("--user={user}")])
             .output()
@@ -245,7 +244,7 @@ async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack()
     // ServiceMonitor and PrometheusRule, and the optional parts install.
     let before = snapshot(&client, ns, "shop").await;
     for crd in MONITORING_CRDS {
-        common::apply_yaml(&client, crd).await;
+        crate::common::apply_yaml(&client, crd).await;
     }
     helm_operator(
         "upgrade",
@@ -339,8 +338,8 @@ fn kubectl_as(kubeconfig: &Path) -> tokio::process::Command {
 #[tokio::test]
 #[ignore = "needs helm and the local control plane: run scripts/test.sh"]
 async fn a_namespaced_install_manages_its_namespace_and_cannot_read_others() {
-    let client = common::client().await;
-    common::install_crd(&client).await;
+    let client = crate::common::client().await;
+    crate::common::install_crd(&client).await;
     let ops = TestNamespace::new(&client, "ops").await;
     let team = TestNamespace::new(&client, "team-a").await;
     let other = TestNamespace::new(&client, "other").await;
@@ -435,7 +434,7 @@ async fn helm_install_of_an_app_chart_waits_for_the_stack_and_fails_on_a_failed_
         &values,
         format!(
             "migrations:\n  backoffLimit: 0\n  podLabels:\n    {}: \"true\"\n",
-            common::KWOK_FAIL_LABEL
+            crate::common::KWOK_FAIL_LABEL
         ),
     )
     .unwrap();
@@ -463,7 +462,7 @@ async fn helm_install_of_an_app_chart_waits_for_the_stack_and_fails_on_a_failed_
         "helm install --wait failed after {elapsed:.1?}: {}",
         stderr.trim()
     );
-    let stalled = common::wait_stalled_by_migration(&client, ns, "broken").await;
+    let stalled = crate::common::wait_stalled_by_migration(&client, ns, "broken").await;
     assert_eq!(condition(&stalled, "Ready").unwrap().0, "False");
     assert!(stderr.contains("broken"), "Helm names the stack: {stderr}");
 }
@@ -487,7 +486,7 @@ async fn every_example_stack_becomes_ready() {
         ("external-database.yaml", "billing"),
         ("backend-only.yaml", "api"),
     ] {
-        let output = common::kubectl()
+        let output = crate::common::kubectl()
             .args(["apply", "--server-side", "-n", ns, "-f"])
             .arg(Path::new(examples).join(file))
             .output()

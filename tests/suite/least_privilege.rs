@@ -4,11 +4,10 @@
 //! PodDisruptionBudgets. No CNI runs here, so the policies are checked as
 //! the API shows them, against the live pods' labels.
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{LIMIT, apply_stack, eventually, ready_shop, wait_ready};
+use crate::common::{LIMIT, apply_stack, eventually, ready_shop, wait_ready};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodSpec, ServiceAccount};

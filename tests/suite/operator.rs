@@ -2,15 +2,14 @@
 //! `appstack` binary as a child process, scoped to a fresh namespace, as the
 //! chart's ServiceAccount with the chart's RBAC rendered for that namespace.
 
-mod common;
 
 use std::time::Duration;
 
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use appstack::reconcile::plan::DATABASE_FINALIZER;
-use common::postgres::Postgres;
-use common::{
+use crate::common::postgres::Postgres;
+use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
     wait_for, wait_ready,
 };
@@ -106,7 +105,7 @@ async fn a_new_stack_becomes_ready_in_order() {
     let _operator = Operator::start(ns).await;
     apply_stack(&client, ns, &example("shop")).await;
 
-    let wait = common::kubectl()
+    let wait = crate::common::kubectl()
         .args([
             "wait",
             "--for=condition=Ready",
@@ -287,9 +286,9 @@ async fn a_failed_migration_keeps_the_backend_and_a_retry_token_recovers() {
     let serving = deployments.get("shop-backend").await.unwrap();
     let serving_template = serde_json::to_string(&serving.spec.template).unwrap();
 
-    common::fail_next_migration(&mut stack);
+    crate::common::fail_next_migration(&mut stack);
     apply_stack(&client, ns, &stack).await;
-    let stalled = common::wait_stalled_by_migration(&client, ns, "shop").await;
+    let stalled = crate::common::wait_stalled_by_migration(&client, ns, "shop").await;
     assert_eq!(
         condition(&stalled, "Ready").unwrap(),
         ("False".into(), "MigrationFailed".into())
@@ -570,9 +569,9 @@ async fn service_monitor_follows_the_prometheus_operator_api() {
         ("False".into(), "CRDNotInstalled".into())
     );
 
-    common::apply_yaml(
+    crate::common::apply_yaml(
         &client,
-        include_str!("fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+        include_str!("../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
     )
     .await;
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
@@ -670,7 +669,7 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
     let requests = |metrics: &str| count(metrics, "rest_client_requests_total{");
     let discovery = |metrics: &str| count(metrics, "appstack_api_discovery_requests_total{");
     let passes = |metrics: &str| {
-        common::sample(
+        crate::common::sample(
             metrics,
             r#"controller_runtime_reconcile_total{controller="appstack",result="success"}"#,
         )
@@ -725,7 +724,7 @@ async fn moving_to_an_external_database_migrates_it_before_the_backend_follows()
         )
         .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    common::create_secret(
+    crate::common::create_secret(
         &client,
         ns,
         "prod-db",

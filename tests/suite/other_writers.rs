@@ -5,7 +5,6 @@
 //! credentials are never replaced by ones that cannot connect; fields other
 //! controllers own are left to them.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use appstack::crd::AppStack;
 use appstack::reconcile::status::reasons;
-use common::{
+use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
     ready_shop, setup, wait_for, wait_ready,
 };

@@ -2,12 +2,11 @@
 //! plane: metrics, health and readiness, logs that never carry secrets, and
 //! leader election between two processes.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::postgres::Postgres;
-use common::{
+use crate::common::postgres::Postgres;
+use crate::common::{
     LIMIT, Operator, TestNamespace, apply_stack, base64, client, eventually, example, free_port,
     http_get, ready_shop, render_operator_rbac, sample, setup, wait_for, wait_ready,
 };
@@ -125,12 +124,12 @@ async fn readiness_follows_caches_and_the_leader_lease() {
     let client = client().await;
     let namespace = TestNamespace::new(&client, "readiness").await;
     let ns = namespace.name.as_str();
-    common::install_crd(&client).await;
+    crate::common::install_crd(&client).await;
     // The chart's ServiceAccount and Role, but not yet its leader-election
     // Role: the election cannot reach its Lease, so the process is alive
     // but not ready.
-    let [account, role, lease_role] = common::OPERATOR_RBAC_TEMPLATES;
-    common::apply_yaml(&client, &render_operator_rbac(ns, &[account, role]).await).await;
+    let [account, role, lease_role] = crate::common::OPERATOR_RBAC_TEMPLATES;
+    crate::common::apply_yaml(&client, &render_operator_rbac(ns, &[account, role]).await).await;
     let operator = Operator::start_with(
         &[
             "--namespace",
@@ -148,7 +147,7 @@ async fn readiness_follows_caches_and_the_leader_lease() {
     let metrics = operator.metrics().await;
     assert_eq!(sample(&metrics, MASTER_STATUS), Some(0.0));
 
-    common::apply_yaml(&client, &render_operator_rbac(ns, &[lease_role]).await).await;
+    crate::common::apply_yaml(&client, &render_operator_rbac(ns, &[lease_role]).await).await;
     // Ready once leading with synced caches.
     operator.wait_for_health("/readyz", 200).await;
     let metrics = operator.metrics().await;
@@ -214,7 +213,7 @@ async fn secret_values_never_reach_logs_events_status_metrics_render_or_errors()
     let canary = format!("canary-{}-{}", free_port(), std::process::id());
     let rotated = format!("rotated-{}-{}", free_port(), std::process::id());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    common::create_secret(&client, ns, "canary", "token", &canary).await;
+    crate::common::create_secret(&client, ns, "canary", "token", &canary).await;
     let mut stack = example("shop");
     stack["spec"]["env"]
         .as_array_mut()
@@ -235,7 +234,7 @@ async fn secret_values_never_reach_logs_events_status_metrics_render_or_errors()
 
     // An error whose request carried a secret value: the API server refuses
     // the operator's apply of <stack>-env holding the rotated value.
-    common::apply_yaml(&client, &freeze_secret(ns, "shop-env")).await;
+    crate::common::apply_yaml(&client, &freeze_secret(ns, "shop-env")).await;
     eventually("the policy refuses updates of shop-env", LIMIT, || async {
         let refused = secrets
             .patch(
@@ -300,7 +299,7 @@ async fn secret_values_never_reach_logs_events_status_metrics_render_or_errors()
         "the backend Deployment",
         serde_json::to_string(&deployments.get("shop-backend").await.unwrap()).unwrap(),
     ));
-    let render = common::output_with_stdin(
+    let render = crate::common::output_with_stdin(
         {
             let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_appstack"));
             command.args(["render", "-f", "-"]);
@@ -394,12 +393,12 @@ async fn a_database_password_never_reaches_logs_events_status_or_metrics() {
         ),
     ] {
         let _ = secrets.delete("shop-database", &Default::default()).await;
-        common::create_secret(&client, ns, "shop-database", "DATABASE_URL", &url).await;
+        crate::common::create_secret(&client, ns, "shop-database", "DATABASE_URL", &url).await;
         let stack = wait_for(&client, ns, "shop", "DatabaseReady", "False", Some(reason)).await;
         statuses.push(serde_json::to_string(&stack.status).unwrap());
     }
     let _ = secrets.delete("shop-database", &Default::default()).await;
-    common::create_secret(
+    crate::common::create_secret(
         &client,
         ns,
         "shop-database",

@@ -7,9 +7,7 @@
 //! The cluster test draws `APPSTACK_PROPERTY_CASES` stacks (default 250)
 //! from a random seed it prints; `APPSTACK_PROPERTY_SEED=<64 hex digits>`
 //! draws the same stacks again.
-#[path = "properties/arbitrary.rs"]
 mod arbitrary;
-mod common;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +16,7 @@ use appstack::crd::AppStack;
 use appstack::reconcile::plan::{self, Object};
 use appstack::secrets::{self, ObservedSecrets, SecretValue, db_keys};
 use appstack::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
-use common::{
+use crate::common::{
     DryRun, LIMIT, base64, client, dry_run_apply, dry_run_create, eventually, install_crd,
 };
 use futures::StreamExt;
@@ -225,9 +223,9 @@ async fn every_child_of_an_accepted_stack_is_accepted_and_restricted() {
     let started = std::time::Instant::now();
     let client = client().await;
     install_crd(&client).await;
-    common::apply_yaml(
+    crate::common::apply_yaml(
         &client,
-        include_str!("fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+        include_str!("../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
     )
     .await;
     let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
@@ -235,7 +233,7 @@ async fn every_child_of_an_accepted_stack_is_accepted_and_restricted() {
         kube::discovery::pinned_kind(&client, &gvk).await.ok()
     })
     .await;
-    let namespace = common::restricted_namespace(&client, "properties").await;
+    let namespace = crate::common::restricted_namespace(&client, "properties").await;
 
     let cases: usize = std::env::var("APPSTACK_PROPERTY_CASES")
         .map(|cases| cases.parse().expect("a number of cases"))

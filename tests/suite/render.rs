@@ -1,7 +1,6 @@
 //! `appstack render` on files as users keep them: AppStacks next to the
 //! Secrets they reference, in one multi-document file.
 
-mod common;
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -38,7 +37,7 @@ spec:
 fn file_with_every_stack() -> String {
     format!(
         "{SECRETS}---\n{}---\n{API_STACK}",
-        include_str!("../deploy/examples/shop.yaml")
+        include_str!("../../deploy/examples/shop.yaml")
     )
 }
 
@@ -160,8 +159,8 @@ fn a_referenced_key_missing_from_the_file_fails_naming_it() {
 #[tokio::test]
 #[ignore = "needs the local control plane: run scripts/test.sh"]
 async fn what_render_prints_the_api_server_accepts() {
-    let client = common::client().await;
-    let namespace = common::TestNamespace::new(&client, "render").await;
+    let client = crate::common::client().await;
+    let namespace = crate::common::TestNamespace::new(&client, "render").await;
     // The ServiceMonitor's CRD comes and goes with other tests; leave it out.
     let file = file_with_every_stack().replace(
         "serviceMonitor: {enabled: true,",
@@ -169,7 +168,7 @@ async fn what_render_prints_the_api_server_accepts() {
     );
     let rendered = render(&["-f", "-", "-n", &namespace.name], &file);
     assert!(rendered.status.success());
-    let mut apply = common::kubectl()
+    let mut apply = crate::common::kubectl()
         .args(["apply", "--server-side", "--dry-run=server", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -2,11 +2,10 @@
 //! generates passes Pod Security `restricted` (no warning on a server-side
 //! dry run into a namespace that enforces it, and its pods admitted), and
 //! its ServiceAccount can do exactly what the chart's commented rules say.
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::{
+use crate::common::{
     RELEASE, TestNamespace, client, documents, dry_run_apply, dry_run_create,
     install_operator_prerequisites, render_operator_rbac, restricted_namespace,
     service_account_identity,
@@ -19,9 +18,9 @@ use kube::{Api, Client, Config};
 use serde_json::{Value, json};
 
 const EXAMPLES: [&str; 3] = [
-    include_str!("../deploy/examples/shop.yaml"),
-    include_str!("../deploy/examples/backend-only.yaml"),
-    include_str!("../deploy/examples/external-database.yaml"),
+    include_str!("../../deploy/examples/shop.yaml"),
+    include_str!("../../deploy/examples/backend-only.yaml"),
+    include_str!("../../deploy/examples/external-database.yaml"),
 ];
 
 const WORKLOADS: [&str; 3] = ["StatefulSet", "Job", "Deployment"];
@@ -170,7 +169,7 @@ fn permissions(rules: impl IntoIterator<Item = Rule>) -> BTreeSet<Permission> {
 /// The rules in `_helpers.tpl`'s `appstack-operator.rules`, each of which
 /// must follow a comment saying why.
 fn commented_rules() -> Vec<Rule> {
-    let helpers = include_str!("../charts/appstack-operator/templates/_helpers.tpl");
+    let helpers = include_str!("../../charts/appstack-operator/templates/_helpers.tpl");
     let start = helpers
         .find(r#"{{- define "appstack-operator.rules" -}}"#)
         .expect("the rules are defined");

@@ -708,7 +708,7 @@ pub const LIMIT: Duration = Duration::from_secs(120);
 /// The design example as JSON, named `name`, with a 1Gi volume.
 pub fn example(name: &str) -> Value {
     let mut stack: Value =
-        serde_yaml::from_str(include_str!("../../deploy/examples/shop.yaml")).unwrap();
+        serde_yaml::from_str(include_str!("../../../deploy/examples/shop.yaml")).unwrap();
     stack["metadata"]["name"] = json!(name);
     stack["spec"]["database"]["managed"]["storage"]["size"] = json!("1Gi");
     stack
