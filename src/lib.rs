@@ -3,13 +3,13 @@
 //! Prometheus monitoring — in order, with a status tools can trust.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod children;
 pub mod cli;
-pub mod crd;
 pub mod database;
 pub mod import;
+pub mod kinds;
 pub mod reconcile;
 pub mod runtime;
 pub mod secrets;
-pub mod stack;
 pub mod stages;

@@ -4,15 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::crd::SecretKeyRef;
-use crate::stack::{Database, EnvSource, POSTGRES_PORT, ValidatedStack};
+use crate::api::crd::DEFAULT_GENERATED_LENGTH;
+use crate::api::crd::SecretKeyRef;
+use crate::api::stack::{Database, EnvSource, POSTGRES_PORT, ValidatedStack};
 
 /// Characters generated values are made of: safe in URLs, shells and YAML
 /// without quoting. Each carries log2(62) ≈ 5.95 bits of entropy.
 pub const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-/// Length of a generated value when the spec does not say: 43 characters
-/// of [`ALPHABET`] carry 256 bits of entropy.
-pub const DEFAULT_GENERATED_LENGTH: usize = 43;
 /// Length of the generated database password.
 pub const DATABASE_PASSWORD_LENGTH: usize = DEFAULT_GENERATED_LENGTH;
 
@@ -231,7 +229,7 @@ pub fn placeholders(stack: &ValidatedStack) -> SecretValues {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
 
     fn sendgrid() -> ObservedSecrets {
         ObservedSecrets {
@@ -320,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_missing_external_database_url_is_left_to_the_database_check() {
-        let stack = crate::stack::tests::from_yaml(
+        let stack = crate::api::stack::tests::from_yaml(
             &include_str!("../deploy/examples/shop.yaml").replace(
                 "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
                 "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",

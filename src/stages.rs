@@ -3,7 +3,7 @@
 //! render` prints children in this order; the status has one component
 //! condition per stage; the README's table is generated from it.
 
-use crate::reconcile::status::{reasons, types};
+use crate::api::conditions::{reasons, types};
 
 /// One step of bringing a stack up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

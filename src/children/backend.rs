@@ -3,7 +3,7 @@
 
 use super::workload::{WorkloadSpec, workload};
 use super::{CONFIG_CHECKSUM_ANNOTATION, Component, Workload, application_env};
-use crate::stack::ValidatedStack;
+use crate::api::stack::ValidatedStack;
 
 /// The backend's Deployment and Service. `checksum` is the config checksum;
 /// it goes into the pod template so a config change rolls the pods.
@@ -36,7 +36,7 @@ pub fn backend(stack: &ValidatedStack, checksum: &str) -> Workload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
 
     #[test]
     fn deployment_runs_the_image_with_env_by_reference_and_probes() {
@@ -125,7 +125,7 @@ mod tests {
 
     #[test]
     fn unset_replicas_are_left_to_others() {
-        let stack = crate::stack::tests::from_yaml(
+        let stack = crate::api::stack::tests::from_yaml(
             &include_str!("../../deploy/examples/shop.yaml").replacen("    replicas: 2\n", "", 1),
         );
         assert_eq!(stack.backend.replicas, None);

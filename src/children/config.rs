@@ -7,8 +7,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
 use super::{Component, database_name, env_name, object_meta};
+use crate::api::stack::{Database, EnvSource, ValidatedStack};
 use crate::secrets::{SecretValue, SecretValues};
-use crate::stack::{Database, EnvSource, ValidatedStack};
 
 /// The plain env entries, as the ConfigMap holds them.
 pub fn plain_env(stack: &ValidatedStack) -> BTreeMap<String, String> {
@@ -71,8 +71,8 @@ fn secret_data(values: &BTreeMap<String, SecretValue>) -> BTreeMap<String, ByteS
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::stack::tests::{example, from_yaml};
     use crate::secrets::placeholders;
-    use crate::stack::tests::{example, from_yaml};
 
     #[test]
     fn plain_env_goes_to_the_config_map_and_the_rest_to_the_secret() {

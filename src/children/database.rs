@@ -19,8 +19,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{
     Component, DatabaseChildren, database_name, object_meta, owner_reference, selector_labels,
 };
+use crate::api::stack::{Database, POSTGRES_PORT, ValidatedStack};
 use crate::secrets::db_keys;
-use crate::stack::{Database, POSTGRES_PORT, ValidatedStack};
 
 /// Name of the volumeClaimTemplate; PVCs are `data-<stack>-db-0`.
 pub const DATA_VOLUME: &str = "data";
@@ -240,7 +240,7 @@ pub fn volume_owner_references(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, from_yaml};
 
     #[test]
     fn statefulset_has_storage_probes_and_a_restricted_context() {

@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::workload::workload_name;
 use super::{Component, object_meta};
-use crate::crd::GatewayRef;
-use crate::stack::{Expose, Route, ValidatedStack};
+use crate::api::crd::GatewayRef;
+use crate::api::stack::{Expose, Route, ValidatedStack};
 
 /// API group of the Gateway API.
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -92,7 +92,11 @@ fn paths(stack: &ValidatedStack, expose: &Expose) -> Vec<Path> {
     }
 }
 
-fn ingress(stack: &ValidatedStack, expose: &Expose, settings: &crate::crd::IngressSpec) -> Ingress {
+fn ingress(
+    stack: &ValidatedStack,
+    expose: &Expose,
+    settings: &crate::api::crd::IngressSpec,
+) -> Ingress {
     let mut metadata = object_meta(stack, exposure_name(stack), Component::Expose);
     let mut annotations: BTreeMap<String, String> = settings.annotations.clone();
     let tls_secret = expose
@@ -182,7 +186,7 @@ fn http_route(stack: &ValidatedStack, expose: &Expose, gateway: &GatewayRef) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, from_yaml};
 
     fn with_expose(expose: &str, frontend: bool) -> ValidatedStack {
         let yaml = include_str!("../../deploy/examples/shop.yaml");

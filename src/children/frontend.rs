@@ -2,7 +2,7 @@
 
 use super::workload::{WorkloadSpec, workload, workload_name};
 use super::{Component, Workload, plain_var};
-use crate::stack::ValidatedStack;
+use crate::api::stack::ValidatedStack;
 
 /// The URL the backend Service answers on inside the cluster.
 pub fn backend_url(stack: &ValidatedStack) -> String {
@@ -50,7 +50,7 @@ pub fn frontend(stack: &ValidatedStack) -> Option<Workload> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, from_yaml};
 
     #[test]
     fn frontend_gets_the_backend_service_url() {

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::{Component, MIGRATION_REVISION_LABEL, application_env, object_meta, pod_labels};
-use crate::stack::{DatabaseIdentity, ValidatedStack};
+use crate::api::stack::{DatabaseIdentity, ValidatedStack};
 
 /// Name of the Job for a migration revision.
 pub fn job_name(stack: &ValidatedStack, revision: &str) -> String {
@@ -68,7 +68,7 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, from_yaml};
 
     fn managed_job(stack: &ValidatedStack) -> Option<Job> {
         migration_job(stack, stack.managed_database_identity().as_ref())

@@ -28,9 +28,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::DynamicObject;
 use sha2::{Digest, Sha256};
 
-use crate::crd::Resources;
+use crate::api::crd::Resources;
+use crate::api::stack::{Database, DatabaseIdentity, ValidatedStack};
 use crate::secrets::{SecretValues, db_keys};
-use crate::stack::{Database, DatabaseIdentity, ValidatedStack};
 
 /// The field manager of every server-side apply the operator sends.
 pub const FIELD_MANAGER: &str = "appstack-operator";
@@ -271,7 +271,7 @@ impl ConfigVersions {
                 hasher.update(part.as_bytes());
             }
         }
-        crate::stack::hex(&hasher.finalize()[..8])
+        crate::api::stack::hex(&hasher.finalize()[..8])
     }
 }
 
@@ -333,7 +333,7 @@ pub fn plain_var(name: &str, value: String) -> EnvVar {
 /// Container resources from the spec, `None` when nothing is asked.
 pub fn resources(resources: Option<&Resources>) -> Option<ResourceRequirements> {
     let resources = resources?;
-    let convert = |map: &BTreeMap<String, crate::crd::Quantity>| {
+    let convert = |map: &BTreeMap<String, crate::api::crd::Quantity>| {
         (!map.is_empty()).then(|| {
             map.iter()
                 .map(|(name, quantity)| (name.clone(), K8sQuantity(quantity.0.clone())))
@@ -392,8 +392,8 @@ pub(crate) fn build_for_test(stack: &ValidatedStack) -> Children {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::stack::tests::example;
     use crate::secrets::{SecretValue, placeholders};
-    use crate::stack::tests::example;
 
     #[test]
     fn every_child_is_labelled_and_owned() {
@@ -535,7 +535,7 @@ mod tests {
 
     #[test]
     fn an_external_database_url_is_read_from_the_users_secret() {
-        let stack = crate::stack::tests::from_yaml(
+        let stack = crate::api::stack::tests::from_yaml(
             &include_str!("../../deploy/examples/shop.yaml").replace(
                 "    managed:\n      image: postgres:16-alpine\n      storage: {size: 10Gi}\n      deletionPolicy: Retain\n",
                 "    external:\n      urlSecretRef: {name: prod-db, key: DATABASE_URL}\n",

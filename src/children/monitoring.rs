@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::workload::{HTTP_PORT_NAME, workload_name};
 use super::{Component, object_meta, selector_labels};
-use crate::stack::{DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_PATH, ValidatedStack};
+use crate::api::stack::{DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_PATH, ValidatedStack};
 
 /// API group of the Prometheus Operator.
 pub const MONITORING_GROUP: &str = "monitoring.coreos.com";
@@ -54,7 +54,7 @@ pub fn service_monitor(stack: &ValidatedStack) -> Option<DynamicObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
 
     #[test]
     fn service_monitor_scrapes_the_backend_service_with_the_user_labels() {

@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{APP_NAME, Component, LABEL_INSTANCE, LABEL_NAME, object_meta, selector_labels};
-use crate::crd::PeerSpec;
-use crate::stack::{Database, DatabaseIdentity, POSTGRES_PORT, ValidatedStack};
+use crate::api::crd::PeerSpec;
+use crate::api::stack::{Database, DatabaseIdentity, POSTGRES_PORT, ValidatedStack};
 
 /// Port of DNS, which every pod that connects anywhere needs.
 const DNS_PORT: i32 = 53;
@@ -299,7 +299,7 @@ fn database_egress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, from_yaml};
     use serde_json::json;
 
     fn by_name(

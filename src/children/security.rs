@@ -37,8 +37,8 @@ pub fn container() -> SecurityContext {
 mod tests {
     use k8s_openapi::api::core::v1::PodSpec;
 
+    use crate::api::stack::tests::{example, from_yaml};
     use crate::children::build_for_test;
-    use crate::stack::tests::{example, from_yaml};
 
     #[test]
     fn every_generated_pod_runs_restricted() {

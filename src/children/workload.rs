@@ -13,8 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{Component, Workload, object_meta, pod_labels, selector_labels};
-use crate::crd::{HealthSpec, Resources};
-use crate::stack::ValidatedStack;
+use crate::api::crd::{HealthSpec, Resources};
+use crate::api::stack::ValidatedStack;
 
 /// Name of the container port and Service port.
 pub const HTTP_PORT_NAME: &str = "http";
@@ -154,7 +154,7 @@ pub fn disruption_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
 
     #[test]
     fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {

@@ -136,7 +136,7 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Crd => {
-            print!("{}", crate::crd::definition_yaml());
+            print!("{}", crate::api::crd::definition_yaml());
             ExitCode::SUCCESS
         }
         Command::Render(args) => render_command(&args),

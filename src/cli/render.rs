@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
+use crate::api::crd::{AppStack, SecretKeyRef};
+use crate::api::stack::{Database, DatabaseIdentity, EnvSource, InvalidSpec, ValidatedStack};
 use crate::children;
-use crate::crd::{AppStack, SecretKeyRef};
 use crate::database::DatabaseUrl;
 use crate::database::url::UrlError;
 use crate::reconcile::plan::{self, Object};
 use crate::secrets::{self, SecretValue};
-use crate::stack::{Database, DatabaseIdentity, EnvSource, InvalidSpec, ValidatedStack};
 use crate::stages;
 
 /// Stand-in for the UID the API server assigns.

@@ -22,12 +22,12 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tracing::debug;
 
+use crate::api::conditions::{self, Check, reasons, types};
+use crate::api::crd::AppStackStatus;
+use crate::api::stack::{Database, DatabaseIdentity, ValidatedStack};
 use crate::children::database_name;
-use crate::crd::AppStackStatus;
-use crate::reconcile::status::{self, Check, reasons, types};
 use crate::runtime::metrics::Metrics;
 use crate::secrets::{ObservedSecrets, SecretValues, db_keys};
-use crate::stack::{Database, DatabaseIdentity, ValidatedStack};
 pub use probe::{Failure, Limits};
 pub use schema::SchemaRevision;
 pub use url::DatabaseUrl;
@@ -361,11 +361,11 @@ pub fn settled(
     if migration_pending || previous?.observed_generation != generation {
         return None;
     }
-    let ready = status::condition(previous, types::READY)?;
+    let ready = conditions::condition(previous, types::READY)?;
     if ready.status != "True" {
         return None;
     }
-    status::condition(previous, types::DATABASE_READY)
+    conditions::condition(previous, types::DATABASE_READY)
 }
 
 /// Per-key delays doubling from `first` up to `max`, starting over when
@@ -412,9 +412,9 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
+    use crate::api::stack::tests::{example, from_yaml};
     use crate::reconcile::status::{Observation, desired_status};
     use crate::secrets::SecretValue;
-    use crate::stack::tests::{example, from_yaml};
     use crate::stages::Stage;
 
     fn external_stack() -> ValidatedStack {

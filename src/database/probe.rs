@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::{Connection, Executor, PgConnection};
 
 use super::url::DatabaseUrl;
-use crate::reconcile::status::reasons;
+use crate::api::conditions::reasons;
 
 /// Upper bounds of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

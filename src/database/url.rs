@@ -16,8 +16,8 @@ use std::fmt;
 use percent_encoding::percent_decode_str;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
+use crate::api::stack::DatabaseIdentity;
 use crate::secrets::SecretValue;
-use crate::stack::DatabaseIdentity;
 
 /// Port of a URL that names none.
 pub const DEFAULT_PORT: u16 = 5432;

@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 
 use super::report::Report;
 use super::sensitive::{SecretReason, looks_like_placeholder, secret_reason};
-use crate::crd::{EnvEntry, EnvValueFrom, GenerateSpec, SecretKeyRef};
+use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, SecretKeyRef};
 
 /// Length of the values the operator generates for placeholders.
 pub const GENERATED_LENGTH: i32 = 48;

@@ -16,7 +16,7 @@ use super::report::Report;
 use super::roles::{self, FRONTEND_THRESHOLD, Facts};
 use super::sensitive::{distinctive, secret_reason, url_parts};
 use super::{ImportError, ProjectEnvironment};
-use crate::crd::{
+use crate::api::crd::{
     AppStack, AppStackSpec, BackendSpec, DatabaseSpec, EnvEntry, ExternalDatabase, FrontendSpec,
     HealthSpec, MAX_STACK_NAME_LENGTH, ManagedDatabase, MigrationsSpec, PoolSpec, Quantity,
     RESERVED_ENV_NAMES, Resources, SecretKeyRef,

@@ -7,7 +7,7 @@
 //! so the output always matches the CRD. Everything the AppStack cannot
 //! carry is listed in the [`Report`].
 //!
-//! [`AppStackSpec`]: crate::crd::AppStackSpec
+//! [`AppStackSpec`]: crate::api::crd::AppStackSpec
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

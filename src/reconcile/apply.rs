@@ -2,24 +2,18 @@
 //! result is recorded in the caches, so the rest of the pass (and the next,
 //! should it start before the watch shows the write) reads what was written.
 
-use std::fmt::Debug;
-
 use futures::future::try_join_all;
-use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use tracing::{debug, info};
 
-use super::Context;
-use super::plan::{self, Deletion, Kind, Object, Write};
+use super::context::Context;
+use super::plan::{self, Deletion, Kind, Write};
+use crate::api::crd::AppStack;
 use crate::children::FIELD_MANAGER;
-use crate::crd::AppStack;
-use crate::runtime::cache::{KindCache, Slim};
+use crate::kinds::{match_kind, match_object};
+use crate::runtime::cache::Cached;
+use crate::runtime::cache::slim::slimmed;
 
 /// A write or deletion the API server refused.
 #[derive(Debug, thiserror::Error)]
@@ -78,109 +72,17 @@ async fn one(
     write: Write,
 ) -> Result<Option<Done>, ApplyError> {
     let namespace = stack.namespace().unwrap_or_default();
-    let client = &context.client;
-    let caches = &context.caches;
     match write {
         Write::Apply(object) => {
-            match &object {
-                Object::Secret(desired) => {
-                    server_side_apply(&namespaced(context, &namespace), &caches.secrets, desired)
-                        .await
-                }
-                Object::ConfigMap(desired) => {
-                    server_side_apply(
-                        &namespaced(context, &namespace),
-                        &caches.config_maps,
-                        desired,
-                    )
-                    .await
-                }
-                Object::Service(desired) => {
-                    server_side_apply(&namespaced(context, &namespace), &caches.services, desired)
-                        .await
-                }
-                Object::StatefulSet(desired) => {
-                    server_side_apply(
-                        &namespaced(context, &namespace),
-                        &caches.statefulsets,
-                        desired,
-                    )
-                    .await
-                }
-                Object::Job(desired) => {
-                    server_side_apply(&namespaced(context, &namespace), &caches.jobs, desired).await
-                }
-                Object::Deployment(desired) => {
-                    server_side_apply(
-                        &namespaced(context, &namespace),
-                        &caches.deployments,
-                        desired,
-                    )
-                    .await
-                }
-                Object::ServiceMonitor(desired) => {
-                    let resource = caches
-                        .service_monitor_api()
-                        .ok_or(ApplyError::NotServed("ServiceMonitor"))?;
-                    let api = Api::<DynamicObject>::namespaced_with(
-                        client.clone(),
-                        &namespace,
-                        &resource,
-                    );
-                    server_side_apply(&api, &caches.service_monitors, desired).await
-                }
-                Object::NetworkPolicy(desired) => {
-                    server_side_apply(
-                        &namespaced(context, &namespace),
-                        &caches.network_policies,
-                        desired,
-                    )
-                    .await
-                }
-                Object::PodDisruptionBudget(desired) => {
-                    server_side_apply(
-                        &namespaced(context, &namespace),
-                        &caches.disruption_budgets,
-                        desired,
-                    )
-                    .await
-                }
-                Object::Ingress(desired) => {
-                    server_side_apply(&namespaced(context, &namespace), &caches.ingresses, desired)
-                        .await
-                }
-                Object::HttpRoute(desired) => {
-                    let resource = caches
-                        .http_route_api()
-                        .ok_or(ApplyError::NotServed("HTTPRoute"))?;
-                    let api = Api::<DynamicObject>::namespaced_with(
-                        client.clone(),
-                        &namespace,
-                        &resource,
-                    );
-                    server_side_apply(&api, &caches.http_routes, desired).await
-                }
-            }
-            .map_err(refused("applying", &object))?;
-            debug!(kind = object.kind().as_str(), name = %object.name(), "applied");
+            match_object!(&object, K, desired => {
+                server_side_apply::<K>(context, &namespace, desired).await
+            })?;
             Ok(None)
         }
         Write::Create(object) => {
-            let created = match &object {
-                Object::Secret(desired) => {
-                    create(&namespaced(context, &namespace), &caches.secrets, desired).await
-                }
-                Object::Job(desired) => {
-                    create(&namespaced(context, &namespace), &caches.jobs, desired).await
-                }
-                other => unreachable!("{:?} is never created once", other.kind()),
-            }
-            .map_err(refused("creating", &object))?;
-            if created {
-                debug!(kind = object.kind().as_str(), name = %object.name(), "created");
-            } else {
-                debug!(kind = object.kind().as_str(), name = %object.name(), "found created already");
-            }
+            let created = match_object!(&object, K, desired => {
+                create::<K>(context, &namespace, desired).await
+            })?;
             Ok(created.then(|| Done::Created {
                 kind: object.kind(),
                 name: object.name(),
@@ -196,32 +98,7 @@ async fn one(
                 "resourceVersion": resource_version,
                 "ownerReferences": owners,
             }}));
-            let refused = |source| ApplyError::Object {
-                verb: "updating the ownerReferences of",
-                kind: kind.as_str(),
-                name: name.clone(),
-                source,
-            };
-            match kind {
-                Kind::Secret => {
-                    let api: Api<Secret> = namespaced(context, &namespace);
-                    let secret = api
-                        .patch(&name, &PatchParams::default(), &patch)
-                        .await
-                        .map_err(refused)?;
-                    caches.secrets.record_written(slimmed(secret));
-                }
-                Kind::PersistentVolumeClaim => {
-                    let api: Api<PersistentVolumeClaim> = namespaced(context, &namespace);
-                    let volume = api
-                        .patch(&name, &PatchParams::default(), &patch)
-                        .await
-                        .map_err(refused)?;
-                    caches.volumes.record_written(slimmed(volume));
-                }
-                other => unreachable!("ownerReferences of {other:?} are applied whole"),
-            }
-            info!(kind = kind.as_str(), %name, "ownerReferences updated");
+            match_kind!(kind, K => patch_owners::<K>(context, &namespace, &name, &patch).await)?;
             Ok(None)
         }
         Write::Finalizer(held) => {
@@ -238,71 +115,11 @@ pub async fn deletions(
     deletions: Vec<Deletion>,
 ) -> Result<Vec<Done>, ApplyError> {
     let namespace = stack.namespace().unwrap_or_default();
-    let caches = &context.caches;
     let done = try_join_all(deletions.into_iter().map(|deletion| {
         let namespace = namespace.clone();
         async move {
             let Deletion { kind, name, uid } = deletion;
-            let result = match kind {
-                Kind::Secret => delete::<Secret>(context, &namespace, &name).await,
-                Kind::ConfigMap => {
-                    delete::<k8s_openapi::api::core::v1::ConfigMap>(context, &namespace, &name)
-                        .await
-                }
-                Kind::Service => {
-                    delete::<k8s_openapi::api::core::v1::Service>(context, &namespace, &name).await
-                }
-                Kind::StatefulSet => {
-                    delete::<k8s_openapi::api::apps::v1::StatefulSet>(context, &namespace, &name)
-                        .await
-                }
-                Kind::Job => {
-                    delete::<k8s_openapi::api::batch::v1::Job>(context, &namespace, &name).await
-                }
-                Kind::Deployment => {
-                    delete::<k8s_openapi::api::apps::v1::Deployment>(context, &namespace, &name)
-                        .await
-                }
-                Kind::ServiceMonitor => {
-                    delete_dynamic(context, &namespace, &name, caches.service_monitor_api()).await
-                }
-                Kind::HttpRoute => {
-                    delete_dynamic(context, &namespace, &name, caches.http_route_api()).await
-                }
-                Kind::NetworkPolicy => delete::<NetworkPolicy>(context, &namespace, &name).await,
-                Kind::PodDisruptionBudget => {
-                    delete::<PodDisruptionBudget>(context, &namespace, &name).await
-                }
-                Kind::Ingress => delete::<Ingress>(context, &namespace, &name).await,
-                Kind::PersistentVolumeClaim => unreachable!("volumes are never swept"),
-            };
-            result.map_err(|source| ApplyError::Object {
-                verb: "deleting",
-                kind: kind.as_str(),
-                name: name.clone(),
-                source,
-            })?;
-            match kind {
-                Kind::Secret => caches.secrets.record_deleted(&namespace, &name, uid),
-                Kind::ConfigMap => caches.config_maps.record_deleted(&namespace, &name, uid),
-                Kind::Service => caches.services.record_deleted(&namespace, &name, uid),
-                Kind::StatefulSet => caches.statefulsets.record_deleted(&namespace, &name, uid),
-                Kind::Job => caches.jobs.record_deleted(&namespace, &name, uid),
-                Kind::Deployment => caches.deployments.record_deleted(&namespace, &name, uid),
-                Kind::ServiceMonitor => caches
-                    .service_monitors
-                    .record_deleted(&namespace, &name, uid),
-                Kind::HttpRoute => caches.http_routes.record_deleted(&namespace, &name, uid),
-                Kind::NetworkPolicy => caches
-                    .network_policies
-                    .record_deleted(&namespace, &name, uid),
-                Kind::PodDisruptionBudget => caches
-                    .disruption_budgets
-                    .record_deleted(&namespace, &name, uid),
-                Kind::Ingress => caches.ingresses.record_deleted(&namespace, &name, uid),
-                Kind::PersistentVolumeClaim => {}
-            }
-            info!(kind = kind.as_str(), %name, "deleted child no longer in the spec");
+            match_kind!(kind, K => delete::<K>(context, &namespace, &name, uid).await)?;
             Ok::<_, ApplyError>(Done::Deleted { kind, name })
         }
     }))
@@ -310,55 +127,59 @@ pub async fn deletions(
     Ok(done)
 }
 
-fn namespaced<K>(context: &Context, namespace: &str) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
-{
-    Api::namespaced(context.client.clone(), namespace)
-}
-
-fn refused<'a>(
-    verb: &'static str,
-    object: &'a Object,
-) -> impl FnOnce(kube::Error) -> ApplyError + 'a {
+/// The error of a request about `name`, of kind `kind`, the API server
+/// refused.
+fn refused(verb: &'static str, kind: Kind, name: &str) -> impl FnOnce(kube::Error) -> ApplyError {
+    let name = name.to_string();
     move |source| ApplyError::Object {
         verb,
-        kind: object.kind().as_str(),
-        name: object.name(),
+        kind: kind.as_str(),
+        name,
         source,
     }
 }
 
-fn slimmed<K: Slim>(mut object: K) -> K {
-    object.slim();
-    object
+/// The API of kind `K` in `namespace`, while it is served.
+fn api<K: Cached>(context: &Context, namespace: &str) -> Option<Api<K::Object>> {
+    let cache = K::cache(&context.caches);
+    cache
+        .served()
+        .then(|| K::api(context.client.clone(), namespace, cache.dyntype()))
 }
 
-async fn server_side_apply<K>(
-    api: &Api<K>,
-    cache: &KindCache<K>,
-    desired: &K,
-) -> Result<(), kube::Error>
-where
-    K: Resource + Slim + Clone + Debug + Serialize + DeserializeOwned,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
+/// The API of kind `K` for a write: one the server no longer serves is an
+/// error, retried (discovery looks for the API again meanwhile).
+fn writable<K: Cached>(context: &Context, namespace: &str) -> Result<Api<K::Object>, ApplyError> {
+    api::<K>(context, namespace).ok_or(ApplyError::NotServed(K::KIND.as_str()))
+}
+
+async fn server_side_apply<K: Cached>(
+    context: &Context,
+    namespace: &str,
+    desired: &K::Object,
+) -> Result<(), ApplyError> {
+    let name = desired.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let object = api
-        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
-        .await?;
-    cache.record_written(slimmed(object));
+    let object = writable::<K>(context, namespace)?
+        .patch(&name, &params, &Patch::Apply(desired))
+        .await
+        .map_err(refused("applying", K::KIND, &name))?;
+    K::cache(&context.caches).record_written(slimmed(object));
+    debug!(kind = K::KIND.as_str(), %name, "applied");
     Ok(())
 }
 
 /// Creates `desired`; when an object of that name exists already (a race
 /// with another writer, or a cache that has not shown it yet), that one
 /// wins and is read into the cache. Returns whether it was created.
-async fn create<K>(api: &Api<K>, cache: &KindCache<K>, desired: &K) -> Result<bool, kube::Error>
-where
-    K: Resource + Slim + Clone + Debug + Serialize + DeserializeOwned,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
+async fn create<K: Cached>(
+    context: &Context,
+    namespace: &str,
+    desired: &K::Object,
+) -> Result<bool, ApplyError> {
+    let name = desired.name_any();
+    let api = writable::<K>(context, namespace)?;
+    let cache = K::cache(&context.caches);
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PostParams::default()
@@ -366,40 +187,56 @@ where
     match api.create(&params, desired).await {
         Ok(object) => {
             cache.record_written(slimmed(object));
+            debug!(kind = K::KIND.as_str(), %name, "created");
             Ok(true)
         }
         Err(kube::Error::Api(status)) if status.code == 409 => {
-            cache.record(slimmed(api.get(&desired.name_any()).await?));
+            let found = api
+                .get(&name)
+                .await
+                .map_err(refused("reading", K::KIND, &name))?;
+            cache.record(slimmed(found));
+            debug!(kind = K::KIND.as_str(), %name, "found created already");
             Ok(false)
         }
-        Err(error) => Err(error),
+        Err(error) => Err(refused("creating", K::KIND, &name)(error)),
     }
 }
 
-async fn delete<K>(context: &Context, namespace: &str, name: &str) -> Result<(), kube::Error>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
-{
-    let api: Api<K> = namespaced(context, namespace);
-    ignore_gone(api.delete(name, &DeleteParams::background()).await)
-}
-
-/// Deletes an object of a discovered kind; while its API is not served
-/// there is nothing to delete.
-async fn delete_dynamic(
+/// Replaces an object's ownerReferences with a merge patch.
+async fn patch_owners<K: Cached>(
     context: &Context,
     namespace: &str,
     name: &str,
-    resource: Option<ApiResource>,
-) -> Result<(), kube::Error> {
-    let Some(resource) = resource else {
-        return Ok(());
-    };
-    let api = Api::<DynamicObject>::namespaced_with(context.client.clone(), namespace, &resource);
-    ignore_gone(api.delete(name, &DeleteParams::background()).await)
+    patch: &Patch<serde_json::Value>,
+) -> Result<(), ApplyError> {
+    let object = writable::<K>(context, namespace)?
+        .patch(name, &PatchParams::default(), patch)
+        .await
+        .map_err(refused("updating the ownerReferences of", K::KIND, name))?;
+    K::cache(&context.caches).record_written(slimmed(object));
+    info!(kind = K::KIND.as_str(), %name, "ownerReferences updated");
+    Ok(())
+}
+
+/// Deletes an object; one already gone, or of a kind whose API is no
+/// longer served, counts as deleted.
+async fn delete<K: Cached>(
+    context: &Context,
+    namespace: &str,
+    name: &str,
+    uid: Option<String>,
+) -> Result<(), ApplyError> {
+    if let Some(api) = api::<K>(context, namespace) {
+        ignore_gone(api.delete(name, &DeleteParams::background()).await).map_err(refused(
+            "deleting",
+            K::KIND,
+            name,
+        ))?;
+    }
+    K::cache(&context.caches).record_deleted(namespace, name, uid);
+    info!(kind = K::KIND.as_str(), %name, "deleted child no longer in the spec");
+    Ok(())
 }
 
 fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {

@@ -40,13 +40,47 @@ pub fn secret_with_desired_hash(desired: &Secret) -> Secret {
     annotated(desired, &shape)
 }
 
+/// How a desired child carries its desired hash: over all of it, or, of a
+/// Secret, over all but its values.
+pub trait Hashed: Sized {
+    fn with_desired_hash(&self) -> Self;
+}
+
+macro_rules! hashed_whole {
+    ($($kind:ty),*) => {$(
+        impl Hashed for $kind {
+            fn with_desired_hash(&self) -> Self {
+                with_desired_hash(self)
+            }
+        }
+    )*};
+}
+hashed_whole!(
+    k8s_openapi::api::core::v1::ConfigMap,
+    k8s_openapi::api::core::v1::Service,
+    k8s_openapi::api::apps::v1::StatefulSet,
+    k8s_openapi::api::batch::v1::Job,
+    k8s_openapi::api::apps::v1::Deployment,
+    k8s_openapi::api::core::v1::PersistentVolumeClaim,
+    k8s_openapi::api::networking::v1::NetworkPolicy,
+    k8s_openapi::api::policy::v1::PodDisruptionBudget,
+    k8s_openapi::api::networking::v1::Ingress,
+    kube::api::DynamicObject
+);
+
+impl Hashed for Secret {
+    fn with_desired_hash(&self) -> Self {
+        secret_with_desired_hash(self)
+    }
+}
+
 fn annotated<K: Resource + Clone, H: Serialize>(desired: &K, hashed: &H) -> K {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(serde_json::to_vec(hashed).unwrap_or_default());
     let mut annotated = desired.clone();
     annotated.annotations_mut().insert(
         DESIRED_HASH_ANNOTATION.into(),
-        crate::stack::hex(&digest[..8]),
+        crate::api::stack::hex(&digest[..8]),
     );
     annotated
 }

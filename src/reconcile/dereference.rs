@@ -12,13 +12,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
-use super::Context;
-use super::status::{Check, reasons};
+use super::context::Context;
+use crate::api::conditions::{Check, reasons};
+use crate::api::stack::{Database, EnvSource, ValidatedStack};
 use crate::children::{database::volume_claim_name, database_name, env_name};
 use crate::database::{self, Failure, Located};
-use crate::runtime::cache::{Caches, Slim};
+use crate::runtime::cache::Caches;
+use crate::runtime::cache::slim::Slim;
 use crate::secrets::{self, ObservedSecrets, ResolveError, Resolved, SecretValue};
-use crate::stack::{Database, EnvSource, ValidatedStack};
 
 /// Secret types whose values are never copied into an application's
 /// environment: credentials of the cluster itself.
@@ -62,7 +63,7 @@ pub enum Dereferenced {
 }
 
 /// Resolves every secret value of `stack`; `referenced` names the user's
-/// Secrets it reads ([`crate::crd::AppStackSpec::referenced_secrets`], which
+/// Secrets it reads ([`crate::api::crd::AppStackSpec::referenced_secrets`], which
 /// the cache's index follows too).
 pub async fn dereference(
     context: &Context,
@@ -318,7 +319,7 @@ async fn read(api: &Api<Secret>, name: &str) -> Result<Option<Secret>, Dereferen
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
 
     fn observed(entries: &[(&str, &str, &[u8])]) -> ObservedSecrets {
         let mut observed = ObservedSecrets::default();

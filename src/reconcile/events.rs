@@ -6,14 +6,15 @@ use kube::runtime::events::{Event, EventType};
 
 use super::apply::Done;
 use super::plan::Kind;
-use super::status::{self, reasons, types};
-use crate::crd::AppStackStatus;
+use super::status;
+use crate::api::conditions::{self, reasons, types};
+use crate::api::crd::AppStackStatus;
 
 /// Events for the transitions between two statuses.
 pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) -> Vec<Event> {
     let became = |type_: &str, reason: &str| status::became(previous, desired, type_, reason);
     let mut events = Vec::new();
-    if let Some(condition) = status::condition(Some(desired), types::DATABASE_READY)
+    if let Some(condition) = conditions::condition(Some(desired), types::DATABASE_READY)
         .filter(|condition| reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str()))
         && let Some(note) = became(types::DATABASE_READY, &condition.reason)
     {
@@ -41,7 +42,7 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     }
     for reason in [reasons::INGRESS_READY, reasons::ROUTE_ACCEPTED] {
         if let Some(note) = became(types::EXPOSE_READY, reason)
-            && status::condition(Some(desired), types::EXPOSE_READY)
+            && conditions::condition(Some(desired), types::EXPOSE_READY)
                 .is_some_and(|condition| condition.status == "True")
         {
             events.push(event(EventType::Normal, reasons::EXPOSED, note));
@@ -57,11 +58,13 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     }
     // A failed migration and a database that cannot be used have their
     // Warning above already.
-    if let Some(condition) = status::condition(Some(desired), types::STALLED).filter(|condition| {
-        condition.status == "True"
-            && condition.reason != reasons::MIGRATION_FAILED
-            && !reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str())
-    }) && became(types::STALLED, &condition.reason).is_some()
+    if let Some(condition) =
+        conditions::condition(Some(desired), types::STALLED).filter(|condition| {
+            condition.status == "True"
+                && condition.reason != reasons::MIGRATION_FAILED
+                && !reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str())
+        })
+        && became(types::STALLED, &condition.reason).is_some()
     {
         events.push(event(
             EventType::Warning,
@@ -151,7 +154,8 @@ fn event(type_: EventType, reason: &str, note: String) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::status::{Check, Observation, desired_status};
+    use crate::api::conditions::Check;
+    use crate::reconcile::status::{Observation, desired_status};
     use crate::stages::Stage;
     use k8s_openapi::jiff::Timestamp;
 

@@ -8,35 +8,36 @@
 
 pub mod apply;
 pub mod compare;
+pub mod context;
 pub mod dereference;
 pub mod events;
 pub mod observe;
 pub mod plan;
 pub mod probe;
 pub mod release;
+pub mod settle;
 pub mod status;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::runtime::events::Recorder;
+use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use self::apply::{ApplyError, Done};
+pub use self::context::Context;
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
-use self::status::{Check, Observation, Outcome, reasons, types};
-use crate::children::network::OperatorPods;
+use self::status::{Observation, Outcome};
+use crate::api::conditions::{Check, reasons, types};
+use crate::api::crd::{AppStack, AppStackStatus};
+use crate::api::stack::ValidatedStack;
 use crate::children::{self, env_name};
-use crate::crd::{AppStack, AppStackStatus};
-use crate::database::Databases;
-use crate::runtime::cache::{Caches, Slim, StackKey};
-use crate::runtime::metrics::Metrics;
-use crate::stack::ValidatedStack;
+use crate::runtime::cache::slim::Slim;
+use crate::runtime::cache::{Caches, StackKey};
 use crate::stages::{self, Stage};
 
 /// Look again after this long without a watch event: a safety net, since
@@ -44,19 +45,6 @@ use crate::stages::{self, Stage};
 pub const RESYNC: Duration = Duration::from_secs(300);
 /// Look again this soon while the stack is still coming up.
 pub const PROGRESS: Duration = Duration::from_secs(30);
-
-/// What a pass needs: the client and who reports its Events, the metrics,
-/// the caches of the stack's scope, and the process's side of every database.
-pub struct Context {
-    pub client: Client,
-    pub reporter: Reporter,
-    pub metrics: Metrics,
-    pub caches: Arc<Caches>,
-    pub databases: Arc<Databases>,
-    /// The operator's pods, when they connect to managed databases from
-    /// inside the cluster: the databases' NetworkPolicies let them in.
-    pub operator_pods: Option<OperatorPods>,
-}
 
 /// A step of the pass failed; the stack is retried with backoff.
 #[derive(Debug, thiserror::Error)]

@@ -7,15 +7,15 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
-use super::status::{self, Check, reasons, types};
+use crate::api::conditions::{self, Check, reasons, types};
+use crate::api::crd::{AppStackStatus, GatewayRef, MigrationStatus};
+use crate::api::stack::{Database, Route, ValidatedStack};
 use crate::children::expose::exposure_name;
 use crate::children::{
     self, Component, ConfigSource, ConfigVersions, ObjectVersion, SourceVersion, database_name,
     workload::workload_name,
 };
-use crate::crd::{AppStackStatus, GatewayRef, MigrationStatus};
 use crate::runtime::cache::Caches;
-use crate::stack::{Database, Route, ValidatedStack};
 use crate::stages::Stage;
 
 /// The check of a stage the pass reached, after its writes, from the
@@ -109,13 +109,16 @@ pub fn check(
             None => Check::ok(reasons::NOT_CONFIGURED, "no frontend in the spec"),
         },
         Stage::Expose => expose_check(stack, caches),
-        Stage::Monitoring => match (&stack.service_monitor_labels, caches.service_monitor_api()) {
+        Stage::Monitoring => match (
+            &stack.service_monitor_labels,
+            caches.service_monitors.served(),
+        ) {
             (None, _) => Check::ok(reasons::DISABLED, "no ServiceMonitor asked for"),
-            (Some(_), None) => Check::pending(
+            (Some(_), false) => Check::pending(
                 reasons::CRD_NOT_INSTALLED,
                 "the monitoring.coreos.com/v1 ServiceMonitor API is not served; install the Prometheus Operator CRDs",
             ),
-            (Some(_), Some(_)) => Check::ok(
+            (Some(_), true) => Check::ok(
                 reasons::SERVICE_MONITOR_READY,
                 "ServiceMonitor for the backend is applied",
             ),
@@ -138,7 +141,7 @@ fn expose_check(stack: &ValidatedStack, caches: &Caches) -> Check {
             ),
         },
         Route::Gateway(gateway) => {
-            if caches.http_route_api().is_none() {
+            if !caches.http_routes.served() {
                 return Check::pending(
                     reasons::CRD_NOT_INSTALLED,
                     "the gateway.networking.k8s.io/v1 HTTPRoute API is not served; install the Gateway API CRDs",
@@ -287,7 +290,7 @@ pub fn generated_lost(
             ),
         );
     }
-    match status::condition(previous, types::SECRETS_READY) {
+    match conditions::condition(previous, types::SECRETS_READY) {
         Some(before)
             if before.reason == reasons::GENERATED_SECRET_LOST
                 && before.observed_generation == Some(stack.generation) =>
@@ -696,8 +699,8 @@ mod tests {
 
     #[test]
     fn a_loss_stays_in_secrets_ready_until_the_spec_changes() {
+        use crate::api::stack::tests::example;
         use crate::reconcile::status::{Observation, desired_status};
-        use crate::stack::tests::example;
         use k8s_openapi::jiff::Timestamp;
         let stack = example();
         let resolved = || Check::ok(reasons::SECRETS_RESOLVED, "in place");

@@ -4,25 +4,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::DynamicObject;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use super::compare;
-use super::observe::{earlier_migration_running, job_finished};
+use super::observe::earlier_migration_running;
+use crate::api::crd::MigrationStatus;
+use crate::api::stack::ValidatedStack;
 use crate::children::expose::Exposure;
 use crate::children::{self, Children, DatabaseChildren, Workload};
-use crate::crd::MigrationStatus;
-use crate::runtime::cache::{Caches, KindCache};
-use crate::runtime::packed::Settle;
-use crate::stack::ValidatedStack;
+pub use crate::kinds::{Kind, Object};
+use crate::kinds::{for_each_kind, markers, match_object};
+use crate::runtime::cache::{Cached, Caches};
 use crate::stages::Stage;
 
 /// Finished migration Jobs of older revisions kept for inspection.
@@ -33,136 +26,6 @@ pub const KEEP_FINISHED_JOBS: usize = 3;
 /// none can recreate the StatefulSet (and with it a new, unowned volume)
 /// once the garbage collector has started deleting the stack's children.
 pub const DATABASE_FINALIZER: &str = "appstack.dev/delete-database";
-
-/// A child of any kind the operator writes.
-// A pass holds a dozen of these for its duration; boxing buys nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-pub enum Object {
-    Secret(Secret),
-    ConfigMap(ConfigMap),
-    Service(Service),
-    StatefulSet(StatefulSet),
-    Job(Job),
-    Deployment(Deployment),
-    ServiceMonitor(DynamicObject),
-    NetworkPolicy(NetworkPolicy),
-    PodDisruptionBudget(PodDisruptionBudget),
-    Ingress(Ingress),
-    HttpRoute(DynamicObject),
-}
-
-/// The kinds of objects a pass writes or deletes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    Secret,
-    ConfigMap,
-    Service,
-    StatefulSet,
-    Job,
-    Deployment,
-    ServiceMonitor,
-    PersistentVolumeClaim,
-    NetworkPolicy,
-    PodDisruptionBudget,
-    Ingress,
-    HttpRoute,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Secret => "Secret",
-            Kind::ConfigMap => "ConfigMap",
-            Kind::Service => "Service",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::Job => "Job",
-            Kind::Deployment => "Deployment",
-            Kind::ServiceMonitor => "ServiceMonitor",
-            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
-            Kind::NetworkPolicy => "NetworkPolicy",
-            Kind::PodDisruptionBudget => "PodDisruptionBudget",
-            Kind::Ingress => "Ingress",
-            Kind::HttpRoute => "HTTPRoute",
-        }
-    }
-}
-
-impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Secret(_) => Kind::Secret,
-            Object::ConfigMap(_) => Kind::ConfigMap,
-            Object::Service(_) => Kind::Service,
-            Object::StatefulSet(_) => Kind::StatefulSet,
-            Object::Job(_) => Kind::Job,
-            Object::Deployment(_) => Kind::Deployment,
-            Object::ServiceMonitor(_) => Kind::ServiceMonitor,
-            Object::NetworkPolicy(_) => Kind::NetworkPolicy,
-            Object::PodDisruptionBudget(_) => Kind::PodDisruptionBudget,
-            Object::Ingress(_) => Kind::Ingress,
-            Object::HttpRoute(_) => Kind::HttpRoute,
-        }
-    }
-
-    pub fn name(&self) -> String {
-        match self {
-            Object::Secret(object) => object.name_any(),
-            Object::ConfigMap(object) => object.name_any(),
-            Object::Service(object) => object.name_any(),
-            Object::StatefulSet(object) => object.name_any(),
-            Object::Job(object) => object.name_any(),
-            Object::Deployment(object) => object.name_any(),
-            Object::ServiceMonitor(object) => object.name_any(),
-            Object::NetworkPolicy(object) => object.name_any(),
-            Object::PodDisruptionBudget(object) => object.name_any(),
-            Object::Ingress(object) => object.name_any(),
-            Object::HttpRoute(object) => object.name_any(),
-        }
-    }
-
-    /// The object with [`compare::DESIRED_HASH_ANNOTATION`] set, as it is
-    /// applied and compared.
-    fn with_desired_hash(self) -> Self {
-        match self {
-            Object::Secret(object) => Object::Secret(compare::secret_with_desired_hash(&object)),
-            Object::ConfigMap(object) => Object::ConfigMap(compare::with_desired_hash(&object)),
-            Object::Service(object) => Object::Service(compare::with_desired_hash(&object)),
-            Object::StatefulSet(object) => Object::StatefulSet(compare::with_desired_hash(&object)),
-            Object::Job(object) => Object::Job(compare::with_desired_hash(&object)),
-            Object::Deployment(object) => Object::Deployment(compare::with_desired_hash(&object)),
-            Object::ServiceMonitor(object) => {
-                Object::ServiceMonitor(compare::with_desired_hash(&object))
-            }
-            Object::NetworkPolicy(object) => {
-                Object::NetworkPolicy(compare::with_desired_hash(&object))
-            }
-            Object::PodDisruptionBudget(object) => {
-                Object::PodDisruptionBudget(compare::with_desired_hash(&object))
-            }
-            Object::Ingress(object) => Object::Ingress(compare::with_desired_hash(&object)),
-            Object::HttpRoute(object) => Object::HttpRoute(compare::with_desired_hash(&object)),
-        }
-    }
-
-    /// The object as YAML-ready JSON, for `appstack render`.
-    pub fn to_value(&self) -> serde_json::Value {
-        let value = match self {
-            Object::Secret(object) => serde_json::to_value(object),
-            Object::ConfigMap(object) => serde_json::to_value(object),
-            Object::Service(object) => serde_json::to_value(object),
-            Object::StatefulSet(object) => serde_json::to_value(object),
-            Object::Job(object) => serde_json::to_value(object),
-            Object::Deployment(object) => serde_json::to_value(object),
-            Object::ServiceMonitor(object) => serde_json::to_value(object),
-            Object::NetworkPolicy(object) => serde_json::to_value(object),
-            Object::PodDisruptionBudget(object) => serde_json::to_value(object),
-            Object::Ingress(object) => serde_json::to_value(object),
-            Object::HttpRoute(object) => serde_json::to_value(object),
-        };
-        value.expect("children always serialize")
-    }
-}
 
 /// How a desired child is written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -338,20 +201,11 @@ pub fn stage(
     for Desired { object, mode } in desired {
         let write = match object {
             Object::Secret(secret) if *mode == Mode::CreateOnce && !facts.generated_credentials => {
-                owners_write(&caches.secrets, namespace, secret, Kind::Secret)
+                owners_write::<markers::Secret>(caches, namespace, secret)
             }
             Object::Secret(secret) => {
-                child_write(&caches.secrets, namespace, secret, *mode, object)
-                    .or_else(|| owners_write(&caches.secrets, namespace, secret, Kind::Secret))
-            }
-            Object::ConfigMap(config) => {
-                child_write(&caches.config_maps, namespace, config, *mode, object)
-            }
-            Object::Service(service) => {
-                child_write(&caches.services, namespace, service, *mode, object)
-            }
-            Object::StatefulSet(statefulset) => {
-                child_write(&caches.statefulsets, namespace, statefulset, *mode, object)
+                child_write::<markers::Secret>(caches, namespace, secret, *mode, object)
+                    .or_else(|| owners_write::<markers::Secret>(caches, namespace, secret))
             }
             Object::Job(job) => {
                 let applied = facts
@@ -367,27 +221,12 @@ pub fn stage(
                     // two migrations never run against one database at once.
                     None
                 } else {
-                    child_write(&caches.jobs, namespace, job, *mode, object)
+                    child_write::<markers::Job>(caches, namespace, job, *mode, object)
                 }
             }
-            Object::Deployment(deployment) => {
-                child_write(&caches.deployments, namespace, deployment, *mode, object)
-            }
-            Object::ServiceMonitor(monitor) => caches.service_monitor_api().and_then(|_| {
-                child_write(&caches.service_monitors, namespace, monitor, *mode, object)
+            other => match_object!(other, K, desired => {
+                child_write::<K>(caches, namespace, desired, *mode, object)
             }),
-            Object::NetworkPolicy(policy) => {
-                child_write(&caches.network_policies, namespace, policy, *mode, object)
-            }
-            Object::PodDisruptionBudget(budget) => {
-                child_write(&caches.disruption_budgets, namespace, budget, *mode, object)
-            }
-            Object::Ingress(ingress) => {
-                child_write(&caches.ingresses, namespace, ingress, *mode, object)
-            }
-            Object::HttpRoute(route) => caches
-                .http_route_api()
-                .and_then(|_| child_write(&caches.http_routes, namespace, route, *mode, object)),
         };
         writes.extend(write);
     }
@@ -441,19 +280,20 @@ pub fn stage(
     writes
 }
 
-/// The write `desired` needs given what `cache` holds, if any: `object`
-/// (`desired` as the write carries it) created or applied.
-fn child_write<K>(
-    cache: &KindCache<K>,
+/// The write `desired` needs given what the cache of its kind holds, if
+/// any: `object` (`desired` as the write carries it) created or applied.
+/// Nothing while the kind's API is not served.
+fn child_write<C: Cached>(
+    caches: &Caches,
     namespace: &str,
-    desired: &K,
+    desired: &C::Object,
     mode: Mode,
     object: &Object,
-) -> Option<Write>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + Settle + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
+) -> Option<Write> {
+    let cache = C::cache(caches);
+    if !cache.served() {
+        return None;
+    }
     match mode {
         Mode::CreateOnce => cache
             .metadata(namespace, &desired.name_any())
@@ -471,16 +311,12 @@ where
 
 /// A create-once object's ownerReferences follow the deletion policy
 /// without its data ever being rewritten.
-fn owners_write<K>(cache: &KindCache<K>, namespace: &str, desired: &K, kind: Kind) -> Option<Write>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    let observed = cache.metadata(namespace, &desired.name_any())?;
+fn owners_write<C: Cached>(caches: &Caches, namespace: &str, desired: &C::Object) -> Option<Write> {
+    let observed = C::cache(caches).metadata(namespace, &desired.name_any())?;
     let owners = desired.meta().owner_references.clone().unwrap_or_default();
     let observed_owners = observed.owner_references.as_deref().unwrap_or_default();
     (owners.as_slice() != observed_owners).then(|| Write::Owners {
-        kind,
+        kind: C::KIND,
         name: desired.name_any(),
         resource_version: observed.resource_version,
         owners,
@@ -521,129 +357,141 @@ pub struct Deletion {
     pub uid: Option<String>,
 }
 
+macro_rules! sweep_kinds {
+    (($stack:expr, $wanted:expr, $caches:expr, $current_job:expr, $deletions:ident) $(
+        $kind:ident: $object:ty = $name:literal in $field:ident,
+            dyntype $dyntype:tt, watch $watch:ident, sweep $sweep:ident;
+    )*) => {
+        $($deletions.extend(sweep::$sweep::<markers::$kind>(
+            $stack, $wanted, $caches, $current_job,
+        ));)*
+    };
+}
+
 /// Children of switched-off components: objects labelled as this stack's,
 /// owned by its UID, that are not desired. Finished migration Jobs of older
-/// revisions beyond the last few go too. Volumes are never deleted here.
+/// revisions beyond the last few go too. Each kind is swept as the table of
+/// kinds says ([`crate::kinds`]); volumes are never deleted here.
 pub fn orphans(
     stack: &ValidatedStack,
     desired: &BTreeMap<Stage, Vec<Desired>>,
     caches: &Caches,
 ) -> Vec<Deletion> {
-    let wanted: BTreeSet<(&'static str, String)> = desired
+    let wanted: BTreeSet<(Kind, String)> = desired
         .values()
         .flatten()
-        .map(|child| (child.object.kind().as_str(), child.object.name()))
+        .map(|child| (child.object.kind(), child.object.name()))
         .collect();
-    let mut deletions = Vec::new();
-    let mut sweep = |kind: Kind, objects: Vec<(String, Option<String>, Vec<OwnerReference>)>| {
-        for (name, uid, owners) in objects {
-            let owned = owners.iter().any(|owner| owner.uid == stack.uid);
-            if owned && !wanted.contains(&(kind.as_str(), name.clone())) {
-                deletions.push(Deletion { kind, name, uid });
-            }
-        }
-    };
-    let namespace = stack.namespace.as_str();
-    sweep(
-        Kind::Secret,
-        identities(&caches.secrets, namespace, &stack.name),
-    );
-    sweep(
-        Kind::ConfigMap,
-        identities(&caches.config_maps, namespace, &stack.name),
-    );
-    sweep(
-        Kind::Service,
-        identities(&caches.services, namespace, &stack.name),
-    );
-    sweep(
-        Kind::StatefulSet,
-        identities(&caches.statefulsets, namespace, &stack.name),
-    );
-    sweep(
-        Kind::Deployment,
-        identities(&caches.deployments, namespace, &stack.name),
-    );
-    sweep(
-        Kind::NetworkPolicy,
-        identities(&caches.network_policies, namespace, &stack.name),
-    );
-    sweep(
-        Kind::PodDisruptionBudget,
-        identities(&caches.disruption_budgets, namespace, &stack.name),
-    );
-    sweep(
-        Kind::Ingress,
-        identities(&caches.ingresses, namespace, &stack.name),
-    );
-    if caches.service_monitor_api().is_some() {
-        sweep(
-            Kind::ServiceMonitor,
-            identities(&caches.service_monitors, namespace, &stack.name),
-        );
-    }
-    if caches.http_route_api().is_some() {
-        sweep(
-            Kind::HttpRoute,
-            identities(&caches.http_routes, namespace, &stack.name),
-        );
-    }
     let current_job = desired
         .get(&Stage::Migrations)
         .and_then(|jobs| jobs.first())
         .map(|job| job.object.name());
-    let mut finished: Vec<_> = caches
-        .jobs
-        .of_stack(namespace, &stack.name)
-        .into_iter()
-        .filter(|job| {
-            job.owner_references()
-                .iter()
-                .any(|owner| owner.uid == stack.uid)
-        })
-        .filter(|job| Some(job.name_any()) != current_job && job_finished(job))
-        .collect();
-    // Newest first; everything after the first few goes.
-    finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
-    deletions.extend(
-        finished
-            .into_iter()
-            .skip(KEEP_FINISHED_JOBS)
-            .map(|job| Deletion {
-                kind: Kind::Job,
-                name: job.name_any(),
-                uid: job.uid(),
-            }),
+    let mut deletions = Vec::new();
+    for_each_kind!(
+        sweep_kinds,
+        stack,
+        &wanted,
+        caches,
+        current_job.as_deref(),
+        deletions
     );
     deletions
 }
 
-fn identities<K>(
-    cache: &KindCache<K>,
-    namespace: &str,
-    stack: &str,
-) -> Vec<(String, Option<String>, Vec<OwnerReference>)>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + 'static,
-    K::DynamicType: std::hash::Hash + Eq + Clone,
-{
-    cache
-        .metadata_of_stack(namespace, stack)
-        .into_iter()
-        .map(|meta| {
-            (
-                meta.name.unwrap_or_default(),
-                meta.uid,
-                meta.owner_references.unwrap_or_default(),
-            )
-        })
-        .collect()
+/// How the orphan sweep treats each kind, by the name the table of kinds
+/// gives it.
+mod sweep {
+    use std::collections::BTreeSet;
+
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::ResourceExt;
+
+    use super::{Deletion, KEEP_FINISHED_JOBS, Kind};
+    use crate::api::stack::ValidatedStack;
+    use crate::kinds::ChildKind;
+    use crate::reconcile::observe::job_finished;
+    use crate::runtime::cache::{Cached, Caches};
+
+    /// Objects the stack owns and no longer desires, while the kind's API
+    /// is served.
+    pub fn owned<C: Cached>(
+        stack: &ValidatedStack,
+        wanted: &BTreeSet<(Kind, String)>,
+        caches: &Caches,
+        _current_job: Option<&str>,
+    ) -> Vec<Deletion> {
+        let cache = C::cache(caches);
+        if !cache.served() {
+            return Vec::new();
+        }
+        cache
+            .metadata_of_stack(&stack.namespace, &stack.name)
+            .into_iter()
+            .filter(|meta| {
+                let owned = meta
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|owner| owner.uid == stack.uid);
+                let name = meta.name.clone().unwrap_or_default();
+                owned && !wanted.contains(&(C::KIND, name))
+            })
+            .map(|meta| Deletion {
+                kind: C::KIND,
+                name: meta.name.unwrap_or_default(),
+                uid: meta.uid,
+            })
+            .collect()
+    }
+
+    /// Finished migration Jobs of older revisions beyond the last
+    /// [`KEEP_FINISHED_JOBS`], newest kept.
+    pub fn finished_jobs<C: Cached<Object = Job>>(
+        stack: &ValidatedStack,
+        _wanted: &BTreeSet<(Kind, String)>,
+        caches: &Caches,
+        current_job: Option<&str>,
+    ) -> Vec<Deletion> {
+        let mut finished: Vec<_> = C::cache(caches)
+            .of_stack(&stack.namespace, &stack.name)
+            .into_iter()
+            .filter(|job| {
+                job.owner_references()
+                    .iter()
+                    .any(|owner| owner.uid == stack.uid)
+            })
+            .filter(|job| Some(job.name_any().as_str()) != current_job && job_finished(job))
+            .collect();
+        // Newest first; everything after the first few goes.
+        finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
+        finished
+            .into_iter()
+            .skip(KEEP_FINISHED_JOBS)
+            .map(|job| Deletion {
+                kind: C::KIND,
+                name: job.name_any(),
+                uid: job.uid(),
+            })
+            .collect()
+    }
+
+    /// Never deleted by the sweep (volumes outlive the stack's children).
+    // Called, like every sweep, with the kind the table names.
+    #[allow(clippy::extra_unused_type_parameters)]
+    pub fn kept<C: ChildKind>(
+        _stack: &ValidatedStack,
+        _wanted: &BTreeSet<(Kind, String)>,
+        _caches: &Caches,
+        _current_job: Option<&str>,
+    ) -> Vec<Deletion> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stack::tests::example;
+    use crate::api::stack::tests::example;
     use kube::runtime::watcher::Event;
 
     fn desired_of(stack: &ValidatedStack) -> BTreeMap<Stage, Vec<Desired>> {
@@ -653,8 +501,8 @@ mod tests {
     #[test]
     fn an_empty_cache_plans_every_child_and_the_finalizer_comes_first_under_delete() {
         let mut stack = example();
-        if let crate::stack::Database::Managed(managed) = &mut stack.database {
-            managed.deletion_policy = crate::crd::DeletionPolicy::Delete;
+        if let crate::api::stack::Database::Managed(managed) = &mut stack.database {
+            managed.deletion_policy = crate::api::crd::DeletionPolicy::Delete;
         }
         let (caches, _) = Caches::new();
         let desired = desired_of(&stack);
@@ -721,7 +569,7 @@ mod tests {
 
     #[test]
     fn an_observed_child_that_matches_is_not_written_and_quantities_compare_as_quantities() {
-        let stack = crate::stack::tests::from_yaml(
+        let stack = crate::api::stack::tests::from_yaml(
             "apiVersion: appstack.dev/v1alpha1\nkind: AppStack\nmetadata: {name: shop}\nspec:\n  backend: {image: x, resources: {requests: {cpu: \"0.5\"}}}\n  database: {managed: {storage: {size: 0.5Gi}}}\n",
         );
         let desired = desired_of(&stack);

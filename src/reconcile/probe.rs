@@ -3,11 +3,11 @@
 //! the operator reaches it (`--database-checks`). The only step that talks
 //! to something other than the API server.
 
-use super::Context;
-use super::status::Check;
-use crate::crd::{AppStack, MigrationStatus};
+use super::context::Context;
+use crate::api::conditions::Check;
+use crate::api::crd::{AppStack, MigrationStatus};
+use crate::api::stack::{Database, ValidatedStack};
 use crate::database::{self, Failure, Located};
-use crate::stack::{Database, ValidatedStack};
 
 /// `DatabaseReady`: for the managed database, once its StatefulSet is ready
 /// (`cached`), and for an external one, whether it answers. A stack Ready

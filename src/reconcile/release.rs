@@ -5,12 +5,12 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::Context;
 use super::apply::{self, ApplyError};
+use super::context::Context;
 use super::plan::{self, Kind, Write};
+use crate::api::crd::AppStack;
+use crate::api::stack::{Database, ValidatedStack};
 use crate::children::{self, database_name};
-use crate::crd::AppStack;
-use crate::stack::{Database, ValidatedStack};
 
 /// Lets a stack that is being deleted go. If it holds the database
 /// finalizer but its spec now says `Retain` (switched just before the

@@ -13,10 +13,11 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::{Instrument, debug, warn};
 
-use super::cache::{self, Caches, StackKey};
+use super::cache::{Caches, StackKey};
 use super::metrics::Metrics;
 use super::server::ProcessState;
 use super::telemetry::error_chain;
+use super::watches;
 use crate::children;
 use crate::children::network::OperatorPods;
 use crate::database::{DatabaseChecks, Databases};
@@ -59,7 +60,7 @@ struct Scope {
 
 /// Consecutive failed passes per stack UID, for the retry backoff. A
 /// stack's entry goes when a pass succeeds or the stack is deleted (see
-/// [`cache::start`]'s `forget`), so failing stacks that are deleted leave
+/// [`watches::start`]'s `forget`), so failing stacks that are deleted leave
 /// nothing behind.
 #[derive(Debug, Default)]
 struct Failures(Mutex<HashMap<String, u32>>);
@@ -123,7 +124,7 @@ pub async fn run(
             }
         };
         watches.push(
-            cache::start(
+            watches::start(
                 client.clone(),
                 scope.clone(),
                 caches.clone(),
@@ -206,7 +207,7 @@ async fn reconcile(stack: Arc<StackKey>, scope: Arc<Scope>) -> Result<Action, re
 fn reconcile_id() -> String {
     let mut bytes = [0u8; 4];
     let _ = getrandom::fill(&mut bytes);
-    crate::stack::hex(&bytes)
+    crate::api::stack::hex(&bytes)
 }
 
 #[cfg(test)]

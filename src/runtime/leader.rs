@@ -271,8 +271,8 @@ async fn release(api: &Api<Lease>, settings: &LeaseSettings) -> Result<(), kube:
 }
 
 async fn notify_on_changes(api: Api<Lease>, name: String, changed: Arc<Notify>) {
-    let config = super::watch::config().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(super::watch::resilient("Lease", watcher(api, config)));
+    let config = super::resilient::config().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(super::resilient::watch("Lease", watcher(api, config)));
     while events.next().await.is_some() {
         changed.notify_one();
     }

@@ -13,8 +13,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::crd::AppStack;
-use crate::reconcile::status::{self, types};
+use crate::api::conditions::STACK_CONDITIONS;
 use crate::runtime::cache::Footprint;
 
 /// The `controller` label value of every controller-runtime metric.
@@ -44,20 +43,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// The conditions stacks are counted by.
-const STACK_CONDITIONS: [&str; 4] = [types::READY, types::RECONCILING, types::STALLED, "Unknown"];
-
-/// Which of `Ready`, `Reconciling`, `Stalled` the stack holds `True`, or
-/// `Unknown`.
-pub fn holding(stack: &AppStack) -> &'static str {
-    let current = stack.status.as_ref();
-    STACK_CONDITIONS[..3]
-        .iter()
-        .find(|type_| status::condition(current, type_).is_some_and(|c| c.status == "True"))
-        .copied()
-        .unwrap_or(STACK_CONDITIONS[3])
 }
 
 impl Metrics {
@@ -214,7 +199,7 @@ impl Metrics {
             metrics.migrations.with_label_values(&[result]);
         }
         metrics.database_checks.with_label_values(&["ok"]);
-        for condition in [types::READY, types::RECONCILING, types::STALLED, "Unknown"] {
+        for condition in STACK_CONDITIONS {
             metrics.stacks.with_label_values(&[condition]);
         }
         metrics
@@ -248,7 +233,7 @@ impl Metrics {
     }
 
     /// Counts a connection check of a database: `ok`, or the reason it
-    /// failed (a constant from [`crate::reconcile::status::reasons`]).
+    /// failed (a constant from [`crate::api::conditions::reasons`]).
     pub fn count_database_check(&self, result: &str) {
         self.database_checks.with_label_values(&[result]).inc();
     }
@@ -258,7 +243,7 @@ impl Metrics {
         self.api_discovery.with_label_values(&[kind]).inc();
     }
 
-    /// Recounts stacks by the condition each holds (see [`holding`]).
+    /// Recounts stacks by the condition each holds (see [`crate::api::conditions::holding`]).
     pub fn count_stacks(&self, holding: impl Iterator<Item = &'static str>) {
         let mut counts = [0i64; 4];
         for condition in holding {

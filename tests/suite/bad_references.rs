@@ -5,13 +5,12 @@
 //! every half minute at most, never an error loop, never a crash; fixing the
 //! reference brings the stack up at once.
 
-
 use std::time::Duration;
 
-use appstack::reconcile::status::reasons;
 use crate::common::{
     LIMIT, Operator, apply_stack, condition, eventually, example, setup, wait_for, wait_ready,
 };
+use appstack::api::conditions::reasons;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};

@@ -4,7 +4,6 @@
 //! `scripts/test.sh` (which builds the pinned tools and starts the local
 //! control plane).
 
-
 use std::collections::BTreeSet;
 
 use crate::common::{
@@ -731,12 +730,16 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
     .await;
     apply_stack(&client, ns, &example("shop")).await;
     wait_ready(&client, ns, "shop").await;
-    let served = eventually("a Ready stack on /metrics", crate::common::LIMIT, || async {
-        let metrics = operator.metrics().await;
-        metrics
-            .contains(r#"appstack_stacks{condition="Ready"} 1"#)
-            .then(|| served_names(&metrics))
-    })
+    let served = eventually(
+        "a Ready stack on /metrics",
+        crate::common::LIMIT,
+        || async {
+            let metrics = operator.metrics().await;
+            metrics
+                .contains(r#"appstack_stacks{condition="Ready"} 1"#)
+                .then(|| served_names(&metrics))
+        },
+    )
     .await;
 
     let objects = render(&[

@@ -1,7 +1,7 @@
 //! The AppStack CRD on a real API server: it installs, accepts the design's
 //! example, and rejects invalid stacks with a message naming the field.
 
-use appstack::crd::AppStack;
+use appstack::api::crd::AppStack;
 use std::collections::BTreeSet;
 
 use crate::common::{TEST_MANAGER, TestNamespace, client, install_crd, kubectl};

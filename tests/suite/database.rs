@@ -3,10 +3,9 @@
 //! schema revision as migration tools leave it, and no connection left
 //! behind.
 
-
-use appstack::database::{DatabaseUrl, Limits, SchemaRevision, probe, schema};
-use appstack::reconcile::status::reasons;
 use crate::common::postgres::Postgres;
+use appstack::api::conditions::reasons;
+use appstack::database::{DatabaseUrl, Limits, SchemaRevision, probe, schema};
 
 const PASSWORD: &str = "s3cret-app-password";
 

@@ -2,15 +2,14 @@
 //! alone, after the rest of the suite, since they take the API server away
 //! from every other test.
 
-
 use std::time::{Duration, Instant};
 
-use appstack::crd::AppStack;
 use crate::common::faults::{Moments, Rollout, Size};
 use crate::common::{
     LIMIT, Operator, RELEASE, apply_stack, cluster_dir, eventually, example,
     service_account_identity, setup, wait_ready, wait_ready_within,
 };
+use appstack::api::crd::AppStack;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;

@@ -3,12 +3,11 @@
 //! control plane. No ingress or gateway controller runs here: the tests
 //! report on the Ingress and the route as such a controller would.
 
-
-use appstack::crd::AppStack;
 use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
     ready_shop, setup, wait_for, wait_ready,
 };
+use appstack::api::crd::AppStack;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -4,17 +4,16 @@
 //! used, starts no migration and leaves the backend alone until the database
 //! answers, then migrates and publishes the schema revision it reads.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use appstack::crd::AppStack;
-use appstack::reconcile::status::reasons;
 use crate::common::postgres::Postgres;
 use crate::common::{
     LIMIT, Operator, apply_stack, condition, condition_message, eventually, example, sample, setup,
     wait_for, wait_ready,
 };
+use appstack::api::conditions::reasons;
+use appstack::api::crd::AppStack;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;

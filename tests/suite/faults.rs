@@ -6,7 +6,6 @@
 //! `APPSTACK_FAULTS=full` runs the full scenario (30 stacks, 6 kills); the
 //! default is a quick one (6 stacks, 3 kills). Both print what they saw.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::faults::{Moments, Rollout, Size};

@@ -8,13 +8,12 @@
 //! `APPSTACK_UPDATE_TESTDATA=1` makes the live test rewrite the testdata
 //! files and health_test.yaml from what it read.
 
-
 use std::path::{Path, PathBuf};
 
-use appstack::crd::AppStack;
 use crate::common::{
     Operator, apply_stack, create_secret, documents, example, setup, wait_for, wait_ready,
 };
+use appstack::api::crd::AppStack;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -234,7 +233,9 @@ async fn argo_cd_and_kstatus_read_each_live_state_alike() {
     )
     .await;
     assert_eq!(
-        crate::common::condition(&reconciling, "Reconciling").unwrap().0,
+        crate::common::condition(&reconciling, "Reconciling")
+            .unwrap()
+            .0,
         "True"
     );
     states.push(State {

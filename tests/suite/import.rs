@@ -4,12 +4,11 @@
 //! Secret in a fresh namespace, reaches Ready under the operator, and holds
 //! no secret value of the project's .env.
 
-
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use appstack::crd::AppStack;
 use crate::common::{Operator, TestNamespace, setup, wait_ready};
+use appstack::api::crd::AppStack;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
@@ -439,7 +438,7 @@ fn dotenv_prints_the_typed_env_list() {
         ],
     );
     assert!(output.status.success(), "{}", text(&output));
-    let env: Vec<appstack::crd::EnvEntry> = serde_yaml::from_slice(&output.stdout).unwrap();
+    let env: Vec<appstack::api::crd::EnvEntry> = serde_yaml::from_slice(&output.stdout).unwrap();
     let names: Vec<&str> = env.iter().map(|entry| entry.name.as_str()).collect();
     assert_eq!(
         names,

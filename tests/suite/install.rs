@@ -5,17 +5,16 @@
 //! of the installed Deployment. Tests named `cluster_wide_` run an operator
 //! that watches every namespace, so `scripts/test.sh` runs them alone.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use appstack::crd::AppStack;
 use crate::common::{
     LIMIT, Operator, TestNamespace, apply_stack, chart_dir, condition, create_secret,
     deployment_args, documents, eventually, example, run_helm, service_account_identity, setup,
     wait_ready,
 };
+use appstack::api::crd::AppStack;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;

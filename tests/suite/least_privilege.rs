@@ -4,7 +4,6 @@
 //! PodDisruptionBudgets. No CNI runs here, so the policies are checked as
 //! the API shows them, against the live pods' labels.
 
-
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::common::{LIMIT, apply_stack, eventually, ready_shop, wait_ready};

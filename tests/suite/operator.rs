@@ -2,17 +2,16 @@
 //! `appstack` binary as a child process, scoped to a fresh namespace, as the
 //! chart's ServiceAccount with the chart's RBAC rendered for that namespace.
 
-
 use std::time::Duration;
 
-use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
-use appstack::crd::AppStack;
-use appstack::reconcile::plan::DATABASE_FINALIZER;
 use crate::common::postgres::Postgres;
 use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, eventually, example, ready_shop, setup,
     wait_for, wait_ready,
 };
+use appstack::api::crd::AppStack;
+use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
+use appstack::reconcile::plan::DATABASE_FINALIZER;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, PodSpec, Secret, Service};

@@ -5,17 +5,16 @@
 //! credentials are never replaced by ones that cannot connect; fields other
 //! controllers own are left to them.
 
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
-use appstack::crd::AppStack;
-use appstack::reconcile::status::reasons;
 use crate::common::{
     AuditLog, LIMIT, Operator, apply_stack, condition, condition_message, eventually, example,
     ready_shop, setup, wait_for, wait_ready,
 };
+use appstack::api::conditions::reasons;
+use appstack::api::crd::AppStack;
+use appstack::children::CONFIG_CHECKSUM_ANNOTATION;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;

@@ -2,7 +2,6 @@
 //! plane: metrics, health and readiness, logs that never carry secrets, and
 //! leader election between two processes.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::postgres::Postgres;

@@ -11,14 +11,14 @@ mod arbitrary;
 
 use std::collections::BTreeMap;
 
-use appstack::children;
-use appstack::crd::AppStack;
-use appstack::reconcile::plan::{self, Object};
-use appstack::secrets::{self, ObservedSecrets, SecretValue, db_keys};
-use appstack::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
 use crate::common::{
     DryRun, LIMIT, base64, client, dry_run_apply, dry_run_create, eventually, install_crd,
 };
+use appstack::api::crd::AppStack;
+use appstack::api::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
+use appstack::children;
+use appstack::reconcile::plan::{self, Object};
+use appstack::secrets::{self, ObservedSecrets, SecretValue, db_keys};
 use futures::StreamExt;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;

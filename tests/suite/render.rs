@@ -1,7 +1,6 @@
 //! `appstack render` on files as users keep them: AppStacks next to the
 //! Secrets they reference, in one multi-document file.
 
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 

@@ -19,11 +19,11 @@ use serde_json::{Value, json};
 
 use super::cluster::Cluster;
 use super::progress;
+use appstack::api::crd::AppStack;
+use appstack::api::stack::ValidatedStack;
 use appstack::children;
-use appstack::crd::AppStack;
 use appstack::reconcile::plan::{self, Object};
 use appstack::secrets::{self, ObservedSecrets, SecretValue};
-use appstack::stack::ValidatedStack;
 
 const MANAGER: &str = "appstack-bench";
 const EXAMPLE: &str = include_str!("../../../deploy/examples/shop.yaml");

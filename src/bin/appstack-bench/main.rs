@@ -26,7 +26,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use appstack::crd::AppStack;
+use appstack::api::crd::AppStack;
 use cluster::{Cluster, CpuSample, Operator, usage};
 
 /// Benchmarks the operator against a plain loader on a local control plane.

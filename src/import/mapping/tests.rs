@@ -2,7 +2,7 @@
 //! a cluster, and the mapping rules one at a time.
 
 use super::*;
-use crate::crd::DeletionPolicy;
+use crate::api::crd::DeletionPolicy;
 
 fn fixture(project: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use appstack::crd::AppStack;
+use appstack::api::crd::AppStack;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -95,7 +95,7 @@ impl Drop for TestNamespace {
 /// Established.
 pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let definition = appstack::crd::definition();
+    let definition = appstack::api::crd::definition();
     let name = definition.metadata.name.clone().unwrap();
     crds.patch(
         &name,

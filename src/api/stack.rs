@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::crd::{
+use crate::api::crd::{
     AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, ExposeSpec, FrontendSpec,
     GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase, MigrationsSpec,
     NetworkPolicySpec, SecretKeyRef, TlsSpec,
@@ -382,7 +382,7 @@ pub(crate) mod tests {
     /// The design example with a namespace and UID, as the API server would
     /// return it.
     pub(crate) fn example() -> ValidatedStack {
-        from_yaml(include_str!("../deploy/examples/shop.yaml"))
+        from_yaml(include_str!("../../deploy/examples/shop.yaml"))
     }
 
     pub(crate) fn from_yaml(yaml: &str) -> ValidatedStack {
@@ -424,7 +424,7 @@ pub(crate) mod tests {
     #[test]
     fn a_generate_length_outside_the_schema_is_rejected() {
         let with_length = |length: &str| {
-            let yaml = include_str!("../deploy/examples/shop.yaml").replace(
+            let yaml = include_str!("../../deploy/examples/shop.yaml").replace(
                 "generate: {length: 48}",
                 &format!("generate: {{length: {length}}}"),
             );
@@ -443,7 +443,7 @@ pub(crate) mod tests {
             assert!(with_length(length).is_ok(), "{length}");
         }
         // The same bounds as the CRD schema, which the API server applies.
-        let crd = serde_json::to_value(crate::crd::definition()).unwrap();
+        let crd = serde_json::to_value(crate::api::crd::definition()).unwrap();
         let length = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
             ["properties"]["env"]["items"]["properties"]["generate"]["properties"]["length"];
         assert_eq!(
@@ -465,7 +465,7 @@ pub(crate) mod tests {
         let base = example();
         let revision = managed_revision;
         let mut spec: AppStack =
-            serde_yaml::from_str(include_str!("../deploy/examples/shop.yaml")).unwrap();
+            serde_yaml::from_str(include_str!("../../deploy/examples/shop.yaml")).unwrap();
         let rebuild = |spec: &AppStack| {
             ValidatedStack::from_parts("shop".into(), "prod".into(), "u".into(), 1, &spec.spec)
                 .unwrap()
@@ -522,7 +522,7 @@ pub(crate) mod tests {
             "the identity holds no password, so a rotation keeps the revision"
         );
         let renamed = from_yaml(
-            &include_str!("../deploy/examples/shop.yaml")
+            &include_str!("../../deploy/examples/shop.yaml")
                 .replace("    name: shop\n", "    name: shop_v2\n"),
         );
         assert_ne!(

@@ -56,7 +56,7 @@ pub fn config() -> watcher::Config {
 /// `kind` and retried after this watch's own backoff, and none is passed on.
 /// An expired resourceVersion is retried at once, the first time in a row.
 /// The backoff starts over once the watch delivers objects again.
-pub fn resilient<K>(
+pub fn watch<K>(
     kind: impl Into<String>,
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
 ) -> impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static
@@ -159,7 +159,7 @@ mod tests {
         ]);
         let started = tokio::time::Instant::now();
         let mut passed = Vec::new();
-        let mut stream = std::pin::pin!(resilient::<u32>("Test", events));
+        let mut stream = std::pin::pin!(watch::<u32>("Test", events));
         while let Some(item) = stream.next().await {
             let event = item.expect("errors are not passed on");
             passed.push((format!("{event:?}"), started.elapsed()));
@@ -185,7 +185,7 @@ mod tests {
             Ok(Event::Apply(1)),
         ]);
         let started = tokio::time::Instant::now();
-        let mut stream = std::pin::pin!(resilient::<u32>("Test", events));
+        let mut stream = std::pin::pin!(watch::<u32>("Test", events));
         let mut last = None;
         while let Some(item) = stream.next().await {
             last = Some((item.is_ok(), started.elapsed()));

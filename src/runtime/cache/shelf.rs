@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(names(&shelf, "blog"), ["shop-web"]);
         assert_eq!(
             shelf.get("a", "shop-env").unwrap().version(),
-            &crate::runtime::packed::Version::Revision(4)
+            &crate::runtime::cache::packed::Version::Revision(4)
         );
 
         shelf.apply(Event::Delete(config("shop-env", "shop", "5")));

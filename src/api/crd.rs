@@ -654,8 +654,13 @@ pub struct GenerateSpec {
     pub length: i32,
 }
 
+/// Length of a generated value when the spec does not say: 43 characters
+/// of the generated values' alphabet (62 characters) carry 256 bits of
+/// entropy.
+pub const DEFAULT_GENERATED_LENGTH: usize = 43;
+
 fn default_generate_length() -> i32 {
-    crate::secrets::DEFAULT_GENERATED_LENGTH as i32
+    DEFAULT_GENERATED_LENGTH as i32
 }
 
 /// Where a referenced value comes from.
@@ -971,11 +976,11 @@ pub fn definition_yaml() -> String {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../deploy/examples/shop.yaml");
+    const EXAMPLE: &str = include_str!("../../deploy/examples/shop.yaml");
 
     #[test]
     fn committed_crd_matches_the_generated_one() {
-        let committed = include_str!("../crds/appstack.dev_appstacks.yaml");
+        let committed = include_str!("../../crds/appstack.dev_appstacks.yaml");
         assert!(
             committed == definition_yaml(),
             "crds/appstack.dev_appstacks.yaml is stale: run scripts/generate.sh and commit the result"

@@ -1,0 +1,185 @@
+//! The condition vocabulary: the types and reasons the status, Events,
+//! metrics and docs speak, and [`Check`], one part of a stack as a
+//! condition will say it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use super::crd::{AppStack, AppStackStatus};
+
+/// Condition types.
+pub mod types {
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
+    pub const SECRETS_READY: &str = "SecretsReady";
+    pub const DATABASE_READY: &str = "DatabaseReady";
+    pub const MIGRATIONS_APPLIED: &str = "MigrationsApplied";
+    pub const BACKEND_AVAILABLE: &str = "BackendAvailable";
+    pub const FRONTEND_AVAILABLE: &str = "FrontendAvailable";
+    pub const EXPOSE_READY: &str = "ExposeReady";
+    pub const MONITORING_READY: &str = "MonitoringReady";
+}
+
+/// Condition reasons.
+pub mod reasons {
+    pub const READY: &str = "Ready";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const SECRETS_RESOLVED: &str = "SecretsResolved";
+    /// A Secret an env entry's `valueFrom` names does not exist.
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    /// The Secret exists but lacks the key.
+    pub const SECRET_KEY_NOT_FOUND: &str = "SecretKeyNotFound";
+    /// The value is not UTF-8 text (or holds a NUL byte), which an
+    /// environment variable must be.
+    pub const SECRET_VALUE_NOT_TEXT: &str = "SecretValueNotText";
+    /// The Secret holds a token of the cluster (a ServiceAccount or
+    /// bootstrap token), which is never copied.
+    pub const SECRET_TYPE_NOT_ALLOWED: &str = "SecretTypeNotAllowed";
+    /// A Secret of the stack's own name (`<stack>-env`, `<stack>-db`) is of
+    /// another type, so it is someone else's.
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    /// Generated values were lost (their Secret deleted or edited) and
+    /// generated anew; `SecretsReady` says so until the spec changes.
+    pub const GENERATED_SECRET_LOST: &str = "GeneratedSecretLost";
+    pub const DATABASE_READY: &str = "DatabaseReady";
+    pub const DATABASE_STARTING: &str = "DatabaseStarting";
+    pub const EXTERNAL_DATABASE: &str = "ExternalDatabase";
+    pub const WAITING_FOR_SECRETS: &str = "WaitingForSecrets";
+    pub const WAITING_FOR_DATABASE: &str = "WaitingForDatabase";
+    pub const MIGRATION_SUCCEEDED: &str = "MigrationSucceeded";
+    pub const MIGRATION_RUNNING: &str = "MigrationRunning";
+    pub const MIGRATION_FAILED: &str = "MigrationFailed";
+    pub const NO_MIGRATIONS: &str = "NoMigrations";
+    pub const WAITING_FOR_MIGRATION: &str = "WaitingForMigration";
+    pub const AVAILABLE: &str = "Available";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const ROLLOUT_FAILED: &str = "RolloutFailed";
+    pub const WAITING_FOR_BACKEND: &str = "WaitingForBackend";
+    pub const WAITING_FOR_FRONTEND: &str = "WaitingForFrontend";
+    pub const WAITING_FOR_EXPOSURE: &str = "WaitingForExposure";
+    pub const WAITING_FOR_MONITORING: &str = "WaitingForMonitoring";
+    pub const NOT_CONFIGURED: &str = "NotConfigured";
+    pub const SERVICE_MONITOR_READY: &str = "ServiceMonitorReady";
+    pub const CRD_NOT_INSTALLED: &str = "CRDNotInstalled";
+    pub const DISABLED: &str = "Disabled";
+    pub const INGRESS_READY: &str = "IngressReady";
+    pub const INGRESS_PENDING: &str = "IngressPending";
+    pub const ROUTE_ACCEPTED: &str = "RouteAccepted";
+    pub const ROUTE_NOT_ACCEPTED: &str = "RouteNotAccepted";
+    pub const ROUTE_REFS_UNRESOLVED: &str = "RouteRefsUnresolved";
+    pub const WAITING_FOR_GATEWAY: &str = "WaitingForGateway";
+
+    // DatabaseReady reasons for a database the operator cannot use. The
+    // reconcile retries them with a growing delay; a change of the
+    // referenced Secret retries at once.
+    /// The Secret named by `database.external.urlSecretRef` does not exist.
+    pub const SECRET_MISSING: &str = "SecretMissing";
+    /// The Secret exists but lacks the key.
+    pub const KEY_MISSING: &str = "KeyMissing";
+    /// The value is not a PostgreSQL URL the operator can use.
+    pub const INVALID_URL: &str = "InvalidURL";
+    /// The URL's host name does not resolve.
+    pub const HOST_NOT_FOUND: &str = "HostNotFound";
+    /// Nothing listens on the URL's host and port.
+    pub const CONNECTION_REFUSED: &str = "ConnectionRefused";
+    /// The server rejected the user or password.
+    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
+    /// The server has no database of the URL's name.
+    pub const DATABASE_MISSING: &str = "DatabaseMissing";
+    /// TLS could not be set up as the URL's `sslmode` asks.
+    pub const TLS_FAILED: &str = "TLSFailed";
+    /// No answer within the connect or statement timeout.
+    pub const TIMEOUT: &str = "Timeout";
+    /// Any other failure to connect or to run `SELECT 1`.
+    pub const CONNECTION_FAILED: &str = "ConnectionFailed";
+    /// Secret `<stack>-db` is gone but the database volume made with its
+    /// credentials is not: the operator generates none (they would not be
+    /// accepted) and waits for the Secret to be restored or the volume
+    /// deleted.
+    pub const CREDENTIALS_LOST: &str = "CredentialsLost";
+
+    /// Every reason above: the database cannot be used.
+    pub const DATABASE_UNUSABLE: [&str; 11] = [
+        SECRET_MISSING,
+        KEY_MISSING,
+        INVALID_URL,
+        HOST_NOT_FOUND,
+        CONNECTION_REFUSED,
+        AUTHENTICATION_FAILED,
+        DATABASE_MISSING,
+        TLS_FAILED,
+        TIMEOUT,
+        CONNECTION_FAILED,
+        CREDENTIALS_LOST,
+    ];
+
+    // Reasons of Events that are not condition reasons.
+    pub const SECRET_GENERATED: &str = "SecretGenerated";
+    pub const MIGRATION_STARTED: &str = "MigrationStarted";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const STACK_READY: &str = "StackReady";
+    pub const EXPOSED: &str = "Exposed";
+    pub const DELETED: &str = "Deleted";
+}
+
+/// The state of one part of the stack, as a condition will say it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+    /// Failed for good: nothing changes until the spec does (the stack is
+    /// Stalled).
+    pub terminal: bool,
+}
+
+impl Check {
+    pub fn ok(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            reason,
+            message: message.into(),
+            terminal: false,
+        }
+    }
+
+    pub fn pending(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            reason,
+            message: message.into(),
+            terminal: false,
+        }
+    }
+
+    /// A failure that only a spec change can end.
+    pub fn failed(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            terminal: true,
+            ..Self::pending(reason, message)
+        }
+    }
+}
+
+/// The condition of a type in a status.
+pub fn condition<'a>(status: Option<&'a AppStackStatus>, type_: &str) -> Option<&'a Condition> {
+    status?
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_)
+}
+
+/// The conditions stacks are counted by.
+pub const STACK_CONDITIONS: [&str; 4] =
+    [types::READY, types::RECONCILING, types::STALLED, "Unknown"];
+
+/// Which of `Ready`, `Reconciling`, `Stalled` the stack holds `True`, or
+/// `Unknown`.
+pub fn holding(stack: &AppStack) -> &'static str {
+    let current = stack.status.as_ref();
+    STACK_CONDITIONS[..3]
+        .iter()
+        .find(|type_| condition(current, type_).is_some_and(|c| c.status == "True"))
+        .copied()
+        .unwrap_or(STACK_CONDITIONS[3])
+}
