@@ -1,8 +1,9 @@
 //! The backend: a Deployment with the application env, `DATABASE_URL` and
 //! the pool settings, behind a Service.
 
-use super::workload::{WorkloadSpec, workload};
-use super::{CONFIG_CHECKSUM_ANNOTATION, Component, Workload, application_env};
+use super::meta::{CONFIG_CHECKSUM_ANNOTATION, Component};
+use super::pod::application_env;
+use super::workload::{Workload, WorkloadSpec, workload};
 use crate::api::stack::ValidatedStack;
 
 /// The backend's Deployment and Service. `checksum` is the config checksum;

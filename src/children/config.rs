@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 
-use super::{Component, database_name, env_name, object_meta};
+use super::meta::{Component, database_name, env_name, object_meta};
 use crate::api::stack::{Database, EnvSource, ValidatedStack};
 use crate::secrets::{SecretValue, SecretValues};
 
@@ -27,7 +27,7 @@ pub fn plain_env(stack: &ValidatedStack) -> BTreeMap<String, String> {
 pub fn env_config_map(stack: &ValidatedStack) -> ConfigMap {
     ConfigMap {
         metadata: object_meta(stack, env_name(stack), Component::Config),
-        data: super::non_empty(plain_env(stack)),
+        data: super::pod::non_empty(plain_env(stack)),
         ..ConfigMap::default()
     }
 }
@@ -37,7 +37,7 @@ pub fn env_secret(stack: &ValidatedStack, secrets: &SecretValues) -> Secret {
     Secret {
         metadata: object_meta(stack, env_name(stack), Component::Config),
         type_: Some("Opaque".into()),
-        data: super::non_empty(secret_data(&secrets.env)),
+        data: super::pod::non_empty(secret_data(&secrets.env)),
         ..Secret::default()
     }
 }

@@ -16,11 +16,16 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{
-    Component, DatabaseChildren, database_name, object_meta, owner_reference, selector_labels,
-};
+use super::meta::{Component, database_name, object_meta, owner_reference, selector_labels};
 use crate::api::stack::{Database, POSTGRES_PORT, ValidatedStack};
 use crate::secrets::db_keys;
+
+/// The managed database: its StatefulSet and headless Service.
+#[derive(Clone, Debug)]
+pub struct DatabaseChildren {
+    pub statefulset: StatefulSet,
+    pub service: Service,
+}
 
 /// Name of the volumeClaimTemplate; PVCs are `data-<stack>-db-0`.
 pub const DATA_VOLUME: &str = "data";
@@ -88,11 +93,11 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
             secret_env("POSTGRES_USER", db_keys::USERNAME),
             secret_env("POSTGRES_PASSWORD", db_keys::PASSWORD),
             secret_env("POSTGRES_DB", db_keys::DATABASE),
-            super::plain_var("PGDATA", format!("{DATA_PATH}/pgdata")),
+            super::pod::plain_var("PGDATA", format!("{DATA_PATH}/pgdata")),
         ]),
         readiness_probe: Some(probe(5, 3)),
         liveness_probe: Some(probe(10, 6)),
-        resources: super::resources(managed.resources.as_ref()),
+        resources: super::pod::resources(managed.resources.as_ref()),
         // Postgres writes only to its data volume, its socket directory and
         // /tmp; everything else stays read-only.
         security_context: Some(SecurityContext {
@@ -110,7 +115,7 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.into()),
-            labels: Some(super::labels(stack, Component::Database)),
+            labels: Some(super::meta::labels(stack, Component::Database)),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeClaimSpec {
@@ -160,7 +165,7 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
                         ..super::security::pod(Some(POSTGRES_UID))
                     }),
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
-                    ..super::pod_service_account(None)
+                    ..super::pod::pod_service_account(None)
                 }),
             },
             volume_claim_templates: Some(vec![claim]),

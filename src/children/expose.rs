@@ -11,8 +11,8 @@ use k8s_openapi::api::networking::v1::{
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
+use super::meta::{Component, object_meta};
 use super::workload::workload_name;
-use super::{Component, object_meta};
 use crate::api::crd::GatewayRef;
 use crate::api::stack::{Expose, Route, ValidatedStack};
 
@@ -111,7 +111,7 @@ fn ingress(
                 issued_tls_secret_name(stack)
             }
         });
-    metadata.annotations = super::non_empty(annotations);
+    metadata.annotations = super::pod::non_empty(annotations);
     let paths = paths(stack, expose)
         .into_iter()
         .map(|path| HTTPIngressPath {

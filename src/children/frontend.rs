@@ -1,7 +1,8 @@
 //! The frontend: a Deployment told where the backend is, behind a Service.
 
-use super::workload::{WorkloadSpec, workload, workload_name};
-use super::{Component, Workload, plain_var};
+use super::meta::Component;
+use super::pod::plain_var;
+use super::workload::{Workload, WorkloadSpec, workload, workload_name};
 use crate::api::stack::ValidatedStack;
 
 /// The URL the backend Service answers on inside the cluster.

@@ -4,7 +4,8 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::{Component, MIGRATION_REVISION_LABEL, application_env, object_meta, pod_labels};
+use super::meta::{Component, MIGRATION_REVISION_LABEL, object_meta};
+use super::pod::{application_env, pod_labels};
 use crate::api::stack::{DatabaseIdentity, ValidatedStack};
 
 /// Name of the Job for a migration revision.
@@ -37,7 +38,7 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: super::non_empty(spec.pod_annotations.clone()),
+                    annotations: super::pod::non_empty(spec.pod_annotations.clone()),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -49,14 +50,14 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
                         args: spec.args.clone(),
                         env: Some(env),
                         env_from: Some(env_from),
-                        resources: super::resources(spec.resources.as_ref()),
+                        resources: super::pod::resources(spec.resources.as_ref()),
                         security_context: Some(super::security::container()),
                         ..Container::default()
                     }],
                     security_context: Some(super::security::pod(
                         spec.run_as_user.or(stack.backend.run_as_user),
                     )),
-                    ..super::pod_service_account(spec.service_account_name.as_ref())
+                    ..super::pod::pod_service_account(spec.service_account_name.as_ref())
                 }),
             },
             ..JobSpec::default()

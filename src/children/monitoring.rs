@@ -3,8 +3,8 @@
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
 
+use super::meta::{Component, object_meta, selector_labels};
 use super::workload::{HTTP_PORT_NAME, workload_name};
-use super::{Component, object_meta, selector_labels};
 use crate::api::stack::{DEFAULT_METRICS_INTERVAL, DEFAULT_METRICS_PATH, ValidatedStack};
 
 /// API group of the Prometheus Operator.

@@ -19,7 +19,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{APP_NAME, Component, LABEL_INSTANCE, LABEL_NAME, object_meta, selector_labels};
+use super::meta::{APP_NAME, Component, LABEL_INSTANCE, LABEL_NAME, object_meta, selector_labels};
 use crate::api::crd::PeerSpec;
 use crate::api::stack::{Database, DatabaseIdentity, POSTGRES_PORT, ValidatedStack};
 

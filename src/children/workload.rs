@@ -12,9 +12,19 @@ use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Component, Workload, object_meta, pod_labels, selector_labels};
+use super::meta::{Component, object_meta, selector_labels};
+use super::pod::pod_labels;
 use crate::api::crd::{HealthSpec, Resources};
 use crate::api::stack::ValidatedStack;
+
+/// A backend or frontend: its Deployment and Service, and a
+/// PodDisruptionBudget when it runs more than one replica.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub disruption_budget: Option<PodDisruptionBudget>,
+}
 
 /// Name of the container port and Service port.
 pub const HTTP_PORT_NAME: &str = "http";
@@ -73,7 +83,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         }]),
         env: (!spec.env.is_empty()).then_some(spec.env),
         env_from: (!spec.env_from.is_empty()).then_some(spec.env_from),
-        resources: super::resources(spec.resources),
+        resources: super::pod::resources(spec.resources),
         readiness_probe: probe(5, 3),
         liveness_probe: probe(10, 6),
         security_context: Some(super::security::container()),
@@ -90,13 +100,13 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels(stack, spec.component, spec.pod_labels)),
-                    annotations: super::non_empty(spec.pod_annotations),
+                    annotations: super::pod::non_empty(spec.pod_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(super::security::pod(spec.run_as_user)),
-                    ..super::pod_service_account(spec.service_account_name)
+                    ..super::pod::pod_service_account(spec.service_account_name)
                 }),
             },
             ..DeploymentSpec::default()

@@ -2,22 +2,107 @@
 //! endpoints, the client, the CRD check, leader election, then terms of
 //! leading until a signal asks to stop.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Args;
 use futures::FutureExt;
 use kube::api::GroupVersionKind;
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use super::RunArgs;
+use crate::database::DatabaseChecks;
 use crate::runtime::controller::RunOptions;
 use crate::runtime::lead::Lead;
 use crate::runtime::leader::{self, LeaderState, LeaseSettings};
 use crate::runtime::metrics::{Metrics, RequestCounterLayer};
 use crate::runtime::server::{self, ProcessState};
 use crate::runtime::telemetry::{self, error_chain};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Watch AppStacks in this namespace only; repeat (or comma-separate in
+    /// the variable) for several. Without it, all namespaces are watched.
+    #[arg(long = "namespace", env = "APPSTACK_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Address of the Prometheus /metrics endpoint.
+    #[arg(long, env = "APPSTACK_METRICS_ADDR", default_value = ":8080", value_parser = parse_addr)]
+    pub metrics_addr: SocketAddr,
+    /// Address of the /healthz and /readyz endpoints.
+    #[arg(long, env = "APPSTACK_HEALTH_ADDR", default_value = ":8081", value_parser = parse_addr)]
+    pub health_addr: SocketAddr,
+    /// Stacks reconciled at the same time.
+    #[arg(long, env = "APPSTACK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// Threads that run the operator's work. With 1, everything runs on
+    /// one thread: a reconcile mostly waits on the API server, and threads
+    /// sharing the allocator spend CPU waiting for each other.
+    #[arg(long, env = "APPSTACK_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: u16,
+    /// Upper bound, in seconds, of one reconcile and of connecting to the
+    /// API server.
+    #[arg(long, env = "APPSTACK_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    pub request_timeout_seconds: u64,
+    /// Seconds in-flight reconciles get to finish after SIGTERM or SIGINT.
+    #[arg(long, env = "APPSTACK_SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 25)]
+    pub shutdown_timeout_seconds: u64,
+    /// Elect a leader on a Lease so only one replica reconciles.
+    #[arg(long, env = "APPSTACK_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace from
+    /// POD_NAMESPACE, else `default`).
+    #[arg(long, env = "APPSTACK_LEADER_ELECT_NAMESPACE")]
+    pub leader_elect_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "APPSTACK_LEADER_ELECT_LEASE_NAME",
+        default_value = "appstack-operator"
+    )]
+    pub leader_elect_lease_name: String,
+    /// Seconds a Lease stays valid after its last renewal.
+    #[arg(
+        long,
+        env = "APPSTACK_LEADER_ELECT_LEASE_DURATION_SECONDS",
+        default_value_t = 15
+    )]
+    pub leader_elect_lease_duration_seconds: u64,
+    /// Seconds between renewals by the leader and retries by a standby.
+    #[arg(
+        long,
+        env = "APPSTACK_LEADER_ELECT_RETRY_PERIOD_SECONDS",
+        default_value_t = 2
+    )]
+    pub leader_elect_retry_period_seconds: u64,
+    /// This replica's identity in the Lease (default: POD_NAME, else
+    /// hostname and process id).
+    #[arg(long, env = "APPSTACK_LEADER_ELECT_IDENTITY")]
+    pub leader_elect_identity: Option<String>,
+    /// Which databases the operator connects to (SELECT 1 before
+    /// migrating, then the schema revision): `all` in the cluster;
+    /// `external` when the operator cannot reach pod IPs (outside the
+    /// cluster, a local control plane); `none` to never connect.
+    #[arg(
+        long,
+        env = "APPSTACK_DATABASE_CHECKS",
+        value_enum,
+        default_value_t = DatabaseChecks::All
+    )]
+    pub database_checks: DatabaseChecks,
+}
+
+/// Accepts `host:port` or Go-style `:port` (all interfaces).
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let text = if text.starts_with(':') {
+        format!("0.0.0.0{text}")
+    } else {
+        text.to_string()
+    };
+    text.parse()
+        .map_err(|error| format!("{text:?} is not host:port ({error})"))
+}
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub fn main(args: RunArgs) -> ExitCode {
