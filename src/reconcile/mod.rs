@@ -15,6 +15,7 @@ pub mod observe;
 pub mod plan;
 pub mod probe;
 pub mod release;
+pub mod report;
 pub mod settle;
 pub mod status;
 
@@ -116,7 +117,8 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     Ok(next_check(&observation))
 }
 
-/// Dereference, build, then each stage in order until one holds the pass.
+/// Dereference, build, then each stage in order until one holds the pass:
+/// its writes, then its report.
 async fn run_stages(
     context: &Context,
     stack: &AppStack,
@@ -125,10 +127,8 @@ async fn run_stages(
     done: &mut Vec<Done>,
 ) -> Result<(), Error> {
     let caches = context.caches.as_ref();
-    let previous_migration = stack
-        .status
-        .as_ref()
-        .and_then(|status| status.migration.as_ref());
+    let previous_status = stack.status.as_ref();
+    let previous_migration = previous_status.and_then(|status| status.migration.as_ref());
     if validated.migration.is_some() {
         // Until the migration stage reports, the status keeps what it said.
         observation.migration = previous_migration.cloned();
@@ -156,12 +156,25 @@ async fn run_stages(
                 return Ok(());
             }
         };
-    let previous_status = stack.status.as_ref();
     // Generated before (the status lists them) yet generated now: lost.
     let (lost, new): (Vec<String>, Vec<String>) =
         resolved.generated_env.iter().cloned().partition(|key| {
             previous_status.is_some_and(|status| status.generated_env.contains(key))
         });
+    let secret = env_name(validated);
+    if !new.is_empty() {
+        done.push(Done::Generated {
+            secret: secret.clone(),
+            keys: new,
+        });
+    }
+    if !lost.is_empty() {
+        done.push(Done::GeneratedLost {
+            secret,
+            keys: lost.clone(),
+        });
+    }
+    observation.generated_env = Some(validated.generated_env_names());
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
     let build = |caches: &Caches| {
@@ -184,66 +197,26 @@ async fn run_stages(
         target_revision: target_revision.as_deref(),
         generated_credentials: resolved.generated_database,
     };
-    let migration_pending = target_revision.is_some()
-        && target_revision.as_deref()
-            != previous_migration.and_then(|migration| migration.applied_revision.as_deref());
+    let pass = report::Pass {
+        context,
+        stack,
+        validated,
+        located: &located,
+        target_revision: target_revision.as_deref(),
+        lost: &lost,
+    };
     let mut reached = 0;
     for stage in stages::ORDER {
         let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
         done.extend(apply::writes(context, stack, writes).await?);
         if stage == Stage::Secrets {
-            let secret = env_name(validated);
-            if !new.is_empty() {
-                done.push(Done::Generated {
-                    secret: secret.clone(),
-                    keys: new.clone(),
-                });
-            }
-            if !lost.is_empty() {
-                done.push(Done::GeneratedLost {
-                    secret,
-                    keys: lost.clone(),
-                });
-            }
-            observation.generated_env = Some(validated.generated_env_names());
             // The backend's pods roll on the versions of the configuration
             // this stage has just written (or found in place).
             desired = build(caches);
         }
-        let mut check = observe::check(
-            stage,
-            validated,
-            caches,
-            facts.target_revision,
-            previous_migration,
-            &mut observation.migration,
-        );
-        if stage == Stage::Secrets {
-            check = observe::generated_lost(check, validated, &lost, previous_status);
-        }
-        if stage == Stage::Database {
-            check = probe::database(
-                context,
-                stack,
-                validated,
-                &located,
-                check,
-                migration_pending,
-            )
-            .await;
-        }
-        if stage == Stage::Migrations {
-            check = probe::schema(
-                context,
-                validated,
-                &located,
-                check,
-                &mut observation.migration,
-            )
-            .await;
-        }
-        let go_on = check.ok || !stage.blocks();
-        observation.record(stage, check);
+        let report = report::report(&pass, stage).await;
+        let go_on = report.check.ok || !stage.blocks();
+        observation.record(stage, report);
         reached += 1;
         if !go_on {
             break;

@@ -7,6 +7,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
+use super::status::Report;
 use crate::api::conditions::{self, Check, reasons, types};
 use crate::api::crd::{AppStackStatus, GatewayRef, MigrationStatus};
 use crate::api::stack::{Database, Route, ValidatedStack};
@@ -18,21 +19,20 @@ use crate::children::{
 use crate::runtime::cache::Caches;
 use crate::stages::Stage;
 
-/// The check of a stage the pass reached, after its writes, from the
+/// The report of a stage the pass reached, after its writes, from the
 /// caches. `target` is the migration revision the spec asks for against the
-/// located database; `migration` receives the migration status when the
-/// stage is [`Stage::Migrations`]. The database stage's check is completed
-/// by connecting to the database (see [`super::probe`]).
+/// located database; the migrations stage reports the migration status.
+/// The pass completes some reports beyond the caches (see
+/// [`super::report`]).
 pub fn check(
     stage: Stage,
     stack: &ValidatedStack,
     caches: &Caches,
     target: Option<&str>,
     previous: Option<&MigrationStatus>,
-    migration: &mut Option<MigrationStatus>,
-) -> Check {
+) -> Report {
     let namespace = stack.namespace.as_str();
-    match stage {
+    let check = match stage {
         Stage::Secrets => match &stack.database {
             // Written or found by this stage, unless deleted since it was
             // read: the pass the deletion wakes decides what that means.
@@ -80,13 +80,14 @@ pub fn check(
         },
         Stage::Migrations => {
             if stack.migration.is_none() {
-                return Check::ok(reasons::NO_MIGRATIONS, "no migrations configured");
+                return Check::ok(reasons::NO_MIGRATIONS, "no migrations configured").into();
             }
             let Some(target) = target else {
                 return Check::pending(
                     reasons::WAITING_FOR_DATABASE,
                     "the database the migrations run against is not known yet",
-                );
+                )
+                .into();
             };
             let job_name = children::migration::job_name(stack, target);
             let job = caches.jobs.get(namespace, &job_name);
@@ -100,8 +101,10 @@ pub fn check(
                      revision {target}: two migrations never run at once"
                 );
             }
-            *migration = Some(status);
-            check
+            return Report {
+                check,
+                migration: Some(status),
+            };
         }
         Stage::Backend => workload_check(stack, caches, Component::Backend),
         Stage::Frontend => match &stack.frontend {
@@ -123,7 +126,8 @@ pub fn check(
                 "ServiceMonitor for the backend is applied",
             ),
         },
-    }
+    };
+    check.into()
 }
 
 /// The Ingress once written; the HTTPRoute by what the Gateway says of it.

@@ -4,8 +4,9 @@
 //! to something other than the API server.
 
 use super::context::Context;
+use super::status::Report;
 use crate::api::conditions::Check;
-use crate::api::crd::{AppStack, MigrationStatus};
+use crate::api::crd::AppStack;
 use crate::api::stack::{Database, ValidatedStack};
 use crate::database::{self, Failure, Located};
 
@@ -39,11 +40,20 @@ pub async fn schema(
     context: &Context,
     validated: &ValidatedStack,
     located: &Result<Located, Failure>,
-    check: Check,
-    migration: &mut Option<MigrationStatus>,
-) -> Check {
-    let (true, Some(status), Ok(located)) = (check.ok, migration.as_mut(), located) else {
-        return check;
+    report: Report,
+) -> Report {
+    let Report {
+        check,
+        migration: Some(mut status),
+    } = report
+    else {
+        return report;
+    };
+    let (true, Ok(located)) = (check.ok, located) else {
+        return Report {
+            check,
+            migration: Some(status),
+        };
     };
     let note = match &status.schema_revision {
         Some(known) => database::schema_note(known),
@@ -57,8 +67,11 @@ pub async fn schema(
             note
         }
     };
-    Check {
-        message: format!("{}; {note}", check.message),
-        ..check
+    Report {
+        check: Check {
+            message: format!("{}; {note}", check.message),
+            ..check
+        },
+        migration: Some(status),
     }
 }

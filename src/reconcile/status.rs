@@ -21,6 +21,23 @@ pub enum Outcome {
     Stalled(Check),
 }
 
+/// What one stage reports once its writes are sent: its check, and, of the
+/// migrations stage, the migration as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub check: Check,
+    pub migration: Option<MigrationStatus>,
+}
+
+impl From<Check> for Report {
+    fn from(check: Check) -> Self {
+        Self {
+            check,
+            migration: None,
+        }
+    }
+}
+
 /// What a pass found, stage by stage. A stage the pass did not reach says
 /// what its children are observed to be (the backend still serving the last
 /// migrated revision is available), waiting on the stage that held the pass;
@@ -46,8 +63,13 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Records a reached stage's check; a terminal failure stalls the stack.
-    pub fn record(&mut self, stage: Stage, check: Check) {
+    /// Records a reached stage's report; a terminal failure stalls the
+    /// stack.
+    pub fn record(&mut self, stage: Stage, report: impl Into<Report>) {
+        let Report { check, migration } = report.into();
+        if migration.is_some() {
+            self.migration = migration;
+        }
         if check.terminal {
             self.terminal = Some(check.clone());
         }
