@@ -950,20 +950,27 @@ pub fn definition() -> CustomResourceDefinition {
 }
 
 impl AppStackSpec {
-    /// The Secrets in the stack's namespace whose values the stack reads:
-    /// the external database URL and every `valueFrom` env entry.
-    pub fn referenced_secrets(&self) -> BTreeSet<&str> {
+    /// Every key of a Secret in the stack's namespace whose value the stack
+    /// reads: the external database URL and every `valueFrom` env entry.
+    pub fn referenced_keys(&self) -> impl Iterator<Item = &SecretKeyRef> {
         let database = self
             .database
             .external
             .iter()
-            .map(|external| external.url_secret_ref.name.as_str());
+            .map(|external| &external.url_secret_ref);
         let env = self
             .env
             .iter()
             .filter_map(|entry| entry.value_from.as_ref())
-            .map(|from| from.secret_key_ref.name.as_str());
-        database.chain(env).collect()
+            .map(|from| &from.secret_key_ref);
+        database.chain(env)
+    }
+
+    /// The Secrets of [`Self::referenced_keys`].
+    pub fn referenced_secrets(&self) -> BTreeSet<&str> {
+        self.referenced_keys()
+            .map(|reference| reference.name.as_str())
+            .collect()
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Secret;
 use serde::Deserialize;
 
-use crate::api::crd::{AppStack, SecretKeyRef};
-use crate::api::stack::{Database, DatabaseIdentity, EnvSource, InvalidSpec, ValidatedStack};
+use crate::api::crd::AppStack;
+use crate::api::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack};
 use crate::children;
 use crate::database::DatabaseUrl;
 use crate::database::url::UrlError;
@@ -115,7 +115,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             source,
         })?;
         let mut identity = None;
-        for reference in referenced_keys(&validated) {
+        for reference in stack.spec.referenced_keys() {
             let Some(secret) = secrets.get(&(namespace.clone(), reference.name.clone())) else {
                 continue;
             };
@@ -127,7 +127,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
                 });
             };
             if let Database::External { url_secret_ref } = &validated.database
-                && *url_secret_ref == reference
+                && url_secret_ref == reference
             {
                 let url = DatabaseUrl::parse(value.expose()).map_err(|source| {
                     RenderError::DatabaseUrl {
@@ -172,20 +172,6 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
         }
     }
     Ok(output)
-}
-
-/// Every Secret key a stack reads: the external database URL and the
-/// referenced env values.
-fn referenced_keys(stack: &ValidatedStack) -> Vec<SecretKeyRef> {
-    let database = match &stack.database {
-        Database::External { url_secret_ref } => Some(url_secret_ref.clone()),
-        Database::Managed(_) => None,
-    };
-    let env = stack.env.iter().filter_map(|var| match &var.source {
-        EnvSource::Referenced(reference) => Some(reference.clone()),
-        _ => None,
-    });
-    database.into_iter().chain(env).collect()
 }
 
 /// A key's value in a Secret as written in a file: `data` (base64, decoded

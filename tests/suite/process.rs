@@ -64,7 +64,21 @@ async fn metrics_count_reconciles_requests_and_stacks() {
         value(r#"controller_runtime_max_concurrent_reconciles{controller="appstack"}"#),
         16.0
     );
-    assert!(value(r#"controller_runtime_active_workers{controller="appstack"}"#) >= 0.0);
+    // Every worker a pass took is given back: with the stack Ready and
+    // nothing changing, none stays busy.
+    eventually(
+        "no reconcile in progress on a converged stack",
+        LIMIT,
+        || async {
+            let metrics = operator.metrics().await;
+            (sample(
+                &metrics,
+                r#"controller_runtime_active_workers{controller="appstack"}"#,
+            ) == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
     for step in ["dereference", "apply", "status"] {
         assert_eq!(
             value(&format!(
