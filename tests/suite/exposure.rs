@@ -298,12 +298,14 @@ async fn an_http_route_follows_the_gateway_api_and_its_gateway() {
     assert!(gone(&ingresses, "shop").await, "a gateway, not an Ingress");
 
     // Installing the CRDs later works without a restart.
-    for crd in [
-        include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_gateways.yaml"),
-        include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_httproutes.yaml"),
-    ] {
-        crate::common::apply_yaml(&client, crd).await;
-    }
+    crate::common::apply_crds_served(
+        &client,
+        &[
+            include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_gateways.yaml"),
+            include_str!("../fixtures/crds-gateway-api/gateway.networking.k8s.io_httproutes.yaml"),
+        ],
+    )
+    .await;
     let gateways = gateway_api(&client, ns, "Gateway", "gateways");
     let routes = gateway_api(&client, ns, "HTTPRoute", "httproutes");
     let gateway: DynamicObject = serde_json::from_value(json!({

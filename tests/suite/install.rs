@@ -242,9 +242,7 @@ async fn cluster_wide_install_upgrade_uninstall_and_reinstall_keep_every_stack()
     // with the Prometheus Operator's CRDs installed since, it adds the
     // ServiceMonitor and PrometheusRule, and the optional parts install.
     let before = snapshot(&client, ns, "shop").await;
-    for crd in MONITORING_CRDS {
-        crate::common::apply_yaml(&client, crd).await;
-    }
+    crate::common::apply_crds_served(&client, &MONITORING_CRDS).await;
     helm_operator(
         "upgrade",
         release,

@@ -568,9 +568,11 @@ async fn service_monitor_follows_the_prometheus_operator_api() {
         ("False".into(), "CRDNotInstalled".into())
     );
 
-    crate::common::apply_yaml(
+    crate::common::apply_crds_served(
         &client,
-        include_str!("../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+        &[include_str!(
+            "../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"
+        )],
     )
     .await;
     let gvk = GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");

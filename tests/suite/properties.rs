@@ -12,7 +12,7 @@ mod arbitrary;
 use std::collections::BTreeMap;
 
 use crate::common::{
-    DryRun, LIMIT, base64, client, dry_run_apply, dry_run_create, eventually, install_crd,
+    DryRun, base64, client, dry_run_apply, dry_run_create, install_crd,
 };
 use appstack::api::crd::AppStack;
 use appstack::api::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
@@ -252,15 +252,12 @@ async fn every_child_of_an_accepted_stack_is_accepted_and_restricted() {
     let started = std::time::Instant::now();
     let client = client().await;
     install_crd(&client).await;
-    crate::common::apply_yaml(
+    crate::common::apply_crds_served(
         &client,
-        include_str!("../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"),
+        &[include_str!(
+            "../fixtures/crds/monitoring.coreos.com_servicemonitors.yaml"
+        )],
     )
-    .await;
-    let gvk = kube::api::GroupVersionKind::gvk("monitoring.coreos.com", "v1", "ServiceMonitor");
-    eventually("the ServiceMonitor API is served", LIMIT, || async {
-        kube::discovery::pinned_kind(&client, &gvk).await.ok()
-    })
     .await;
     let namespace = crate::common::restricted_namespace(&client, "properties").await;
 

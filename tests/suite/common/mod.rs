@@ -114,6 +114,37 @@ pub async fn install_crd(client: &Client) -> CustomResourceDefinition {
     crds.get(&name).await.unwrap()
 }
 
+/// Server-side applies CustomResourceDefinitions and waits until the API
+/// server serves each of their kinds: Established, and listed by discovery,
+/// which is what Helm's `.Capabilities` and the operator's own discovery
+/// read. Discovery lags a CRD's creation; a test that goes on before it
+/// lists the kind sees the API as missing.
+pub async fn apply_crds_served(client: &Client, yamls: &[&str]) {
+    use kube::api::GroupVersionKind;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for yaml in yamls {
+        apply_yaml(client, yaml).await;
+        let crd: CustomResourceDefinition = serde_yaml::from_str(yaml).expect("a CRD");
+        let name = crd.metadata.name.clone().expect("a named CRD");
+        tokio::time::timeout(
+            LIMIT,
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("CRD {name} established within {LIMIT:?}"))
+        .expect("watch CRD");
+        for version in crd.spec.versions.iter().filter(|version| version.served) {
+            let gvk = GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
+            eventually(
+                &format!("{name} {} served", version.name),
+                LIMIT,
+                || async { kube::discovery::pinned_kind(client, &gvk).await.ok() },
+            )
+            .await;
+        }
+    }
+}
+
 /// Polls `check` every 200 ms until it yields a value or `limit` passes; the
 /// limit only keeps a broken cluster from hanging the suite.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
