@@ -17,7 +17,7 @@ echo "$CRD"
 # The chart's CRD is crds/ line for line; every added line is a template
 # action (a line starting with {{), which the drift test strips.
 {
-  echo '{{- /* Generated from crds/appstack.dev_appstacks.yaml by scripts/generate.sh: edit src/crd.rs, not this file. */}}'
+  echo '{{- /* Generated from crds/appstack.dev_appstacks.yaml by scripts/generate.sh: edit src/api/crd.rs, not this file. */}}'
   echo '{{- if .Values.crds.install }}'
   sed '/^metadata:$/a\  {{- include "appstack-operator.crdMetadata" . | nindent 2 }}' "$CRD"
   echo '{{- end }}'

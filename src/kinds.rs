@@ -10,7 +10,9 @@
 //! name as the API spells it; the field of `Caches` holding them; the
 //! dynamic type of its API; how it is watched (`labelled`: the operator's
 //! children by label; `everything`: every object in scope, for Secrets that
-//! stacks reference; `discovered`: once its API is served); and what the
+//! stacks reference; `discovered`: once its API is served; `pods`: the pods
+//! of the operator's workloads, which say why a component cannot run); and
+//! what the
 //! orphan sweep does with objects no longer desired (`owned`: deleted when
 //! the stack owns them; `finished_jobs`: older finished ones beyond the
 //! last few; `kept`: never).
@@ -57,6 +59,8 @@ macro_rules! for_each_kind {
             HttpRoute: kube::api::DynamicObject = "HTTPRoute" in http_routes,
                 dyntype (crate::children::expose::http_route_resource()),
                 watch discovered, sweep owned;
+            Pod: k8s_openapi::api::core::v1::Pod = "Pod" in pods,
+                dyntype (), watch pods, sweep kept;
         }
     };
 }

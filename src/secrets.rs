@@ -81,6 +81,68 @@ pub struct SecretValues {
     pub env: BTreeMap<String, SecretValue>,
 }
 
+/// Hides every secret value a stack's status and Events could otherwise
+/// carry — generated values, the database credentials, values copied from
+/// the user's Secrets — should a message quote one (a failed migration
+/// printing `DATABASE_URL`). Values shorter than [`Redactor::SHORTEST`]
+/// are left: hiding every "1" would hide nothing and garble the rest.
+#[derive(Clone, Debug, Default)]
+pub struct Redactor {
+    /// Longest first, so a value holding another is hidden whole.
+    values: Vec<String>,
+}
+
+impl Redactor {
+    /// What a hidden value reads as.
+    pub const MASK: &'static str = "[redacted]";
+    /// The shortest value hidden.
+    pub const SHORTEST: usize = 4;
+
+    /// A redactor of `values` and the referenced values `observed` read.
+    /// Of a value that is a URL with a password, the password is hidden
+    /// too, as written and decoded.
+    pub fn new(values: &SecretValues, observed: &ObservedSecrets) -> Self {
+        let database = [db_keys::PASSWORD, db_keys::DATABASE_URL]
+            .into_iter()
+            .filter_map(|key| values.database.get(key));
+        let mut texts: Vec<String> = values
+            .env
+            .values()
+            .chain(database)
+            .chain(observed.referenced.values())
+            .filter_map(|value| std::str::from_utf8(value.expose()).ok())
+            .flat_map(|text| {
+                let password = url::Url::parse(text)
+                    .ok()
+                    .and_then(|url| url.password().map(String::from));
+                let decoded = password.as_deref().and_then(|password| {
+                    percent_encoding::percent_decode_str(password)
+                        .decode_utf8()
+                        .ok()
+                        .map(|decoded| decoded.into_owned())
+                });
+                [Some(text.to_string()), password, decoded]
+            })
+            .flatten()
+            .filter(|text| text.chars().count() >= Self::SHORTEST)
+            .collect();
+        texts.sort_by_key(|text| std::cmp::Reverse(text.len()));
+        texts.dedup();
+        Self { values: texts }
+    }
+
+    /// `text` with every known secret value replaced by [`Self::MASK`].
+    pub fn redact(&self, text: &str) -> String {
+        let mut redacted = text.to_string();
+        for value in &self.values {
+            if redacted.contains(value.as_str()) {
+                redacted = redacted.replace(value.as_str(), Self::MASK);
+            }
+        }
+        redacted
+    }
+}
+
 /// Values read from the cluster that secret resolution needs.
 #[derive(Clone, Debug, Default)]
 pub struct ObservedSecrets {
@@ -335,6 +397,42 @@ mod tests {
         assert_eq!(
             error.to_string(),
             r#"key "api-key" of Secret "sendgrid" does not exist"#
+        );
+    }
+
+    #[test]
+    fn every_known_secret_value_is_redacted_and_short_values_are_not() {
+        let mut values = SecretValues::default();
+        values
+            .env
+            .insert("SECRET_KEY".into(), SecretValue::new("k3y-generated-value"));
+        values.env.insert("FLAG".into(), SecretValue::new("on"));
+        values
+            .database
+            .insert(db_keys::PASSWORD.into(), SecretValue::new("p4ssw0rd"));
+        values.database.insert(
+            db_keys::DATABASE_URL.into(),
+            SecretValue::new("postgresql://shop:p4ssw0rd@shop-db:5432/shop"),
+        );
+        let mut observed = ObservedSecrets::default();
+        observed.referenced.insert(
+            ("ext".into(), "url".into()),
+            SecretValue::new("postgres://app:s%40fe@db.example.com/app"),
+        );
+        let redactor = Redactor::new(&values, &observed);
+        let printed = "connecting to postgresql://shop:p4ssw0rd@shop-db:5432/shop with k3y-generated-value; \
+                       password p4ssw0rd; other s@fe and s%40fe; flag on";
+        let redacted = redactor.redact(printed);
+        for secret in ["p4ssw0rd", "k3y-generated-value", "s@fe", "s%40fe"] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        assert!(
+            redacted.contains("connecting to [redacted] with [redacted]"),
+            "{redacted}"
+        );
+        assert!(
+            redacted.ends_with("flag on"),
+            "too short to hide: {redacted}"
         );
     }
 }

@@ -113,6 +113,36 @@ pub mod reasons {
         CREDENTIALS_LOST,
     ];
 
+    // Why a component's pods cannot run, in the kubelet's and the
+    // scheduler's words (see `reconcile::pods`).
+    pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
+    pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
+    pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
+    pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
+    pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";
+    pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
+    pub const RUN_CONTAINER_ERROR: &str = "RunContainerError";
+    pub const CRASH_LOOP_BACK_OFF: &str = "CrashLoopBackOff";
+    pub const OOM_KILLED: &str = "OOMKilled";
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// A container runs but its readiness probe fails.
+    pub const NOT_READY: &str = "NotReady";
+
+    /// Every reason above: a pod of the component cannot run.
+    pub const POD_TROUBLE: [&str; 11] = [
+        INVALID_IMAGE_NAME,
+        ERR_IMAGE_NEVER_PULL,
+        ERR_IMAGE_PULL,
+        IMAGE_PULL_BACK_OFF,
+        CREATE_CONTAINER_CONFIG_ERROR,
+        CREATE_CONTAINER_ERROR,
+        RUN_CONTAINER_ERROR,
+        CRASH_LOOP_BACK_OFF,
+        OOM_KILLED,
+        UNSCHEDULABLE,
+        NOT_READY,
+    ];
+
     // Reasons of Events that are not condition reasons.
     pub const SECRET_GENERATED: &str = "SecretGenerated";
     pub const MIGRATION_STARTED: &str = "MigrationStarted";

@@ -34,6 +34,19 @@ pub fn managed_selector() -> String {
     format!("{LABEL_MANAGED_BY}={MANAGED_BY}")
 }
 
+/// Label selector matching the pods of every stack's workloads: their
+/// templates carry the selector labels, not the managed-by label (adding it
+/// would roll every workload).
+pub fn pod_selector() -> String {
+    format!(
+        "{LABEL_NAME}={APP_NAME},{LABEL_INSTANCE},{LABEL_COMPONENT} in ({},{},{},{})",
+        Component::Database.as_str(),
+        Component::Migration.as_str(),
+        Component::Backend.as_str(),
+        Component::Frontend.as_str()
+    )
+}
+
 /// The parts of a stack, as `app.kubernetes.io/component` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {

@@ -52,6 +52,10 @@ pub fn migration_job(stack: &ValidatedStack, database: Option<&DatabaseIdentity>
                         env_from: Some(env_from),
                         resources: super::pod::resources(spec.resources.as_ref()),
                         security_context: Some(super::security::container()),
+                        // A failed migration's status carries the tail of
+                        // what it printed: the kubelet keeps it in the
+                        // container's terminated state.
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
                         ..Container::default()
                     }],
                     security_context: Some(super::security::pod(

@@ -65,6 +65,7 @@ hashed_whole!(
     k8s_openapi::api::networking::v1::NetworkPolicy,
     k8s_openapi::api::policy::v1::PodDisruptionBudget,
     k8s_openapi::api::networking::v1::Ingress,
+    k8s_openapi::api::core::v1::Pod,
     kube::api::DynamicObject
 );
 

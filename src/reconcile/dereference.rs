@@ -19,7 +19,7 @@ use crate::children::{database::volume_claim_name, database_name, env_name};
 use crate::database::{self, Failure, Located};
 use crate::runtime::cache::Caches;
 use crate::runtime::cache::slim::Slim;
-use crate::secrets::{self, ObservedSecrets, ResolveError, Resolved, SecretValue};
+use crate::secrets::{self, ObservedSecrets, Redactor, ResolveError, Resolved, SecretValue};
 
 /// Secret types whose values are never copied into an application's
 /// environment: credentials of the cluster itself.
@@ -52,6 +52,8 @@ pub enum Dereferenced {
         /// The database, as far as the spec and the Secrets say; an external
         /// URL that cannot be used is the database stage's to report.
         located: Box<Result<Located, Failure>>,
+        /// Hides the values resolved and read from every message.
+        redactor: Redactor,
     },
     /// A referenced Secret, key or value cannot be used (yet), or a Secret
     /// of the stack's own name is in the way: the `SecretsReady` check.
@@ -110,9 +112,11 @@ pub async fn dereference(
     match resolved {
         Ok(resolved) => {
             let located = database::locate(stack, &observed, &resolved.values);
+            let redactor = Redactor::new(&resolved.values, &observed);
             Ok(Dereferenced::Resolved {
                 resolved,
                 located: Box::new(located),
+                redactor,
             })
         }
         Err(ResolveError::MissingReference { name, key }) => {

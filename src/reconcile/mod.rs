@@ -13,6 +13,7 @@ pub mod dereference;
 pub mod events;
 pub mod observe;
 pub mod plan;
+pub mod pods;
 pub mod probe;
 pub mod release;
 pub mod report;
@@ -134,9 +135,13 @@ async fn run_stages(
         observation.migration = previous_migration.cloned();
     }
     let referenced = stack.spec.referenced_secrets();
-    let (resolved, located) =
+    let (resolved, located, redactor) =
         match dereference::dereference(context, validated, &referenced).await? {
-            Dereferenced::Resolved { resolved, located } => (resolved, *located),
+            Dereferenced::Resolved {
+                resolved,
+                located,
+                redactor,
+            } => (resolved, *located, redactor),
             Dereferenced::Unusable(check) => {
                 observation.record(Stage::Secrets, check);
                 return Ok(());
@@ -227,6 +232,8 @@ async fn run_stages(
             observation.unreached.insert(stage, seen);
         }
     }
+    // What pods and migrations print may quote a secret value.
+    observation.redact(|text| redactor.redact(text));
     Ok(())
 }
 

@@ -1,20 +1,25 @@
 //! Observe: what each stage's children say about the stage, read from the
-//! caches. Pure: no request is sent.
+//! caches, and in their pods' words when they cannot run. Pure: no request
+//! is sent.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
+use super::pods;
 use super::status::Report;
 use crate::api::conditions::{self, Check, reasons, types};
 use crate::api::crd::{AppStackStatus, GatewayRef, MigrationStatus};
 use crate::api::stack::{Database, Route, ValidatedStack};
 use crate::children::expose::exposure_name;
 use crate::children::{
-    self, Component, ConfigSource, ConfigVersions, ObjectVersion, SourceVersion, database_name,
-    workload::workload_name,
+    self, Component, ConfigSource, ConfigVersions, LABEL_COMPONENT, ObjectVersion, SourceVersion,
+    database_name, workload::workload_name,
 };
 use crate::runtime::cache::Caches;
 use crate::stages::Stage;
@@ -69,7 +74,10 @@ pub fn check(
                                 children::database::volume_claim_name(stack)
                             ),
                         ),
-                        check => check,
+                        check => with_pod_trouble(
+                            check,
+                            &component_pods(stack, caches, Component::Database),
+                        ),
                     },
                 }
             }
@@ -91,7 +99,23 @@ pub fn check(
             };
             let job_name = children::migration::job_name(stack, target);
             let job = caches.jobs.get(namespace, &job_name);
-            let (mut check, status) = migration_check(target, &job_name, job.as_deref(), previous);
+            let pods: Vec<_> = component_pods(stack, caches, Component::Migration)
+                .into_iter()
+                .filter(|pod| pod.labels().get(JOB_NAME_LABEL) == Some(&job_name))
+                .collect();
+            let (mut check, status) = migration_check(
+                target,
+                &job_name,
+                job.as_deref(),
+                previous,
+                migration_output(&pods).as_deref(),
+            );
+            if job
+                .as_deref()
+                .is_some_and(|job| job_state(job) == JobState::Running)
+            {
+                check = with_pod_trouble(check, &pods);
+            }
             if job.is_none()
                 && !check.ok
                 && let Some(earlier) = earlier_migration_running(stack, caches, &job_name)
@@ -370,12 +394,54 @@ fn volume_in_line(stack: &ValidatedStack, caches: &Caches) -> bool {
 fn workload_check(stack: &ValidatedStack, caches: &Caches, component: Component) -> Check {
     let name = workload_name(stack, component);
     match caches.deployments.get(&stack.namespace, &name) {
-        Some(deployment) => deployment_check(&deployment),
+        Some(deployment) => with_pod_trouble(
+            deployment_check(&deployment),
+            &component_pods(stack, caches, component),
+        ),
         None => Check::pending(
             reasons::ROLLING_OUT,
             format!("Deployment {name} is being created"),
         ),
     }
+}
+
+/// The label the Job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+
+/// The cached pods of one component of the stack.
+fn component_pods(stack: &ValidatedStack, caches: &Caches, component: Component) -> Vec<Arc<Pod>> {
+    caches
+        .pods
+        .of_stack(&stack.namespace, &stack.name)
+        .into_iter()
+        .filter(|pod| {
+            pod.labels().get(LABEL_COMPONENT).map(String::as_str) == Some(component.as_str())
+        })
+        .collect()
+}
+
+/// A component not done yet, said in the words of whatever keeps one of
+/// its pods from running: the kubelet's reason and message, naming the
+/// pod. A rollout already failed for good stays failed, with that cause.
+fn with_pod_trouble(check: Check, pods: &[Arc<Pod>]) -> Check {
+    if check.ok {
+        return check;
+    }
+    match pods::first_trouble(pods.iter().map(AsRef::as_ref)) {
+        None => check,
+        Some(trouble) if check.terminal => Check::failed(
+            trouble.reason,
+            format!("{}; {}", check.message, trouble.message),
+        ),
+        Some(trouble) => trouble,
+    }
+}
+
+/// The tail of what the newest failed migration pod printed.
+fn migration_output(pods: &[Arc<Pod>]) -> Option<String> {
+    let mut failed: Vec<&Arc<Pod>> = pods.iter().collect();
+    failed.sort_by_key(|pod| std::cmp::Reverse(pod.creation_timestamp()));
+    failed.into_iter().find_map(|pod| pods::failure_output(pod))
 }
 
 /// The migration stage: done when the target revision was applied before
@@ -386,6 +452,7 @@ pub fn migration_check(
     job_name: &str,
     job: Option<&Job>,
     previous: Option<&MigrationStatus>,
+    output: Option<&str>,
 ) -> (Check, MigrationStatus) {
     let previous = previous.cloned().unwrap_or_default();
     let mut status = MigrationStatus {
@@ -417,7 +484,10 @@ pub fn migration_check(
         Some(JobState::Failed(why)) => Check::failed(
             reasons::MIGRATION_FAILED,
             format!(
-                "Job {job_name} failed: {why}; the backend keeps running the last migrated revision; change the image or retryToken to run again"
+                "Job {job_name} failed: {why}; the backend keeps running the last migrated revision; change the image or retryToken to run again{}",
+                output
+                    .map(|output| format!("; the migration printed:\n{output}"))
+                    .unwrap_or_default()
             ),
         ),
         Some(JobState::Running) => Check::pending(
@@ -449,6 +519,7 @@ pub fn earlier_migration_running(
 }
 
 /// Where a Job is.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
     Running,
     Succeeded,
@@ -679,19 +750,19 @@ mod tests {
             applied_revision: Some("r1".into()),
             ..MigrationStatus::default()
         };
-        let (check, status) = migration_check("r1", "shop-migrate-r1", None, Some(&applied));
+        let (check, status) = migration_check("r1", "shop-migrate-r1", None, Some(&applied), None);
         assert!(check.ok, "a cleaned-up Job of an applied revision is fine");
         assert_eq!(status.applied_revision.as_deref(), Some("r1"));
 
         let complete = job(serde_json::json!([{"type": "Complete", "status": "True"}]));
-        let (check, status) = migration_check("r2", "j", Some(&complete), Some(&applied));
+        let (check, status) = migration_check("r2", "j", Some(&complete), Some(&applied), None);
         assert!(check.ok);
         assert_eq!(status.applied_revision.as_deref(), Some("r2"));
 
         let failed = job(
             serde_json::json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]),
         );
-        let (check, status) = migration_check("r2", "j", Some(&failed), Some(&applied));
+        let (check, status) = migration_check("r2", "j", Some(&failed), Some(&applied), None);
         assert!(!check.ok && check.terminal);
         assert_eq!(check.reason, reasons::MIGRATION_FAILED);
         assert_eq!(

@@ -7,7 +7,7 @@
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, PersistentVolumeClaim, PodSpec, PodTemplateSpec, Secret, Service,
+    ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, PodTemplateSpec, Secret, Service,
 };
 use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,7 +16,7 @@ use kube::api::DynamicObject;
 use crate::runtime::cache::packed::Settle;
 
 /// Children kept whole: a Secret's values are not in its desired hash, and
-/// a Job or a volume claim is small once slimmed.
+/// a Job, a volume claim or a pod is small once slimmed.
 macro_rules! kept_whole {
     ($($kind:ty),*) => {$(
         impl Settle for $kind {
@@ -26,7 +26,7 @@ macro_rules! kept_whole {
         }
     )*};
 }
-kept_whole!(Secret, Job, PersistentVolumeClaim);
+kept_whole!(Secret, Job, PersistentVolumeClaim, Pod);
 
 /// Children nothing reads but their metadata and status once settled.
 macro_rules! settle_to_status {

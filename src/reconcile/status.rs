@@ -76,6 +76,18 @@ impl Observation {
         self.checks.insert(stage, check);
     }
 
+    /// Every message rewritten by `redact`.
+    pub fn redact(&mut self, redact: impl Fn(&str) -> String) {
+        let checks = self
+            .checks
+            .values_mut()
+            .chain(self.unreached.values_mut())
+            .chain(self.terminal.as_mut());
+        for check in checks {
+            check.message = redact(&check.message);
+        }
+    }
+
     pub fn check(&self, stage: Stage) -> Option<&Check> {
         self.checks.get(&stage)
     }

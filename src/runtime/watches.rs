@@ -6,6 +6,7 @@
 //! concerns, through one trigger channel, after the cache holds it: a pass
 //! woken by a Job's completion reads the completed Job.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
@@ -216,6 +217,82 @@ fn everything<C: Cached<Object = Secret>>(scope: &Scope<'_>) -> JoinHandle<()> {
             }
         },
     )
+}
+
+/// The troubled pods, by namespace and name, with their trouble's reason and
+/// the stack they belong to.
+type Troubled = HashMap<(String, String), (&'static str, String)>;
+
+/// Watches the pods of the operator's workloads. A pod changes many times on
+/// its way to running; a pass is woken only when what keeps it from
+/// running changes (see [`crate::reconcile::pods::trouble`]): the workload's
+/// own status wakes the stack for everything else.
+fn pods<C: Cached<Object = Pod>>(scope: &Scope<'_>) -> JoinHandle<()> {
+    let events = resilient::watch(
+        C::KIND.as_str(),
+        watcher::watcher(
+            scoped::<Pod>(scope.client.clone(), scope.namespace),
+            resilient::config().labels(&children::pod_selector()),
+        ),
+    );
+    let caches = scope.caches.clone();
+    let triggers = scope.triggers.clone();
+    tokio::spawn(async move {
+        let mut troubled = Troubled::new();
+        let mut listing: Option<Troubled> = None;
+        let mut events = std::pin::pin!(events);
+        while let Some(Ok(event)) = events.next().await {
+            let mut woken = BTreeSet::new();
+            let mut note = |map: &mut Troubled, pod: &Pod, deleted: bool| {
+                let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+                let stack = pod.labels().get(children::LABEL_INSTANCE).cloned();
+                let now = (!deleted)
+                    .then(|| crate::reconcile::pods::trouble(pod))
+                    .flatten()
+                    .zip(stack.clone())
+                    .map(|(trouble, stack)| (trouble.reason, stack));
+                let before = match &now {
+                    Some(now) => map.insert(key.clone(), now.clone()),
+                    None => map.remove(&key),
+                };
+                if before.as_ref().map(|(reason, _)| *reason)
+                    != now.as_ref().map(|(reason, _)| *reason)
+                {
+                    woken.extend(stack.map(|stack| (key.0, stack)));
+                }
+            };
+            match &event {
+                Event::Apply(pod) => note(&mut troubled, pod, false),
+                Event::Delete(pod) => note(&mut troubled, pod, true),
+                Event::Init => listing = Some(HashMap::new()),
+                Event::InitApply(pod) => {
+                    if let Some(listed) = listing.as_mut() {
+                        note(listed, pod, false);
+                    }
+                }
+                Event::InitDone => {
+                    // Wake what the list changed: troubles gone while away,
+                    // and troubles new or different.
+                    let listed = listing.take().unwrap_or_default();
+                    for (key, (reason, stack)) in &troubled {
+                        if listed.get(key).map(|(now, _)| now) != Some(reason) {
+                            woken.insert((key.0.clone(), stack.clone()));
+                        }
+                    }
+                    for (key, (reason, stack)) in &listed {
+                        if troubled.get(key).map(|(before, _)| before) != Some(reason) {
+                            woken.insert((key.0.clone(), stack.clone()));
+                        }
+                    }
+                    troubled = listed;
+                }
+            }
+            C::cache(&caches).apply_event(map_owned(event, slimmed));
+            for (namespace, stack) in woken {
+                wake(&triggers, &namespace, &stack);
+            }
+        }
+    })
 }
 
 /// Looks for kind `C`'s API every [`DISCOVERY_INTERVAL`]; once it is served,

@@ -11,9 +11,7 @@ mod arbitrary;
 
 use std::collections::BTreeMap;
 
-use crate::common::{
-    DryRun, base64, client, dry_run_apply, dry_run_create, install_crd,
-};
+use crate::common::{DryRun, base64, client, dry_run_apply, dry_run_create, install_crd};
 use appstack::api::crd::AppStack;
 use appstack::api::stack::{DatabaseIdentity, EnvSource, ValidatedStack};
 use appstack::children;

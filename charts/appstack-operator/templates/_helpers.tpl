@@ -109,6 +109,13 @@ rule says why. */}}
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [get, list, watch, patch]
+# The pods of the stacks' workloads, watched (label-filtered) into a cache so
+# a component's condition says why its pods cannot run (an image that cannot
+# be pulled, a crash loop, a config error) and a failed migration what it
+# printed. Never written.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
 # The migration Job of each revision (<stack>-migrate-<hash>): created (and
 # read by name when a create finds it in place), watched until it succeeds
 # or fails, deleted once superseded. Never patched: a new revision is a new
