@@ -327,6 +327,9 @@ SCHED
   for f in "$BIN"/stages/*.yaml; do
     [[ "$(basename "$f")" == storage-class.yaml ]] || stage_args+=(--config "$f")
   done
+  # This project's stages: what a kubelet reports of pods that cannot run
+  # (hack/kwok-stages/README.md).
+  for f in "$ROOT"/hack/kwok-stages/*.yaml; do stage_args+=(--config "$f"); done
   start kwok "$BIN/kwok" --kubeconfig "$STATE/admin.kubeconfig" --manage-all-nodes=true \
     --server-address "127.0.0.1:$KWOK_PORT" --cidr 10.128.0.1/12 "${stage_args[@]}"
 

@@ -20,6 +20,26 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     {
         events.push(event(EventType::Warning, &condition.reason, note));
     }
+    // A new cause keeping a component's pods from running: one Warning per
+    // cause, in the kubelet's words, when it appears (not on every pass).
+    for type_ in [
+        types::DATABASE_READY,
+        types::MIGRATIONS_APPLIED,
+        types::BACKEND_AVAILABLE,
+        types::FRONTEND_AVAILABLE,
+    ] {
+        if let Some(condition) = conditions::condition(Some(desired), type_)
+            .filter(|condition| reasons::POD_TROUBLE.contains(&condition.reason.as_str()))
+            && conditions::condition(previous, type_)
+                .is_none_or(|before| before.reason != condition.reason)
+        {
+            events.push(event(
+                EventType::Warning,
+                &condition.reason,
+                condition.message.clone(),
+            ));
+        }
+    }
     if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_SUCCEEDED) {
         events.push(event(EventType::Normal, reasons::MIGRATION_SUCCEEDED, note));
     }
@@ -56,13 +76,14 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     if let Some(note) = became(types::READY, reasons::READY) {
         events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }
-    // A failed migration and a database that cannot be used have their
-    // Warning above already.
+    // A failed migration, a database that cannot be used and pods that
+    // cannot run have their Warning above already.
     if let Some(condition) =
         conditions::condition(Some(desired), types::STALLED).filter(|condition| {
             condition.status == "True"
                 && condition.reason != reasons::MIGRATION_FAILED
                 && !reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str())
+                && !reasons::POD_TROUBLE.contains(&condition.reason.as_str())
         })
         && became(types::STALLED, &condition.reason).is_some()
     {
