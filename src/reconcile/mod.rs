@@ -33,7 +33,7 @@ use self::apply::{ApplyError, Done};
 pub use self::context::Context;
 use self::dereference::{DereferenceError, Dereferenced};
 use self::plan::{Kind, StackFacts};
-use self::status::{Observation, Outcome};
+use self::status::{Difference, Observation, Outcome};
 use crate::api::conditions::{Check, reasons, types};
 use crate::api::crd::{AppStack, AppStackStatus};
 use crate::api::stack::ValidatedStack;
@@ -102,12 +102,29 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     let previous = stack.status.as_ref();
     let generation = stack.meta().generation.unwrap_or(0);
     let desired = status::desired_status(&observation, generation, previous, Timestamp::now());
-    if let Some(status) = status::status_patch(previous, &desired) {
-        write_status(context, &stack, &status).await?;
-        info!(outcome = ?observation.outcome(), "status updated");
-    }
-    publish(context, &stack, previous, &desired, &done).await;
     let uid = stack.uid().unwrap_or_default();
+    // Progress is reported per transition: a status whose messages alone
+    // changed waits for the next transition, or a few seconds.
+    let deferred = match status::difference(previous, &desired) {
+        Difference::None => {
+            context.deferred.forget(&uid);
+            None
+        }
+        Difference::Messages if let Some(left) = context.deferred.wait(&uid) => Some(left),
+        Difference::Transition | Difference::Messages => {
+            write_status(context, &stack, &desired).await?;
+            context.deferred.forget(&uid);
+            info!(outcome = ?observation.outcome(), "status updated");
+            None
+        }
+    };
+    // The transitions are told once the status that holds them is written.
+    let told = if deferred.is_none() {
+        Some(&desired)
+    } else {
+        None
+    };
+    publish(context, &stack, previous, told, &done).await;
     if let Some(delay) = context
         .databases
         .retry_after(&uid, observation.check(Stage::Database))
@@ -115,7 +132,10 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
         // The database cannot be used: look again later and later.
         return Ok(Action::requeue(delay));
     }
-    Ok(next_check(&observation))
+    Ok(match deferred {
+        Some(left) => Action::requeue(left),
+        None => next_check(&observation),
+    })
 }
 
 /// Dereference, build, then each stage in order until one holds the pass:
@@ -273,12 +293,13 @@ async fn write_status(
     Ok(())
 }
 
-/// Publishes the pass's Events and counts what it observed.
+/// Publishes the pass's Events and counts what it observed: what it did,
+/// and the transitions from `previous` to `written`, the status it wrote.
 async fn publish(
     context: &Context,
     stack: &AppStack,
     previous: Option<&AppStackStatus>,
-    desired: &AppStackStatus,
+    written: Option<&AppStackStatus>,
     done: &[Done],
 ) {
     let metrics = &context.metrics;
@@ -295,15 +316,20 @@ async fn publish(
             Done::Created { .. } | Done::Deleted { .. } => {}
         }
     }
-    for (reason, result) in [
-        (reasons::MIGRATION_SUCCEEDED, "succeeded"),
-        (reasons::MIGRATION_FAILED, "failed"),
-    ] {
-        if status::became(previous, desired, types::MIGRATIONS_APPLIED, reason).is_some() {
-            metrics.migration(result);
+    let transitions = match written {
+        Some(written) => {
+            for (reason, result) in [
+                (reasons::MIGRATION_SUCCEEDED, "succeeded"),
+                (reasons::MIGRATION_FAILED, "failed"),
+            ] {
+                if status::became(previous, written, types::MIGRATIONS_APPLIED, reason).is_some() {
+                    metrics.migration(result);
+                }
+            }
+            events::transitions(previous, written)
         }
-    }
-    let transitions = events::transitions(previous, desired);
+        None => Vec::new(),
+    };
     let reference = stack.object_ref(&());
     // A recorder of this pass only: one shared by every pass keeps each
     // Event it sent for six minutes (about 2 KiB each, 16 MiB over 1,000

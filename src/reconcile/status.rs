@@ -2,7 +2,11 @@
 //! reconcile observed, compared with the current status, written only when
 //! different.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -233,12 +237,98 @@ pub fn desired_status(
     }
 }
 
-/// The status to write, or `None` when the current one already says it.
-pub fn status_patch(
-    current: Option<&AppStackStatus>,
-    desired: &AppStackStatus,
-) -> Option<AppStackStatus> {
-    (current != Some(desired)).then(|| desired.clone())
+/// How the desired status differs from the current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Difference {
+    /// The current status already says it.
+    None,
+    /// A transition: a condition's status or reason, the observed
+    /// generation, or a field users act on (the migration's revisions and
+    /// Job, the URL, the generated env). Written at once.
+    Transition,
+    /// Only messages (a rollout's replica counts, a Job's attempts): written
+    /// with the next transition, or once [`COALESCE`] has passed.
+    Messages,
+}
+
+/// How long a status whose messages alone changed waits to be written.
+pub const COALESCE: Duration = Duration::from_secs(3);
+
+/// How `desired` differs from `current`.
+pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) -> Difference {
+    let Some(current) = current else {
+        return Difference::Transition;
+    };
+    if current == desired {
+        return Difference::None;
+    }
+    let revisions = |status: &AppStackStatus| {
+        status.migration.as_ref().map(|migration| {
+            (
+                migration.target_revision.clone(),
+                migration.applied_revision.clone(),
+                migration.job_name.clone(),
+                migration.schema_revision.clone(),
+            )
+        })
+    };
+    let states = |status: &AppStackStatus| -> Vec<(String, String, String, Option<i64>)> {
+        status
+            .conditions
+            .iter()
+            .map(|condition| {
+                (
+                    condition.type_.clone(),
+                    condition.status.clone(),
+                    condition.reason.clone(),
+                    condition.observed_generation,
+                )
+            })
+            .collect()
+    };
+    let transition = current.observed_generation != desired.observed_generation
+        || current.url != desired.url
+        || current.generated_env != desired.generated_env
+        || revisions(current) != revisions(desired)
+        || states(current) != states(desired);
+    if transition {
+        Difference::Transition
+    } else {
+        Difference::Messages
+    }
+}
+
+/// Stacks whose status differs from what passes found only in messages,
+/// and since when: their messages are written within [`COALESCE`].
+#[derive(Debug, Default)]
+pub struct Deferred {
+    since: Mutex<HashMap<String, Instant>>,
+}
+
+impl Deferred {
+    /// How long the status of stack `uid`, whose messages alone changed,
+    /// still waits; `None` when it is due now.
+    pub fn wait(&self, uid: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut since = self.since.lock().expect("deferred lock");
+        let first = *since.entry(uid.to_string()).or_insert(now);
+        let left = COALESCE.saturating_sub(now.duration_since(first));
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// The status of stack `uid` was written, or needs no write, or the
+    /// stack is gone.
+    pub fn forget(&self, uid: &str) {
+        self.since.lock().expect("deferred lock").remove(uid);
+    }
+
+    pub fn len(&self) -> usize {
+        self.since.lock().expect("deferred lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The message of condition `type_` when it newly holds `reason` in
@@ -337,7 +427,7 @@ mod tests {
         let first = desired_status(&ready_observation(), 1, None, at(100));
         let again = desired_status(&ready_observation(), 1, Some(&first), at(500));
         assert_eq!(again, first, "nothing time-based changes on a repeat");
-        assert!(status_patch(Some(&first), &again).is_none());
+        assert_eq!(difference(Some(&first), &again), Difference::None);
 
         let mut changed = ready_observation();
         changed.record(
@@ -353,7 +443,54 @@ mod tests {
             at(100),
             "unchanged condition keeps its time"
         );
-        assert!(status_patch(Some(&first), &later).is_some());
+        assert_eq!(difference(Some(&first), &later), Difference::Transition);
+    }
+
+    #[test]
+    fn a_change_of_messages_alone_is_not_a_transition() {
+        let mut rolling = ready_observation();
+        rolling.record(
+            Stage::Backend,
+            Check::pending(reasons::ROLLING_OUT, "1 of 2 replicas updated, 0 available"),
+        );
+        let first = desired_status(&rolling, 1, None, at(100));
+        let mut further = ready_observation();
+        further.record(
+            Stage::Backend,
+            Check::pending(reasons::ROLLING_OUT, "2 of 2 replicas updated, 1 available"),
+        );
+        let later = desired_status(&further, 1, Some(&first), at(200));
+        assert_eq!(difference(Some(&first), &later), Difference::Messages);
+        let mut migrated = further.clone();
+        migrated.migration = Some(MigrationStatus {
+            schema_revision: Some("a1b2".into()),
+            ..MigrationStatus::default()
+        });
+        let migrated = desired_status(&migrated, 1, Some(&first), at(200));
+        assert_eq!(
+            difference(Some(&first), &migrated),
+            Difference::Transition,
+            "a schema revision is acted on"
+        );
+        let next_generation = desired_status(&further, 2, Some(&first), at(200));
+        assert_eq!(
+            difference(Some(&first), &next_generation),
+            Difference::Transition
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deferred_messages_wait_at_most_the_coalescing_window() {
+        let deferred = Deferred::default();
+        assert_eq!(deferred.wait("a"), Some(COALESCE));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(deferred.wait("a"), Some(COALESCE - Duration::from_secs(1)));
+        assert_eq!(deferred.wait("b"), Some(COALESCE), "each stack on its own");
+        tokio::time::advance(COALESCE).await;
+        assert_eq!(deferred.wait("a"), None, "due");
+        deferred.forget("a");
+        deferred.forget("b");
+        assert!(deferred.is_empty());
     }
 
     #[test]
