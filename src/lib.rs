@@ -9,6 +9,7 @@ pub mod cli;
 pub mod database;
 pub mod import;
 pub mod kinds;
+pub mod plugin;
 pub mod reconcile;
 pub mod runtime;
 pub mod secrets;

@@ -59,7 +59,8 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn render_command(args: &RenderArgs) -> ExitCode {
+/// `render`: prints what the AppStacks of `args.file` would create.
+pub fn render_command(args: &RenderArgs) -> ExitCode {
     let input = if args.file.as_os_str() == "-" {
         let mut input = String::new();
         std::io::stdin().read_to_string(&mut input).map(|_| input)

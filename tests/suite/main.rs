@@ -20,6 +20,7 @@ mod install;
 mod least_privilege;
 mod operator;
 mod other_writers;
+mod plugin;
 mod pod_causes;
 mod process;
 mod properties;
