@@ -18,7 +18,7 @@ const CRD_TEMPLATE: &str = include_str!("../../charts/appstack-operator/template
 const RENDERED: &str = include_str!("../../deploy/appstack-operator.yaml");
 const VALUES: &str = include_str!("../../charts/appstack-operator/values.yaml");
 const SCHEMA: &str = include_str!("../../charts/appstack-operator/values.schema.json");
-const RUNBOOKS: &str = include_str!("../../docs/runbooks.md");
+const RUNBOOKS: &str = include_str!("../../docs/src/operations/runbooks.md");
 
 /// The namespace deploy/appstack-operator.yaml is rendered into
 /// (scripts/generate.sh).
@@ -795,7 +795,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
             RUNBOOKS.lines().any(
                 |line| line.strip_prefix("## ").map(str::to_lowercase).as_deref() == Some(anchor)
             ),
-            "docs/runbooks.md has no section for {runbook}"
+            "docs/src/operations/runbooks.md has no section for {runbook}"
         );
         alerts.insert(name);
     }
