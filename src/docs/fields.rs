@@ -24,7 +24,7 @@ pub fn page(crd: &CustomResourceDefinition) -> String {
     )
     .expect("a schema serializes");
 
-    let mut page = super::generated_notice("the CRD (`appstack crd`, built from src/crd.rs)");
+    let mut page = super::generated_notice("the CRD (`appstack crd`, built from src/api/crd.rs)");
     page.push_str("# AppStack fields\n\n");
     let short_names = names.short_names.clone().unwrap_or_default();
     let _ = writeln!(
@@ -361,12 +361,12 @@ mod tests {
     use super::*;
 
     fn reference() -> String {
-        page(&crate::crd::definition())
+        page(&crate::api::crd::definition())
     }
 
     #[test]
     fn every_field_of_the_schema_is_listed_in_its_section() {
-        let schema = serde_json::to_value(crate::crd::definition()).unwrap();
+        let schema = serde_json::to_value(crate::api::crd::definition()).unwrap();
         let root = &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         let mut sections = Vec::new();
         collect_sections("AppStack", root, &mut sections);

@@ -36,7 +36,7 @@ impl Page {
     /// The page as the code makes it now.
     pub fn generate(self) -> String {
         match self {
-            Page::Fields => fields::page(&crate::crd::definition()),
+            Page::Fields => fields::page(&crate::api::crd::definition()),
             Page::Cli => cli::page(),
             Page::Metrics => metrics::page(&crate::runtime::metrics::Metrics::new()),
         }
