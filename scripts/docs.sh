@@ -9,9 +9,10 @@ TOOLS="$(scripts/build-docs-tools.sh)"
 rm -rf docs/book
 "$TOOLS/mdbook" build docs
 # --include-fragments: a link to a missing heading (page.html#nowhere) fails
-# like a link to a missing page. The print page repeats every chapter.
+# like a link to a missing page. The print page repeats every chapter; the
+# 404 page's links are rooted at the published site's path (site-url).
 "$TOOLS/lychee" --offline --no-progress --include-fragments \
-  --exclude-path docs/book/print.html \
+  --exclude-path docs/book/print.html --exclude-path docs/book/404.html \
   docs/book
 # The README's links into the book, checked as GitHub renders them.
 "$TOOLS/lychee" --offline --no-progress --include-fragments README.md
