@@ -7,6 +7,7 @@ pub mod api;
 pub mod children;
 pub mod cli;
 pub mod database;
+pub mod docs;
 pub mod import;
 pub mod kinds;
 pub mod plugin;

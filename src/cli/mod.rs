@@ -34,6 +34,9 @@ pub enum Command {
     /// its env list from a .env file (`import dotenv`), secrets kept out.
     #[command(subcommand)]
     Import(crate::import::cli::ImportCommand),
+    /// Print a generated page of the book (scripts/generate.sh).
+    #[command(hide = true)]
+    Docs { page: crate::docs::Page },
 }
 
 #[derive(Args, Debug)]
@@ -55,6 +58,10 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Render(args) => render_command(&args),
         Command::Import(command) => crate::import::cli::run(command),
+        Command::Docs { page } => {
+            print!("{}", page.generate());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => run::main(args),
     }
 }
@@ -115,10 +122,10 @@ mod tests {
     }
 
     #[test]
-    fn every_run_flag_reads_a_variable_the_readme_documents() {
+    fn every_run_flag_reads_a_variable_the_cli_reference_documents() {
         let command = Cli::command();
         let run = command.find_subcommand("run").expect("a run subcommand");
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/src/reference/cli.md");
         let mut flags = 0;
         for argument in run.get_arguments() {
             let Some(flag) = argument.get_long() else {
@@ -140,10 +147,10 @@ mod tests {
             let documented = readme
                 .lines()
                 .find(|line| line.starts_with(&row))
-                .unwrap_or_else(|| panic!("README has no row for --{flag}"));
+                .unwrap_or_else(|| panic!("the CLI reference has no row for --{flag}"));
             assert!(
                 documented.contains(&format!("`{variable}`")),
-                "README's row for --{flag} names {variable}: {documented}"
+                "the CLI reference's row for --{flag} names {variable}: {documented}"
             );
         }
         assert!(flags >= 12, "found {flags} flags");

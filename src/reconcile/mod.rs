@@ -332,8 +332,9 @@ async fn publish(
     };
     let reference = stack.object_ref(&());
     // A recorder of this pass only: one shared by every pass keeps each
-    // Event it sent for six minutes (about 2 KiB each, 16 MiB over 1,000
-    // new stacks), to count repeats that transitions never send.
+    // Event it sent for six minutes, to count repeats that transitions
+    // never send, and so grows with the stacks created in that time (see
+    // docs/src/performance/history.md).
     let recorder = Recorder::new(context.client.clone(), context.reporter.clone());
     for event in events::merged(done.iter().filter_map(events::of_done).chain(transitions)) {
         if let Err(error) = recorder.publish(&event, &reference).await {

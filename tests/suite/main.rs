@@ -11,6 +11,7 @@ mod cluster_workloads;
 mod crd_validation;
 mod database;
 mod disruption;
+mod docs;
 mod exposure;
 mod external_database;
 mod faults;
