@@ -8,14 +8,22 @@ use clap::{Arg, Command, CommandFactory};
 
 use super::markdown::{code, prose};
 
-/// The page for the `appstack` binary.
+/// The page for the `appstack` binary and the `kubectl appstack` plugin.
 pub fn page() -> String {
     let mut command = crate::cli::Cli::command();
     command.build();
-    let mut page =
-        super::generated_notice("the clap definitions in src/cli/ and src/import/cli.rs");
+    let mut page = super::generated_notice(
+        "the clap definitions in src/cli/, src/import/cli.rs and src/plugin/",
+    );
     page.push_str("# The `appstack` command\n\n");
     write_command(&mut page, &command, 1);
+    let mut plugin = crate::plugin::Plugin::command();
+    plugin.build();
+    page.push_str("## The kubectl plugin: `kubectl appstack`\n\n");
+    page.push_str(
+        "A second binary of the crate, `kubectl-appstack`, which kubectl runs as `kubectl appstack` once it is on `PATH` (see [Read a stack from a terminal](../how-to/kubectl-plugin.md)).\n\n",
+    );
+    write_command(&mut page, &plugin, 3);
     page
 }
 
