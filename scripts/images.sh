@@ -40,6 +40,8 @@
 # Environment: APPSTACK_DEBIAN_MIRROR and APPSTACK_DEBIAN_SECURITY_MIRROR
 # (the Debian mirrors, deb.debian.org by default).
 set -euo pipefail
+# Builds run inside command substitutions: their failures must stop the run.
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="$ROOT/scripts/images.sh"
@@ -346,13 +348,22 @@ copy_paths() {
 
 # The files dpkg installed for `packages...` in root directory `from`,
 # relative to it, parent directories included, diverted and missing ones not.
+# With /usr merged, /lib/x/y is usr/lib/x/y behind the link lib -> usr/lib:
+# both the link and the real path are listed.
 package_files() {
   local from=$1
   shift
-  local package path
+  local package path top
   for package; do
     while read -r path; do
-      [[ -e "$from$path" || -L "$from$path" ]] && printf '%s\n' "${path#/}"
+      path=${path#/}
+      top=${path%%/*}
+      if [[ "$path" == */* && -L "$from/$top" ]]; then
+        printf '%s\n' "$top"
+        path="$(readlink "$from/$top")/${path#*/}"
+        path=${path#/}
+      fi
+      if [[ -e "$from/$path" || -L "$from/$path" ]]; then printf '%s\n' "$path"; fi
     done < <(cat "$from/var/lib/dpkg/info/$package.list" 2>/dev/null ||
       cat "$from/var/lib/dpkg/info/$package:$ARCH.list")
   done | LC_ALL=C sort -u
