@@ -17,7 +17,6 @@
 //!     scripts/images.sh >/dev/null
 //!     cargo test --test suite -- --ignored images::
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
