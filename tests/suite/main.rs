@@ -16,6 +16,7 @@ mod exposure;
 mod external_database;
 mod faults;
 mod gitops;
+mod images;
 mod import;
 mod install;
 mod least_privilege;
