@@ -326,7 +326,6 @@ up() {
     real_node_start_runtime
   fi
   make_pki
-  real_node && real_node_pki
   cat >"$STATE/ports.env" <<PORTS
 APISERVER_HOST=$APISERVER_HOST
 ETCD_CLIENT_PORT=$(free_port)
@@ -339,6 +338,7 @@ PORTS
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
   write_kubeconfig admin admin
+  real_node && real_node_pki
 
   start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \

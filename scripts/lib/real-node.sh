@@ -589,8 +589,9 @@ real_node_up() {
     --server-address "127.0.0.1:$KWOK_PORT" --cidr 198.18.255.0/24 "${stage_args[@]}"
   wait_for "containerd" 30 containerd_ready
   "$ROOT/scripts/images.sh" --import "$CONTAINERD_SOCKET" pause
-  real_node_start
+  # The programs' rights first, so none of them starts by being refused.
   real_node_objects
+  real_node_start
   real_node_wait
   wait_for "the default service account" 60 default_service_account
 }

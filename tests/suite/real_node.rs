@@ -471,12 +471,17 @@ async fn a_statefulset_claim_binds_and_its_data_outlives_the_pod() {
 #[ignore = "needs the real node: scripts/test.sh runs it after scripts/cluster.sh up --real-node"]
 async fn nothing_on_the_node_listens_or_routes_beyond_loopback_and_its_range() {
     let settings = node_settings();
-    let netns = &settings["NETNS"];
+    // The process holding the node's namespaces.
+    let holder = std::fs::read_to_string(cluster_dir().join("node-namespace.pid")).unwrap();
+    let in_node = |args: &[&str]| {
+        std::process::Command::new("nsenter")
+            .args(["--target", holder.trim(), "--net", "--"])
+            .args(args)
+            .output()
+            .expect("run nsenter")
+    };
     // Every listening socket in the node's network namespace.
-    let output = std::process::Command::new("ip")
-        .args(["netns", "exec", netns, "ss", "-Hltun"])
-        .output()
-        .expect("run ss in the node's namespace");
+    let output = in_node(&["ss", "-Hltun"]);
     assert!(output.status.success(), "{output:?}");
     let listening = String::from_utf8(output.stdout).unwrap();
     let mut seen = 0;
@@ -497,10 +502,7 @@ async fn nothing_on_the_node_listens_or_routes_beyond_loopback_and_its_range() {
     // The node routes to its link, its pods and its Services, and nowhere
     // else: asking for a route (no packet is sent) fails.
     for outside in ["192.0.2.1", "10.0.0.1", "203.0.113.1"] {
-        let route = std::process::Command::new("ip")
-            .args(["-n", netns, "route", "get", outside])
-            .output()
-            .unwrap();
+        let route = in_node(&["ip", "route", "get", outside]);
         assert!(
             !route.status.success(),
             "the node has a route to {outside}: {}",
@@ -508,10 +510,7 @@ async fn nothing_on_the_node_listens_or_routes_beyond_loopback_and_its_range() {
         );
     }
     for inside in [&settings["POD_GATEWAY"], &settings["FIRST_SERVICE_IP"]] {
-        let route = std::process::Command::new("ip")
-            .args(["-n", netns, "route", "get", inside])
-            .output()
-            .unwrap();
+        let route = in_node(&["ip", "route", "get", inside]);
         assert!(route.status.success(), "no route to {inside}");
     }
 }

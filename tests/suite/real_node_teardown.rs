@@ -69,6 +69,20 @@ fn processes_naming(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Processes in the namespace `link` names (such as `net:[4026532345]`).
+fn processes_in_namespace(kind: &str, link: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid = entry.file_name().into_string().ok()?;
+            pid.parse::<u32>().ok()?;
+            let target = std::fs::read_link(entry.path().join("ns").join(kind)).ok()?;
+            (target.to_str()? == link).then_some(pid)
+        })
+        .collect()
+}
+
 /// Lines of the host's mount table that name `text`.
 fn mounts_naming(text: &str) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -124,12 +138,14 @@ fn down_leaves_nothing_of_the_real_node_on_the_host() {
     );
 
     // What there is to clean up, seen while the node runs.
-    let netns = format!("/run/netns/{}", settings["NETNS"]);
+    let holder = std::fs::read_to_string(state.join("node-namespace.pid")).unwrap();
+    let node_net = std::fs::read_link(format!("/proc/{}/ns/net", holder.trim())).unwrap();
+    let node_net = node_net.to_str().unwrap().to_string();
     let host_if = &settings["HOST_IF"];
     let cgroup_root = &settings["CGROUP_ROOT"];
     let pod_cidr = &settings["POD_CIDR"];
     let ipam = state.join("node/ipam").join(&settings["CNI_NETWORK"]);
-    assert!(Path::new(&netns).exists(), "{netns}");
+    assert!(!processes_in_namespace("net", &node_net).is_empty());
     assert!(run("ip", &["link", "show", host_if]).status.success());
     assert!(!cgroups_named(cgroup_root).is_empty());
     assert!(
@@ -146,7 +162,12 @@ fn down_leaves_nothing_of_the_real_node_on_the_host() {
     assert!(!state.exists(), "the state directory is gone");
     assert_eq!(processes_naming(&state_text), Vec::<String>::new());
     assert_eq!(mounts_naming(&state_text), Vec::<String>::new());
-    assert!(!Path::new(&netns).exists(), "{netns} is gone");
+    // The node's network namespace had no file: with no process left in it,
+    // it is gone.
+    assert_eq!(
+        processes_in_namespace("net", &node_net),
+        Vec::<String>::new()
+    );
     let links = run("ip", &["-o", "link"]);
     let links = String::from_utf8(links.stdout).unwrap();
     assert!(
