@@ -197,10 +197,13 @@ CLIENT_EXT="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 
+# The new key of each certificate sign_cert makes.
+CERT_KEY_ARGS=(-newkey rsa:2048)
+
 sign_cert() { # sign_cert <name> <subject> <extensions>: in $STATE/pki, by the CA
   (
     cd "$STATE/pki"
-    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    openssl req "${CERT_KEY_ARGS[@]}" -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
     printf '%s\n' "$3" >"$1.ext"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile "$1.ext" -out "$1.crt" 2>/dev/null
@@ -454,11 +457,15 @@ down() {
   if real_node; then
     # Nothing may make or place a pod while the node's pods are deleted; then
     # the node goes, while the API server still answers its kubelet.
-    for c in operator kube-scheduler kube-controller-manager kwok; do stop_component "$c"; done
+    stop_components 20 operator kube-scheduler kube-controller-manager kwok
     # shellcheck disable=SC1091
     [[ -f "$STATE/ports.env" ]] && source "$STATE/ports.env"
     BIN="$(cat "$STATE/bin-dir" 2>/dev/null || true)"
     real_node_stop
+    # The API server stops while its address (the host's end of the node's
+    # link) exists: it talks to itself there as it shuts down.
+    stop_components 20 kube-apiserver
+    real_node_remove
   fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     local c="${COMPONENTS[$i]}"

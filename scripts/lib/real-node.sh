@@ -200,6 +200,10 @@ node_enter() { NODE_ENTER=(nsenter --target "$(cat "$STATE/node-namespace.pid")"
 # client for kubelet, and the identities of kube-proxy, CoreDNS and
 # kube-router.
 real_node_pki() {
+  # P-256 keys: made in a millisecond where RSA takes most of a second on a
+  # busy machine, and every client here (Go, rustls) takes them.
+  # shellcheck disable=SC2034 # read by sign_cert
+  local CERT_KEY_ARGS=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
   sign_cert kubelet "/O=system:nodes/CN=system:node:$NODE_NAME" "$CLIENT_EXT"
   sign_cert kubelet-serving "/CN=$NODE_NAME" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
@@ -387,6 +391,12 @@ cluster.local:53 $pod_zone:53 $service_zone:53 {
 COREFILE
   start coredns "${NODE_ENTER[@]}" "$NODE_BIN/coredns" -conf "$node/Corefile"
 
+}
+
+# kube-router exits at start unless its node is registered: it starts once
+# kubelet has registered the node.
+real_node_start_policies() {
+  node_enter
   start kube-router "${NODE_ENTER[@]}" "$NODE_BIN/kube-router" --kubeconfig "$STATE/kube-router.kubeconfig" \
     --hostname-override "$NODE_NAME" --run-firewall=true --run-router=false \
     --run-service-proxy=false --enable-cni=false --enable-ipv6=false \
@@ -462,6 +472,7 @@ kube_router_ready() { in_node iptables -n -L KUBE-ROUTER-FORWARD >/dev/null 2>&1
 
 real_node_wait() {
   wait_for "the real node Ready" 90 node_ready
+  real_node_start_policies
   wait_for "kube-proxy's first sync" 60 kube_proxy_ready
   wait_for "CoreDNS" 60 coredns_ready
   wait_for "kube-router's policy chains" 60 kube_router_ready
@@ -508,29 +519,49 @@ real_node_drain() {
   log "pods still running after 30 s; stopping them by force"
 }
 
-stop_pids() { # stop_pids <seconds> <pid...>: TERM, then KILL after the grace
+# Whether a process runs: a zombie has exited. (This machine's init reaps
+# orphans a second or two late, and kill -0 still finds them until then.)
+running() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
+stop_pids() { # stop_pids <seconds> <pid...>: TERM all, then KILL what is left after the grace
   local grace="$1"; shift
   (($# == 0)) && return 0
   kill "$@" 2>/dev/null || true
   local deadline=$((SECONDS + grace))
   for pid in "$@"; do
-    while kill -0 "$pid" 2>/dev/null; do
+    while running "$pid"; do
       if ((SECONDS >= deadline)); then kill -9 "$pid" 2>/dev/null || true; fi
-      sleep 0.1
+      sleep 0.05
     done
   done
 }
 
-stop_component() { pid_alive "$1" && stop_pids "${2:-20}" "$(cat "$STATE/$1.pid")"; return 0; }
+stop_components() { # stop_components <seconds> <name...>: those running, together
+  local grace="$1" pids=(); shift
+  for c in "$@"; do pid_alive "$c" && pids+=("$(cat "$STATE/$c.pid")"); done
+  stop_pids "$grace" "${pids[@]}"
+}
 
-# Stops the node and removes all it made on the host. Safe on a partly
-# started node: each step checks what exists.
+# Stops the node's pods and programs, while the API server still runs.
 real_node_stop() {
   load_real_node
   if pid_alive kubelet && containerd_ready && apiserver_ready; then
     real_node_drain
   fi
-  for c in kube-router coredns kube-proxy kubelet containerd; do stop_component "$c" 10; done
+  stop_components 10 kube-router coredns kube-proxy kubelet
+  stop_components 10 containerd
+}
+
+# Removes all the node made on the host, after the API server stopped (its
+# address goes with the node's link). Safe on a partly started node: each step
+# checks what exists.
+real_node_remove() {
+  load_real_node
   # Whatever is left in the node's namespaces or pod cgroups: shims,
   # containers, the namespace holder.
   local left
