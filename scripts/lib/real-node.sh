@@ -85,7 +85,7 @@ load_real_node() {
 real_node_requirements() {
   [[ "$(id -u)" == 0 ]] || die "--real-node needs root (network namespaces, mounts, cgroups)"
   local missing=()
-  for c in containerd runc ctr ip iptables iptables-save ipset nsenter unshare flock ss; do
+  for c in containerd runc ctr ip iptables iptables-save ipset nsenter unshare flock; do
     command -v "$c" >/dev/null || missing+=("$c")
   done
   for p in bridge host-local portmap loopback; do
