@@ -121,8 +121,13 @@ node_bin_dir() {
   fi
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+# free_ports <n>: n distinct free loopback ports, one a line, from one Python
+# start (each start costs most of a second on a busy machine).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
 pid_alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
@@ -329,14 +334,16 @@ up() {
     real_node_start_runtime
   fi
   make_pki
+  local ports
+  mapfile -t ports < <(free_ports 6)
   cat >"$STATE/ports.env" <<PORTS
 APISERVER_HOST=$APISERVER_HOST
-ETCD_CLIENT_PORT=$(free_port)
-ETCD_PEER_PORT=$(free_port)
-APISERVER_PORT=$(free_port)
-CONTROLLER_MANAGER_PORT=$(free_port)
-SCHEDULER_PORT=$(free_port)
-KWOK_PORT=$(free_port)
+ETCD_CLIENT_PORT=${ports[0]}
+ETCD_PEER_PORT=${ports[1]}
+APISERVER_PORT=${ports[2]}
+CONTROLLER_MANAGER_PORT=${ports[3]}
+SCHEDULER_PORT=${ports[4]}
+KWOK_PORT=${ports[5]}
 PORTS
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
