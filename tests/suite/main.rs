@@ -26,5 +26,7 @@ mod plugin;
 mod pod_causes;
 mod process;
 mod properties;
+mod real_node;
+mod real_node_teardown;
 mod render;
 mod security;
