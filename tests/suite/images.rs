@@ -694,8 +694,7 @@ async fn postgres_initializes_from_the_official_variables_and_serves_with_a_pass
     connection.close().await.unwrap();
     let refused = PgConnection::connect(&url("not the password"))
         .await
-        .err()
-        .expect("a wrong password is refused over TCP");
+        .expect_err("a wrong password is refused over TCP");
     assert!(
         refused
             .to_string()
