@@ -15,7 +15,8 @@
 //! what the
 //! orphan sweep does with objects no longer desired (`owned`: deleted when
 //! the stack owns them; `finished_jobs`: older finished ones beyond the
-//! last few; `kept`: never).
+//! last few of each component; `snapshots`: backups beyond the `keep`
+//! newest; `kept`: never).
 
 use kube::api::DynamicObject;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -59,6 +60,9 @@ macro_rules! for_each_kind {
             HttpRoute: kube::api::DynamicObject = "HTTPRoute" in http_routes,
                 dyntype (crate::children::expose::http_route_resource()),
                 watch discovered, sweep owned;
+            VolumeSnapshot: kube::api::DynamicObject = "VolumeSnapshot" in volume_snapshots,
+                dyntype (crate::children::backup::volume_snapshot_resource()),
+                watch discovered, sweep snapshots;
             Pod: k8s_openapi::api::core::v1::Pod = "Pod" in pods,
                 dyntype (), watch pods, sweep kept;
         }
@@ -181,6 +185,16 @@ macro_rules! define_kinds {
                 }
             }
 
+            /// Which step of the migrations the object is, by its label.
+            pub fn step(&self) -> Option<crate::children::JobStep> {
+                let labels = match self {
+                    $(Object::$kind(object) => object.labels(),)*
+                };
+                labels
+                    .get(crate::children::STEP_LABEL)
+                    .and_then(|value| crate::children::JobStep::from_label(value))
+            }
+
             /// The object as YAML-ready JSON, for `appstack render`.
             pub fn to_value(&self) -> serde_json::Value {
                 match self {
@@ -273,6 +287,7 @@ pub(crate) use match_kind;
 const _: () = assert!(
     markers::ServiceMonitor::DISCOVERED
         && markers::HttpRoute::DISCOVERED
+        && markers::VolumeSnapshot::DISCOVERED
         && !markers::Deployment::DISCOVERED
         && !markers::Secret::DISCOVERED
 );

@@ -6,27 +6,38 @@
 
 use crate::api::conditions::{reasons, types};
 
-/// One step of bringing a stack up.
+/// One step of bringing a stack up. Declared in [`ORDER`]'s order, which
+/// the derived ordering follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Stage {
     Secrets,
     Database,
+    /// The gate of `approval: Manual` before a revision's migration.
+    Approval,
+    /// The backup before a migration (`migrations.backup`).
+    Backup,
     Migrations,
     Backend,
     Frontend,
     Expose,
     Monitoring,
+    /// The contract step (`migrations.postDeploy`), once the new release
+    /// is the only one left.
+    PostDeploy,
 }
 
 /// Every stage, in the order the stack comes up.
-pub const ORDER: [Stage; 7] = [
+pub const ORDER: [Stage; 10] = [
     Stage::Secrets,
     Stage::Database,
+    Stage::Approval,
+    Stage::Backup,
     Stage::Migrations,
     Stage::Backend,
     Stage::Frontend,
     Stage::Expose,
     Stage::Monitoring,
+    Stage::PostDeploy,
 ];
 
 impl Stage {
@@ -35,11 +46,14 @@ impl Stage {
         match self {
             Stage::Secrets => types::SECRETS_READY,
             Stage::Database => types::DATABASE_READY,
+            Stage::Approval => types::MIGRATION_APPROVED,
+            Stage::Backup => types::BACKUP_READY,
             Stage::Migrations => types::MIGRATIONS_APPLIED,
             Stage::Backend => types::BACKEND_AVAILABLE,
             Stage::Frontend => types::FRONTEND_AVAILABLE,
             Stage::Expose => types::EXPOSE_READY,
             Stage::Monitoring => types::MONITORING_READY,
+            Stage::PostDeploy => types::POST_DEPLOY_APPLIED,
         }
     }
 
@@ -48,11 +62,14 @@ impl Stage {
         match self {
             Stage::Secrets => "secrets",
             Stage::Database => "the database",
+            Stage::Approval => "approval",
+            Stage::Backup => "the backup",
             Stage::Migrations => "migrations",
             Stage::Backend => "the backend",
             Stage::Frontend => "the frontend",
             Stage::Expose => "exposure",
             Stage::Monitoring => "monitoring",
+            Stage::PostDeploy => "the post-deploy step",
         }
     }
 
@@ -60,7 +77,8 @@ impl Stage {
     /// the stages after it wait for it. Exposure and monitoring depend on
     /// what the cluster has installed (an ingress controller, a gateway, the
     /// Prometheus Operator) more than on the stack: they report, and never
-    /// hold the stack back.
+    /// hold the stack back. The post-deploy step comes after them: it
+    /// waits for nothing they do, and the stack is Ready once it ran.
     pub fn blocks(self) -> bool {
         !matches!(self, Stage::Expose | Stage::Monitoring)
     }
@@ -70,11 +88,14 @@ impl Stage {
         match self {
             Stage::Secrets => reasons::WAITING_FOR_SECRETS,
             Stage::Database => reasons::WAITING_FOR_DATABASE,
+            Stage::Approval => reasons::WAITING_FOR_APPROVAL,
+            Stage::Backup => reasons::WAITING_FOR_BACKUP,
             Stage::Migrations => reasons::WAITING_FOR_MIGRATION,
             Stage::Backend => reasons::WAITING_FOR_BACKEND,
             Stage::Frontend => reasons::WAITING_FOR_FRONTEND,
             Stage::Expose => reasons::WAITING_FOR_EXPOSURE,
             Stage::Monitoring => reasons::WAITING_FOR_MONITORING,
+            Stage::PostDeploy => reasons::WAITING_FOR_POST_DEPLOY,
         }
     }
 
@@ -87,7 +108,13 @@ impl Stage {
             Stage::Database => {
                 "StatefulSet and headless Service `<stack>-db` (managed), or the external database's URL"
             }
-            Stage::Migrations => "Job `<stack>-migrate-<revision>`, never patched",
+            Stage::Approval => "nothing: with `approval: Manual`, a new revision waits here",
+            Stage::Backup => {
+                "with `backup.enabled`: PersistentVolumeClaim `<stack>-backups` and Job `<stack>-backup-<hash>` (`pg_dump`), or a VolumeSnapshot `<stack>-backup-<hash>`"
+            }
+            Stage::Migrations => {
+                "Job `<stack>-migrate-<revision>`, never patched; to roll back under `rollback: Downgrade`, Job `<stack>-down-<hash>`"
+            }
             Stage::Backend => {
                 "Deployment, Service and PodDisruptionBudget (replicas > 1 or unset) `<stack>-backend`"
             }
@@ -98,6 +125,7 @@ impl Stage {
                 "Ingress or HTTPRoute `<stack>` (with `expose`; an HTTPRoute while its API is served)"
             }
             Stage::Monitoring => "ServiceMonitor `<stack>-backend`, while its API is served",
+            Stage::PostDeploy => "with `postDeploy`: Job `<stack>-post-<hash>`, never patched",
         }
     }
 
@@ -106,13 +134,24 @@ impl Stage {
         match self {
             Stage::Secrets => "every referenced Secret key exists and the objects are written",
             Stage::Database => "the StatefulSet's pod is ready (`pg_isready`)",
-            Stage::Migrations => "the target revision's Job succeeded (or no migrations are set)",
+            Stage::Approval => {
+                "the target revision is `approvedRevision` (or `approval` is Automatic, or nothing migrates)"
+            }
+            Stage::Backup => {
+                "the backup before the target revision's migration is complete (or none is asked for)"
+            }
+            Stage::Migrations => {
+                "the database holds the target revision's schema: its Job succeeded, or the rollback guard let it be"
+            }
             Stage::Backend => "every replica of the current template is available",
             Stage::Frontend => "every replica of the current template is available",
             Stage::Expose => {
                 "the Ingress is written, or the Gateway accepted the HTTPRoute and resolved its Services (never blocks `Ready`)"
             }
             Stage::Monitoring => "the ServiceMonitor is written (never blocks `Ready`)",
+            Stage::PostDeploy => {
+                "its Job succeeded for the applied revision, run once no pod of the previous release is left and `after` passed (or no post-deploy step is set)"
+            }
         }
     }
 }
@@ -150,12 +189,34 @@ mod tests {
     }
 
     #[test]
-    fn exposure_and_monitoring_are_non_blocking_and_come_last() {
+    fn exposure_and_monitoring_are_the_non_blocking_stages_and_only_the_post_deploy_step_follows() {
+        let non_blocking: Vec<Stage> = ORDER
+            .iter()
+            .copied()
+            .filter(|stage| !stage.blocks())
+            .collect();
+        assert_eq!(non_blocking, [Stage::Expose, Stage::Monitoring]);
         let first_non_blocking = ORDER.iter().position(|stage| !stage.blocks()).unwrap();
         assert_eq!(
             ORDER[first_non_blocking..],
-            [Stage::Expose, Stage::Monitoring],
-            "a non-blocking stage before a blocking one would let it be skipped"
+            [Stage::Expose, Stage::Monitoring, Stage::PostDeploy],
+            "what follows a non-blocking stage depends on nothing it does"
         );
+    }
+
+    #[test]
+    fn the_order_of_the_enum_is_the_order_of_the_stages() {
+        let mut sorted = ORDER;
+        sorted.sort();
+        assert_eq!(sorted, ORDER, "Stage's derived ordering is ORDER's");
+    }
+
+    #[test]
+    fn the_backup_and_approval_come_before_the_migration_they_gate() {
+        let at = |stage| ORDER.iter().position(|s| *s == stage).unwrap();
+        assert!(at(Stage::Database) < at(Stage::Approval));
+        assert!(at(Stage::Approval) < at(Stage::Backup));
+        assert!(at(Stage::Backup) < at(Stage::Migrations));
+        assert!(at(Stage::Frontend) < at(Stage::PostDeploy));
     }
 }

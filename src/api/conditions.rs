@@ -13,11 +13,14 @@ pub mod types {
     pub const STALLED: &str = "Stalled";
     pub const SECRETS_READY: &str = "SecretsReady";
     pub const DATABASE_READY: &str = "DatabaseReady";
+    pub const MIGRATION_APPROVED: &str = "MigrationApproved";
+    pub const BACKUP_READY: &str = "BackupReady";
     pub const MIGRATIONS_APPLIED: &str = "MigrationsApplied";
     pub const BACKEND_AVAILABLE: &str = "BackendAvailable";
     pub const FRONTEND_AVAILABLE: &str = "FrontendAvailable";
     pub const EXPOSE_READY: &str = "ExposeReady";
     pub const MONITORING_READY: &str = "MonitoringReady";
+    pub const POST_DEPLOY_APPLIED: &str = "PostDeployApplied";
 }
 
 /// Condition reasons.
@@ -51,6 +54,50 @@ pub mod reasons {
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
     pub const NO_MIGRATIONS: &str = "NoMigrations";
     pub const WAITING_FOR_MIGRATION: &str = "WaitingForMigration";
+
+    // Approval (MigrationApproved).
+    /// `approval: Automatic`, or nothing to migrate.
+    pub const APPROVAL_NOT_REQUIRED: &str = "ApprovalNotRequired";
+    /// `approvedRevision` names the target revision.
+    pub const APPROVED: &str = "Approved";
+    /// `approval: Manual` and the target revision is not approved.
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    pub const WAITING_FOR_APPROVAL: &str = "WaitingForApproval";
+
+    // Backups (BackupReady).
+    /// No backup asked for, or none needed (nothing migrates).
+    pub const BACKUP_NOT_REQUIRED: &str = "BackupNotRequired";
+    pub const BACKUP_RUNNING: &str = "BackupRunning";
+    pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
+    pub const BACKUP_FAILED: &str = "BackupFailed";
+    pub const WAITING_FOR_BACKUP: &str = "WaitingForBackup";
+
+    // The rollback guard (MigrationsApplied, BackendAvailable).
+    /// The target revision's schema is behind the database's and
+    /// `rollback` is Block.
+    pub const ROLLBACK_BLOCKED: &str = "RollbackBlocked";
+    /// The schema goes back (`rollback: Downgrade`).
+    pub const DOWNGRADE_RUNNING: &str = "DowngradeRunning";
+    pub const DOWNGRADE_FAILED: &str = "DowngradeFailed";
+    /// The backend moved back and the schema stayed ahead
+    /// (`rollback: AllowSchemaAhead`).
+    pub const SCHEMA_AHEAD: &str = "SchemaAhead";
+    /// The schema already is what the target revision left: nothing runs.
+    pub const SCHEMA_CURRENT: &str = "SchemaCurrent";
+    /// The database's schema revision could not be read, and the guard
+    /// needs it to decide.
+    pub const SCHEMA_UNKNOWN: &str = "SchemaUnknown";
+
+    // The post-deploy (contract) step (PostDeployApplied).
+    pub const POST_DEPLOY_NOT_CONFIGURED: &str = "NoPostDeploy";
+    /// Waiting for every replica of the new release and no old pod.
+    pub const WAITING_FOR_ROLLOUT: &str = "WaitingForRollout";
+    /// The new release is fully rolled out; `postDeploy.after` runs out.
+    pub const SOAKING: &str = "Soaking";
+    pub const POST_DEPLOY_RUNNING: &str = "PostDeployRunning";
+    pub const POST_DEPLOY_SUCCEEDED: &str = "PostDeploySucceeded";
+    pub const POST_DEPLOY_FAILED: &str = "PostDeployFailed";
+    pub const WAITING_FOR_POST_DEPLOY: &str = "WaitingForPostDeploy";
     pub const AVAILABLE: &str = "Available";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
@@ -146,6 +193,9 @@ pub mod reasons {
     // Reasons of Events that are not condition reasons.
     pub const SECRET_GENERATED: &str = "SecretGenerated";
     pub const MIGRATION_STARTED: &str = "MigrationStarted";
+    pub const BACKUP_STARTED: &str = "BackupStarted";
+    pub const DOWNGRADE_STARTED: &str = "DowngradeStarted";
+    pub const POST_DEPLOY_STARTED: &str = "PostDeployStarted";
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     pub const STACK_READY: &str = "StackReady";
     pub const EXPOSED: &str = "Exposed";

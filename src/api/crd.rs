@@ -90,6 +90,7 @@ pub const MAX_PLAIN_ENV_CHARACTERS: usize = 250_000;
     validation = Rule::new("self.metadata.name.size() <= 44").message("metadata.name must be at most 44 characters, so that every child name (<name>-migrate-<hash>) fits in 63")
 )]
 #[x_kube(validation = Rule::new("!has(self.expose) || !has(self.frontend) || self.expose.apiPath != '/'").message("expose.apiPath must not be '/' while there is a frontend: the frontend is served at '/'").field_path(".expose.apiPath"))]
+#[x_kube(validation = Rule::new("!has(self.migrations) || !has(self.migrations.backup) || !self.migrations.backup.enabled || has(self.database.managed)").message("migrations.backup needs database.managed: the operator backs up the database it runs; back up an external database where it is hosted").field_path(".migrations.backup"))]
 #[serde(rename_all = "camelCase")]
 pub struct AppStackSpec {
     /// The PostgreSQL database: exactly one of `managed` (the operator runs it
@@ -377,6 +378,150 @@ pub struct MigrationsSpec {
     #[schemars(range(max = 2147483647))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "self >= 1", "message": "must be at least 1: the operator's pods pass Pod Security restricted, which forbids running as root (UID 0)"}]))]
     pub run_as_user: Option<i64>,
+    /// The contract step of an expand/contract change: a command run as its
+    /// own Job `<stack>-post-<hash>` (same image, environment and pod
+    /// settings as the migration) once every replica of the new backend and
+    /// frontend is available and no pod of the previous release is left,
+    /// plus `after`. The migration above is the expand step, run before the
+    /// backend moves. A post-deploy step that fails leaves the new release
+    /// serving and says so (PostDeployApplied=False, the stack Stalled); a
+    /// rollout that does not complete never runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deploy: Option<PostDeploySpec>,
+    /// What to do when the backend goes back to a revision whose schema is
+    /// behind the database's (a rollback after the schema moved forward),
+    /// as the schema revisions the operator recorded per migration revision
+    /// (status.migration.history) tell. Block (default): the backend stays
+    /// where it is (BackendAvailable=False, reason RollbackBlocked) until
+    /// the spec says how. Downgrade: the image of the revision that
+    /// migrated the database forward runs downgradeCommand first, then the
+    /// backend moves back. AllowSchemaAhead: the backend moves back and the
+    /// schema stays (for changes that only added to it).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rollback: RollbackPolicy,
+    /// The command that takes the schema back under rollback: Downgrade,
+    /// run with the image of the newer revision. The environment holds
+    /// APPSTACK_TARGET_SCHEMA_REVISION (the schema revision to go back to)
+    /// and APPSTACK_CURRENT_SCHEMA_REVISION, which the command may name as
+    /// $(APPSTACK_TARGET_SCHEMA_REVISION). Default: ["alembic",
+    /// "downgrade", "$(APPSTACK_TARGET_SCHEMA_REVISION)"].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
+    pub downgrade_command: Option<Vec<String>>,
+    /// A backup of the managed database before each migration (and each
+    /// downgrade): the migration waits for it, and a failed backup holds it
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Automatic (default): a new revision migrates at once. Manual: it
+    /// waits (MigrationApproved=False, reason AwaitingApproval, the revision
+    /// in status.migration.targetRevision) until approvedRevision names it.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub approval: ApprovalPolicy,
+    /// Under approval: Manual, the revision whose migration may run: set it
+    /// to status.migration.targetRevision (a commit in Git, or `kubectl
+    /// appstack approve`). A spec change that makes another revision leaves
+    /// that one unapproved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9a-f]{10}$"))]
+    pub approved_revision: Option<String>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// The contract step, run after the new release is fully rolled out.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PostDeploySpec {
+    /// The command, e.g. ["alembic", "upgrade", "head"].
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
+    pub command: Vec<String>,
+    /// Arguments to the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64), inner(regex(pattern = APPLICABLE_TEXT)))]
+    pub args: Option<Vec<String>>,
+    /// How long the new release serves, fully rolled out, before the step
+    /// runs (a soak), as hours, minutes and seconds: 30s, 10m, 1h30m; at
+    /// most 168h. Immediately when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32), regex(pattern = r"^([0-9]+(h|m|s))+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) <= duration('168h')", "message": "postDeploy.after must be at most 168h"}]))]
+    pub after: Option<String>,
+}
+
+/// What a rollback to a revision whose schema is behind the database's does.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RollbackPolicy {
+    /// Keep the backend where it is and say why.
+    #[default]
+    Block,
+    /// Run downgradeCommand with the newer revision's image, then move back.
+    Downgrade,
+    /// Move back and keep the newer schema.
+    AllowSchemaAhead,
+}
+
+/// Whether a new revision's migration waits for approval.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ApprovalPolicy {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// Backups of the managed database before migrations.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Take a backup before each migration.
+    #[serde(default)]
+    pub enabled: bool,
+    /// How many backups are kept; older ones are deleted.
+    #[serde(default = "default_backup_keep")]
+    #[schemars(range(min = 1, max = 100))]
+    pub keep: i32,
+    /// Dump (default): `pg_dump --format=custom` from the database image,
+    /// run as Job `<stack>-backup-<hash>`, into PersistentVolumeClaim
+    /// `<stack>-backups`. Snapshot: a VolumeSnapshot of the database's
+    /// volume, for clusters whose CSI driver takes snapshots; written while
+    /// the snapshot.storage.k8s.io/v1 API is served.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub method: BackupMethod,
+    /// The volume the dumps are kept on (Dump). It follows the database's
+    /// deletionPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+    /// The VolumeSnapshotClass of the snapshots (Snapshot); the cluster's
+    /// default when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub volume_snapshot_class_name: Option<String>,
+}
+
+impl Default for BackupSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            keep: default_backup_keep(),
+            method: BackupMethod::default(),
+            storage: None,
+            volume_snapshot_class_name: None,
+        }
+    }
+}
+
+fn default_backup_keep() -> i32 {
+    3
+}
+
+/// How a backup is taken.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BackupMethod {
+    #[default]
+    Dump,
+    Snapshot,
 }
 
 fn default_backoff_limit() -> i32 {
@@ -915,6 +1060,51 @@ pub struct MigrationStatus {
     /// revision's Job succeeded: Alembic's alembic_version.version_num, or
     /// what spec.migrations.revisionQuery returns. Absent while unknown; the
     /// MigrationsApplied condition then says why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_revision: Option<String>,
+    /// The schema revision each applied migration revision left (after its
+    /// post-deploy step, if any), oldest first, at most 10: what the
+    /// rollback guard compares with the database's current schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub history: Vec<RevisionRecord>,
+    /// The newest backup taken before a migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup: Option<BackupRecord>,
+    /// The post-deploy revision (a hash of the migration revision and
+    /// spec.migrations.postDeploy) whose Job succeeded for the applied
+    /// revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_deploy_revision: Option<String>,
+}
+
+/// The schema a migration revision left in the database.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// The migration revision.
+    pub revision: String,
+    /// The schema revision read after it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_revision: Option<String>,
+    /// The migration image, which knows that schema: a downgrade from it
+    /// runs this image.
+    pub image: String,
+}
+
+/// A backup the operator took.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRecord {
+    /// The dump's file name in PersistentVolumeClaim `<stack>-backups`, or
+    /// the VolumeSnapshot's name: what `kubectl appstack restore --backup`
+    /// takes.
+    pub name: String,
+    /// Dump or Snapshot.
+    pub method: String,
+    /// The migration revision it was taken before.
+    pub revision: String,
+    /// The schema revision it holds, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema_revision: Option<String>,
 }

@@ -11,8 +11,8 @@ use sha2::{Digest, Sha256};
 
 use crate::api::crd::{
     AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, ExposeSpec, FrontendSpec,
-    GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase, MigrationsSpec,
-    NetworkPolicySpec, SecretKeyRef, TlsSpec,
+    ApprovalPolicy, BackupMethod, GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase,
+    MigrationsSpec, NetworkPolicySpec, SecretKeyRef, StorageSpec, TlsSpec,
 };
 
 /// Port PostgreSQL listens on in the managed database.
@@ -87,7 +87,74 @@ pub struct Migration {
     recipe: serde_json::Value,
 }
 
+/// The Job of a step of the migrations: what runs and what it is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PostDeploy {
+    pub command: Vec<String>,
+    pub args: Option<Vec<String>>,
+    /// How long the new release serves before the step runs.
+    pub after: std::time::Duration,
+}
+
+/// The backups taken before migrations, with their defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backups {
+    pub keep: usize,
+    pub method: BackupMethod,
+    /// The dumps' volume (Dump).
+    pub storage: StorageSpec,
+    pub volume_snapshot_class_name: Option<String>,
+}
+
+/// The default `downgradeCommand`: Alembic, to the schema revision the
+/// target revision left (`$(...)` is expanded by the kubelet from the
+/// container's environment).
+pub const DEFAULT_DOWNGRADE_COMMAND: [&str; 3] =
+    ["alembic", "downgrade", "$(APPSTACK_TARGET_SCHEMA_REVISION)"];
+
 impl Migration {
+    /// The post-deploy step, when the spec has one.
+    pub fn post_deploy(&self) -> Option<PostDeploy> {
+        let spec = self.spec.post_deploy.as_ref()?;
+        Some(PostDeploy {
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            after: spec
+                .after
+                .as_deref()
+                .and_then(parse_duration)
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The post-deploy revision for migration revision `revision`: a new
+    /// one when either changes. The Job's name suffix.
+    pub fn post_deploy_revision(&self, revision: &str) -> Option<String> {
+        let spec = self.spec.post_deploy.as_ref()?;
+        let input = serde_json::json!({
+            "revision": revision,
+            "command": spec.command,
+            "args": spec.args,
+        });
+        let digest = Sha256::digest(input.to_string().as_bytes());
+        Some(hex(&digest)[..MIGRATION_HASH_LENGTH].to_string())
+    }
+
+    /// The command taking the schema back under `rollback: Downgrade`.
+    pub fn downgrade_command(&self) -> Vec<String> {
+        self.spec.downgrade_command.clone().unwrap_or_else(|| {
+            DEFAULT_DOWNGRADE_COMMAND
+                .iter()
+                .map(|part| part.to_string())
+                .collect()
+        })
+    }
+
+    /// Whether a new revision waits for `approvedRevision`.
+    pub fn manual_approval(&self) -> bool {
+        self.spec.approval == ApprovalPolicy::Manual
+    }
+
     /// The revision of this migration against `database`: the Job's name
     /// suffix and `status.migration.targetRevision`. A new value means a new
     /// Job, so a stack moved to another database migrates it before the
@@ -304,6 +371,30 @@ impl ValidatedStack {
             .map(|migration| migration.revision(database))
     }
 
+    /// The backups before migrations, when asked for (managed database
+    /// only: the CRD refuses them for an external one).
+    pub fn backups(&self) -> Option<Backups> {
+        let Database::Managed(managed) = &self.database else {
+            return None;
+        };
+        let spec = self
+            .migration
+            .as_ref()?
+            .spec
+            .backup
+            .as_ref()
+            .filter(|backup| backup.enabled)?;
+        Some(Backups {
+            keep: usize::try_from(spec.keep.max(1)).unwrap_or(1),
+            method: spec.method,
+            storage: spec
+                .storage
+                .clone()
+                .unwrap_or_else(|| managed.storage.clone()),
+            volume_snapshot_class_name: spec.volume_snapshot_class_name.clone(),
+        })
+    }
+
     /// Names of the env entries the operator generates, sorted.
     pub fn generated_env_names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -368,6 +459,13 @@ fn migration_recipe(
         "env": env,
         "retryToken": migrations.retry_token.clone().unwrap_or_default(),
     })
+}
+
+/// A duration as `postDeploy.after` writes it (`30s`, `10m`, `1h30m`, as
+/// Go and the CRD's CEL `duration()` read them), in jiff's friendly format.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let parsed: k8s_openapi::jiff::SignedDuration = text.parse().ok()?;
+    std::time::Duration::try_from(parsed).ok()
 }
 
 /// Lower-case hex of a byte string (hashes, ids).
@@ -453,6 +551,17 @@ pub(crate) mod tests {
                 Some(f64::from(*GENERATE_LENGTH.end()))
             )
         );
+    }
+
+    #[test]
+    fn soak_durations_read_as_the_crd_writes_them() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Some(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        for bad in ["", "m", "10x", "-1m"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 
     fn managed_revision(stack: &ValidatedStack) -> String {

@@ -22,6 +22,53 @@ pub const APP_NAME: &str = "appstack";
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "appstack.dev/config-checksum";
 /// Label on migration Jobs carrying their revision.
 pub const MIGRATION_REVISION_LABEL: &str = "appstack.dev/migration-revision";
+/// Label on the Jobs of the migrations saying which step they are
+/// ([`JobStep`]).
+pub const STEP_LABEL: &str = "appstack.dev/step";
+/// Label on the Jobs of the migrations carrying the stack's generation they
+/// were made for: a finished Job made for an earlier generation is no
+/// evidence that the database holds what it did then (a downgrade may have
+/// undone it since).
+pub const GENERATION_LABEL: &str = "appstack.dev/generation";
+
+/// The Jobs the migrations run, as [`STEP_LABEL`] values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobStep {
+    /// The backup before a migration (`pg_dump`).
+    Backup,
+    /// The migration of a revision (expand).
+    Migrate,
+    /// The schema taken back under `rollback: Downgrade`.
+    Downgrade,
+    /// The post-deploy step (contract).
+    PostDeploy,
+    /// A restore `kubectl appstack restore` started.
+    Restore,
+}
+
+impl JobStep {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStep::Backup => "backup",
+            JobStep::Migrate => "migrate",
+            JobStep::Downgrade => "downgrade",
+            JobStep::PostDeploy => "post-deploy",
+            JobStep::Restore => "restore",
+        }
+    }
+
+    pub fn from_label(value: &str) -> Option<Self> {
+        [
+            JobStep::Backup,
+            JobStep::Migrate,
+            JobStep::Downgrade,
+            JobStep::PostDeploy,
+            JobStep::Restore,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == value)
+    }
+}
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
@@ -39,8 +86,9 @@ pub fn managed_selector() -> String {
 /// would roll every workload).
 pub fn pod_selector() -> String {
     format!(
-        "{LABEL_NAME}={APP_NAME},{LABEL_INSTANCE},{LABEL_COMPONENT} in ({},{},{},{})",
+        "{LABEL_NAME}={APP_NAME},{LABEL_INSTANCE},{LABEL_COMPONENT} in ({},{},{},{},{})",
         Component::Database.as_str(),
+        Component::Backup.as_str(),
         Component::Migration.as_str(),
         Component::Backend.as_str(),
         Component::Frontend.as_str()
@@ -52,6 +100,9 @@ pub fn pod_selector() -> String {
 pub enum Component {
     Config,
     Database,
+    /// The backups of the database and their restores.
+    Backup,
+    /// The migration, downgrade and post-deploy Jobs.
     Migration,
     Backend,
     Frontend,
@@ -65,6 +116,7 @@ impl Component {
         match self {
             Component::Config => "config",
             Component::Database => "database",
+            Component::Backup => "backup",
             Component::Migration => "migration",
             Component::Backend => "backend",
             Component::Frontend => "frontend",

@@ -3,6 +3,7 @@
 //! to the API server.
 
 pub mod backend;
+pub mod backup;
 pub mod config;
 pub mod database;
 pub mod expose;
@@ -25,6 +26,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::DynamicObject;
 use sha2::{Digest, Sha256};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+
+use crate::api::crd::RevisionRecord;
 use crate::api::stack::{Database, DatabaseIdentity, ValidatedStack};
 use crate::secrets::SecretValues;
 
@@ -37,7 +41,17 @@ pub struct Children {
     pub env_secret: Secret,
     pub env_config: ConfigMap,
     pub database: Option<DatabaseChildren>,
+    /// PersistentVolumeClaim `<stack>-backups`, with backups by dump.
+    pub backups_volume: Option<PersistentVolumeClaim>,
+    /// The backup before this pass's schema change, when backups are asked
+    /// for and the schema changes.
+    pub backup: Option<backup::Backup>,
+    /// The target revision's migration, when it runs.
     pub migration_job: Option<Job>,
+    /// The downgrade of a rollback, when one runs.
+    pub downgrade_job: Option<Job>,
+    /// The target revision's post-deploy step, with `postDeploy`.
+    pub post_deploy_job: Option<Job>,
     pub backend: Workload,
     pub frontend: Option<Workload>,
     /// Built whenever enabled; applied only while the API is served.
@@ -48,24 +62,75 @@ pub struct Children {
     pub network_policies: Vec<NetworkPolicy>,
 }
 
+/// What takes the database to the target revision's schema on this pass,
+/// as the rollback guard decided (`reconcile::guard`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// The target revision's migration Job (what `appstack render` shows).
+    #[default]
+    Migrate,
+    /// A downgrade (`id`: the name suffix of its Jobs) from `from`'s schema
+    /// `current` back to `target`.
+    Downgrade {
+        id: String,
+        from: RevisionRecord,
+        target: String,
+        current: String,
+    },
+    /// Nothing: the schema stays as it is.
+    None,
+}
+
 /// Builds every child of a stack. The migration Job needs the identity of
 /// the database it migrates (see [`migration::migration_job`]), the
 /// NetworkPolicies where it is and whether the operator's pods connect to
 /// it (`operator`); the backend's pod template carries `config_checksum`
-/// (see [`ConfigVersions::checksum`]).
+/// (see [`ConfigVersions::checksum`]); `change` says which Jobs take the
+/// schema where the target revision needs it.
 pub fn build(
     stack: &ValidatedStack,
     secrets: &SecretValues,
     database: Option<&DatabaseIdentity>,
     operator: Option<&network::OperatorPods>,
     config_checksum: &str,
+    change: &SchemaChange,
 ) -> Children {
+    let revision = database.and_then(|identity| stack.migration_revision(identity));
+    let (migration_job, downgrade_job, step_id) = match (change, &revision) {
+        (_, None) | (SchemaChange::None, _) => (None, None, None),
+        (SchemaChange::Migrate, Some(revision)) => (
+            migration::migration_job(stack, database),
+            None,
+            Some(revision.clone()),
+        ),
+        (
+            SchemaChange::Downgrade {
+                id,
+                from,
+                target,
+                current,
+            },
+            Some(revision),
+        ) => (
+            None,
+            migration::downgrade_job(stack, revision, id, from, target, current),
+            Some(id.clone()),
+        ),
+    };
     Children {
         database_secret: config::database_secret(stack, secrets),
         env_secret: config::env_secret(stack, secrets),
         env_config: config::env_config_map(stack),
         database: database::database(stack),
-        migration_job: migration::migration_job(stack, database),
+        backups_volume: backup::backups_volume(stack),
+        backup: step_id
+            .zip(revision.as_ref())
+            .and_then(|(id, revision)| backup::backup(stack, &id, revision)),
+        migration_job,
+        downgrade_job,
+        post_deploy_job: revision
+            .as_ref()
+            .and_then(|revision| migration::post_deploy_job(stack, revision)),
         backend: backend::backend(stack, config_checksum),
         frontend: frontend::frontend(stack),
         service_monitor: monitoring::service_monitor(stack),
@@ -152,6 +217,7 @@ pub(crate) fn build_for_test(stack: &ValidatedStack) -> Children {
         stack.managed_database_identity().as_ref(),
         None,
         "checksum",
+        &SchemaChange::Migrate,
     )
 }
 
@@ -285,7 +351,7 @@ mod tests {
             SecretValue::new(b"rotated".to_vec()),
         );
         let annotation = |values: &SecretValues| {
-            build(&stack, values, None, None, &base)
+            build(&stack, values, None, None, &base, &SchemaChange::Migrate)
                 .backend
                 .deployment
                 .spec

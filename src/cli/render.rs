@@ -148,6 +148,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             Some(&identity),
             None,
             &rendered_checksum(&validated),
+            &children::SchemaChange::Migrate,
         ));
         for stage in stages::ORDER {
             for desired in &children[&stage] {

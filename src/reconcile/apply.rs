@@ -10,7 +10,7 @@ use tracing::{debug, info};
 use super::context::Context;
 use super::plan::{self, Deletion, Kind, Write};
 use crate::api::crd::AppStack;
-use crate::children::FIELD_MANAGER;
+use crate::children::{FIELD_MANAGER, JobStep};
 use crate::kinds::{match_kind, match_object};
 use crate::runtime::cache::Cached;
 use crate::runtime::cache::slim::slimmed;
@@ -38,6 +38,9 @@ pub enum Done {
     Created {
         kind: Kind,
         name: String,
+        /// Which step of the migrations a created Job (or VolumeSnapshot)
+        /// is.
+        step: Option<JobStep>,
     },
     /// Values generated into a Secret that was then written.
     Generated {
@@ -86,6 +89,7 @@ async fn one(
             Ok(created.then(|| Done::Created {
                 kind: object.kind(),
                 name: object.name(),
+                step: object.step(),
             }))
         }
         Write::Owners {
@@ -103,6 +107,11 @@ async fn one(
         }
         Write::Finalizer(held) => {
             set_finalizer(context, stack, held).await?;
+            Ok(None)
+        }
+        Write::Delete(Deletion { kind, name, uid }) => {
+            // Run again by a later pass, which tells of it.
+            match_kind!(kind, K => delete::<K>(context, &namespace, &name, uid).await)?;
             Ok(None)
         }
     }
@@ -235,7 +244,7 @@ async fn delete<K: Cached>(
         ))?;
     }
     K::cache(&context.caches).record_deleted(namespace, name, uid);
-    info!(kind = K::KIND.as_str(), %name, "deleted child no longer in the spec");
+    info!(kind = K::KIND.as_str(), %name, "deleted");
     Ok(())
 }
 

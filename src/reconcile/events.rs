@@ -5,6 +5,7 @@
 use kube::runtime::events::{Event, EventType};
 
 use super::apply::Done;
+use crate::children::JobStep;
 use super::plan::Kind;
 use super::status;
 use crate::api::conditions::{self, reasons, types};
@@ -24,9 +25,11 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     // cause, in the kubelet's words, when it appears (not on every pass).
     for type_ in [
         types::DATABASE_READY,
+        types::BACKUP_READY,
         types::MIGRATIONS_APPLIED,
         types::BACKEND_AVAILABLE,
         types::FRONTEND_AVAILABLE,
+        types::POST_DEPLOY_APPLIED,
     ] {
         if let Some(condition) = conditions::condition(Some(desired), type_)
             .filter(|condition| reasons::POD_TROUBLE.contains(&condition.reason.as_str()))
@@ -45,6 +48,49 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     }
     if let Some(note) = became(types::MIGRATIONS_APPLIED, reasons::MIGRATION_FAILED) {
         events.push(event(EventType::Warning, reasons::MIGRATION_FAILED, note));
+    }
+    // The schema's steps: what a user approves, restores or acts on.
+    for (type_, reason, kind) in [
+        (
+            types::MIGRATION_APPROVED,
+            reasons::AWAITING_APPROVAL,
+            EventType::Normal,
+        ),
+        (
+            types::BACKUP_READY,
+            reasons::BACKUP_SUCCEEDED,
+            EventType::Normal,
+        ),
+        (types::BACKUP_READY, reasons::BACKUP_FAILED, EventType::Warning),
+        (
+            types::MIGRATIONS_APPLIED,
+            reasons::ROLLBACK_BLOCKED,
+            EventType::Warning,
+        ),
+        (
+            types::MIGRATIONS_APPLIED,
+            reasons::DOWNGRADE_FAILED,
+            EventType::Warning,
+        ),
+        (
+            types::MIGRATIONS_APPLIED,
+            reasons::SCHEMA_AHEAD,
+            EventType::Normal,
+        ),
+        (
+            types::POST_DEPLOY_APPLIED,
+            reasons::POST_DEPLOY_SUCCEEDED,
+            EventType::Normal,
+        ),
+        (
+            types::POST_DEPLOY_APPLIED,
+            reasons::POST_DEPLOY_FAILED,
+            EventType::Warning,
+        ),
+    ] {
+        if let Some(note) = became(type_, reason) {
+            events.push(event(kind, reason, note));
+        }
     }
     if let Some(note) = became(types::BACKEND_AVAILABLE, reasons::AVAILABLE) {
         events.push(event(
@@ -76,12 +122,20 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
     if let Some(note) = became(types::READY, reasons::READY) {
         events.push(event(EventType::Normal, reasons::STACK_READY, note));
     }
-    // A failed migration, a database that cannot be used and pods that
-    // cannot run have their Warning above already.
+    // A failed migration (or backup, downgrade, post-deploy step), a
+    // blocked rollback, a database that cannot be used and pods that cannot
+    // run have their Warning above already.
     if let Some(condition) =
         conditions::condition(Some(desired), types::STALLED).filter(|condition| {
             condition.status == "True"
-                && condition.reason != reasons::MIGRATION_FAILED
+                && ![
+                    reasons::MIGRATION_FAILED,
+                    reasons::BACKUP_FAILED,
+                    reasons::ROLLBACK_BLOCKED,
+                    reasons::DOWNGRADE_FAILED,
+                    reasons::POST_DEPLOY_FAILED,
+                ]
+                .contains(&condition.reason.as_str())
                 && !reasons::DATABASE_UNUSABLE.contains(&condition.reason.as_str())
                 && !reasons::POD_TROUBLE.contains(&condition.reason.as_str())
         })
@@ -113,17 +167,34 @@ pub fn of_done(done: &Done) -> Option<Event> {
         Done::Created {
             kind: Kind::Secret,
             name,
+            ..
         } => (
             reasons::SECRET_GENERATED,
             format!("generated database credentials in Secret {name}"),
         ),
         Done::Created {
-            kind: Kind::Job,
+            kind: Kind::Job | Kind::VolumeSnapshot,
             name,
-        } => (
-            reasons::MIGRATION_STARTED,
-            format!("started migration Job {name}"),
-        ),
+            step: Some(step),
+        } => match step {
+            JobStep::Migrate => (
+                reasons::MIGRATION_STARTED,
+                format!("started migration Job {name}"),
+            ),
+            JobStep::Backup => (
+                reasons::BACKUP_STARTED,
+                format!("started backup {name} before the migration"),
+            ),
+            JobStep::Downgrade => (
+                reasons::DOWNGRADE_STARTED,
+                format!("started Job {name} to take the schema back for a rollback"),
+            ),
+            JobStep::PostDeploy => (
+                reasons::POST_DEPLOY_STARTED,
+                format!("started post-deploy Job {name}: no pod of the previous release is left"),
+            ),
+            JobStep::Restore => return None,
+        },
         Done::Generated { secret, keys } => (
             reasons::SECRET_GENERATED,
             format!("generated {} in Secret {secret}", keys.join(", ")),

@@ -11,6 +11,7 @@ pub mod compare;
 pub mod context;
 pub mod dereference;
 pub mod events;
+pub mod guard;
 pub mod observe;
 pub mod plan;
 pub mod pods;
@@ -202,6 +203,18 @@ async fn run_stages(
     observation.generated_env = Some(validated.generated_env_names());
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
+    let (step, current_schema) = match (&target_revision, &validated.migration) {
+        (Some(target), Some(_)) => {
+            let (step, current) =
+                rollback_guard(context, validated, &located, previous_migration, target).await;
+            (Some(step), current)
+        }
+        _ => (None, None),
+    };
+    let current_schema = current_schema.or_else(|| {
+        previous_migration.and_then(|migration| migration.schema_revision.clone())
+    });
+    let change = schema_change(step.as_ref(), target_revision.as_deref());
     let build = |caches: &Caches| {
         let checksum = observe::config_versions(validated, caches).checksum();
         plan::by_stage(children::build(
@@ -210,6 +223,7 @@ async fn run_stages(
             identity,
             context.operator_pods.as_ref(),
             &checksum,
+            &change,
         ))
     };
     let mut desired = build(caches);
@@ -221,6 +235,9 @@ async fn run_stages(
         migration: previous_migration,
         target_revision: target_revision.as_deref(),
         generated_credentials: resolved.generated_database,
+        step: step.as_ref(),
+        generation: validated.generation,
+        post_deploy_gate: None,
     };
     let pass = report::Pass {
         context,
@@ -232,6 +249,15 @@ async fn run_stages(
     };
     let mut reached = 0;
     for stage in stages::ORDER {
+        // The post-deploy step waits on the rollout as the stages before it
+        // in this pass left it.
+        let gate = (stage == Stage::PostDeploy)
+            .then(|| observe::post_deploy_gate(validated, caches, Timestamp::now()))
+            .flatten();
+        let facts = StackFacts {
+            post_deploy_gate: gate.as_ref(),
+            ..facts.clone()
+        };
         let writes = plan::stage(stage, &desired[&stage], validated, caches, &facts);
         done.extend(apply::writes(context, stack, writes).await?);
         if stage == Stage::Secrets {
@@ -239,7 +265,16 @@ async fn run_stages(
             // this stage has just written (or found in place).
             desired = build(caches);
         }
-        let report = report::report(&pass, stage).await;
+        let migration = observation.migration.clone();
+        let view = observe::View {
+            target: target_revision.as_deref(),
+            step: step.as_ref(),
+            status: migration.as_ref(),
+            generation: validated.generation,
+            gate: gate.as_ref(),
+            current_schema: current_schema.as_deref(),
+        };
+        let report = report::report(&pass, stage, &view).await;
         let go_on = report.check.ok || !stage.blocks();
         observation.record(stage, report);
         reached += 1;
@@ -257,12 +292,73 @@ async fn run_stages(
     Ok(())
 }
 
+/// The rollback guard's decision for `target` (see [`guard`]), reading the
+/// database's schema revision when the decision depends on it; the schema
+/// revision read, if any.
+async fn rollback_guard(
+    context: &Context,
+    validated: &ValidatedStack,
+    located: &Result<crate::database::Located, crate::database::Failure>,
+    previous: Option<&crate::api::crd::MigrationStatus>,
+    target: &str,
+) -> (guard::Step, Option<String>) {
+    let Some(migration) = &validated.migration else {
+        return (guard::Step::Applied, None);
+    };
+    let applied = previous.and_then(|status| status.applied_revision.as_deref());
+    let history = previous.map(|status| status.history.as_slice()).unwrap_or(&[]);
+    let current = if guard::needs_current(target, &migration.image, applied, history) {
+        Some(probe::current_schema(context, validated, located).await)
+    } else {
+        None
+    };
+    let (read, because) = match &current {
+        Some(Ok(schema)) => (Some(schema.as_str()), String::new()),
+        Some(Err(because)) => (None, because.clone()),
+        None => (None, String::new()),
+    };
+    let step = guard::decide(
+        target,
+        &migration.image,
+        applied,
+        history,
+        read,
+        &because,
+        migration.spec.rollback,
+    );
+    (step, current.and_then(Result::ok))
+}
+
+/// Which Jobs take the schema where the guard's `step` needs it.
+fn schema_change(step: Option<&guard::Step>, target: Option<&str>) -> children::SchemaChange {
+    match (step, target) {
+        (Some(guard::Step::Migrate { .. }), _) => children::SchemaChange::Migrate,
+        (
+            Some(
+                step @ guard::Step::Downgrade {
+                    from: Some(from),
+                    target: schema,
+                    current,
+                },
+            ),
+            Some(target),
+        ) => children::SchemaChange::Downgrade {
+            id: step.id(target),
+            from: from.clone(),
+            target: schema.clone(),
+            current: current.clone(),
+        },
+        _ => children::SchemaChange::None,
+    }
+}
+
 /// When to look again without a watch event.
 fn next_check(observation: &Observation) -> Action {
-    match observation.outcome() {
-        Outcome::Reconciling(_) => Action::requeue(PROGRESS),
-        Outcome::Ready | Outcome::Stalled(_) => Action::requeue(RESYNC),
-    }
+    let after = match observation.outcome() {
+        Outcome::Reconciling(_) => PROGRESS,
+        Outcome::Ready | Outcome::Stalled(_) => RESYNC,
+    };
+    Action::requeue(observation.recheck.map_or(after, |recheck| recheck.min(after)))
 }
 
 async fn write_status(
@@ -306,7 +402,9 @@ async fn publish(
     for item in done {
         match item {
             Done::Created {
-                kind: Kind::Job, ..
+                kind: Kind::Job,
+                step: Some(children::JobStep::Migrate),
+                ..
             } => metrics.migration("started"),
             Done::Created {
                 kind: Kind::Secret, ..

@@ -11,6 +11,12 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
 use kube::api::DynamicObject;
 
+mod migrations;
+
+pub use self::migrations::{
+    PostDeployGate, View, post_deploy_gate, stale, step_job_name, step_job_started,
+};
+
 use super::pods;
 use super::status::Report;
 use crate::api::conditions::{self, Check, reasons, types};
@@ -25,17 +31,11 @@ use crate::runtime::cache::Caches;
 use crate::stages::Stage;
 
 /// The report of a stage the pass reached, after its writes, from the
-/// caches. `target` is the migration revision the spec asks for against the
-/// located database; the migrations stage reports the migration status.
-/// The pass completes some reports beyond the caches (see
+/// caches. `view` is what the stages of the migrations read besides: the
+/// target revision, what the rollback guard decided, the migration status
+/// so far. The pass completes some reports beyond the caches (see
 /// [`super::report`]).
-pub fn check(
-    stage: Stage,
-    stack: &ValidatedStack,
-    caches: &Caches,
-    target: Option<&str>,
-    previous: Option<&MigrationStatus>,
-) -> Report {
+pub fn check(stage: Stage, stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> Report {
     let namespace = stack.namespace.as_str();
     let check = match stage {
         Stage::Secrets => match &stack.database {
@@ -86,50 +86,10 @@ pub fn check(
                 format!("using the database URL in Secret {:?}", url_secret_ref.name),
             ),
         },
-        Stage::Migrations => {
-            if stack.migration.is_none() {
-                return Check::ok(reasons::NO_MIGRATIONS, "no migrations configured").into();
-            }
-            let Some(target) = target else {
-                return Check::pending(
-                    reasons::WAITING_FOR_DATABASE,
-                    "the database the migrations run against is not known yet",
-                )
-                .into();
-            };
-            let job_name = children::migration::job_name(stack, target);
-            let job = caches.jobs.get(namespace, &job_name);
-            let pods: Vec<_> = component_pods(stack, caches, Component::Migration)
-                .into_iter()
-                .filter(|pod| pod.labels().get(JOB_NAME_LABEL) == Some(&job_name))
-                .collect();
-            let (mut check, status) = migration_check(
-                target,
-                &job_name,
-                job.as_deref(),
-                previous,
-                migration_output(&pods).as_deref(),
-            );
-            if job
-                .as_deref()
-                .is_some_and(|job| job_state(job) == JobState::Running)
-            {
-                check = with_pod_trouble(check, &pods);
-            }
-            if job.is_none()
-                && !check.ok
-                && let Some(earlier) = earlier_migration_running(stack, caches, &job_name)
-            {
-                check.message = format!(
-                    "waiting for Job {earlier} of an earlier revision to finish before starting \
-                     revision {target}: two migrations never run at once"
-                );
-            }
-            return Report {
-                check,
-                migration: Some(status),
-            };
-        }
+        Stage::Approval => return migrations::approval(stack, view),
+        Stage::Backup => return migrations::backup(stack, caches, view),
+        Stage::Migrations => return migrations::migrations(stack, caches, view),
+        Stage::PostDeploy => return migrations::post_deploy(stack, caches, view),
         Stage::Backend => workload_check(stack, caches, Component::Backend),
         Stage::Frontend => match &stack.frontend {
             Some(_) => workload_check(stack, caches, Component::Frontend),
@@ -457,10 +417,9 @@ pub fn migration_check(
     let previous = previous.cloned().unwrap_or_default();
     let mut status = MigrationStatus {
         target_revision: Some(revision.into()),
-        applied_revision: previous.applied_revision.clone(),
         job_name: Some(job_name.into()),
         attempts: job.map(job_attempts).or(previous.attempts),
-        schema_revision: previous.schema_revision.clone(),
+        ..previous.clone()
     };
     let applied = || {
         Check::ok(
@@ -498,8 +457,9 @@ pub fn migration_check(
     (check, status)
 }
 
-/// The name of a migration Job of the stack other than `current` that is
-/// still running: the target revision's Job waits for it.
+/// The name of a Job of the migrations (a migration, a downgrade, a
+/// post-deploy step) of the stack other than `current` that is still
+/// running: the next one waits for it.
 pub fn earlier_migration_running(
     stack: &ValidatedStack,
     caches: &Caches,
@@ -513,6 +473,8 @@ pub fn earlier_migration_running(
             job.owner_references()
                 .iter()
                 .any(|owner| owner.uid == stack.uid)
+                && job.labels().get(LABEL_COMPONENT).map(String::as_str)
+                    == Some(Component::Migration.as_str())
         })
         .find(|job| job.name_any() != current && !job_finished(job))
         .map(|job| job.name_any())

@@ -8,11 +8,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use super::compare;
-use super::observe::earlier_migration_running;
+use super::guard::Step;
+use super::observe::{self, PostDeployGate, earlier_migration_running};
 use crate::api::crd::MigrationStatus;
 use crate::api::stack::ValidatedStack;
+use crate::children::backup::Backup;
 use crate::children::expose::Exposure;
-use crate::children::{self, Children, DatabaseChildren, Workload};
+use crate::children::{self, Children, DatabaseChildren, JobStep, STEP_LABEL, Workload};
 pub use crate::kinds::{Kind, Object};
 use crate::kinds::{for_each_kind, markers, match_object};
 use crate::runtime::cache::{Cached, Caches};
@@ -53,7 +55,11 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
         env_secret,
         env_config,
         database,
+        backups_volume,
+        backup,
         migration_job,
+        downgrade_job,
+        post_deploy_job,
         backend,
         frontend,
         service_monitor,
@@ -111,14 +117,26 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
             ]
         },
     );
+    let mut backups: Vec<Desired> = backups_volume
+        .map(|volume| once(Object::PersistentVolumeClaim(volume)))
+        .into_iter()
+        .collect();
+    backups.extend(backup.map(|backup| match backup {
+        Backup::Dump(job) => once(Object::Job(job)),
+        Backup::Snapshot(snapshot) => once(Object::VolumeSnapshot(snapshot)),
+    }));
     BTreeMap::from([
         (Stage::Secrets, secrets),
         (Stage::Database, database),
+        // The gate has nothing to write: it holds the pass.
+        (Stage::Approval, Vec::new()),
+        (Stage::Backup, backups),
         (
             Stage::Migrations,
             migration_job
-                .map(|job| once(Object::Job(job)))
                 .into_iter()
+                .chain(downgrade_job)
+                .map(|job| once(Object::Job(job)))
                 .collect(),
         ),
         (Stage::Backend, workload(Some(backend))),
@@ -137,6 +155,13 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
             Stage::Monitoring,
             service_monitor
                 .map(|monitor| apply(Object::ServiceMonitor(monitor)))
+                .into_iter()
+                .collect(),
+        ),
+        (
+            Stage::PostDeploy,
+            post_deploy_job
+                .map(|job| once(Object::Job(job)))
                 .into_iter()
                 .collect(),
         ),
@@ -160,6 +185,9 @@ pub enum Write {
     },
     /// Hold (`true`) or release the database finalizer on the stack.
     Finalizer(bool),
+    /// Delete a finished Job whose result no longer holds (a downgrade
+    /// undid it since), so the next pass runs it again.
+    Delete(Deletion),
 }
 
 /// What the stack itself looks like to the plan.
@@ -176,6 +204,14 @@ pub struct StackFacts<'a> {
     /// their Secret created: credentials read from a Secret deleted since
     /// are never written back (the pass the deletion wakes finds them lost).
     pub generated_credentials: bool,
+    /// What the target revision needs of the database (the rollback
+    /// guard's decision), once the target is known.
+    pub step: Option<&'a Step>,
+    /// The stack's generation: Jobs carry the one they were made for.
+    pub generation: i64,
+    /// Whether the post-deploy step may start: the new release is the only
+    /// one and `postDeploy.after` has passed.
+    pub post_deploy_gate: Option<&'a PostDeployGate>,
 }
 
 /// The writes of one stage: every desired child that is absent or differs
@@ -207,22 +243,24 @@ pub fn stage(
                 child_write::<markers::Secret>(caches, namespace, secret, *mode, object)
                     .or_else(|| owners_write::<markers::Secret>(caches, namespace, secret))
             }
-            Object::Job(job) => {
-                let applied = facts
-                    .migration
-                    .and_then(|migration| migration.applied_revision.as_deref());
-                if applied.is_some() && applied == facts.target_revision {
-                    // Applied before: its Job may be gone; never run it again.
-                    None
-                } else if caches.jobs.get(namespace, &job.name_any()).is_none()
-                    && earlier_migration_running(stack, caches, &job.name_any()).is_some()
-                {
-                    // The spec moved on while an earlier revision migrates:
-                    // two migrations never run against one database at once.
+            Object::Job(job) => job_write(job, *mode, object, stack, caches, facts),
+            Object::VolumeSnapshot(snapshot) => {
+                if step_job_started(stack, caches, facts) {
+                    // Taken already: the migration it precedes runs.
                     None
                 } else {
-                    child_write::<markers::Job>(caches, namespace, job, *mode, object)
+                    child_write::<markers::VolumeSnapshot>(
+                        caches, namespace, snapshot, *mode, object,
+                    )
                 }
+            }
+            Object::PersistentVolumeClaim(volume) => {
+                child_write::<markers::PersistentVolumeClaim>(
+                    caches, namespace, volume, *mode, object,
+                )
+                .or_else(|| {
+                    owners_write::<markers::PersistentVolumeClaim>(caches, namespace, volume)
+                })
             }
             other => match_object!(other, K, desired => {
                 child_write::<K>(caches, namespace, desired, *mode, object)
@@ -278,6 +316,120 @@ pub fn stage(
         writes.push(Write::Finalizer(false));
     }
     writes
+}
+
+/// The write of a Job of the migrations: created when its step is due and
+/// no other Job of the migrations runs; deleted when it finished for an
+/// earlier generation and what it did no longer holds.
+fn job_write(
+    job: &k8s_openapi::api::batch::v1::Job,
+    mode: Mode,
+    object: &Object,
+    stack: &ValidatedStack,
+    caches: &Caches,
+    facts: &StackFacts<'_>,
+) -> Option<Write> {
+    let namespace = stack.namespace.as_str();
+    let name = job.name_any();
+    let step = job
+        .labels()
+        .get(STEP_LABEL)
+        .and_then(|value| JobStep::from_label(value));
+    let observed = caches.jobs.get(namespace, &name);
+    let stale = observed
+        .as_deref()
+        .is_some_and(|observed| observe::stale(observed, facts.generation));
+    let applied = facts
+        .migration
+        .and_then(|migration| migration.applied_revision.as_deref());
+    let due = match step {
+        Some(JobStep::Migrate) => {
+            if applied.is_some() && applied == facts.target_revision {
+                // Applied before: its Job may be gone; never run it again.
+                return None;
+            }
+            // A first run's finished Job stands; one run again after a
+            // downgrade must be fresh.
+            if stale && matches!(facts.step, Some(Step::Migrate { again: true })) {
+                return Some(delete(job));
+            }
+            true
+        }
+        Some(JobStep::Downgrade) => {
+            if stale {
+                return Some(delete(job));
+            }
+            true
+        }
+        Some(JobStep::Backup) => {
+            if step_job_started(stack, caches, facts) {
+                // The migration it precedes runs (or ran): done.
+                return None;
+            }
+            if stale {
+                return Some(delete(job));
+            }
+            true
+        }
+        Some(JobStep::PostDeploy) => {
+            let wanted = facts.target_revision.and_then(|target| {
+                stack
+                    .migration
+                    .as_ref()
+                    .and_then(|migration| migration.post_deploy_revision(target))
+            });
+            let done = facts
+                .migration
+                .and_then(|migration| migration.post_deploy_revision.as_deref())
+                .is_some_and(|done| Some(done) == wanted.as_deref());
+            if done || applied.is_none() || applied != facts.target_revision {
+                return None;
+            }
+            if stale {
+                return Some(delete(job));
+            }
+            matches!(facts.post_deploy_gate, Some(PostDeployGate::Due))
+        }
+        Some(JobStep::Restore) | None => true,
+    };
+    if !due || observed.is_some() {
+        return None;
+    }
+    if earlier_migration_running(stack, caches, &name).is_some() {
+        // The spec moved on while an earlier revision migrates: two Jobs
+        // of the migrations never run against one database at once.
+        return None;
+    }
+    child_write::<markers::Job>(caches, namespace, job, mode, object)
+}
+
+fn delete(job: &k8s_openapi::api::batch::v1::Job) -> Write {
+    Write::Delete(Deletion {
+        kind: Kind::Job,
+        name: job.name_any(),
+        uid: job.uid(),
+    })
+}
+
+/// Whether the Job of this pass's schema change (the migration or the
+/// downgrade a backup precedes) exists and still counts.
+fn step_job_started(stack: &ValidatedStack, caches: &Caches, facts: &StackFacts<'_>) -> bool {
+    let (Some(step), Some(target)) = (facts.step, facts.target_revision) else {
+        return false;
+    };
+    let name = match step {
+        Step::Migrate { .. } => children::migration::job_name(stack, target),
+        Step::Downgrade { .. } => children::migration::downgrade_job_name(stack, &step.id(target)),
+        _ => return false,
+    };
+    let again = matches!(
+        step,
+        Step::Migrate { again: true } | Step::Downgrade { .. }
+    );
+    caches
+        .jobs
+        .get(&stack.namespace, &name)
+        .is_some_and(|job| !(again && observe::stale(&job, facts.generation)))
 }
 
 /// The write `desired` needs given what the cache of its kind holds, if
@@ -401,12 +553,14 @@ pub fn orphans(
 /// How the orphan sweep treats each kind, by the name the table of kinds
 /// gives it.
 mod sweep {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
 
     use k8s_openapi::api::batch::v1::Job;
     use kube::ResourceExt;
+    use kube::api::DynamicObject;
 
     use super::{Deletion, KEEP_FINISHED_JOBS, Kind};
+    use crate::children::{JobStep, LABEL_COMPONENT, STEP_LABEL};
     use crate::api::stack::ValidatedStack;
     use crate::kinds::ChildKind;
     use crate::reconcile::observe::job_finished;
@@ -444,13 +598,14 @@ mod sweep {
             .collect()
     }
 
-    /// Finished migration Jobs of older revisions beyond the last
-    /// [`KEEP_FINISHED_JOBS`], newest kept.
+    /// Finished Jobs of the migrations and backups, of each component,
+    /// beyond the newest [`KEEP_FINISHED_JOBS`], and never one this pass
+    /// desires.
     pub fn finished_jobs<C: Cached<Object = Job>>(
         stack: &ValidatedStack,
-        _wanted: &BTreeSet<(Kind, String)>,
+        wanted: &BTreeSet<(Kind, String)>,
         caches: &Caches,
-        current_job: Option<&str>,
+        _current_job: Option<&str>,
     ) -> Vec<Deletion> {
         let mut finished: Vec<_> = C::cache(caches)
             .of_stack(&stack.namespace, &stack.name)
@@ -460,17 +615,60 @@ mod sweep {
                     .iter()
                     .any(|owner| owner.uid == stack.uid)
             })
-            .filter(|job| Some(job.name_any().as_str()) != current_job && job_finished(job))
+            .filter(|job| !wanted.contains(&(C::KIND, job.name_any())) && job_finished(job))
             .collect();
-        // Newest first; everything after the first few goes.
+        // Newest first; everything after the first few of a component goes.
         finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         finished
             .into_iter()
-            .skip(KEEP_FINISHED_JOBS)
+            .filter(|job| {
+                let component = job.labels().get(LABEL_COMPONENT).cloned().unwrap_or_default();
+                let count = seen.entry(component).or_default();
+                *count += 1;
+                *count > KEEP_FINISHED_JOBS
+            })
             .map(|job| Deletion {
                 kind: C::KIND,
                 name: job.name_any(),
                 uid: job.uid(),
+            })
+            .collect()
+    }
+
+    /// The stack's backup VolumeSnapshots beyond the `keep` newest, while
+    /// backups are asked for (never when they are switched off: a backup is
+    /// not deleted by accident), and never one this pass desires.
+    pub fn snapshots<C: Cached<Object = DynamicObject>>(
+        stack: &ValidatedStack,
+        wanted: &BTreeSet<(Kind, String)>,
+        caches: &Caches,
+        _current_job: Option<&str>,
+    ) -> Vec<Deletion> {
+        let cache = C::cache(caches);
+        let Some(backups) = stack.backups() else {
+            return Vec::new();
+        };
+        if !cache.served() {
+            return Vec::new();
+        }
+        let mut snapshots: Vec<_> = cache
+            .of_stack(&stack.namespace, &stack.name)
+            .into_iter()
+            .filter(|snapshot| {
+                snapshot.labels().get(STEP_LABEL).map(String::as_str)
+                    == Some(JobStep::Backup.as_str())
+            })
+            .collect();
+        snapshots.sort_by_key(|snapshot| std::cmp::Reverse(snapshot.creation_timestamp()));
+        snapshots
+            .into_iter()
+            .skip(backups.keep)
+            .filter(|snapshot| !wanted.contains(&(C::KIND, snapshot.name_any())))
+            .map(|snapshot| Deletion {
+                kind: C::KIND,
+                name: snapshot.name_any(),
+                uid: snapshot.uid(),
             })
             .collect()
     }

@@ -34,44 +34,83 @@ pub async fn database(
     context.databases.readiness(located, settled).await
 }
 
-/// `MigrationsApplied` once done, with the schema revision the migration
-/// left: kept from the status when known, read from the database otherwise.
+/// A stage of the migrations once done, with the schema revision the
+/// database holds: kept from the status when known, read from the database
+/// otherwise (`true` when read now).
 pub async fn schema(
     context: &Context,
     validated: &ValidatedStack,
     located: &Result<Located, Failure>,
     report: Report,
-) -> Report {
+) -> (Report, bool) {
     let Report {
         check,
         migration: Some(mut status),
+        holds,
+        recheck,
     } = report
     else {
-        return report;
+        return (report, false);
     };
     let (true, Ok(located)) = (check.ok, located) else {
-        return Report {
-            check,
-            migration: Some(status),
-        };
+        return (
+            Report {
+                check,
+                migration: Some(status),
+                holds,
+                recheck,
+            },
+            false,
+        );
     };
-    let note = match &status.schema_revision {
-        Some(known) => database::schema_note(known),
+    let (note, read) = match &status.schema_revision {
+        Some(known) => (database::schema_note(known), false),
         None => {
-            let query = validated
-                .migration
-                .as_ref()
-                .and_then(|migration| migration.spec.revision_query.as_deref());
-            let (read, note) = context.databases.schema_revision(located, query).await;
+            let (read, note) = context
+                .databases
+                .schema_revision(located, revision_query(validated))
+                .await;
             status.schema_revision = read;
-            note
+            (note, true)
         }
     };
-    Report {
-        check: Check {
-            message: format!("{}; {note}", check.message),
-            ..check
+    (
+        Report {
+            check: Check {
+                message: format!("{}; {note}", check.message),
+                ..check
+            },
+            migration: Some(status),
+            holds,
+            recheck,
         },
-        migration: Some(status),
+        read,
+    )
+}
+
+/// The database's schema revision now, for the rollback guard; why it is
+/// unknown otherwise.
+pub async fn current_schema(
+    context: &Context,
+    validated: &ValidatedStack,
+    located: &Result<Located, Failure>,
+) -> Result<String, String> {
+    let located = located
+        .as_ref()
+        .map_err(|failure| failure.message.clone())?;
+    match context
+        .databases
+        .schema_revision(located, revision_query(validated))
+        .await
+    {
+        (Some(revision), _) => Ok(revision),
+        (None, note) => Err(note),
     }
+}
+
+fn revision_query(validated: &ValidatedStack) -> Option<&str> {
+    validated
+        .migration
+        .as_ref()
+        .and_then(|migration| migration.spec.revision_query.as_deref())
 }

@@ -4,7 +4,8 @@
 //! answering ([`super::probe`]), the schema revision a migration left.
 
 use super::context::Context;
-use super::observe;
+use super::guard::{self, Step};
+use super::observe::{self, View};
 use super::probe;
 use super::status::Report;
 use crate::api::crd::AppStack;
@@ -26,17 +27,12 @@ pub struct Pass<'a> {
     pub lost: &'a [String],
 }
 
-/// The report of `stage`.
-pub async fn report(pass: &Pass<'_>, stage: Stage) -> Report {
+/// The report of `stage`; `view` holds the migration status as the stages
+/// before it left it.
+pub async fn report(pass: &Pass<'_>, stage: Stage, view: &View<'_>) -> Report {
     let previous = pass.stack.status.as_ref();
     let previous_migration = previous.and_then(|status| status.migration.as_ref());
-    let observed = observe::check(
-        stage,
-        pass.validated,
-        &pass.context.caches,
-        pass.target_revision,
-        previous_migration,
-    );
+    let observed = observe::check(stage, pass.validated, &pass.context.caches, view);
     match stage {
         Stage::Secrets => {
             observe::generated_lost(observed.check, pass.validated, pass.lost, previous).into()
@@ -57,9 +53,27 @@ pub async fn report(pass: &Pass<'_>, stage: Stage) -> Report {
             .await
             .into()
         }
-        Stage::Migrations => {
-            probe::schema(pass.context, pass.validated, pass.located, observed).await
+        Stage::Migrations | Stage::PostDeploy => {
+            let (mut report, read) =
+                probe::schema(pass.context, pass.validated, pass.located, observed).await;
+            // What the applied revision left, once read after its migration
+            // (or its post-deploy step), is what the rollback guard goes by.
+            if read
+                && matches!(view.step, Some(Step::Migrate { .. } | Step::Applied))
+                && let (Some(migration), Some(status), Some(target)) = (
+                    &pass.validated.migration,
+                    report.migration.as_mut(),
+                    pass.target_revision,
+                )
+                && status.applied_revision.as_deref() == Some(target)
+                && let Some(schema) = status.schema_revision.clone()
+            {
+                status.history =
+                    guard::record(&status.history, target, Some(&schema), &migration.image);
+            }
+            report
         }
+        Stage::Approval | Stage::Backup => observed,
         Stage::Backend | Stage::Frontend | Stage::Expose | Stage::Monitoring => observed,
     }
 }

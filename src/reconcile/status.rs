@@ -26,11 +26,17 @@ pub enum Outcome {
 }
 
 /// What one stage reports once its writes are sent: its check, and, of the
-/// migrations stage, the migration as observed.
+/// stages of the migrations, the migration as observed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Report {
     pub check: Check,
     pub migration: Option<MigrationStatus>,
+    /// A later stage this one holds back, and what its condition says of
+    /// it: a migration awaiting approval or a failed backup in
+    /// `MigrationsApplied`, a blocked rollback in `BackendAvailable`.
+    pub holds: Option<(Stage, Check)>,
+    /// Look again this soon without a watch event (a soak running out).
+    pub recheck: Option<Duration>,
 }
 
 impl From<Check> for Report {
@@ -38,6 +44,8 @@ impl From<Check> for Report {
         Self {
             check,
             migration: None,
+            holds: None,
+            recheck: None,
         }
     }
 }
@@ -53,6 +61,11 @@ pub struct Observation {
     /// What is observed of the children of stages the pass did not reach
     /// (for example the backend still running the last migrated revision).
     pub unreached: BTreeMap<Stage, Check>,
+    /// What a reached stage says of a later one it holds back (see
+    /// [`Report::holds`]); it wins over what is observed of that stage.
+    pub held: BTreeMap<Stage, Check>,
+    /// Look again this soon without a watch event.
+    pub recheck: Option<Duration>,
     /// Set when the spec is invalid; overrides everything.
     pub invalid: Option<String>,
     /// Set when a step failed for good (a migration out of retries, a rollout
@@ -70,10 +83,22 @@ impl Observation {
     /// Records a reached stage's report; a terminal failure stalls the
     /// stack.
     pub fn record(&mut self, stage: Stage, report: impl Into<Report>) {
-        let Report { check, migration } = report.into();
+        let Report {
+            check,
+            migration,
+            holds,
+            recheck,
+        } = report.into();
         if migration.is_some() {
             self.migration = migration;
         }
+        if let Some((held, says)) = holds {
+            self.held.insert(held, says);
+        }
+        self.recheck = match (self.recheck, recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if check.terminal {
             self.terminal = Some(check.clone());
         }
@@ -86,6 +111,7 @@ impl Observation {
             .checks
             .values_mut()
             .chain(self.unreached.values_mut())
+            .chain(self.held.values_mut())
             .chain(self.terminal.as_mut());
         for check in checks {
             check.message = redact(&check.message);
@@ -212,6 +238,9 @@ pub fn desired_status(
     for stage in stages::ORDER {
         let (status, check) = match observation.check(stage) {
             Some(check) => (truth(check.ok), check.clone()),
+            None if let Some(held) = observation.held.get(&stage) => {
+                (truth(held.ok), held.clone())
+            }
             None => match observation.waiting(stage) {
                 (Some(observed), check) => (truth(observed), check),
                 (None, check) => ("Unknown", check),
@@ -262,14 +291,11 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
     if current == desired {
         return Difference::None;
     }
+    // Everything of the migration users act on: all but the attempts.
     let revisions = |status: &AppStackStatus| {
-        status.migration.as_ref().map(|migration| {
-            (
-                migration.target_revision.clone(),
-                migration.applied_revision.clone(),
-                migration.job_name.clone(),
-                migration.schema_revision.clone(),
-            )
+        status.migration.clone().map(|migration| MigrationStatus {
+            attempts: None,
+            ..migration
         })
     };
     let states = |status: &AppStackStatus| -> Vec<(String, String, String, Option<i64>)> {

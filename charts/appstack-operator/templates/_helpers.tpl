@@ -101,14 +101,16 @@ rule says why. */}}
 - apiGroups: [apps]
   resources: [statefulsets, deployments]
   verbs: [list, watch, create, patch, delete]
-# The managed database's volume, which the StatefulSet creates: watched
-# (label-filtered) into a cache, read by name when a stack is deleted, and
-# patched only to add or remove the AppStack's ownerReference so that
-# deletionPolicy decides whether it outlives the stack. Never created or
-# deleted by the operator.
+# The managed database's volume, which the StatefulSet creates, and the
+# volume of the backups (<stack>-backups, with migrations.backup): watched
+# (label-filtered) into a cache, read by name when a stack is deleted (or a
+# create finds the backups volume in place), the backups volume created, and
+# both patched only to add or remove the AppStack's ownerReference so that
+# deletionPolicy decides whether they outlive the stack. Never deleted by
+# the operator.
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch, create, patch]
 # The pods of the stacks' workloads, watched (label-filtered) into a cache so
 # a component's condition says why its pods cannot run (an image that cannot
 # be pulled, a crash loop, a config error) and a failed migration what it
@@ -116,10 +118,13 @@ rule says why. */}}
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
-# The migration Job of each revision (<stack>-migrate-<hash>): created (and
-# read by name when a create finds it in place), watched until it succeeds
-# or fails, deleted once superseded. Never patched: a new revision is a new
-# Job.
+# The Jobs of the migrations: each revision's migration
+# (<stack>-migrate-<hash>), the backup before it (<stack>-backup-<hash>), a
+# rollback's downgrade (<stack>-down-<hash>) and the post-deploy step
+# (<stack>-post-<hash>): created (and read by name when a create finds one
+# in place), watched until they succeed or fail, deleted once superseded or
+# when a finished one no longer describes the database (to run it again).
+# Never patched: a new revision is a new Job.
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, delete]
@@ -146,6 +151,13 @@ rule says why. */}}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [list, watch, create, patch, delete]
+# With migrations.backup.method: Snapshot, the VolumeSnapshot of the
+# database's volume taken before each migration, while the CSI snapshot API
+# is served: created, watched (label-filtered) until ready to use, deleted
+# beyond backup.keep. Never patched.
+- apiGroups: [snapshot.storage.k8s.io]
+  resources: [volumesnapshots]
+  verbs: [list, watch, create, delete]
 # Events about each AppStack (steps, errors), through events.k8s.io; the
 # recorder patches a repeated Event to bump its count.
 - apiGroups: [events.k8s.io]

@@ -191,6 +191,7 @@ fn children_of(name: &str, namespace: &str) -> anyhow::Result<Vec<Value>> {
         validated.managed_database_identity().as_ref(),
         None,
         "bench",
+        &children::SchemaChange::Migrate,
     ));
     Ok(by_stage
         .into_values()
