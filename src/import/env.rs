@@ -1,14 +1,21 @@
 //! Variables to typed `env` entries: secrets by reference (their values go
 //! to a Secret manifest, never into the AppStack), placeholders generated
-//! by the operator when asked, everything else plain.
+//! by the operator when asked, everything else plain; and `import dotenv`,
+//! which types one `.env` file alone.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
+use super::ImportError;
+use super::build::secret_name;
+use super::database::DATABASE_URL;
+use super::dotenv::{self, EnvMap};
+use super::project::sanitize_name;
 use super::report::Report;
-use super::sensitive::{SecretReason, looks_like_placeholder, secret_reason};
-use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, SecretKeyRef};
+use super::sensitive::{SecretReason, distinctive, looks_like_placeholder, secret_reason};
+use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, RESERVED_ENV_NAMES, SecretKeyRef};
 
 /// Length of the values the operator generates for placeholders.
 pub const GENERATED_LENGTH: i32 = 48;
@@ -157,6 +164,119 @@ pub fn secret_destination(settings: &EnvSettings) -> String {
         Some(path) => format!("values written to {}", path.display()),
         None => "values not written: pass --secrets-out FILE, or create the Secret yourself".into(),
     }
+}
+
+/// What `appstack import dotenv` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct DotenvRequest {
+    pub file: PathBuf,
+    /// The stack the env is for; names the Secret `<name>-dotenv`.
+    pub name: Option<String>,
+    pub process_env: BTreeMap<String, String>,
+    pub generate_secrets: bool,
+    pub secrets_out: Option<PathBuf>,
+}
+
+/// A typed env list, the Secret values it references, and the report.
+#[derive(Debug)]
+pub struct ImportedEnv {
+    pub env: Vec<EnvEntry>,
+    pub secret_name: String,
+    pub secret_values: BTreeMap<String, String>,
+    pub report: Report,
+}
+
+/// Types one `.env` file.
+pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError> {
+    let mut report = Report::default();
+    let text = std::fs::read_to_string(&request.file).map_err(|source| ImportError::Read {
+        path: request.file.clone(),
+        source,
+    })?;
+    let mut variables = EnvMap::new();
+    let unset = dotenv::parse_into(&text, &mut variables, &|name| {
+        request.process_env.get(name).cloned()
+    })
+    .map_err(|source| ImportError::Dotenv {
+        path: request.file.clone(),
+        source,
+    })?;
+    for name in unset {
+        report.warn(format!(
+            "variable {name} is not set: an empty string was substituted"
+        ));
+    }
+    let name = match &request.name {
+        Some(name) => sanitize_name(name),
+        None => {
+            let directory = std::fs::canonicalize(&request.file)
+                .ok()
+                .and_then(|path| {
+                    path.parent()
+                        .and_then(Path::file_name)
+                        .map(|name| name.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            let name = sanitize_name(&directory);
+            report.note(format!(
+                "stack name {name}, from the directory of the file; change it with --name"
+            ));
+            name
+        }
+    };
+    let secret_name = secret_name(&name);
+    let settings = EnvSettings {
+        stack_name: &name,
+        secret_name: &secret_name,
+        generate_secrets: request.generate_secrets,
+        secrets_out: request.secrets_out.as_deref(),
+    };
+    let known: Vec<(String, String)> = variables
+        .iter()
+        .filter(|(key, value)| secret_reason(key, value, &[]).is_some() && !value.is_empty())
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let database_url = variables.shift_remove(DATABASE_URL);
+    for reserved in RESERVED_ENV_NAMES
+        .iter()
+        .filter(|name| **name != DATABASE_URL)
+    {
+        if variables.shift_remove(*reserved).is_some() {
+            report.note(format!(
+                "{reserved} dropped: the operator sets it from spec.database.pool"
+            ));
+        }
+    }
+    let TypedEnv {
+        entries,
+        mut secret_values,
+        generated_values: _,
+    } = typed_env(
+        &variables,
+        &known,
+        &settings,
+        &request.file.display().to_string(),
+        &mut report,
+    );
+    if let Some(url) = database_url {
+        secret_values.insert(DATABASE_URL.to_string(), url);
+        report.note(format!(
+            "{DATABASE_URL} dropped from env: the operator sets it; for an external database it is kept in Secret {secret_name} (use spec.database.external.urlSecretRef {{name: {secret_name}, key: {DATABASE_URL}}})"
+        ));
+    }
+    let secrets: Vec<&str> = known
+        .iter()
+        .map(|(_, value)| value.as_str())
+        .chain(secret_values.values().map(String::as_str))
+        .filter(|value| distinctive(value))
+        .collect();
+    report.redact(&secrets);
+    Ok(ImportedEnv {
+        env: entries,
+        secret_name,
+        secret_values,
+        report,
+    })
 }
 
 #[cfg(test)]

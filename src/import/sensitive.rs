@@ -1,4 +1,11 @@
-//! Which values are secrets, and which secrets are placeholders.
+//! Which values are secrets, which secrets are placeholders, and how
+//! secret values are kept out of commands.
+
+use indexmap::IndexMap;
+
+use super::ProjectEnvironment;
+use super::dotenv::EnvMap;
+use super::report::Report;
 
 /// Why a variable's value is kept out of the AppStack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +160,73 @@ pub fn looks_like_placeholder(value: &str) -> bool {
             "secret", "password", "todo", "dummy", "example", "test", "none", "null",
         ]
         .contains(&letters.as_str())
+}
+
+/// Every secret value in the project: `.env` entries and service
+/// environments whose name or value marks them secret.
+pub(super) fn known_secrets(
+    environment: &ProjectEnvironment,
+    envs: &IndexMap<String, EnvMap>,
+) -> Vec<(String, String)> {
+    let mut known: Vec<(String, String)> = Vec::new();
+    let all = environment
+        .files
+        .iter()
+        .chain(envs.values().flat_map(|env| env.iter()));
+    for (name, value) in all {
+        if secret_reason(name, value, &[]).is_some()
+            && !value.is_empty()
+            && !known.iter().any(|(_, known_value)| known_value == value)
+        {
+            known.push((name.clone(), value.clone()));
+        }
+    }
+    known
+}
+
+/// Replaces secret values in a command by `$(NAME)` references to the
+/// variables of the container's env (`held`: name and value) that hold
+/// them; a command with a secret the env does not hold is left out.
+pub(super) fn guard_command(
+    command: &mut Option<Vec<String>>,
+    args: &mut Option<Vec<String>>,
+    owner: &str,
+    held: &[(String, String)],
+    secrets: &[(String, String)],
+    report: &mut Report,
+) {
+    for (field, words) in [("command", command), ("args", args)] {
+        let Some(list) = words.as_mut() else {
+            continue;
+        };
+        let mut leaked = None;
+        for word in list.iter_mut() {
+            for (key, value) in secrets {
+                if !word.contains(value.as_str()) {
+                    continue;
+                }
+                let holder = held
+                    .iter()
+                    .find(|(_, held_value)| held_value == value)
+                    .map(|(name, _)| name.clone());
+                match holder {
+                    Some(name) => {
+                        *word = word.replace(value.as_str(), &format!("$({name})"));
+                        report.note(format!(
+                            "{owner}: {field} held the value of {key}: replaced by $({name}), which Kubernetes expands from the container's env"
+                        ));
+                    }
+                    None => leaked = Some(key.clone()),
+                }
+            }
+        }
+        if let Some(key) = leaked {
+            *words = None;
+            report.warn(format!(
+                "{owner}: {field} held the value of {key}, which its container's env does not hold: left out of the AppStack; set it by hand"
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

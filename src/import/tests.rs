@@ -1,8 +1,15 @@
 //! The four compose projects under tests/fixtures/compose, imported without
 //! a cluster, and the mapping rules one at a time.
 
+use std::path::{Path, PathBuf};
+
+use super::project::sanitize_name;
+use super::workload::{command_port, kubernetes_literal, memory_quantity};
 use super::*;
-use crate::api::crd::DeletionPolicy;
+use crate::api::crd::{
+    AppStack, DeletionPolicy, EnvEntry, MAX_STACK_NAME_LENGTH, ManagedDatabase, Quantity,
+    SecretKeyRef,
+};
 
 fn fixture(project: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +54,7 @@ fn strings(words: &[&str]) -> Option<Vec<String>> {
 
 /// A compose project of one file in a fresh directory.
 fn project_dir(compose: &str, dotenv: Option<&str>) -> PathBuf {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     std::fs::write(directory.join("compose.yaml"), compose).unwrap();
     if let Some(dotenv) = dotenv {
         std::fs::write(directory.join(".env"), dotenv).unwrap();
@@ -413,7 +420,7 @@ fn a_project_without_a_possible_backend_is_an_error() {
 
 #[test]
 fn a_missing_compose_file_is_an_error_naming_the_defaults() {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     let error = import_compose(&ComposeRequest {
         working_directory: directory,
         ..ComposeRequest::default()
@@ -552,7 +559,7 @@ fn ports_are_read_from_command_flags() {
 
 #[test]
 fn dotenv_alone_becomes_an_env_list() {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     let file = directory.join(".env");
     std::fs::write(
         &file,
