@@ -114,7 +114,7 @@ pub fn run(command: ImportCommand) -> ExitCode {
                     args.secrets_out.as_deref(),
                     &imported.secret_name,
                     &imported.secret_values,
-                    &serde_yaml::to_string(&imported.stack).expect("an AppStack serializes"),
+                    &super::yaml::to_string(&imported.stack),
                 ),
                 Err(error) => fail("compose", &error.to_string()),
             }
@@ -134,7 +134,7 @@ pub fn run(command: ImportCommand) -> ExitCode {
                     args.secrets_out.as_deref(),
                     &imported.secret_name,
                     &imported.secret_values,
-                    &serde_yaml::to_string(&imported.env).expect("env entries serialize"),
+                    &super::yaml::to_string(&imported.env),
                 ),
                 Err(error) => fail("dotenv", &error.to_string()),
             }
@@ -160,8 +160,7 @@ fn finish(
     let mut report = report.clone();
     match secrets_out {
         Some(path) if !secret_values.is_empty() => {
-            let manifest = serde_yaml::to_string(&secret_manifest(secret_name, secret_values))
-                .expect("a Secret serializes");
+            let manifest = super::yaml::to_string(&secret_manifest(secret_name, secret_values));
             if let Err(error) = write_private(path, &manifest) {
                 return fail(subcommand, &format!("writing {}: {error}", path.display()));
             }

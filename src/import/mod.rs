@@ -30,6 +30,7 @@ mod report;
 mod roles;
 mod sensitive;
 mod workload;
+mod yaml;
 
 pub use build::{ComposeRequest, Imported, import_compose, secret_manifest};
 pub use env::{DotenvRequest, ImportedEnv, import_dotenv};
