@@ -13,17 +13,19 @@ use serde_json::json;
 
 use super::ImportError;
 use super::compose;
-use super::database::{DATABASE_URL, take_pool};
-use super::env::{EnvSettings, TypedEnv, secret_destination, typed_env};
-use super::facts::{self as roles, Facts};
-use super::project::{project_environment, report_top_level, service_environment, stack_name};
+use super::database::{DATABASE_URL, plural, take_pool};
+use super::env::{EnvSettings, TypedEnv, typed_env};
+use super::facts::{self, Facts};
+use super::project::{
+    active_profiles, project_environment, report_top_level, service_environment, stack_name,
+};
 use super::report::Report;
 use super::roles::{MigrationSource, Roles, assign_roles};
 use super::sensitive::{distinctive, guard_command, known_secrets};
 use super::workload::{
     DEFAULT_BACKEND_PORT, Workload, command_and_args, deploy_resources, shell_or_words,
 };
-use crate::api::crd::{AppStack, AppStackSpec, BackendSpec, MigrationsSpec};
+use crate::api::crd::{AppStack, AppStackSpec, BackendSpec, MigrationsSpec, RESERVED_ENV_NAMES};
 
 /// What `appstack import compose` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +46,8 @@ pub struct ComposeRequest {
     pub backend: Option<String>,
     /// The frontend service, when the heuristics should not choose.
     pub frontend: Option<String>,
+    /// Profiles to enable (`--profile`); `COMPOSE_PROFILES` when empty.
+    pub profiles: Vec<String>,
     /// Placeholder secrets become `generate` entries.
     pub generate_secrets: bool,
     /// Where the Secret manifest will be written, for the messages.
@@ -105,6 +109,18 @@ pub fn import_compose(request: &ComposeRequest) -> Result<Imported, ImportError>
     if project.services.is_empty() {
         return Err(ImportError::NoServices);
     }
+    let stack_name = stack_name(request, &project, &environment, &mut report);
+    let names: Vec<String> = files
+        .iter()
+        .map(|file| {
+            file.file_name().map_or_else(
+                || file.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    report.detail("stack", format!("read {}", names.join(" + ")));
+    let profiles = active_profiles(request, &environment, &mut report);
     report_top_level(&project, &mut report);
     let mut envs = IndexMap::new();
     for (name, service) in &project.services {
@@ -112,10 +128,9 @@ pub fn import_compose(request: &ComposeRequest) -> Result<Imported, ImportError>
             service_environment(name, service, &project.directory, &environment, &mut report)?;
         envs.insert(name.clone(), env);
     }
-    let stack_name = stack_name(request, &project, &environment, &mut report);
-    let all = roles::facts(&project.services, &envs);
+    let all = facts::facts(&project.services, &envs);
     let known_secrets = known_secrets(&environment, &envs);
-    let roles = assign_roles(request, &all, &mut report)?;
+    let roles = assign_roles(request, &all, &profiles, &mut report)?;
     let builder = Builder {
         request,
         stack_name: &stack_name,
@@ -158,22 +173,26 @@ impl Builder<'_> {
     }
 
     fn build(&self, mut report: Report) -> Imported {
+        let database_secret = format!("{}-db", self.stack_name);
         let settings = EnvSettings {
             stack_name: self.stack_name,
             secret_name: &self.secret_name,
+            database_secret: self.database().map(|_| database_secret.as_str()),
             generate_secrets: self.request.generate_secrets,
             secrets_out: self.request.secrets_out.as_deref(),
         };
+        report.part(self.backend().name, "backend");
         let mut variables = self.application_variables(&mut report);
         let database = self.database_plan(&mut variables, &mut report);
         let pool = take_pool(&mut variables, &mut report);
-        self.warn_about_uncarried_hosts(&variables, &mut report);
+        self.report_uncarried_hosts(&variables, &mut report);
         let TypedEnv {
             entries: env,
             mut secret_values,
             generated_values,
         } = typed_env(
             &variables,
+            &database.wired,
             self.known_secrets,
             &settings,
             self.backend().name,
@@ -181,15 +200,18 @@ impl Builder<'_> {
         );
         if let Some(url) = &database.external_url {
             secret_values.insert(DATABASE_URL.to_string(), url.clone());
-            report.note(format!(
-                "database: external, URL from Secret {} key {DATABASE_URL} ({})",
-                self.secret_name,
-                secret_destination(&settings)
-            ));
+            report.decide(
+                self.backend().name,
+                format!(
+                    "database: external, its URL from Secret {} key {DATABASE_URL}",
+                    self.secret_name
+                ),
+            );
         }
         let mut backend = self.backend_spec(&mut report);
         let mut migrations = self.migrations_spec(&mut backend, &mut report);
         let mut frontend = self.frontend_spec(&mut report);
+        let expose = self.exposure(&mut report);
         let secrets = self.secret_values_in_play(&secret_values);
         // What the backend and migration containers' env holds, by value.
         let mut held: Vec<(String, String)> = secret_values
@@ -203,6 +225,13 @@ impl Builder<'_> {
                 .iter()
                 .map(|url| (DATABASE_URL.to_string(), url.clone())),
         );
+        // Variables wired to the operator's database hold its values, in
+        // place of the compose database's.
+        held.extend(database.wired.keys().filter_map(|name| {
+            variables
+                .get(name)
+                .map(|value| (name.clone(), value.clone()))
+        }));
         guard_command(
             &mut backend.command,
             &mut backend.args,
@@ -231,6 +260,8 @@ impl Builder<'_> {
                 &mut report,
             );
         }
+        self.report_secret_values(&secret_values, &mut report);
+        self.report_run_as_user(&backend, frontend.as_ref(), &mut report);
         let mut database_spec = database.spec;
         database_spec.pool = pool;
         let spec = AppStackSpec {
@@ -240,7 +271,7 @@ impl Builder<'_> {
             frontend,
             env,
             monitoring: None,
-            expose: None,
+            expose,
             network_policy: None,
         };
         report.redact(
@@ -254,6 +285,54 @@ impl Builder<'_> {
             secret_name: self.secret_name.clone(),
             secret_values,
             report,
+        }
+    }
+
+    /// What must hold the secret values the AppStack references.
+    fn report_secret_values(&self, secret_values: &BTreeMap<String, String>, report: &mut Report) {
+        if secret_values.is_empty() {
+            return;
+        }
+        let empty: Vec<&str> = secret_values
+            .iter()
+            .filter(|(_, value)| value.is_empty())
+            .map(|(key, _)| key.as_str())
+            .collect();
+        if !empty.is_empty() {
+            report.todo(format!(
+                "fill in {} in Secret {}: empty in the compose project{}",
+                empty.join(", "),
+                self.secret_name,
+                if self.request.generate_secrets {
+                    ""
+                } else {
+                    " (--generate-secrets has the operator generate secrets left empty or as placeholders)"
+                }
+            ));
+        }
+    }
+
+    /// The operator's pods run as non-root (Pod Security restricted): an
+    /// image whose user is root, or a name, needs runAsUser.
+    fn report_run_as_user(
+        &self,
+        backend: &BackendSpec,
+        frontend: Option<&crate::api::crd::FrontendSpec>,
+        report: &mut Report,
+    ) {
+        let mut unset = Vec::new();
+        if backend.run_as_user.is_none() {
+            unset.push("backend");
+        }
+        if frontend.is_some_and(|frontend| frontend.run_as_user.is_none()) {
+            unset.push("frontend");
+        }
+        if !unset.is_empty() {
+            report.todo(format!(
+                "pods run as non-root (Pod Security restricted): if the {} image runs as root or as a user name, set runAsUser (e.g. spec.{}.runAsUser: 1000)",
+                unset.join(" or "),
+                unset[0]
+            ));
         }
     }
 
@@ -280,24 +359,36 @@ impl Builder<'_> {
         let mut variables: IndexMap<String, String> = backend.env.clone();
         if let Some(migration) = self.migration_service() {
             let mut added = Vec::new();
+            let mut differ = Vec::new();
             for (key, value) in migration.env {
                 match variables.get(key) {
                     None => {
                         variables.insert(key.clone(), value.clone());
                         added.push(key.clone());
                     }
-                    Some(existing) if existing != value => report.warn(format!(
-                        "{} sets {key} differently from {}: the AppStack gives both the backend's value",
-                        migration.name, backend.name
-                    )),
+                    Some(existing)
+                        if existing != value && !RESERVED_ENV_NAMES.contains(&key.as_str()) =>
+                    {
+                        differ.push(key.clone())
+                    }
                     Some(_) => {}
                 }
             }
             if !added.is_empty() {
-                report.note(format!(
-                    "env: {} from {} (the backend gets them too)",
-                    added.join(", "),
-                    migration.name
+                report.detail(
+                    migration.name,
+                    format!(
+                        "{} of its env go to the AppStack's env (the backend gets them too)",
+                        added.join(", ")
+                    ),
+                );
+            }
+            if !differ.is_empty() {
+                report.warn(format!(
+                    "{} sets {} differently from {}: the migration Job gets the backend's values",
+                    migration.name,
+                    differ.join(", "),
+                    backend.name
                 ));
             }
         }
@@ -308,10 +399,13 @@ impl Builder<'_> {
             .collect();
         if !compose_settings.is_empty() {
             variables.retain(|key, _| !key.starts_with("COMPOSE_"));
-            report.note(format!(
-                "env: {} dropped: settings of Compose itself",
-                compose_settings.join(", ")
-            ));
+            report.detail(
+                backend.name,
+                format!(
+                    "{} dropped: settings of Compose itself",
+                    compose_settings.join(", ")
+                ),
+            );
         }
         variables
     }
@@ -325,6 +419,7 @@ impl Builder<'_> {
             health,
             replicas,
             resources,
+            run_as_user,
         } = self.workload(self.backend(), "backend", DEFAULT_BACKEND_PORT, report);
         // Read from JSON so the CRD's defaults apply to what compose leaves out.
         let mut spec: BackendSpec =
@@ -335,6 +430,7 @@ impl Builder<'_> {
         spec.health = health;
         spec.replicas = replicas;
         spec.resources = resources;
+        spec.run_as_user = run_as_user;
         spec
     }
 
@@ -346,9 +442,14 @@ impl Builder<'_> {
         // Read from `{}` so the CRD's defaults apply.
         let mut spec: MigrationsSpec =
             serde_json::from_value(json!({})).expect("a migrations spec");
-        match self.roles.migrations.as_ref()? {
+        let Some(source) = self.roles.migrations.as_ref() else {
+            self.report_no_migrations(report);
+            return None;
+        };
+        match source {
             MigrationSource::Service(index) => {
                 let facts = &self.all[*index];
+                report.part(facts.name, "migrations");
                 let backend = self.backend();
                 let same_image = match (&facts.service.image, &backend.service.image) {
                     (Some(image), Some(backend_image)) => image == backend_image,
@@ -368,26 +469,43 @@ impl Builder<'_> {
                     .images
                     .iter()
                     .any(|(service, _)| service == facts.name);
-                if !same_image {
-                    spec.image = Some(self.image(facts, report));
-                }
+                let shown_image = if same_image {
+                    "the backend's image".to_string()
+                } else {
+                    let (image, shown) = self.image(facts, report);
+                    spec.image = Some(image);
+                    shown
+                };
                 let (command, args) = command_and_args(facts);
                 spec.command = command;
                 spec.args = args;
-                let tool = roles::migration_tool(&facts.words());
-                report.note(format!(
-                    "migrations: service {}{} runs as the migration Job, to success before the backend moves",
+                let words = facts.words();
+                let (tool, query) = facts::migration(&words).unzip();
+                spec.revision_query = query.flatten().map(str::to_string);
+                let runs = if words.is_empty() {
+                    "the image's command".to_string()
+                } else {
+                    shlex::try_join(words.iter().map(String::as_str))
+                        .unwrap_or_else(|_| words.join(" "))
+                };
+                report.decide(
                     facts.name,
-                    tool.map(|tool| format!(" ({tool})")).unwrap_or_default()
-                ));
+                    format!(
+                        "the migration Job{}: {runs}, {shown_image}, run to success before the backend moves",
+                        tool.map(|tool| format!(" ({tool})")).unwrap_or_default()
+                    ),
+                );
                 for other in self.all {
                     if let Some(dependency) = other.service.depends_on.get(facts.name)
                         && dependency.condition() == "service_completed_successfully"
                     {
-                        report.note(format!(
-                            "{} depends_on {} (service_completed_successfully): the operator's order runs migrations to success before the backend moves",
-                            other.name, facts.name
-                        ));
+                        report.detail(
+                            other.name,
+                            format!(
+                                "depends_on {} (service_completed_successfully): the operator's order runs migrations to success before the backend moves",
+                                facts.name
+                            ),
+                        );
                     }
                 }
                 for port in &facts.service.ports {
@@ -399,7 +517,7 @@ impl Builder<'_> {
                 }
                 self.report_dependencies(facts, "migrations run", report);
                 if let Some(deploy) = &facts.service.deploy
-                    && let Some(resources) = deploy_resources(deploy)
+                    && let Some(resources) = deploy_resources(deploy, facts.name, report)
                 {
                     spec.resources = Some(resources);
                 }
@@ -407,52 +525,53 @@ impl Builder<'_> {
             }
             MigrationSource::BackendChain {
                 tool,
+                revision_query,
                 migrate,
                 rest,
             } => {
                 spec.command = backend.command.clone();
                 spec.args = Some(shell_or_words(migrate));
+                spec.revision_query = revision_query.map(str::to_string);
                 backend.args = Some(shell_or_words(rest));
-                report.note(format!(
-                    "migrations: {} ran {tool} migrations in its command before starting; they now run as the migration Job before the backend starts, and the backend's command only starts the server",
-                    self.backend().name
-                ));
+                report.decide(
+                    self.backend().name,
+                    format!(
+                        "its command ran {tool} migrations before the server: they are the migration Job now, and the backend only starts the server"
+                    ),
+                );
             }
         }
         Some(spec)
     }
 
-    /// The image of a service: `--image`, its `image`, or a placeholder the
-    /// API server rejects for a service that is only built.
-    pub(super) fn image(&self, facts: &Facts, report: &mut Report) -> String {
-        if let Some((_, image)) = self
-            .request
-            .images
-            .iter()
-            .find(|(service, _)| service == facts.name)
-        {
-            if facts.service.build.is_some() {
-                report.note(format!(
-                    "{}: image {image} (from --image) instead of its build",
-                    facts.name
-                ));
-            }
-            return image.clone();
-        }
-        if let Some(image) = &facts.service.image {
-            return image.clone();
-        }
-        let context = facts
+    /// Without a migration service or a migration tool in the backend's
+    /// command, the AppStack runs no migration Job: say so, and what the
+    /// backend's command may still do at every start.
+    fn report_no_migrations(&self, report: &mut Report) {
+        let backend = self.backend();
+        let chain = backend
             .service
-            .build
+            .command
             .as_ref()
-            .and_then(|build| build.context.clone())
-            .unwrap_or_else(|| ".".into());
-        report.warn(format!(
-            "{} is only built (build: {context}): push the image and pass --image {}=REGISTRY/IMAGE:TAG; until then the AppStack holds a placeholder the API server rejects",
-            facts.name, facts.name
-        ));
-        format!("<built from {context}: pass --image {}=IMAGE>", facts.name)
+            .and_then(facts::shell_chain);
+        let at_start = match chain {
+            Some(chain) => format!(
+                "; the backend's command runs {} before its server, at every start of every pod",
+                plural(chain.len() - 1, "command")
+            ),
+            None => String::new(),
+        };
+        report.decide(
+            "stack",
+            format!(
+                "no migration step found (no migration service, no known tool in {}'s command): no migration Job{at_start}",
+                backend.name
+            ),
+        );
+        report.detail(
+            "stack",
+            "if the image migrates when it starts, nothing is missing; otherwise set spec.migrations.command",
+        );
     }
 
     /// What becomes of a carried service's `depends_on`; `starts` says
@@ -463,13 +582,19 @@ impl Builder<'_> {
             let index = self.all.iter().position(|other| other.name == dependency);
             let name = facts.name;
             if index.is_some() && index == self.roles.database {
-                report.note(format!(
-                    "{name} depends_on {dependency} ({condition}): the operator's order already waits for the database to be ready before {starts}"
-                ));
+                report.detail(
+                    name,
+                    format!(
+                        "depends_on {dependency} ({condition}): the operator's order already waits for the database to be ready before {starts}"
+                    ),
+                );
             } else if index.is_some() && index == Some(self.roles.backend) {
-                report.note(format!(
-                    "{name} depends_on {dependency} ({condition}): the operator's order already brings up the backend before {starts}"
-                ));
+                report.detail(
+                    name,
+                    format!(
+                        "depends_on {dependency} ({condition}): the operator's order already brings up the backend before {starts}"
+                    ),
+                );
             } else if self
                 .migration_service()
                 .is_some_and(|migration| migration.name == dependency)
@@ -525,6 +650,20 @@ impl Builder<'_> {
             };
             report.skip(name, format!("restart {restart}"), reason);
         }
+        let other_labels: Vec<&str> = facts
+            .service
+            .labels
+            .keys()
+            .map(String::as_str)
+            .filter(|key| !key.starts_with("traefik."))
+            .collect();
+        if !other_labels.is_empty() {
+            report.skip(
+                name,
+                format!("labels {}", other_labels.join(", ")),
+                "container labels: no AppStack field (podLabels sets pod labels)",
+            );
+        }
         for key in facts
             .service
             .other
@@ -535,14 +674,17 @@ impl Builder<'_> {
                 "networks" | "network_mode" | "links" | "external_links" => {
                     "the cluster network connects the stack's pods; the operator writes its NetworkPolicies"
                 }
-                "working_dir" | "user" => "set it in the image (WORKDIR, USER)",
-                "labels" => "container labels have no AppStack field (podLabels sets pod labels)",
+                "working_dir" => "set it in the image (WORKDIR)",
                 "logging" => "the cluster's log collection applies",
                 "hostname" | "domainname" | "extra_hosts" | "dns" => {
                     "in the cluster, services are reached by their Service names"
                 }
                 "stdin_open" | "tty" => "interactive settings mean nothing to a Deployment",
                 "develop" => "Compose Watch is a development feature",
+                "init" => "Kubernetes reaps zombie processes only with an init in the image",
+                "secrets" | "configs" => {
+                    "files mounted into the container: no AppStack field; put the values in .env (secret ones become Secret references)"
+                }
                 _ => "no AppStack field for it",
             };
             report.skip(name, key.clone(), reason);

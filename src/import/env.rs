@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 
 use super::ImportError;
 use super::build::secret_name;
-use super::database::DATABASE_URL;
+use super::database::{DATABASE_URL, Wired};
 use super::dotenv::{self, EnvMap};
 use super::project::sanitize_name;
 use super::report::Report;
@@ -26,6 +26,8 @@ pub struct EnvSettings<'a> {
     pub stack_name: &'a str,
     /// The Secret the AppStack references for secret values.
     pub secret_name: &'a str,
+    /// The operator's `<stack>-db` Secret, with a managed database.
+    pub database_secret: Option<&'a str>,
     /// Placeholder secrets become `generate` entries.
     pub generate_secrets: bool,
     /// Where the Secret manifest goes, for the messages.
@@ -51,11 +53,35 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// Types `variables` (already free of names the operator sets). `known`
-/// holds every secret value seen in the project, for values that embed
-/// one. `origin` names where the variables come from in messages.
+fn reference(secret: &str, key: &str) -> Option<EnvValueFrom> {
+    Some(EnvValueFrom {
+        secret_key_ref: SecretKeyRef {
+            name: secret.to_string(),
+            key: key.to_string(),
+        },
+    })
+}
+
+/// `A, B, C`, or the first `limit` and how many more.
+fn listed(names: &[String], limit: usize) -> String {
+    if names.len() <= limit {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, and {} more",
+            names[..limit].join(", "),
+            names.len() - limit
+        )
+    }
+}
+
+/// Types `variables` (already free of names the operator sets), in their
+/// order; those in `wired` name the operator's database and become what
+/// `wired` says. `known` holds every secret value seen in the project,
+/// for values equal to one. `origin` is the subject of the messages.
 pub fn typed_env(
     variables: &IndexMap<String, String>,
+    wired: &IndexMap<String, Wired>,
     known: &[(String, String)],
     settings: &EnvSettings,
     origin: &str,
@@ -65,94 +91,136 @@ pub fn typed_env(
     let mut plain = Vec::new();
     let mut referenced = Vec::new();
     let mut generated = Vec::new();
+    let mut placeholders = Vec::new();
     for (name, value) in variables {
         if !valid_name(name) {
             report.skip(
                 origin,
                 format!("variable {name}"),
-                "not a valid AppStack env name (letters, digits and '_', not starting with a digit)",
+                "not a valid AppStack env name: letters, digits and '_', not starting with a digit",
             );
             continue;
         }
+        let entry = |value: Option<String>, generate: Option<GenerateSpec>, value_from| EnvEntry {
+            name: name.clone(),
+            value,
+            generate,
+            value_from,
+        };
+        match (wired.get(name), settings.database_secret) {
+            (Some(Wired::DatabaseKey(key)), Some(secret)) => {
+                typed
+                    .entries
+                    .push(entry(None, None, reference(secret, key)));
+                continue;
+            }
+            (Some(Wired::Plain(wired_value)), _) => {
+                typed
+                    .entries
+                    .push(entry(Some(wired_value.clone()), None, None));
+                continue;
+            }
+            _ => {}
+        }
         let Some(reason) = secret_reason(name, value, known) else {
             plain.push(name.clone());
-            typed.entries.push(EnvEntry {
-                name: name.clone(),
-                value: Some(value.clone()),
-                generate: None,
-                value_from: None,
-            });
+            typed.entries.push(entry(Some(value.clone()), None, None));
             continue;
         };
         match &reason {
             SecretReason::Name => {}
-            SecretReason::UrlPassword => {
-                report.note(format!(
-                    "{name} holds a URL with a password: treated as a secret"
-                ));
-            }
-            SecretReason::Embeds(other) => {
-                report.note(format!(
-                    "{name} contains the value of {other}: treated as a secret"
-                ));
-            }
+            SecretReason::UrlPassword => report.detail(
+                origin,
+                format!("{name} holds a URL with a password: treated as a secret"),
+            ),
+            SecretReason::ConnectionPassword => report.detail(
+                origin,
+                format!("{name} holds a connection string with a password: treated as a secret"),
+            ),
+            SecretReason::SameValue(other) => report.detail(
+                origin,
+                format!("{name} holds the value of the secret {other}: treated as a secret"),
+            ),
         }
         if settings.generate_secrets && looks_like_placeholder(value) {
             generated.push(name.clone());
             typed.generated_values.insert(name.clone(), value.clone());
-            typed.entries.push(EnvEntry {
-                name: name.clone(),
-                value: None,
-                generate: Some(GenerateSpec {
+            typed.entries.push(entry(
+                None,
+                Some(GenerateSpec {
                     length: GENERATED_LENGTH,
                 }),
-                value_from: None,
-            });
+                None,
+            ));
             continue;
         }
-        if value.is_empty() {
-            report.warn(format!(
-                "{name} is a secret with an empty value; fill it in the Secret {} (or use --generate-secrets)",
-                settings.secret_name
-            ));
-        } else if looks_like_placeholder(value) && !settings.generate_secrets {
-            report.warn(format!(
-                "{name} looks like a placeholder; pass --generate-secrets to have the operator generate it"
-            ));
+        if !value.is_empty() && looks_like_placeholder(value) {
+            placeholders.push(name.clone());
         }
         referenced.push(name.clone());
         typed.secret_values.insert(name.clone(), value.clone());
-        typed.entries.push(EnvEntry {
-            name: name.clone(),
-            value: None,
-            generate: None,
-            value_from: Some(EnvValueFrom {
-                secret_key_ref: SecretKeyRef {
-                    name: settings.secret_name.to_string(),
-                    key: name.clone(),
-                },
-            }),
-        });
+        typed
+            .entries
+            .push(entry(None, None, reference(settings.secret_name, name)));
     }
+    let mut summary = Vec::new();
     if !plain.is_empty() {
-        report.note(format!(
-            "env, plain values (ConfigMap {}-env): {}",
-            settings.stack_name,
-            plain.join(", ")
-        ));
+        summary.push(format!("{} plain", plain.len()));
+        report.detail(
+            origin,
+            format!(
+                "plain values, in ConfigMap {}-env: {}",
+                settings.stack_name,
+                plain.join(", ")
+            ),
+        );
     }
     if !generated.is_empty() {
-        report.note(format!(
-            "env, generated once by the operator in place of placeholder values ({GENERATED_LENGTH} characters): {}",
-            generated.join(", ")
+        summary.push(format!(
+            "{} generated by the operator ({})",
+            generated.len(),
+            listed(&generated, 4)
         ));
+        report.detail(
+            origin,
+            format!(
+                "generated once, {GENERATED_LENGTH} characters, in place of placeholder values: {}",
+                generated.join(", ")
+            ),
+        );
     }
     if !referenced.is_empty() {
-        report.note(format!(
-            "env, secrets referenced from Secret {} ({}): {}",
+        summary.push(format!(
+            "{} from Secret {} ({})",
+            referenced.len(),
             settings.secret_name,
-            secret_destination(settings),
-            referenced.join(", ")
+            listed(&referenced, 4)
+        ));
+        report.detail(
+            origin,
+            format!(
+                "secrets referenced from Secret {} ({}): {}",
+                settings.secret_name,
+                secret_destination(settings),
+                referenced.join(", ")
+            ),
+        );
+    }
+    if !summary.is_empty() {
+        report.decide(origin, format!("env: {}", summary.join(", ")));
+    }
+    if !placeholders.is_empty() {
+        report.todo(format!(
+            "{} {}: replace {} in Secret {}, or rerun with --generate-secrets to have the operator generate {}",
+            placeholders.join(", "),
+            if placeholders.len() == 1 {
+                "holds a placeholder"
+            } else {
+                "hold placeholders"
+            },
+            if placeholders.len() == 1 { "it" } else { "them" },
+            settings.secret_name,
+            if placeholders.len() == 1 { "it" } else { "them" },
         ));
     }
     typed
@@ -218,9 +286,10 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
                 })
                 .unwrap_or_default();
             let name = sanitize_name(&directory);
-            report.note(format!(
-                "stack name {name}, from the directory of the file; change it with --name"
-            ));
+            report.decide(
+                "stack",
+                format!("{name}, from the directory of the file (--name changes it)"),
+            );
             name
         }
     };
@@ -228,6 +297,7 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
     let settings = EnvSettings {
         stack_name: &name,
         secret_name: &secret_name,
+        database_secret: None,
         generate_secrets: request.generate_secrets,
         secrets_out: request.secrets_out.as_deref(),
     };
@@ -242,9 +312,10 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
         .filter(|name| **name != DATABASE_URL)
     {
         if variables.shift_remove(*reserved).is_some() {
-            report.note(format!(
-                "{reserved} dropped: the operator sets it from spec.database.pool"
-            ));
+            report.decide(
+                "env",
+                format!("{reserved} dropped: the operator sets it from spec.database.pool"),
+            );
         }
     }
     let TypedEnv {
@@ -253,16 +324,20 @@ pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError
         generated_values: _,
     } = typed_env(
         &variables,
+        &IndexMap::new(),
         &known,
         &settings,
-        &request.file.display().to_string(),
+        "env",
         &mut report,
     );
     if let Some(url) = database_url {
         secret_values.insert(DATABASE_URL.to_string(), url);
-        report.note(format!(
-            "{DATABASE_URL} dropped from env: the operator sets it; for an external database it is kept in Secret {secret_name} (use spec.database.external.urlSecretRef {{name: {secret_name}, key: {DATABASE_URL}}})"
-        ));
+        report.decide(
+            "env",
+            format!(
+                "{DATABASE_URL} is the operator's; for an external database it is kept in Secret {secret_name} (spec.database.external.urlSecretRef {{name: {secret_name}, key: {DATABASE_URL}}})"
+            ),
+        );
     }
     let secrets: Vec<&str> = known
         .iter()
@@ -296,6 +371,7 @@ mod tests {
         let settings = EnvSettings {
             stack_name: "shop",
             secret_name: "shop-dotenv",
+            database_secret: None,
             generate_secrets: true,
             secrets_out: None,
         };
@@ -307,6 +383,7 @@ mod tests {
                 ("CACHE_URL", "redis://:r3dis-pass@cache:6379/0"),
                 ("bad-name", "x"),
             ]),
+            &IndexMap::new(),
             &[],
             &settings,
             "api",
@@ -336,11 +413,13 @@ mod tests {
         let settings = EnvSettings {
             stack_name: "s",
             secret_name: "s",
+            database_secret: None,
             generate_secrets: false,
             secrets_out: None,
         };
         let typed = typed_env(
             &variables(&[("JWT_SECRET", "change-me")]),
+            &IndexMap::new(),
             &[],
             &settings,
             ".env",
@@ -348,6 +427,6 @@ mod tests {
         );
         assert!(typed.entries[0].value_from.is_some());
         assert_eq!(typed.secret_values["JWT_SECRET"], "change-me");
-        assert!(report.warnings()[0].contains("--generate-secrets"));
+        assert!(report.todos()[0].contains("--generate-secrets"), "{report}");
     }
 }

@@ -58,6 +58,30 @@ impl Facts<'_> {
         names
     }
 
+    /// Whether `environment:` itself (not an `env_file`) sets `key`.
+    pub fn sets_explicitly(&self, key: &str) -> bool {
+        self.service.environment.contains_key(key)
+    }
+
+    /// The build arguments, with the value each gets.
+    pub fn build_args(&self) -> Vec<(&str, &str)> {
+        self.service
+            .build
+            .iter()
+            .flat_map(|build| build.args.iter())
+            .filter_map(|(key, value)| Some((key.as_str(), value.as_deref()?)))
+            .collect()
+    }
+
+    /// The container labels that have a value.
+    pub fn labels(&self) -> Vec<(&str, &str)> {
+        self.service
+            .labels
+            .iter()
+            .filter_map(|(key, value)| Some((key.as_str(), value.as_deref()?)))
+            .collect()
+    }
+
     /// Whether any variable holds a URL (or a bare host) naming `target`.
     pub fn env_points_at(&self, target: &Facts) -> Option<String> {
         self.env
@@ -67,17 +91,30 @@ impl Facts<'_> {
     }
 }
 
-/// Whether `value` is a URL whose host is `target` (by name, or localhost at
-/// one of its published ports), or is `target`'s name alone.
+/// Whether `value` names `target`: its host name alone, `host:port`, or a
+/// URL whose host is `target` (by name, or localhost at one of its
+/// published ports).
 pub fn value_points_at(value: &str, target: &Facts) -> bool {
     let names = target.host_names();
     if names.contains(&value) {
         return true;
     }
+    if let Some((host, port)) = value.rsplit_once(':')
+        && names.contains(&host)
+        && port.parse::<u16>().is_ok()
+    {
+        return true;
+    }
+    url_points_at(value, target)
+}
+
+/// Whether `value` is a URL whose host is `target` (by name, or localhost
+/// at one of its published ports).
+pub fn url_points_at(value: &str, target: &Facts) -> bool {
     let Some(url) = url_parts(value) else {
         return false;
     };
-    if names.contains(&url.host.as_str()) {
+    if target.host_names().contains(&url.host.as_str()) {
         return true;
     }
     let local = matches!(
@@ -101,6 +138,14 @@ pub fn image_repository(image: &str) -> String {
     last.split(':').next().unwrap_or(last).to_ascii_lowercase()
 }
 
+/// Whether an image reference names where it is pushed: a registry host
+/// (`ghcr.io/acme/api`, `localhost:5000/api`) or a Docker Hub account
+/// (`acme/api`). A bare `backend:latest` is the name `docker compose
+/// build` tags locally; a cluster cannot pull it.
+pub fn names_a_repository(image: &str) -> bool {
+    image.split('@').next().unwrap_or(image).contains('/')
+}
+
 /// Images that run PostgreSQL (the official image and images built on it).
 const POSTGRES_IMAGES: [&str; 7] = [
     "postgres",
@@ -112,25 +157,52 @@ const POSTGRES_IMAGES: [&str; 7] = [
     "pgvecto-rs",
 ];
 
-/// Whether a service is a PostgreSQL server: by image, or, for a service
-/// built locally, by the official image's variables.
+/// Whether a service is a PostgreSQL server: by its image, or, for a
+/// service built locally, by a name, image or Dockerfile that says
+/// postgres, or the official image's variables set in `environment`.
 pub fn is_postgres(facts: &Facts) -> bool {
-    match facts.image_repository() {
-        Some(repository) => POSTGRES_IMAGES.contains(&repository.as_str()),
-        None => {
-            facts
+    let says_postgres = |text: &str| text.to_ascii_lowercase().contains("postgres");
+    let repository = facts.image_repository();
+    if let Some(repository) = &repository
+        && (POSTGRES_IMAGES.contains(&repository.as_str())
+            || repository.ends_with("postgres")
+            || repository.ends_with("postgresql"))
+    {
+        return true;
+    }
+    let Some(build) = &facts.service.build else {
+        return false;
+    };
+    // A client of a database sets its host, or runs a command of its own.
+    let client = facts.service.command.is_some()
+        || facts.service.entrypoint.is_some()
+        || ["POSTGRES_SERVER", "POSTGRES_HOST", "DATABASE_URL"]
+            .iter()
+            .any(|key| facts.env.contains_key(*key));
+    says_postgres(facts.name)
+        || repository.as_deref().is_some_and(says_postgres)
+        || build.dockerfile.as_deref().is_some_and(says_postgres)
+        || build.context.as_deref().is_some_and(says_postgres)
+        || (!client
+            && facts
                 .service
                 .environment
                 .keys()
-                .any(|key| key == "POSTGRES_PASSWORD" || key == "POSTGRES_DB")
-                && facts.service.build.is_some()
-        }
-    }
+                .any(|key| key == "POSTGRES_PASSWORD" || key == "POSTGRES_DB"))
 }
 
 /// Services that are neither part of an AppStack nor the application,
-/// by image, with the reason given for leaving them out.
+/// with the reason given for leaving them out: by image, then by what
+/// the name says (reverse proxies, test runners).
 pub fn infrastructure(facts: &Facts) -> Option<&'static str> {
+    by_image(facts).or_else(|| by_name(facts))
+}
+
+const REVERSE_PROXY: &str = "a reverse proxy: in the cluster an Ingress or Gateway routes traffic to the Services (spec.expose)";
+const TEST_RUNNER: &str =
+    "end-to-end tests: a test runner is not part of a deployed stack; run it against the stack";
+
+fn by_image(facts: &Facts) -> Option<&'static str> {
     let repository = facts.image_repository()?;
     let reason = match repository.as_str() {
         "redis" | "valkey" | "memcached" | "keydb" | "dragonfly" | "redis-stack" => {
@@ -145,15 +217,12 @@ pub fn infrastructure(facts: &Facts) -> Option<&'static str> {
         "minio" | "localstack" | "azurite" => {
             "local stand-in for cloud storage: use the real service in the cluster's cloud"
         }
-        "mailhog" | "mailpit" | "maildev" | "smtp4dev" | "adminer" | "pgadmin4" | "pgadmin" => {
-            "a development tool"
-        }
+        "mailhog" | "mailpit" | "maildev" | "mailcatcher" | "smtp4dev" | "adminer" | "pgadmin4"
+        | "pgadmin" => "a development tool: not part of a deployed stack",
         "mysql" | "mariadb" | "mongo" | "mongodb" => {
             "a database other than PostgreSQL: the AppStack manages PostgreSQL only"
         }
-        "traefik" | "caddy" | "haproxy" | "envoy" => {
-            "a reverse proxy: in the cluster an Ingress or Gateway routes traffic to the Services"
-        }
+        "traefik" | "caddy" | "haproxy" | "envoy" | "nginx-proxy" => REVERSE_PROXY,
         "prometheus"
         | "grafana"
         | "loki"
@@ -162,28 +231,123 @@ pub fn infrastructure(facts: &Facts) -> Option<&'static str> {
         | "opentelemetry-collector" => {
             "monitoring: the AppStack's ServiceMonitor works with the cluster's Prometheus"
         }
+        "playwright" | "cypress" | "selenium" | "standalone-chrome" => TEST_RUNNER,
         _ => return None,
     };
     Some(reason)
 }
 
-/// Known migration tools: a name for messages and the words, in order,
-/// that run them. A word matches when equal, when it ends with `/word`
-/// (`./manage.py`), or when it starts with `word:` (`migrate:latest`).
-const MIGRATION_TOOLS: [(&str, &[&str]); 13] = [
-    ("Alembic", &["alembic", "upgrade"]),
-    ("Django", &["manage.py", "migrate"]),
-    ("Django", &["django-admin", "migrate"]),
-    ("Flyway", &["flyway", "migrate"]),
-    ("Prisma", &["prisma", "migrate"]),
-    ("Knex", &["knex", "migrate"]),
-    ("sqlx", &["sqlx", "migrate"]),
-    ("goose", &["goose", "up"]),
-    ("Rails", &["rails", "db:migrate"]),
-    ("Rails", &["rake", "db:migrate"]),
-    ("Sequelize", &["sequelize", "db:migrate"]),
-    ("TypeORM", &["typeorm", "migration:run"]),
-    ("Diesel", &["diesel", "migration"]),
+fn by_name(facts: &Facts) -> Option<&'static str> {
+    let name = facts.name.to_ascii_lowercase();
+    let dockerfile = facts
+        .service
+        .build
+        .as_ref()
+        .and_then(|build| build.dockerfile.as_deref())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let tests = ["playwright", "cypress", "selenium", "puppeteer", "e2e"];
+    if tests
+        .iter()
+        .any(|word| name.contains(word) || dockerfile.contains(word))
+    {
+        return Some(TEST_RUNNER);
+    }
+    let proxies = [
+        "proxy",
+        "nginx",
+        "traefik",
+        "caddy",
+        "haproxy",
+        "reverse-proxy",
+        "gateway",
+        "loadbalancer",
+    ];
+    if proxies.contains(&name.as_str())
+        || name.ends_with("-proxy")
+        || name.ends_with("_proxy")
+        || name.ends_with("-nginx")
+        || name.ends_with("_nginx")
+    {
+        return Some(REVERSE_PROXY);
+    }
+    if ["flower", "maildev", "mailcatcher", "mailhog", "adminer"].contains(&name.as_str()) {
+        return Some("a development tool: not part of a deployed stack");
+    }
+    None
+}
+
+/// Known migration tools: a name for messages, the words, in order, that
+/// run them, and the query that reads the revision they leave in the
+/// database (`None`: Alembic's, the operator's default). A word matches
+/// when equal, when it ends with `/word` (`./manage.py`), or when it
+/// starts with `word:` (`migrate:latest`).
+const MIGRATION_TOOLS: [(&str, &[&str], Option<&str>); 13] = [
+    ("Alembic", &["alembic", "upgrade"], None),
+    (
+        "Django",
+        &["manage.py", "migrate"],
+        Some("SELECT app || '.' || name FROM django_migrations ORDER BY id DESC LIMIT 1"),
+    ),
+    (
+        "Django",
+        &["django-admin", "migrate"],
+        Some("SELECT app || '.' || name FROM django_migrations ORDER BY id DESC LIMIT 1"),
+    ),
+    (
+        "Flyway",
+        &["flyway", "migrate"],
+        Some(
+            "SELECT version FROM flyway_schema_history WHERE success ORDER BY installed_rank DESC LIMIT 1",
+        ),
+    ),
+    (
+        "Prisma",
+        &["prisma", "migrate"],
+        Some(
+            "SELECT migration_name FROM _prisma_migrations WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1",
+        ),
+    ),
+    (
+        "Knex",
+        &["knex", "migrate"],
+        Some("SELECT name FROM knex_migrations ORDER BY id DESC LIMIT 1"),
+    ),
+    (
+        "sqlx",
+        &["sqlx", "migrate"],
+        Some("SELECT max(version) FROM _sqlx_migrations WHERE success"),
+    ),
+    (
+        "goose",
+        &["goose", "up"],
+        Some("SELECT max(version_id) FROM goose_db_version WHERE is_applied"),
+    ),
+    (
+        "Rails",
+        &["rails", "db:migrate"],
+        Some("SELECT max(version) FROM schema_migrations"),
+    ),
+    (
+        "Rails",
+        &["rake", "db:migrate"],
+        Some("SELECT max(version) FROM schema_migrations"),
+    ),
+    (
+        "Sequelize",
+        &["sequelize", "db:migrate"],
+        Some("SELECT name FROM \"SequelizeMeta\" ORDER BY name DESC LIMIT 1"),
+    ),
+    (
+        "TypeORM",
+        &["typeorm", "migration:run"],
+        Some("SELECT name FROM migrations ORDER BY id DESC LIMIT 1"),
+    ),
+    (
+        "Diesel",
+        &["diesel", "migration"],
+        Some("SELECT max(version) FROM __diesel_schema_migrations"),
+    ),
 ];
 
 fn word_matches(word: &str, token: &str) -> bool {
@@ -193,12 +357,17 @@ fn word_matches(word: &str, token: &str) -> bool {
 
 /// The migration tool `words` run, if any.
 pub fn migration_tool(words: &[String]) -> Option<&'static str> {
-    MIGRATION_TOOLS.iter().find_map(|(tool, tokens)| {
+    migration(words).map(|(tool, _)| tool)
+}
+
+/// The migration tool `words` run and the query reading its revision.
+pub fn migration(words: &[String]) -> Option<(&'static str, Option<&'static str>)> {
+    MIGRATION_TOOLS.iter().find_map(|(tool, tokens, query)| {
         let mut remaining = words.iter();
         tokens
             .iter()
             .all(|token| remaining.any(|word| word_matches(word, token)))
-            .then_some(*tool)
+            .then_some((*tool, *query))
     })
 }
 

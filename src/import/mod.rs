@@ -71,10 +71,8 @@ pub enum ImportError {
     Extends { service: String, reason: String },
     #[error("the compose project has no services")]
     NoServices,
-    #[error(
-        "no service can be the backend (every one is the database, a migration, infrastructure or a worker); name it with --backend SERVICE"
-    )]
-    NoBackend,
+    #[error("no service can be the backend: {reason}")]
+    NoBackend { reason: String },
     #[error("{flag} {service}: the compose project has no service {service} (services: {known})")]
     UnknownService {
         flag: &'static str,

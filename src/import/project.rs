@@ -1,6 +1,7 @@
 //! What the compose project gives each service: the project environment
-//! (`.env` files and the process), each service's environment as its
-//! container would get it, the top-level keys, and the stack's name.
+//! (`.env` files and the process), the active profiles, each service's
+//! environment as its container would get it, the top-level keys, and the
+//! stack's name.
 
 use std::path::{Path, PathBuf};
 
@@ -60,7 +61,10 @@ pub(super) fn project_environment(
 pub(super) fn report_top_level(project: &Project, report: &mut Report) {
     for key in &project.top_level {
         match key.as_str() {
-            "version" => report.note("the top-level `version` is obsolete and ignored, as Compose ignores it"),
+            "version" => report.detail(
+                "stack",
+                "the top-level `version` is obsolete and ignored, as Compose ignores it",
+            ),
             "volumes" => {}
             "networks" => report.skip(
                 "project",
@@ -96,9 +100,12 @@ pub(super) fn service_environment(
             Some(value) => {
                 declared.insert(key.clone(), value);
             }
-            None => report.note(format!(
-                "{name}: {key} has no value in the environment or .env: left unset, as Compose does"
-            )),
+            None => report.detail(
+                name,
+                format!(
+                    "{key} has no value in the environment or .env: left unset, as Compose does"
+                ),
+            ),
         }
     }
     let mut values = EnvMap::new();
@@ -194,11 +201,48 @@ pub(super) fn stack_name(
     };
     let name = sanitize_name(&wanted);
     if name == wanted {
-        report.note(format!("stack name {name}, from {source}"));
+        report.decide("stack", format!("{name}, from {source}"));
     } else {
-        report.note(format!(
-            "stack name {name}, from {source} {wanted:?} made a valid name (lowercase letters, digits and '-', at most {MAX_STACK_NAME_LENGTH} characters); change it with --name"
-        ));
+        report.decide(
+            "stack",
+            format!("{name}, from {source} {wanted:?} (--name changes it)"),
+        );
+        report.detail(
+            "stack",
+            format!(
+                "a stack name is lowercase letters, digits and '-', at most {MAX_STACK_NAME_LENGTH} characters"
+            ),
+        );
     }
     name
+}
+
+/// The profiles Compose would enable: the `--profile` flags, else
+/// `COMPOSE_PROFILES` (comma-separated, from the process or `.env`).
+pub(super) fn active_profiles(
+    request: &ComposeRequest,
+    environment: &ProjectEnvironment,
+    report: &mut Report,
+) -> Vec<String> {
+    let (source, profiles) = if request.profiles.is_empty() {
+        let listed = environment.get("COMPOSE_PROFILES").unwrap_or_default();
+        (
+            "COMPOSE_PROFILES",
+            listed
+                .split(',')
+                .map(str::trim)
+                .filter(|profile| !profile.is_empty())
+                .map(str::to_string)
+                .collect(),
+        )
+    } else {
+        ("--profile", request.profiles.clone())
+    };
+    if !profiles.is_empty() {
+        report.decide(
+            "stack",
+            format!("profiles {} (from {source})", profiles.join(", ")),
+        );
+    }
+    profiles
 }

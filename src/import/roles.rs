@@ -1,10 +1,12 @@
 //! Which compose service plays which part of an AppStack: the PostgreSQL
 //! database, the migrations, the backend, the frontend; every other
-//! service is left out with its reason.
+//! service is left out with its reason. Services behind a profile that is
+//! not active are left out as Compose leaves them out.
 
 use super::ImportError;
 use super::build::ComposeRequest;
-use super::facts::{self as roles, Facts};
+use super::facts::{self, Facts, value_points_at};
+use super::frontend::{api_url_variable, calls};
 use super::report::Report;
 
 /// A service's score as the backend; the highest wins.
@@ -27,7 +29,7 @@ pub(super) fn backend_score(facts: &Facts, database: Option<&Facts>, others: &[F
     }
     if others
         .iter()
-        .any(|other| other.name != facts.name && other.env_points_at(facts).is_some())
+        .any(|other| other.name != facts.name && calls(other, facts))
     {
         score += 3;
     }
@@ -65,17 +67,27 @@ pub(super) const FRONTEND_THRESHOLD: i32 = 3;
 pub(super) fn frontend_score(facts: &Facts, backend: &Facts, database: Option<&Facts>) -> i32 {
     let name = facts.name.to_ascii_lowercase();
     let mut score = 0;
-    // A frontend does not talk to the database.
-    if facts.env.contains_key("DATABASE_URL")
-        || database.is_some_and(|database| facts.env_points_at(database).is_some())
-    {
+    // A frontend does not talk to the database. Only `environment:` says
+    // so: an env_file shared with the backend brings its variables along.
+    let reaches_database = facts.sets_explicitly("DATABASE_URL")
+        || database.is_some_and(|database| {
+            facts
+                .service
+                .environment
+                .values()
+                .flatten()
+                .any(|value| value_points_at(value, database))
+        });
+    if reaches_database {
         score -= 5;
     }
     if frontend_name(&name) {
         score += 3;
     }
-    if facts.env_points_at(backend).is_some() {
+    if calls(facts, backend) {
         score += 4;
+    } else if api_url_variable(facts, backend).is_some() {
+        score += 2;
     }
     if facts.service.depends_on.contains_key(backend.name) {
         score += 1;
@@ -108,6 +120,7 @@ pub(super) enum MigrationSource {
     /// The first commands of the backend's `sh -c` chain.
     BackendChain {
         tool: &'static str,
+        revision_query: Option<&'static str>,
         migrate: Vec<Vec<String>>,
         rest: Vec<Vec<String>>,
     },
@@ -119,6 +132,8 @@ pub(super) struct Roles {
     pub(super) migrations: Option<MigrationSource>,
     pub(super) backend: usize,
     pub(super) frontend: Option<usize>,
+    /// Services behind a profile that is not active.
+    pub(super) disabled: Vec<usize>,
 }
 
 pub(super) fn service_index(
@@ -147,7 +162,7 @@ pub(super) struct Unassigned<'a> {
     pub(super) reserved: [Option<usize>; 2],
 }
 
-impl<'a> Unassigned<'a> {
+impl Unassigned<'_> {
     /// Free services, in compose order, that no flag reserved.
     pub(super) fn free(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.all.len())
@@ -178,9 +193,11 @@ impl<'a> Unassigned<'a> {
     }
 }
 
+/// Hands out the parts. `profiles` are the active ones.
 pub(super) fn assign_roles(
     request: &ComposeRequest,
     all: &[Facts],
+    profiles: &[String],
     report: &mut Report,
 ) -> Result<Roles, ImportError> {
     let chosen_backend = request
@@ -205,8 +222,19 @@ pub(super) fn assign_roles(
         taken: vec![false; all.len()],
         reserved: [chosen_backend, chosen_frontend],
     };
-    leave_out_profiles(&mut unassigned, report);
+    let disabled = leave_out_profiles(&mut unassigned, profiles, report);
     let database = choose_database(&mut unassigned, report);
+    if database.is_none()
+        && let Some(&index) = disabled
+            .iter()
+            .find(|&&index| facts::is_postgres(&all[index]))
+    {
+        report.warn(format!(
+            "the PostgreSQL service {} only runs with profile {}: without it the stack gets a managed database with the default image and settings; pass --profile to take its own",
+            all[index].name,
+            all[index].service.profiles.join(" or ")
+        ));
+    }
     let migration_service = choose_migration_service(&mut unassigned, report);
     // Infrastructure and workers are never the application.
     let candidates: Vec<usize> = unassigned
@@ -214,7 +242,7 @@ pub(super) fn assign_roles(
         .chain(chosen_backend)
         .chain(chosen_frontend)
         .filter(|&index| {
-            roles::infrastructure(&all[index]).is_none() && roles::worker(&all[index]).is_none()
+            facts::infrastructure(&all[index]).is_none() && facts::worker(&all[index]).is_none()
         })
         .collect();
     let database_facts = database.map(|index| &all[index]);
@@ -231,15 +259,27 @@ pub(super) fn assign_roles(
                 .best(&candidates, i32::MIN, |facts| {
                     backend_score(facts, database_facts, all)
                 })
-                .ok_or(ImportError::NoBackend)?;
-            report.note(format!(
-                "backend: service {} (choose another with --backend SERVICE)",
-                all[backend].name
-            ));
+                .ok_or_else(|| no_backend(&unassigned, &disabled, database, profiles))?;
+            report.detail(
+                all[backend].name,
+                "chosen as the backend (--backend SERVICE chooses another)",
+            );
             backend
         }
     };
     unassigned.take(backend);
+    for (dependency, _) in &all[backend].service.depends_on {
+        if let Some(&index) = disabled
+            .iter()
+            .find(|&&index| all[index].name == dependency)
+        {
+            report.warn(format!(
+                "{} depends on {dependency}, which only runs with profile {}: Compose would not start it without --profile",
+                all[backend].name,
+                all[index].service.profiles.join(" or ")
+            ));
+        }
+    }
     let migrations = match migration_service {
         Some(index) => Some(MigrationSource::Service(index)),
         None => backend_chain_migrations(&all[backend]),
@@ -249,10 +289,10 @@ pub(super) fn assign_roles(
         let frontend = unassigned.best(&candidates, FRONTEND_THRESHOLD, |facts| {
             frontend_score(facts, &all[backend], database_facts)
         })?;
-        report.note(format!(
-            "frontend: service {} (choose another with --frontend SERVICE)",
-            all[frontend].name
-        ));
+        report.detail(
+            all[frontend].name,
+            "chosen as the frontend (--frontend SERVICE chooses another)",
+        );
         Some(frontend)
     });
     if let Some(index) = frontend {
@@ -264,33 +304,114 @@ pub(super) fn assign_roles(
         migrations,
         backend,
         frontend,
+        disabled,
     })
 }
 
-/// Services behind a profile are not part of the default project.
-pub(super) fn leave_out_profiles(unassigned: &mut Unassigned, report: &mut Report) {
-    let profiled: Vec<usize> = unassigned
-        .free()
-        .filter(|&index| !unassigned.all[index].service.profiles.is_empty())
+/// Why no service could be the backend, naming what each service is.
+fn no_backend(
+    unassigned: &Unassigned,
+    disabled: &[usize],
+    database: Option<usize>,
+    profiles: &[String],
+) -> ImportError {
+    let all = unassigned.all;
+    let enabled_application = (0..all.len()).any(|index| {
+        !disabled.contains(&index)
+            && Some(index) != database
+            && facts::infrastructure(&all[index]).is_none()
+    });
+    let active = if profiles.is_empty() {
+        "no profile is active".to_string()
+    } else {
+        format!("active: {}", profiles.join(", "))
+    };
+    if !enabled_application && !disabled.is_empty() {
+        let listed: Vec<String> = disabled
+            .iter()
+            .map(|&index| {
+                format!(
+                    "{} ({})",
+                    all[index].name,
+                    all[index].service.profiles.join(", ")
+                )
+            })
+            .collect();
+        return ImportError::NoBackend {
+            reason: format!(
+                "every service that could be the backend only runs with a profile ({active}): {}; pass --profile PROFILE (or set COMPOSE_PROFILES) as you would to docker compose",
+                listed.join(", ")
+            ),
+        };
+    }
+    let parts: Vec<String> = (0..all.len())
+        .map(|index| {
+            let facts = &all[index];
+            let what = if disabled.contains(&index) {
+                format!(
+                    "only runs with profile {} ({active})",
+                    facts.service.profiles.join(" or ")
+                )
+            } else if Some(index) == database {
+                "is the database".to_string()
+            } else if let Some(reason) =
+                facts::infrastructure(facts).or_else(|| facts::worker(facts))
+            {
+                format!("is {}", reason.split(':').next().unwrap_or(reason))
+            } else {
+                "runs the migrations".to_string()
+            };
+            format!("{} {what}", facts.name)
+        })
         .collect();
-    for index in profiled {
+    ImportError::NoBackend {
+        reason: format!(
+            "{}; name the backend with --backend SERVICE",
+            parts.join(", ")
+        ),
+    }
+}
+
+/// Whether a service with `profiles` runs when `active` are enabled: a
+/// service without profiles always runs; `*` enables every profile.
+pub(super) fn enabled(profiles: &[String], active: &[String]) -> bool {
+    profiles.is_empty()
+        || active
+            .iter()
+            .any(|profile| profile == "*" || profiles.contains(profile))
+}
+
+/// Services whose profiles are not active are not part of the project,
+/// unless `--backend` or `--frontend` names them (naming a service on
+/// Compose's command line enables its profile too). Returns them.
+pub(super) fn leave_out_profiles(
+    unassigned: &mut Unassigned,
+    active: &[String],
+    report: &mut Report,
+) -> Vec<usize> {
+    let disabled: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| !enabled(&unassigned.all[index].service.profiles, active))
+        .collect();
+    for &index in &disabled {
         let facts = &unassigned.all[unassigned.take(index)];
         report.skip(
             facts.name,
             "service",
             format!(
-                "only started with profile {}: not part of the default project",
-                facts.service.profiles.join(", ")
+                "only with profile {}: not started unless that profile is active (--profile)",
+                facts.service.profiles.join(" or ")
             ),
         );
     }
+    disabled
 }
 
 /// The first PostgreSQL service; any other is left out.
 pub(super) fn choose_database(unassigned: &mut Unassigned, report: &mut Report) -> Option<usize> {
     let servers: Vec<usize> = unassigned
         .free()
-        .filter(|&index| roles::is_postgres(&unassigned.all[index]))
+        .filter(|&index| facts::is_postgres(&unassigned.all[index]))
         .collect();
     for &index in servers.iter().skip(1) {
         report.skip(
@@ -330,10 +451,10 @@ pub(super) fn choose_migration_service(
         let last_command = [&facts.service.entrypoint, &facts.service.command]
             .iter()
             .rev()
-            .find_map(|line| line.as_ref().and_then(roles::shell_chain))
+            .find_map(|line| line.as_ref().and_then(facts::shell_chain))
             .and_then(|chain| chain.last().cloned());
         words.extend(last_command.unwrap_or_else(|| facts.words()));
-        roles::migration_tool(&words).is_some() && facts.service.ports.is_empty()
+        facts::migration_tool(&words).is_some() && facts.service.ports.is_empty()
     };
     let candidates: Vec<usize> = unassigned
         .free()
@@ -361,8 +482,8 @@ pub(super) fn choose_migration_service(
 pub(super) fn report_unassigned(unassigned: &Unassigned, report: &mut Report) {
     for index in unassigned.free() {
         let facts = &unassigned.all[index];
-        let reason = roles::infrastructure(facts).or_else(|| roles::worker(facts)).unwrap_or(
-            "not the database, the migrations, the backend or the frontend: an AppStack has no place for another service; run it separately",
+        let reason = facts::infrastructure(facts).or_else(|| facts::worker(facts)).unwrap_or(
+            "no part for it: an AppStack has the database, the migrations, a backend and a frontend; run it separately",
         );
         let what = match &facts.service.image {
             Some(image) => format!("service (image {image})"),
@@ -375,15 +496,14 @@ pub(super) fn report_unassigned(unassigned: &Unassigned, report: &mut Report) {
 /// Migrations the backend runs itself before starting its server, in a
 /// `sh -c` chain: the migration commands become the Job, the others stay.
 pub(super) fn backend_chain_migrations(backend: &Facts) -> Option<MigrationSource> {
-    let chain = roles::shell_chain(backend.service.command.as_ref()?)?;
-    let tool = chain
-        .iter()
-        .find_map(|command| roles::migration_tool(command))?;
+    let chain = facts::shell_chain(backend.service.command.as_ref()?)?;
+    let (tool, revision_query) = chain.iter().find_map(|command| facts::migration(command))?;
     let (migrate, rest): (Vec<Vec<String>>, Vec<Vec<String>>) = chain
         .into_iter()
-        .partition(|command| roles::migration_tool(command).is_some());
+        .partition(|command| facts::migration_tool(command).is_some());
     (!rest.is_empty()).then_some(MigrationSource::BackendChain {
         tool,
+        revision_query,
         migrate,
         rest,
     })

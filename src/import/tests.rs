@@ -105,6 +105,9 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
     assert_eq!(
         env_names(stack),
         [
+            "POSTGRES_USER",
+            "POSTGRES_PASSWORD",
+            "POSTGRES_DB",
             "API_TAG",
             "WEB_TAG",
             "LOG_LEVEL",
@@ -114,6 +117,25 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
             "CORS_ORIGINS"
         ]
     );
+    // The shared .env gave the backend the database's variables: they
+    // read the operator's database now.
+    for (name, key) in [
+        ("POSTGRES_USER", "username"),
+        ("POSTGRES_PASSWORD", "password"),
+        ("POSTGRES_DB", "database"),
+    ] {
+        assert_eq!(
+            entry(stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref,
+            SecretKeyRef {
+                name: "shop-db".into(),
+                key: key.into()
+            }
+        );
+    }
     assert_eq!(entry(stack, "LOG_LEVEL").value.as_deref(), Some("debug"));
     assert!(
         entry(stack, "SECRET_KEY").generate.is_some(),
@@ -140,10 +162,13 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
     for secret in ["pg-Kq8v3Lx2Rt", "SG.live-9fJ2kLmN3pQ", "change-me"] {
         assert!(!yaml.contains(secret), "{secret} in\n{yaml}");
     }
-    let report = imported.report.to_string();
-    assert!(report.contains("scheme postgresql+asyncpg"), "{report}");
+    let report = imported.report.render(true);
     assert!(
-        report.contains("api depends_on migrate (service_completed_successfully)"),
+        report.contains("read DATABASE_URL as postgresql+asyncpg://"),
+        "{report}"
+    );
+    assert!(
+        report.contains("depends_on migrate (service_completed_successfully)"),
         "{report}"
     );
     assert!(report.contains("db: ports \"5432:5432\""), "{report}");
@@ -203,10 +228,24 @@ fn django_celery_takes_migrations_out_of_the_web_command_and_leaves_the_workers(
         strings(&["python", "manage.py", "migrate", "--noinput"])
     );
     assert!(spec.frontend.is_none());
-    assert!(
-        !env_names(&imported.stack).contains(&"DB_PASSWORD"),
-        "the old database password is dropped"
-    );
+    for (name, key) in [
+        ("DB_NAME", "database"),
+        ("DB_USER", "username"),
+        ("DB_PASSWORD", "password"),
+    ] {
+        assert_eq!(
+            entry(&imported.stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref,
+            SecretKeyRef {
+                name: "django-celery-db".into(),
+                key: key.into()
+            },
+            "{name} reads the operator's database"
+        );
+    }
     assert_eq!(
         imported.secret_values.keys().collect::<Vec<_>>(),
         ["EMAIL_HOST_PASSWORD", "SECRET_KEY"]
@@ -223,9 +262,9 @@ fn django_celery_takes_migrations_out_of_the_web_command_and_leaves_the_workers(
     assert_eq!(names, ["redis", "celery", "celery-beat"]);
     assert!(skipped[0].1.starts_with("a cache or broker"));
     assert!(skipped[1].1.starts_with("a background worker"));
-    let report = imported.report.to_string();
+    let report = imported.report.render(true);
     assert!(
-        report.contains("CELERY_BROKER_URL points at the compose service redis"),
+        report.contains("CELERY_BROKER_URL names redis, a compose service the stack does not run"),
         "{report}"
     );
     assert!(report.contains("`version` is obsolete"), "{report}");
@@ -249,9 +288,11 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert!(
         imported
             .report
-            .warnings()
+            .todos()
             .iter()
-            .any(|warning| warning.contains("--image api="))
+            .any(|todo| todo.contains("--image api=")),
+        "{}",
+        imported.report
     );
     for secret in [
         "n0tes-Pg!pass",
@@ -303,7 +344,16 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert_eq!(entry(stack, "LOG_FORMAT").value.as_deref(), Some("json"));
     assert_eq!(entry(stack, "ANALYTICS_ID").value.as_deref(), Some(""));
     assert!(entry(stack, "SESSION_SECRET").generate.is_some());
-    assert!(!env_names(stack).contains(&"PGPASSWORD"));
+    assert_eq!(
+        entry(stack, "PGPASSWORD")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .key,
+        "password",
+        "libpq's PGPASSWORD reads the operator's database"
+    );
     let key = &imported.secret_values["JWT_PRIVATE_KEY"];
     assert!(
         key.starts_with("-----BEGIN PRIVATE KEY-----\nMIIB")
@@ -320,7 +370,7 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert!(
         imported
             .report
-            .to_string()
+            .render(true)
             .contains("web: variable VITE_APP_TITLE")
     );
 }
@@ -415,7 +465,10 @@ fn a_project_without_a_possible_backend_is_an_error() {
         ..ComposeRequest::default()
     })
     .unwrap_err();
-    assert!(matches!(error, ImportError::NoBackend), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "no service can be the backend: db is the database, cache is a cache or broker; name the backend with --backend SERVICE"
+    );
 }
 
 #[test]
@@ -603,7 +656,7 @@ fn services_behind_a_profile_are_left_out_unless_named() {
         skipped_services(&imported.report),
         [(
             "adminer",
-            "only started with profile tools: not part of the default project"
+            "only with profile tools: not started unless that profile is active (--profile)"
         )]
     );
 }
@@ -637,7 +690,7 @@ fn messages_never_quote_a_secret() {
         working_directory: directory,
         ..ComposeRequest::default()
     });
-    let report = imported.report.to_string();
+    let report = imported.report.render(true);
     assert!(!report.contains("r3dis-Hunter22"), "{report}");
     assert!(
         report.contains(
