@@ -165,6 +165,15 @@ impl Report {
         &self.skipped
     }
 
+    /// The services that became a part, in the order they were named:
+    /// (service, part).
+    pub fn parts(&self) -> Vec<(&str, &str)> {
+        self.groups
+            .iter()
+            .filter_map(|group| Some((group.subject.as_str(), group.part.as_deref()?)))
+            .collect()
+    }
+
     /// Every line about `subject`, details too.
     pub fn lines(&self, subject: &str) -> Vec<&str> {
         self.groups

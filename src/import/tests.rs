@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod corpus;
+
 use super::project::sanitize_name;
 use super::workload::{command_port, kubernetes_literal, memory_quantity};
 use super::*;
@@ -542,7 +544,7 @@ fn a_secret_in_a_command_the_env_does_not_hold_leaves_the_command_out() {
 }
 
 #[test]
-fn plain_values_that_embed_a_secret_become_secrets() {
+fn connection_strings_with_a_password_become_secrets() {
     let directory = project_dir(
         "services:\n  api:\n    image: api:1\n    environment:\n      DATABASE_URL: ${DATABASE_URL}\n      \
          LIBPQ_OPTIONS: host=db password=${DB_PASS}\n      DB_PASS: ${DB_PASS}\n",
@@ -744,4 +746,68 @@ fn a_dictionary_word_password_does_not_mangle_commands_or_messages() {
         strings(&["serve", "--driver", "postgres"])
     );
     assert!(imported.report.to_string().contains("postgres:16"));
+}
+
+#[test]
+fn a_value_equal_to_the_database_password_is_the_password_only_where_the_name_says_so() {
+    // Sample .env files reuse one placeholder everywhere.
+    let directory = project_dir(
+        "services:\n  db:\n    image: postgres:16\n    env_file: .env\n\
+         \x20 api:\n    image: api:1\n    env_file: .env\n    depends_on: [db]\n",
+        Some(
+            "POSTGRES_PASSWORD=changethis\nSECRET_KEY=changethis\nADMIN_PASSWORD=changethis\n\
+             DB_PASSWORD=changethis\nGREETING=changethis\n",
+        ),
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory.clone(),
+        generate_secrets: true,
+        ..ComposeRequest::default()
+    });
+    let stack = &imported.stack;
+    let database = format!("{}-db", stack.metadata.name.as_deref().unwrap());
+    for name in ["POSTGRES_PASSWORD", "DB_PASSWORD"] {
+        let reference = &entry(stack, name)
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref;
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            (database.as_str(), "password")
+        );
+    }
+    for name in ["SECRET_KEY", "ADMIN_PASSWORD"] {
+        assert!(entry(stack, name).generate.is_some(), "{name}");
+    }
+    assert_eq!(
+        entry(stack, "GREETING").value.as_deref(),
+        Some("changethis")
+    );
+}
+
+#[test]
+fn values_yaml_1_1_reads_as_anything_but_a_string_are_quoted() {
+    let directory = project_dir(
+        "services:\n  api:\n    image: api:1\n    environment:\n      N: \"no\"\n      FLAG: \"on\"\n\
+         \x20     SHORT: \"y\"\n      COUNT: \"1_000\"\n      OCTAL: \"0777\"\n      TIME: \"12:30\"\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let printed = super::yaml::to_string(&imported.stack);
+    for line in [
+        "- name: \"N\"\n    value: \"no\"\n",
+        "- name: FLAG\n    value: \"on\"\n",
+        "- name: SHORT\n    value: \"y\"\n",
+        "- name: COUNT\n    value: \"1_000\"\n",
+        "- name: OCTAL\n    value: \"0777\"\n",
+        "- name: TIME\n    value: \"12:30\"\n",
+    ] {
+        assert!(printed.contains(line), "{line:?} not in\n{printed}");
+    }
+    let read: AppStack = serde_yaml::from_str(&printed).unwrap();
+    assert_eq!(read.spec, imported.stack.spec);
 }
