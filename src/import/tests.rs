@@ -811,3 +811,56 @@ fn values_yaml_1_1_reads_as_anything_but_a_string_are_quoted() {
     let read: AppStack = serde_yaml::from_str(&printed).unwrap();
     assert_eq!(read.spec, imported.stack.spec);
 }
+
+#[test]
+fn zero_resources_are_no_limit_and_a_local_tag_beside_build_is_a_placeholder() {
+    // Compose reads a limit of 0 as no limit; `docker compose build` tags
+    // `api:latest` on this machine only.
+    let directory = project_dir(
+        "services:\n  api:\n    build: ./api\n    image: api:latest\n    deploy:\n      resources:\n\
+         \x20       limits: {cpus: \"0\", memory: \"0\"}\n        reservations: {cpus: \"0.25\", memory: 128M}\n\
+         \x20 worker:\n    build: ./api\n    image: ghcr.io/acme/api:1.0\n    command: celery -A app worker\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let backend = &imported.stack.spec.backend;
+    let resources = backend.resources.as_ref().unwrap();
+    assert!(resources.limits.is_empty(), "{resources:?}");
+    assert_eq!(resources.requests["memory"], Quantity("128Mi".into()));
+    assert_eq!(backend.image, "<built from ./api: pass --image api=IMAGE>");
+    assert!(
+        imported
+            .report
+            .todos()
+            .iter()
+            .any(|todo| todo.starts_with("build api from ./api, push it")),
+        "{}",
+        imported.report
+    );
+}
+
+#[test]
+fn a_test_runner_is_never_the_frontend_and_a_name_is_no_url() {
+    let directory = project_dir(
+        "services:\n  backend:\n    image: ghcr.io/acme/api:1\n    ports: ['8000:8000']\n\
+         \x20 playwright:\n    image: ghcr.io/acme/e2e:1\n    environment: {DOCKER_IMAGE_BACKEND: backend, BASE: \"http://backend:8000\"}\n\
+         \x20   depends_on: [backend]\n\
+         \x20 frontend:\n    image: ghcr.io/acme/web:1\n    build: {context: ./frontend, args: {VITE_API_URL: \"https://api.example.com\"}}\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let frontend = imported.stack.spec.frontend.as_ref().unwrap();
+    assert_eq!(frontend.image, "ghcr.io/acme/web:1");
+    assert_eq!(frontend.api_url_env, "VITE_API_URL");
+    assert!(
+        skipped_services(&imported.report)
+            .iter()
+            .any(|(name, reason)| *name == "playwright" && reason.starts_with("end-to-end tests"))
+    );
+}
