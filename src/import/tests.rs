@@ -864,3 +864,70 @@ fn a_test_runner_is_never_the_frontend_and_a_name_is_no_url() {
             .any(|(name, reason)| *name == "playwright" && reason.starts_with("end-to-end tests"))
     );
 }
+
+#[test]
+fn a_database_built_locally_beside_a_shared_env_file_is_still_the_database() {
+    // The cookiecutter-django layout: PostgreSQL built from a Dockerfile of
+    // its own, its variables in an env file the application reads too.
+    let directory = project_dir(
+        "services:\n  django: &django\n    build: {context: ., dockerfile: ./compose/production/django/Dockerfile}\n\
+         \x20   image: shop_production_django\n    depends_on: [postgres, redis]\n\
+         \x20   env_file: [./.envs/.production/.django, ./.envs/.production/.postgres]\n    command: /start\n\
+         \x20 postgres:\n    build: {context: ., dockerfile: ./compose/production/postgres/Dockerfile}\n\
+         \x20   image: shop_production_postgres\n    env_file: [./.envs/.production/.postgres]\n\
+         \x20 redis:\n    image: docker.io/redis:7.2\n\
+         \x20 celeryworker:\n    <<: *django\n    image: shop_production_celeryworker\n    command: /start-celeryworker\n",
+        None,
+    );
+    std::fs::create_dir_all(directory.join(".envs/.production")).unwrap();
+    std::fs::write(
+        directory.join(".envs/.production/.django"),
+        "DJANGO_SECRET_KEY=Xk2-generated-9QbLm\nREDIS_URL=redis://redis:6379/0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        directory.join(".envs/.production/.postgres"),
+        "POSTGRES_HOST=postgres\nPOSTGRES_PORT=5432\nPOSTGRES_DB=shop\n\
+         POSTGRES_USER=Vq9debugUser\nPOSTGRES_PASSWORD=Zr8-generated-Pw4\n",
+    )
+    .unwrap();
+    let (imported, yaml) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    assert_eq!(
+        imported.report.parts(),
+        [("django", "backend"), ("postgres", "database")]
+    );
+    let stack = &imported.stack;
+    assert_eq!(stack.spec.database.name.as_deref(), Some("shop"));
+    for (name, key) in [
+        ("POSTGRES_HOST", "host"),
+        ("POSTGRES_PORT", "port"),
+        ("POSTGRES_DB", "database"),
+        ("POSTGRES_USER", "username"),
+        ("POSTGRES_PASSWORD", "password"),
+    ] {
+        assert_eq!(
+            entry(stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .key,
+            key,
+            "{name}"
+        );
+    }
+    assert!(entry(stack, "DJANGO_SECRET_KEY").value_from.is_some());
+    assert!(!yaml.contains("Zr8-generated-Pw4") && !yaml.contains("Xk2-generated-9QbLm"));
+    assert!(
+        imported
+            .report
+            .todos()
+            .iter()
+            .any(|todo| todo.starts_with("postgres is built from .: the managed database runs")),
+        "{}",
+        imported.report
+    );
+}
