@@ -11,6 +11,7 @@ use crate::api::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack}
 use crate::children;
 use crate::database::DatabaseUrl;
 use crate::database::url::UrlError;
+use crate::import::PLACEHOLDER_IMAGE_PREFIX;
 use crate::reconcile::plan::{self, Object};
 use crate::secrets::{self, SecretValue};
 use crate::stages;
@@ -225,7 +226,7 @@ fn refuse_placeholder_images(name: &str, stack: &AppStack) -> Result<(), RenderE
     ];
     for (field, image) in images {
         if let Some(image) = image
-            && (image.starts_with('<') || image.contains(char::is_whitespace))
+            && image.starts_with(PLACEHOLDER_IMAGE_PREFIX)
         {
             return Err(RenderError::PlaceholderImage {
                 stack: name.to_string(),

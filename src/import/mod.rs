@@ -35,6 +35,7 @@ mod yaml;
 pub use build::{ComposeRequest, Imported, import_compose, secret_manifest};
 pub use env::{DotenvRequest, ImportedEnv, import_dotenv};
 pub use report::{Report, Skipped};
+pub use workload::PLACEHOLDER_IMAGE_PREFIX;
 
 /// Why no AppStack could be made.
 #[derive(Debug, thiserror::Error)]
