@@ -300,14 +300,9 @@ impl Builder<'_> {
             .collect();
         if !empty.is_empty() {
             report.todo(format!(
-                "fill in {} in Secret {}: empty in the compose project{}",
+                "fill in {} in Secret {}: empty in the compose project",
                 empty.join(", "),
                 self.secret_name,
-                if self.request.generate_secrets {
-                    ""
-                } else {
-                    " (--generate-secrets has the operator generate secrets left empty or as placeholders)"
-                }
             ));
         }
     }

@@ -61,8 +61,9 @@ pub struct ComposeArgs {
     /// apply it before the AppStack.
     #[arg(long, value_name = "FILE")]
     secrets_out: Option<PathBuf>,
-    /// Secrets whose value is a placeholder (change-me, your-secret-key...,
-    /// xxxx, empty) become values the operator generates.
+    /// Secrets whose value is a placeholder (change-me, changethis,
+    /// your-secret-key..., xxxx) become values the operator generates;
+    /// empty ones are listed to fill in.
     #[arg(long)]
     generate_secrets: bool,
 }

@@ -142,7 +142,10 @@ pub fn typed_env(
                 format!("{name} holds the value of the secret {other}: treated as a secret"),
             ),
         }
-        if settings.generate_secrets && looks_like_placeholder(value) {
+        // An empty value is more often a credential of another service
+        // (SMTP_PASSWORD) than a key of the application's own: a person fills
+        // it in; a random one would only fail to log in.
+        if settings.generate_secrets && !value.is_empty() && looks_like_placeholder(value) {
             generated.push(name.clone());
             typed.generated_values.insert(name.clone(), value.clone());
             typed.entries.push(entry(
