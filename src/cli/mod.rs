@@ -77,11 +77,17 @@ pub fn render_command(args: &RenderArgs) -> ExitCode {
     let result = input
         .map_err(|error| format!("reading {}: {error}", args.file.display()))
         .and_then(|input| {
-            render::render(&input, &args.namespace).map_err(|error| error.to_string())
+            render::render_documents(&input, &args.namespace).map_err(|error| error.to_string())
         });
     match result {
-        Ok(output) => {
-            print!("{output}");
+        Ok(rendered) => {
+            // A file of several documents: say which were used.
+            if rendered.documents.len() > 1 {
+                for document in &rendered.documents {
+                    eprintln!("appstack render: {document}");
+                }
+            }
+            print!("{}", rendered.output);
             ExitCode::SUCCESS
         }
         Err(error) => {

@@ -108,13 +108,17 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     // changed waits for the next transition, or a few seconds.
     let deferred = match status::difference(previous, &desired) {
         Difference::None => {
-            context.deferred.forget(&uid);
+            context.caches.deferred.forget(&uid);
             None
         }
-        Difference::Messages if let Some(left) = context.deferred.wait(&uid) => Some(left),
+        Difference::Messages
+            if let Some(left) = context.caches.deferred.wait(&uid, status::COALESCE) =>
+        {
+            Some(left)
+        }
         Difference::Transition | Difference::Messages => {
             write_status(context, &stack, &desired).await?;
-            context.deferred.forget(&uid);
+            context.caches.deferred.forget(&uid);
             info!(outcome = ?observation.outcome(), "status updated");
             None
         }

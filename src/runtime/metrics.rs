@@ -35,6 +35,7 @@ pub struct Metrics {
     cached_bytes: IntGaugeVec,
     migrations: IntCounterVec,
     secrets_generated: IntCounter,
+    status_deferred: IntGauge,
     database_checks: IntCounterVec,
     api_discovery: IntCounterVec,
 }
@@ -141,6 +142,11 @@ impl Metrics {
                 &["result"],
             )
             .unwrap(),
+            status_deferred: IntGauge::new(
+                "appstack_status_writes_deferred",
+                "AppStacks whose status differs from what the operator found only in messages, held back until the next transition or a few seconds",
+            )
+            .unwrap(),
             secrets_generated: IntCounter::new(
                 "appstack_secrets_generated_total",
                 "Secrets into which the operator generated values",
@@ -205,6 +211,7 @@ impl Metrics {
             Box::new(self.cached_bytes.clone()),
             Box::new(self.migrations.clone()),
             Box::new(self.secrets_generated.clone()),
+            Box::new(self.status_deferred.clone()),
             Box::new(self.database_checks.clone()),
             Box::new(self.api_discovery.clone()),
         ]
@@ -261,6 +268,11 @@ impl Metrics {
         for (condition, count) in STACK_CONDITIONS.iter().zip(counts) {
             self.stacks.with_label_values(&[condition]).set(count);
         }
+    }
+
+    /// Sets how many stacks' status writes are held back.
+    pub fn count_deferred(&self, deferred: usize) {
+        self.status_deferred.set(to_gauge(deferred));
     }
 
     /// Sets what the caches (of every watched scope) hold, kind by kind.
