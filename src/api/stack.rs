@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::api::crd::{
-    AppStack, AppStackSpec, BackendSpec, DeletionPolicy, EnvEntry, ExposeSpec, FrontendSpec,
-    ApprovalPolicy, BackupMethod, GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase,
+    AppStack, AppStackSpec, ApprovalPolicy, BackendSpec, BackupMethod, DeletionPolicy, EnvEntry,
+    ExposeSpec, FrontendSpec, GatewayRef, IngressSpec, MIGRATION_HASH_LENGTH, ManagedDatabase,
     MigrationsSpec, NetworkPolicySpec, SecretKeyRef, StorageSpec, TlsSpec,
 };
 

@@ -103,21 +103,21 @@ pub fn backups_volume(stack: &ValidatedStack) -> Option<PersistentVolumeClaim> {
 pub fn backup(stack: &ValidatedStack, id: &str, revision: &str) -> Option<Backup> {
     let backups = stack.backups()?;
     Some(match backups.method {
-        BackupMethod::Dump => Backup::Dump(dump_job(stack, id, revision, backups.keep)?),
-        BackupMethod::Snapshot => Backup::Snapshot(volume_snapshot(
+        BackupMethod::Dump => Backup::Dump(Box::new(dump_job(stack, id, revision, backups.keep)?)),
+        BackupMethod::Snapshot => Backup::Snapshot(Box::new(volume_snapshot(
             stack,
             id,
             revision,
             backups.volume_snapshot_class_name.as_deref(),
-        )),
+        ))),
     })
 }
 
 /// A backup before a migration.
 #[derive(Clone, Debug)]
 pub enum Backup {
-    Dump(Job),
-    Snapshot(DynamicObject),
+    Dump(Box<Job>),
+    Snapshot(Box<DynamicObject>),
 }
 
 /// `pg_dump` of the database into the backups volume, then the oldest
@@ -180,7 +180,10 @@ pub fn restore_job(
                     .into_iter()
                     .filter(|var| var.name != "PGDATABASE"),
             );
-            env.push(plain_var("MAINTENANCE_DATABASE", stack.database_name.clone()));
+            env.push(plain_var(
+                "MAINTENANCE_DATABASE",
+                stack.database_name.clone(),
+            ));
             env.push(plain_var("PGDATABASE", database.to_string()));
             env.push(plain_var("CREATE_DATABASE", "1".to_string()));
         }

@@ -287,7 +287,10 @@ mod tests {
         assert_eq!(labels[MIGRATION_REVISION_LABEL], "0123456789");
         let pod = job.spec.unwrap().template.spec.unwrap();
         let container = &pod.containers[0];
-        assert_eq!(container.image.as_deref(), Some("ghcr.io/acme/shop-backend:2"));
+        assert_eq!(
+            container.image.as_deref(),
+            Some("ghcr.io/acme/shop-backend:2")
+        );
         assert_eq!(
             container.command.as_deref(),
             Some(
@@ -310,7 +313,9 @@ mod tests {
         let with = |command: &str| {
             from_yaml(&include_str!("../../deploy/examples/shop.yaml").replace(
                 "    retryToken: \"\"\n",
-                &format!("    retryToken: \"\"\n    postDeploy: {{command: [{command}], after: 10m}}\n"),
+                &format!(
+                    "    retryToken: \"\"\n    postDeploy: {{command: [{command}], after: 10m}}\n"
+                ),
             ))
         };
         let stack = with("alembic, upgrade, head");
@@ -325,7 +330,13 @@ mod tests {
             Some(["alembic", "upgrade", "head"].map(String::from).as_slice())
         );
         assert_eq!(
-            stack.migration.as_ref().unwrap().post_deploy().unwrap().after,
+            stack
+                .migration
+                .as_ref()
+                .unwrap()
+                .post_deploy()
+                .unwrap()
+                .after,
             std::time::Duration::from_secs(600)
         );
         let other = post_deploy_job(&with("sh, -c, true"), "r1").unwrap();

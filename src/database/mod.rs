@@ -555,9 +555,12 @@ mod tests {
         for (stage, reason) in [
             (Stage::Secrets, reasons::SECRETS_RESOLVED),
             (Stage::Database, reasons::EXTERNAL_DATABASE),
+            (Stage::Approval, reasons::APPROVAL_NOT_REQUIRED),
+            (Stage::Backup, reasons::BACKUP_NOT_REQUIRED),
             (Stage::Migrations, reasons::MIGRATION_SUCCEEDED),
             (Stage::Backend, reasons::AVAILABLE),
             (Stage::Frontend, reasons::AVAILABLE),
+            (Stage::PostDeploy, reasons::POST_DEPLOY_NOT_CONFIGURED),
         ] {
             observation.record(stage, Check::ok(reason, "fine"));
         }

@@ -5,11 +5,11 @@
 use kube::runtime::events::{Event, EventType};
 
 use super::apply::Done;
-use crate::children::JobStep;
 use super::plan::Kind;
 use super::status;
 use crate::api::conditions::{self, reasons, types};
 use crate::api::crd::AppStackStatus;
+use crate::children::JobStep;
 
 /// Events for the transitions between two statuses.
 pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) -> Vec<Event> {
@@ -61,7 +61,11 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
             reasons::BACKUP_SUCCEEDED,
             EventType::Normal,
         ),
-        (types::BACKUP_READY, reasons::BACKUP_FAILED, EventType::Warning),
+        (
+            types::BACKUP_READY,
+            reasons::BACKUP_FAILED,
+            EventType::Warning,
+        ),
         (
             types::MIGRATIONS_APPLIED,
             reasons::ROLLBACK_BLOCKED,

@@ -49,7 +49,10 @@ impl Step {
     /// Whether the step runs a Job that changes the schema: what approval
     /// and backups gate.
     pub fn migrates(&self) -> bool {
-        matches!(self, Step::Migrate { .. } | Step::Downgrade { from: Some(_), .. })
+        matches!(
+            self,
+            Step::Migrate { .. } | Step::Downgrade { from: Some(_), .. }
+        )
     }
 
     /// The suffix of the names of the Jobs (and snapshot) of this step
@@ -128,12 +131,11 @@ pub fn direction(history: &[RevisionRecord], schema: &str, current: &str) -> Dir
     if schema == current {
         return Direction::Equal;
     }
-    let first =
-        |wanted: &str| {
-            history.iter().position(|record| {
-                record.schema_revision.as_deref() == Some(wanted)
-            })
-        };
+    let first = |wanted: &str| {
+        history
+            .iter()
+            .position(|record| record.schema_revision.as_deref() == Some(wanted))
+    };
     match (first(schema), first(current)) {
         (Some(revision), Some(database)) if revision > database => Direction::Ahead,
         _ => Direction::Behind,
@@ -176,7 +178,10 @@ pub fn decide(
             },
         }
     };
-    match (known.by_revision.is_some(), direction(history, recorded, current)) {
+    match (
+        known.by_revision.is_some(),
+        direction(history, recorded, current),
+    ) {
         (true, Direction::Equal) => Step::Current {
             schema: current.to_string(),
         },
@@ -253,7 +258,13 @@ mod tests {
         ]
     }
 
-    fn step(target: &str, image: &str, applied: &str, current: &str, policy: RollbackPolicy) -> Step {
+    fn step(
+        target: &str,
+        image: &str,
+        applied: &str,
+        current: &str,
+        policy: RollbackPolicy,
+    ) -> Step {
         let history = history();
         let current = (!current.is_empty()).then_some(current);
         decide(
@@ -290,8 +301,9 @@ mod tests {
         let again = Step::Migrate { again: true };
         // (case, target, image, applied, database's schema) -> step under
         // Block, Downgrade, AllowSchemaAhead.
+        type Case<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, [Step; 3]);
         #[rustfmt::skip]
-        let table: Vec<(&str, &str, &str, &str, &str, [Step; 3])> = vec![
+        let table: Vec<Case> = vec![
             ("the applied revision", "r2", "app:2", "r2", "0002",
                 [Step::Applied, Step::Applied, Step::Applied]),
             ("forward: a revision never applied", "r4", "app:3", "r2", "0002",
@@ -312,7 +324,10 @@ mod tests {
                 [current("0002"), current("0002"), current("0002")]),
         ];
         for (case, target, image, applied, database, expected) in table {
-            for (policy, expected) in [Block, Downgrade, AllowSchemaAhead].into_iter().zip(expected) {
+            for (policy, expected) in [Block, Downgrade, AllowSchemaAhead]
+                .into_iter()
+                .zip(expected)
+            {
                 assert_eq!(
                     step(target, image, applied, database, policy),
                     expected,
@@ -360,10 +375,15 @@ mod tests {
         assert!(needs_current("r1", "app:1", Some("r2"), &history()));
         assert!(!needs_current("r2", "app:2", Some("r2"), &history()));
         assert!(
-            !needs_current("r1", "app:1", None, &[RevisionRecord {
-                schema_revision: None,
-                ..entry("r1", "", "app:1")
-            }]),
+            !needs_current(
+                "r1",
+                "app:1",
+                None,
+                &[RevisionRecord {
+                    schema_revision: None,
+                    ..entry("r1", "", "app:1")
+                }]
+            ),
             "a record without a schema says nothing"
         );
     }

@@ -215,9 +215,8 @@ async fn run_stages(
         }
         _ => (None, None),
     };
-    let current_schema = current_schema.or_else(|| {
-        previous_migration.and_then(|migration| migration.schema_revision.clone())
-    });
+    let current_schema = current_schema
+        .or_else(|| previous_migration.and_then(|migration| migration.schema_revision.clone()));
     let change = schema_change(step.as_ref(), target_revision.as_deref());
     let build = |caches: &Caches| {
         let checksum = observe::config_versions(validated, caches).checksum();
@@ -310,7 +309,9 @@ async fn rollback_guard(
         return (guard::Step::Applied, None);
     };
     let applied = previous.and_then(|status| status.applied_revision.as_deref());
-    let history = previous.map(|status| status.history.as_slice()).unwrap_or(&[]);
+    let history = previous
+        .map(|status| status.history.as_slice())
+        .unwrap_or(&[]);
     let current = if guard::needs_current(target, &migration.image, applied, history) {
         Some(probe::current_schema(context, validated, located).await)
     } else {
@@ -362,7 +363,11 @@ fn next_check(observation: &Observation) -> Action {
         Outcome::Reconciling(_) => PROGRESS,
         Outcome::Ready | Outcome::Stalled(_) => RESYNC,
     };
-    Action::requeue(observation.recheck.map_or(after, |recheck| recheck.min(after)))
+    Action::requeue(
+        observation
+            .recheck
+            .map_or(after, |recheck| recheck.min(after)),
+    )
 }
 
 async fn write_status(

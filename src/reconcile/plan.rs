@@ -122,8 +122,8 @@ pub fn by_stage(children: Children) -> BTreeMap<Stage, Vec<Desired>> {
         .into_iter()
         .collect();
     backups.extend(backup.map(|backup| match backup {
-        Backup::Dump(job) => once(Object::Job(job)),
-        Backup::Snapshot(snapshot) => once(Object::VolumeSnapshot(snapshot)),
+        Backup::Dump(job) => once(Object::Job(*job)),
+        Backup::Snapshot(snapshot) => once(Object::VolumeSnapshot(*snapshot)),
     }));
     BTreeMap::from([
         (Stage::Secrets, secrets),
@@ -254,14 +254,10 @@ pub fn stage(
                     )
                 }
             }
-            Object::PersistentVolumeClaim(volume) => {
-                child_write::<markers::PersistentVolumeClaim>(
-                    caches, namespace, volume, *mode, object,
-                )
-                .or_else(|| {
-                    owners_write::<markers::PersistentVolumeClaim>(caches, namespace, volume)
-                })
-            }
+            Object::PersistentVolumeClaim(volume) => child_write::<markers::PersistentVolumeClaim>(
+                caches, namespace, volume, *mode, object,
+            )
+            .or_else(|| owners_write::<markers::PersistentVolumeClaim>(caches, namespace, volume)),
             other => match_object!(other, K, desired => {
                 child_write::<K>(caches, namespace, desired, *mode, object)
             }),
@@ -422,10 +418,7 @@ fn step_job_started(stack: &ValidatedStack, caches: &Caches, facts: &StackFacts<
         Step::Downgrade { .. } => children::migration::downgrade_job_name(stack, &step.id(target)),
         _ => return false,
     };
-    let again = matches!(
-        step,
-        Step::Migrate { again: true } | Step::Downgrade { .. }
-    );
+    let again = matches!(step, Step::Migrate { again: true } | Step::Downgrade { .. });
     caches
         .jobs
         .get(&stack.namespace, &name)
@@ -560,8 +553,8 @@ mod sweep {
     use kube::api::DynamicObject;
 
     use super::{Deletion, KEEP_FINISHED_JOBS, Kind};
-    use crate::children::{JobStep, LABEL_COMPONENT, STEP_LABEL};
     use crate::api::stack::ValidatedStack;
+    use crate::children::{JobStep, LABEL_COMPONENT, STEP_LABEL};
     use crate::kinds::ChildKind;
     use crate::reconcile::observe::job_finished;
     use crate::runtime::cache::{Cached, Caches};
@@ -623,7 +616,11 @@ mod sweep {
         finished
             .into_iter()
             .filter(|job| {
-                let component = job.labels().get(LABEL_COMPONENT).cloned().unwrap_or_default();
+                let component = job
+                    .labels()
+                    .get(LABEL_COMPONENT)
+                    .cloned()
+                    .unwrap_or_default();
                 let count = seen.entry(component).or_default();
                 *count += 1;
                 *count > KEEP_FINISHED_JOBS
@@ -739,6 +736,7 @@ mod tests {
                 Write::Create(object) => format!("create {}", object.name()),
                 Write::Finalizer(held) => format!("finalizer {held}"),
                 Write::Owners { name, .. } => format!("owners {name}"),
+                Write::Delete(deletion) => format!("delete {}", deletion.name),
             })
             .collect()
     }

@@ -235,9 +235,7 @@ pub fn desired_status(
     for stage in stages::ORDER {
         let (status, check) = match observation.check(stage) {
             Some(check) => (truth(check.ok), check.clone()),
-            None if let Some(held) = observation.held.get(&stage) => {
-                (truth(held.ok), held.clone())
-            }
+            None if let Some(held) = observation.held.get(&stage) => (truth(held.ok), held.clone()),
             None => match observation.waiting(stage) {
                 (Some(observed), check) => (truth(observed), check),
                 (None, check) => ("Unknown", check),
@@ -346,9 +344,12 @@ mod tests {
         for (stage, reason) in [
             (Stage::Secrets, reasons::SECRETS_RESOLVED),
             (Stage::Database, reasons::DATABASE_READY),
+            (Stage::Approval, reasons::APPROVAL_NOT_REQUIRED),
+            (Stage::Backup, reasons::BACKUP_NOT_REQUIRED),
             (Stage::Migrations, reasons::MIGRATION_SUCCEEDED),
             (Stage::Backend, reasons::AVAILABLE),
             (Stage::Frontend, reasons::AVAILABLE),
+            (Stage::PostDeploy, reasons::POST_DEPLOY_NOT_CONFIGURED),
         ] {
             observation.record(stage, Check::ok(reason, "fine"));
         }
@@ -495,6 +496,8 @@ mod tests {
         let mut observation = Observation::default();
         observation.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
         observation.record(Stage::Database, Check::ok(reasons::DATABASE_READY, "ok"));
+        observation.record(Stage::Approval, Check::ok(reasons::APPROVED, "ok"));
+        observation.record(Stage::Backup, Check::ok(reasons::BACKUP_SUCCEEDED, "ok"));
         observation.record(
             Stage::Migrations,
             Check::pending(reasons::MIGRATION_RUNNING, "Job shop-migrate-1 is running"),

@@ -56,6 +56,7 @@ fn children_of(stack: &ValidatedStack) -> (Vec<Object>, Vec<Vec<u8>>) {
         Some(&identity),
         None,
         "0123456789abcdef",
+        &children::SchemaChange::Migrate,
     ));
     // Of the database Secret, the password and the URL that carries it are
     // secret; its user, database name, host and port appear in the open.

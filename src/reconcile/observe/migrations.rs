@@ -56,9 +56,7 @@ pub fn stale(job: &Job, generation: i64) -> bool {
 pub fn step_job_name(stack: &ValidatedStack, step: &Step, target: &str) -> Option<String> {
     match step {
         Step::Migrate { .. } => Some(job_name(stack, target)),
-        Step::Downgrade { from: Some(_), .. } => {
-            Some(downgrade_job_name(stack, &step.id(target)))
-        }
+        Step::Downgrade { from: Some(_), .. } => Some(downgrade_job_name(stack, &step.id(target))),
         _ => None,
     }
 }
@@ -122,16 +120,14 @@ pub fn post_deploy_gate(
                 check.message
             )));
         }
-        let wanted = deployment
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.replicas)
-            .unwrap_or(1);
+        let wanted = deployment.spec.replicas.unwrap_or(1);
         let pods: Vec<_> = component_pods(stack, caches, component)
             .into_iter()
             .filter(|pod| {
                 !matches!(
-                    pod.status.as_ref().and_then(|status| status.phase.as_deref()),
+                    pod.status
+                        .as_ref()
+                        .and_then(|status| status.phase.as_deref()),
                     Some("Succeeded" | "Failed")
                 )
             })
@@ -158,7 +154,7 @@ pub fn post_deploy_gate(
             .into_iter()
             .flatten()
             .find(|condition| {
-                condition.type_ == "Progressing"
+                condition.type_.as_deref() == Some("Progressing")
                     && condition.reason.as_deref() == Some("NewReplicaSetAvailable")
             })
             .and_then(|condition| condition.last_update_time.as_ref())
@@ -270,7 +266,7 @@ pub fn backup(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> Repor
             ),
         )
     };
-    let Some(backups) = backups.filter(|_| step.migrates()) else {
+    let Some(backups) = backups.clone().filter(|_| step.migrates()) else {
         let check = match (&backups, &last) {
             (None, _) => Check::ok(reasons::BACKUP_NOT_REQUIRED, "no backup asked for"),
             (Some(_), Some(record)) if record.revision == target => taken(record),
@@ -322,7 +318,9 @@ pub fn backup(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> Repor
                 return report(
                     Check::pending(
                         reasons::BACKUP_RUNNING,
-                        format!("starting Job {name} to back up the database before revision {target}"),
+                        format!(
+                            "starting Job {name} to back up the database before revision {target}"
+                        ),
                     ),
                     status,
                 );
@@ -680,7 +678,11 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
 /// `PostDeployApplied`: the post-deploy step of the applied revision.
 pub fn post_deploy(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> Report {
     let Some(migration) = &stack.migration else {
-        return Check::ok(reasons::POST_DEPLOY_NOT_CONFIGURED, "no migrations configured").into();
+        return Check::ok(
+            reasons::POST_DEPLOY_NOT_CONFIGURED,
+            "no migrations configured",
+        )
+        .into();
     };
     let Some(target) = view.target else {
         return Check::ok(reasons::POST_DEPLOY_NOT_CONFIGURED, "no post-deploy step").into();
