@@ -93,6 +93,10 @@ pub fn network_policies(
             pods(stack, Component::Backend),
             pods(stack, Component::Migration),
         ];
+        if stack.backups().is_some() {
+            // The backups before migrations, and their restores.
+            clients.push(pods(stack, Component::Backup));
+        }
         clients.extend(operator.map(operator_pods));
         policies.push(component_policy(
             stack,
@@ -105,6 +109,14 @@ pub fn network_policies(
         policies.push(component_policy(
             stack,
             Component::Migration,
+            Vec::new(),
+            vec![dns.clone(), database.clone()],
+        ));
+    }
+    if stack.backups().is_some() {
+        policies.push(component_policy(
+            stack,
+            Component::Backup,
             Vec::new(),
             vec![dns.clone(), database.clone()],
         ));

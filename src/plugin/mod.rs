@@ -2,9 +2,12 @@
 //! from a terminal, in the manner of `kubectl cnpg`. `status` shows the
 //! stages in order, the pods of each component and why any cannot run, the
 //! migration history and the last failure; `retry` runs a failed migration
-//! again; `render` prints what a file's stacks would create.
+//! again; `approve` lets a revision waiting under `approval: Manual`
+//! migrate; `restore` restores a backup taken before a migration; `render`
+//! prints what a file's stacks would create.
 
 mod report;
+mod schema;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +41,15 @@ pub enum PluginCommand {
     /// new value. A stack synced from Git is synced back: there, change the
     /// token in Git instead.
     Retry(TargetArgs),
+    /// Approve the revision the stack waits for under `approval: Manual`:
+    /// sets `spec.migrations.approvedRevision` to
+    /// `status.migration.targetRevision`. A stack synced from Git is synced
+    /// back: there, commit the revision instead.
+    Approve(ApproveArgs),
+    /// Restore a backup taken before a migration (`migrations.backup`) into
+    /// the stack's database, or into a new database beside it (`--into`),
+    /// with a Job of the database image running `pg_restore`.
+    Restore(RestoreArgs),
     /// Print the objects the AppStacks of a file would create, without a
     /// cluster (as `appstack render`).
     Render(crate::cli::RenderArgs),
@@ -63,6 +75,30 @@ pub struct TargetArgs {
     pub name: String,
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ApproveArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The revision to approve; refused unless it is the one the stack
+    /// waits for (default: that one).
+    #[arg(long)]
+    pub revision: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The dump to restore, as `status.migration.lastBackup.name` names it
+    /// (default: the last backup).
+    #[arg(long)]
+    pub backup: Option<String>,
+    /// Restore into this new database on the same server instead of the
+    /// stack's (which a restore otherwise replaces).
+    #[arg(long)]
+    pub into: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +157,37 @@ async fn run(command: PluginCommand) -> anyhow::Result<()> {
             println!(
                 "appstack {namespace}/{} retries its migration: retryToken is now {token:?}",
                 args.name
+            );
+            Ok(())
+        }
+        PluginCommand::Approve(args) => {
+            let (client, namespace) = connect(&args.target.cluster).await?;
+            let name = &args.target.name;
+            let revision =
+                schema::approve(&client, &namespace, name, args.revision.as_deref()).await?;
+            println!(
+                "appstack {namespace}/{name}: revision {revision} approved (spec.migrations.approvedRevision)"
+            );
+            Ok(())
+        }
+        PluginCommand::Restore(args) => {
+            let (client, namespace) = connect(&args.target.cluster).await?;
+            let name = &args.target.name;
+            let (job, file) = schema::restore(
+                &client,
+                &namespace,
+                name,
+                args.backup.as_deref(),
+                args.into.as_deref(),
+            )
+            .await?;
+            let into = args
+                .into
+                .as_deref()
+                .map(|database| format!("new database {database}"))
+                .unwrap_or_else(|| "the stack's database".into());
+            println!(
+                "appstack {namespace}/{name}: Job {job} restores {file} into {into}; follow it with kubectl logs -n {namespace} job/{job} -f"
             );
             Ok(())
         }

@@ -29,4 +29,5 @@ mod properties;
 mod real_node;
 mod real_node_teardown;
 mod render;
+mod schema;
 mod security;
