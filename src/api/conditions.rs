@@ -82,8 +82,6 @@ pub mod reasons {
     /// The backend moved back and the schema stayed ahead
     /// (`rollback: AllowSchemaAhead`).
     pub const SCHEMA_AHEAD: &str = "SchemaAhead";
-    /// The schema already is what the target revision left: nothing runs.
-    pub const SCHEMA_CURRENT: &str = "SchemaCurrent";
     /// The database's schema revision could not be read, and the guard
     /// needs it to decide.
     pub const SCHEMA_UNKNOWN: &str = "SchemaUnknown";

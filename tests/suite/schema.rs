@@ -589,9 +589,13 @@ async fn a_rollback_behind_the_schema_is_blocked_until_the_stack_says_how() {
     stack["spec"]["backend"]["image"] = json!(two);
     apply_stack(&client, ns, &stack).await;
     let current = ready_when(&client, ns, ":2 back on schema 0002", |stack| {
-        condition(stack, "MigrationsApplied") == Some(("True".into(), "SchemaCurrent".into()))
+        migration(stack).applied_revision == migration(&ready).applied_revision
     })
     .await;
+    assert_eq!(
+        condition(&current, "MigrationsApplied").unwrap(),
+        ("True".into(), "MigrationSucceeded".into())
+    );
     assert_eq!(migration(&current).schema_revision.as_deref(), Some("0002"));
     assert_eq!(backend_image(&client, ns).await, two);
     assert_eq!(jobs(&client, ns, "migrate").await.len(), 2);
@@ -648,7 +652,7 @@ async fn a_rollback_behind_the_schema_is_blocked_until_the_stack_says_how() {
     .await;
     assert_eq!(
         condition(&back, "MigrationsApplied").unwrap(),
-        ("True".into(), "SchemaCurrent".into())
+        ("True".into(), "MigrationSucceeded".into())
     );
     assert_eq!(backend_image(&client, ns).await, one);
 

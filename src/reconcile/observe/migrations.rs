@@ -196,12 +196,6 @@ pub fn approval(stack: &ValidatedStack, view: &View<'_>) -> Report {
         holds: None,
         recheck: None,
     };
-    if !step.migrates() {
-        return report(Check::ok(
-            reasons::APPROVAL_NOT_REQUIRED,
-            format!("nothing to migrate for revision {target}"),
-        ));
-    }
     if !migration.manual_approval() {
         return report(Check::ok(
             reasons::APPROVAL_NOT_REQUIRED,
@@ -213,6 +207,12 @@ pub fn approval(stack: &ValidatedStack, view: &View<'_>) -> Report {
         return report(Check::ok(
             reasons::APPROVED,
             format!("revision {target} approved (spec.migrations.approvedRevision)"),
+        ));
+    }
+    if !step.migrates() {
+        return report(Check::ok(
+            reasons::APPROVAL_NOT_REQUIRED,
+            format!("nothing to migrate for revision {target}"),
         ));
     }
     let what = match step {
@@ -485,6 +485,25 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
             {
                 check = with_pod_trouble(check, &pods);
             }
+            // Moved back under AllowSchemaAhead: it stays so while the
+            // database holds a schema other than the one the revision left.
+            let left = history
+                .iter()
+                .rev()
+                .find(|record| record.revision == target)
+                .and_then(|record| record.schema_revision.clone());
+            if check.ok
+                && let (Some(left), Some(current)) = (left, status.schema_revision.clone())
+                && left != current
+            {
+                check = Check::ok(
+                    reasons::SCHEMA_AHEAD,
+                    format!(
+                        "revision {target} left schema {left}; the database holds {current} \
+                         (rollback: AllowSchemaAhead)"
+                    ),
+                );
+            }
             if job.is_none()
                 && !check.ok
                 && let Some(earlier) = super::earlier_migration_running(stack, caches, &name)
@@ -543,7 +562,7 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
             status.schema_revision = Some(schema.clone());
             report(
                 Check::ok(
-                    reasons::SCHEMA_CURRENT,
+                    reasons::MIGRATION_SUCCEEDED,
                     format!(
                         "the database holds schema {schema}, which revision {target} left: \
                          nothing to run"
