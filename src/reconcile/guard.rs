@@ -178,6 +178,12 @@ pub fn decide(
             },
         }
     };
+    // A schema no revision of the stack left (migrated by hand, or read by
+    // another revisionQuery) tells nothing of a revision the guard knows
+    // only by its image: that one migrates as any new revision does.
+    let current_known = history
+        .iter()
+        .any(|record| record.schema_revision.as_deref() == Some(current));
     match (
         known.by_revision.is_some(),
         direction(history, recorded, current),
@@ -186,6 +192,7 @@ pub fn decide(
             schema: current.to_string(),
         },
         (true, Direction::Ahead) => Step::Migrate { again: true },
+        (false, Direction::Behind) if !current_known => Step::Migrate { again: false },
         (_, Direction::Behind) => behind(),
         // Another revision of the same image left this schema: run the
         // target's own migration, as any new revision does.
@@ -322,6 +329,8 @@ mod tests {
                 [current("0001"), current("0001"), current("0001")]),
             ("equal: back to r2 after r1 kept the schema ahead", "r2", "app:2", "r1", "0002",
                 [current("0002"), current("0002"), current("0002")]),
+            ("forward: a new revision of an image, on a schema no revision left", "r6", "app:1", "r3", "0009",
+                [first.clone(), first.clone(), first.clone()]),
         ];
         for (case, target, image, applied, database, expected) in table {
             for (policy, expected) in [Block, Downgrade, AllowSchemaAhead]

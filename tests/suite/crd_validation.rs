@@ -235,6 +235,48 @@ use Change::{Null, Removed, To};
 fn invalid_cases() -> Vec<Invalid> {
     vec![
         Invalid {
+            what: "a soak longer than a week",
+            path: "spec.migrations.postDeploy",
+            change: To(json!({"command": ["alembic", "upgrade", "head"], "after": "200h"})),
+            expect: &["postDeploy.after must be at most 168h"],
+        },
+        Invalid {
+            what: "a soak that is not a duration",
+            path: "spec.migrations.postDeploy",
+            change: To(json!({"command": ["alembic", "upgrade", "head"], "after": "10 minutes"})),
+            expect: &["spec.migrations.postDeploy.after"],
+        },
+        Invalid {
+            what: "a post-deploy step without a command",
+            path: "spec.migrations.postDeploy",
+            change: To(json!({"after": "1m"})),
+            expect: &["spec.migrations.postDeploy.command", "Required value"],
+        },
+        Invalid {
+            what: "unknown rollback policy",
+            path: "spec.migrations.rollback",
+            change: To(json!("Revert")),
+            expect: &["spec.migrations.rollback", "Unsupported value"],
+        },
+        Invalid {
+            what: "unknown approval policy",
+            path: "spec.migrations.approval",
+            change: To(json!("Later")),
+            expect: &["spec.migrations.approval", "Unsupported value"],
+        },
+        Invalid {
+            what: "an approved revision that is no revision",
+            path: "spec.migrations.approvedRevision",
+            change: To(json!("latest")),
+            expect: &["spec.migrations.approvedRevision"],
+        },
+        Invalid {
+            what: "no backup kept",
+            path: "spec.migrations.backup",
+            change: To(json!({"enabled": true, "keep": 0})),
+            expect: &["spec.migrations.backup.keep", "greater than or equal to 1"],
+        },
+        Invalid {
             what: "both managed and external database",
             path: "spec.database.external",
             change: To(json!({"urlSecretRef": {"name": "db", "key": "url"}})),

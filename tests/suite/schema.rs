@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use crate::common::postgres::Postgres;
 use crate::common::{
-    KWOK_FAIL_LABEL, LIMIT, Operator, apply_stack, condition, condition_message, eventually,
-    example, setup, wait_for, wait_ready,
+    KWOK_FAIL_LABEL, LIMIT, Operator, TestNamespace, apply_stack, client, condition,
+    condition_message, dry_run_create, eventually, example, install_crd, setup, wait_for,
+    wait_ready,
 };
 use appstack::api::crd::{AppStack, MigrationStatus};
 use k8s_openapi::ByteString;
@@ -677,4 +678,33 @@ async fn a_rollback_behind_the_schema_is_blocked_until_the_stack_says_how() {
     })
     .await;
     assert_eq!(backend_image(&client, ns).await, two);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_backup_of_an_external_database_is_refused_with_a_reason() {
+    let client = client().await;
+    install_crd(&client).await;
+    let namespace = TestNamespace::new(&client, "schema-refused").await;
+    let mut stack = example("shop");
+    stack["metadata"]["namespace"] = json!(namespace.name);
+    stack["spec"]["migrations"]["backup"] = json!({"enabled": true});
+    assert!(dry_run_create(&client, &stack).await.accepted());
+    stack["spec"]["database"] =
+        json!({"external": {"urlSecretRef": {"name": URL_SECRET, "key": "DATABASE_URL"}}});
+    let refused = dry_run_create(&client, &stack).await;
+    assert!(!refused.accepted());
+    assert!(
+        refused.message.contains("spec.migrations.backup")
+            && refused
+                .message
+                .contains("migrations.backup needs database.managed"),
+        "{}",
+        refused.message
+    );
+    stack["spec"]["migrations"]["backup"] = json!({"enabled": false});
+    assert!(
+        dry_run_create(&client, &stack).await.accepted(),
+        "switched off, it says nothing"
+    );
 }
