@@ -207,6 +207,8 @@ async fn run_stages(
     observation.generated_env = Some(validated.generated_env_names());
     let identity = located.as_ref().ok().map(|located| &located.identity);
     let target_revision = identity.and_then(|identity| validated.migration_revision(identity));
+    // A schema read now reflects every Job that completed before this.
+    let read_at = Timestamp::now();
     let (step, current_schema) = match (&target_revision, &validated.migration) {
         (Some(target), Some(_)) => {
             let (step, current) =
@@ -215,6 +217,7 @@ async fn run_stages(
         }
         _ => (None, None),
     };
+    let schema_read_at = current_schema.is_some().then_some(read_at);
     let current_schema = current_schema
         .or_else(|| previous_migration.and_then(|migration| migration.schema_revision.clone()));
     let change = schema_change(step.as_ref(), target_revision.as_deref());
@@ -276,6 +279,7 @@ async fn run_stages(
             generation: validated.generation,
             gate: gate.as_ref(),
             current_schema: current_schema.as_deref(),
+            schema_read_at,
         };
         let report = report::report(&pass, stage, &view).await;
         let go_on = report.check.ok || !stage.blocks();

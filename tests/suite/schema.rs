@@ -678,6 +678,29 @@ async fn a_rollback_behind_the_schema_is_blocked_until_the_stack_says_how() {
     })
     .await;
     assert_eq!(backend_image(&client, ns).await, two);
+
+    // A downgrade that succeeds without taking the schema back is a
+    // failure: :2 keeps serving.
+    stack["spec"]["backend"]["image"] = json!(one);
+    apply_stack(&client, ns, &stack).await;
+    let downgrade = current_job(&client, ns, "downgrade").await;
+    release(&client, ns, &downgrade.name_any()).await;
+    let failed = wait_for(
+        &client,
+        ns,
+        "shop",
+        "Stalled",
+        "True",
+        Some("DowngradeFailed"),
+    )
+    .await;
+    let message = condition_message(&failed, "MigrationsApplied");
+    assert!(
+        message.contains("still holds schema 0002, not 0001"),
+        "{message}"
+    );
+    assert_eq!(backend_image(&client, ns).await, two);
+    assert_eq!(schema.get().await, "0002");
 }
 
 #[tokio::test]

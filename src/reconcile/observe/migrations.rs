@@ -41,6 +41,28 @@ pub struct View<'a> {
     /// The database's schema revision, as the guard read it or the status
     /// last said.
     pub current_schema: Option<&'a str>,
+    /// When the guard began reading it, if it did on this pass.
+    pub schema_read_at: Option<Timestamp>,
+}
+
+impl View<'_> {
+    /// Whether the schema revision was read after `job` completed: then a
+    /// Job that was to change it and left it as it was did not do its work.
+    fn read_after(&self, job: &Job) -> bool {
+        let completed = job
+            .status
+            .as_ref()
+            .and_then(|status| status.completion_time.as_ref())
+            .map(|time| time.0);
+        match (completed, self.schema_read_at) {
+            // Completion times are whole seconds: the next second is surely
+            // after it.
+            (Some(completed), Some(read)) => completed
+                .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(1))
+                .is_ok_and(|after| after <= read),
+            _ => false,
+        }
+    }
 }
 
 /// Whether a finished Job made for an earlier generation than `generation`
@@ -547,6 +569,19 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
                         printed(migration_output(&pods).as_deref())
                     ),
                 ),
+                Some(JobState::Succeeded)
+                    if job.as_deref().is_some_and(|job| view.read_after(job)) =>
+                {
+                    Check::failed(
+                        reasons::MIGRATION_FAILED,
+                        format!(
+                            "Job {name} succeeded, yet the database still holds schema {}: \
+                             revision {target} was to take it forward again; the backend keeps \
+                             running {on_applied}",
+                            view.current_schema.unwrap_or("(unknown)")
+                        ),
+                    )
+                }
                 Some(JobState::Succeeded) => Check::pending(
                     reasons::MIGRATION_RUNNING,
                     format!(
@@ -671,6 +706,18 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
                         printed(migration_output(&pods).as_deref())
                     ),
                 ),
+                Some(JobState::Succeeded)
+                    if job.as_deref().is_some_and(|job| view.read_after(job)) =>
+                {
+                    Check::failed(
+                        reasons::DOWNGRADE_FAILED,
+                        format!(
+                            "Job {name} succeeded, yet the database still holds schema {current}, \
+                             not {schema}: check migrations.downgradeCommand; the backend keeps \
+                             running {on_applied}"
+                        ),
+                    )
+                }
                 Some(JobState::Succeeded) => Check::pending(
                     reasons::DOWNGRADE_RUNNING,
                     format!(
