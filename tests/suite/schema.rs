@@ -290,15 +290,47 @@ async fn a_backup_precedes_each_migration_and_a_failed_one_holds_it_back() {
     })
     .await;
     let applied = migration(&ready).applied_revision.unwrap();
+    let last = migration(&ready).last_backup.unwrap();
     assert_eq!(
-        migration(&ready).last_backup.unwrap().revision,
-        applied,
+        last.revision, applied,
         "lastBackup names the backup before the applied revision"
     );
     assert_eq!(
         backend_image(&client, ns).await,
         "ghcr.io/acme/shop-backend:2.0.0"
     );
+
+    // The plugin restores the last backup, here beside the database.
+    let restored = plugin(&["restore", "shop", "-n", ns, "--into", "shop_restored"]).await;
+    let said = String::from_utf8_lossy(&restored.stdout);
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert!(
+        said.contains(&last.name) && said.contains("new database shop_restored"),
+        "{said}"
+    );
+    let restores = jobs(&client, ns, "restore").await;
+    assert_eq!(restores.len(), 1);
+    let pod = restores[0].spec.clone().unwrap().template.spec.unwrap();
+    let env: BTreeMap<String, String> = pod.containers[0]
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .filter_map(|var| Some((var.name, var.value?)))
+        .collect();
+    assert_eq!(env["BACKUP_FILE"], last.name);
+    assert_eq!(env["PGDATABASE"], "shop_restored");
+    assert_eq!(
+        pod.containers[0].volume_mounts.as_ref().unwrap()[0].read_only,
+        Some(true),
+        "a restore never writes the dumps"
+    );
+    let refused = plugin(&["restore", "shop", "-n", ns, "--backup", "../etc/passwd"]).await;
+    assert!(!refused.status.success());
 }
 
 #[tokio::test]
