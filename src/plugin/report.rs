@@ -285,6 +285,28 @@ pub fn text(report: &StackReport) -> String {
                     .attempts
                     .map_or_else(|| "-".into(), |attempts| attempts.to_string())
             );
+            if let Some(backup) = &migration.last_backup {
+                let _ = writeln!(
+                    out,
+                    "  last backup {} ({}) before revision {}, schema {} (restore: kubectl appstack restore {} -n {} --backup {})",
+                    backup.name,
+                    backup.method,
+                    backup.revision,
+                    show(&backup.schema_revision),
+                    report.name,
+                    report.namespace,
+                    backup.name
+                );
+            }
+            for record in &migration.history {
+                let _ = writeln!(
+                    out,
+                    "  revision {} left schema {} (image {})",
+                    record.revision,
+                    show(&record.schema_revision),
+                    record.image
+                );
+            }
         }
         None => out.push_str("  none configured\n"),
     }
@@ -422,6 +444,17 @@ mod tests {
             migration: Some(MigrationStatus {
                 target_revision: Some("1a2b".into()),
                 applied_revision: Some("9f8e".into()),
+                history: vec![crate::api::crd::RevisionRecord {
+                    revision: "9f8e".into(),
+                    schema_revision: Some("0001".into()),
+                    image: "shop:1".into(),
+                }],
+                last_backup: Some(crate::api::crd::BackupRecord {
+                    name: "shop-backup-1a2b-g4.dump".into(),
+                    method: "Dump".into(),
+                    revision: "1a2b".into(),
+                    schema_revision: Some("0001".into()),
+                }),
                 ..MigrationStatus::default()
             }),
             jobs: vec![JobRow {
@@ -436,6 +469,13 @@ mod tests {
             ),
         };
         let shown = text(&report);
+        assert!(
+            shown.contains("  revision 9f8e left schema 0001 (image shop:1)")
+                && shown.contains(
+                    "  last backup shop-backup-1a2b-g4.dump (Dump) before revision 1a2b, schema 0001 (restore: kubectl appstack restore shop -n prod --backup shop-backup-1a2b-g4.dump)"
+                ),
+            "{shown}"
+        );
         assert!(
             shown.starts_with("AppStack prod/shop: Stalled (MigrationFailed)"),
             "{shown}"
