@@ -10,16 +10,17 @@ use std::collections::BTreeMap;
 
 use crate::common::postgres::Postgres;
 use crate::common::{
-    KWOK_FAIL_LABEL, LIMIT, Operator, TestNamespace, apply_stack, client, condition,
-    condition_message, dry_run_create, eventually, example, install_crd, setup, wait_for,
-    wait_ready,
+    KWOK_FAIL_LABEL, LIMIT, Operator, TestNamespace, apply_crds_served, apply_stack, client,
+    condition, condition_message, dry_run_create, eventually, example, install_crd, setup,
+    wait_for, wait_ready,
 };
 use appstack::api::crd::{AppStack, MigrationStatus};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor};
@@ -762,4 +763,99 @@ async fn a_backup_of_an_external_database_is_refused_with_a_reason() {
         dry_run_create(&client, &stack).await.accepted(),
         "switched off, it says nothing"
     );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn a_snapshot_backup_waits_for_its_api_and_for_the_snapshot_to_be_ready() {
+    let (client, namespace) = setup("schema-snapshot").await;
+    let ns = namespace.name.as_str();
+    // A cluster without the snapshot API, as most are; an earlier run of
+    // this test may have installed it.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd_name = "volumesnapshots.snapshot.storage.k8s.io";
+    if crds.get_opt(crd_name).await.unwrap().is_some() {
+        crds.delete(crd_name, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("VolumeSnapshot CRD removed", LIMIT, || async {
+            crds.get_opt(crd_name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+    }
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    stack["spec"]["migrations"]["backup"] = json!({"enabled": true, "method": "Snapshot"});
+    apply_stack(&client, ns, &stack).await;
+    // Without the API the migration waits, and says why.
+    let waiting = wait_for(
+        &client,
+        ns,
+        "shop",
+        "BackupReady",
+        "False",
+        Some("CRDNotInstalled"),
+    )
+    .await;
+    assert!(condition_message(&waiting, "BackupReady").contains("method: Dump"));
+    assert!(jobs(&client, ns, "migrate").await.is_empty());
+
+    apply_crds_served(
+        &client,
+        &[include_str!(
+            "../fixtures/crds-snapshot/snapshot.storage.k8s.io_volumesnapshots.yaml"
+        )],
+    )
+    .await;
+    let resource = appstack::children::backup::volume_snapshot_resource();
+    let snapshots: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &resource);
+    let snapshot = eventually("the VolumeSnapshot", LIMIT, || async {
+        snapshots
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    assert_eq!(
+        snapshot.data["spec"]["source"]["persistentVolumeClaimName"],
+        "data-shop-db-0"
+    );
+    let running = wait_for(
+        &client,
+        ns,
+        "shop",
+        "BackupReady",
+        "False",
+        Some("BackupRunning"),
+    )
+    .await;
+    assert_eq!(condition(&running, "Ready").unwrap().0, "False");
+    assert!(
+        jobs(&client, ns, "migrate").await.is_empty(),
+        "the migration waits"
+    );
+    // What a snapshot controller would write once the snapshot is cut.
+    snapshots
+        .patch_status(
+            &snapshot.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyToUse": true}})),
+        )
+        .await
+        .unwrap();
+    let ready = wait_ready(&client, ns, "shop").await;
+    let last = migration(&ready).last_backup.unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.method.as_str()),
+        (snapshot.name_any().as_str(), "Snapshot")
+    );
+    assert_eq!(jobs(&client, ns, "migrate").await.len(), 1);
 }
