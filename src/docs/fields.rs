@@ -30,7 +30,8 @@ pub fn page(crd: &CustomResourceDefinition) -> String {
     let _ = writeln!(
         page,
         "{} resource {}, kind {}, plural {}{}. The API server validates \
-         every rule below when a stack is created or changed, and refuses the stack \
+         every rule below when a stack is created or the value it checks changes (a \
+         status write or an unchanged field runs none), and refuses the stack \
          with the rule's message naming the field; `kubectl explain appstack.spec` \
          shows the same descriptions.\n",
         crd.spec.scope,
@@ -326,7 +327,9 @@ fn rules(schema: &Value) -> Vec<String> {
         .into_iter()
         .flatten()
         .map(|rule| {
-            let cel = rule["rule"].as_str().unwrap_or_default();
+            // As written: the guard that skips a rule on an unchanged value
+            // is the same on every rule, and the page says so once.
+            let cel = crate::api::crd::unguarded(rule["rule"].as_str().unwrap_or_default());
             let message = rule["message"]
                 .as_str()
                 .map(|message| format!(": {}", prose(message).join(" ")))
