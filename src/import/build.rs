@@ -4,55 +4,30 @@
 //! `import_compose`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
-use super::ImportError;
 use super::compose;
 use super::database::{DATABASE_URL, plural, take_pool};
 use super::env::{EnvSettings, TypedEnv, typed_env};
+use super::error::ImportError;
 use super::facts::{self, Facts};
+use super::names::secret_name;
 use super::project::{
     active_profiles, project_environment, report_top_level, service_environment, stack_name,
 };
 use super::report::Report;
+use super::request::ComposeRequest;
 use super::roles::{MigrationSource, Roles, assign_roles};
 use super::sensitive::{distinctive, guard_command, known_secrets};
 use super::workload::{
     DEFAULT_BACKEND_PORT, Workload, command_and_args, deploy_resources, shell_or_words,
 };
 use crate::api::crd::{AppStack, AppStackSpec, BackendSpec, MigrationsSpec, RESERVED_ENV_NAMES};
-
-/// What `appstack import compose` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct ComposeRequest {
-    /// Compose files in merge order; empty for the default files.
-    pub files: Vec<PathBuf>,
-    /// `.env` files; empty for the project directory's `.env`, if any.
-    pub env_files: Vec<PathBuf>,
-    /// Relative paths are resolved against it.
-    pub working_directory: PathBuf,
-    /// The process environment (it wins over `.env`, as in Compose).
-    pub process_env: BTreeMap<String, String>,
-    /// The AppStack's name; the compose project name when `None`.
-    pub name: Option<String>,
-    /// `SERVICE=IMAGE` for services that only have `build:`.
-    pub images: Vec<(String, String)>,
-    /// The backend service, when the heuristics should not choose.
-    pub backend: Option<String>,
-    /// The frontend service, when the heuristics should not choose.
-    pub frontend: Option<String>,
-    /// Profiles to enable (`--profile`); `COMPOSE_PROFILES` when empty.
-    pub profiles: Vec<String>,
-    /// Placeholder secrets become `generate` entries.
-    pub generate_secrets: bool,
-    /// Where the Secret manifest will be written, for the messages.
-    pub secrets_out: Option<PathBuf>,
-}
 
 /// An AppStack, the values of the Secret it references, and the report.
 #[derive(Debug)]
@@ -80,11 +55,6 @@ pub fn secret_manifest(name: &str, values: &BTreeMap<String, String>) -> Secret 
         string_data: Some(values.clone()),
         ..Secret::default()
     }
-}
-
-/// The Secret an imported stack references: `<stack>-dotenv`.
-pub(super) fn secret_name(stack: &str) -> String {
-    format!("{stack}-dotenv")
 }
 
 /// Imports a compose project.

@@ -7,8 +7,8 @@
 use serde_json::json;
 
 use super::build::Builder;
-use super::env::valid_name;
 use super::facts::{Facts, url_points_at};
+use super::names::valid_env_name;
 use super::report::Report;
 use super::sensitive::url_parts;
 use super::workload::{DEFAULT_FRONTEND_PORT, Workload};
@@ -66,7 +66,7 @@ pub(super) fn api_url_variable(frontend: &Facts, backend: &Facts) -> Option<ApiU
                 .iter()
                 .find(|(_, value, _)| url_points_at(value, backend))
         })
-        .filter(|(name, _, _)| valid_name(name) && !RESERVED_ENV_NAMES.contains(name))
+        .filter(|(name, _, _)| valid_env_name(name) && !RESERVED_ENV_NAMES.contains(name))
         .map(|(name, _, build_arg)| ApiUrl {
             name: name.to_string(),
             build_arg: *build_arg,
