@@ -29,6 +29,7 @@ mod report;
 mod request;
 mod roles;
 mod sensitive;
+mod traefik;
 mod workload;
 mod yaml;
 

@@ -4,8 +4,7 @@
 //! not active are left out as Compose leaves them out.
 
 use super::error::ImportError;
-use super::facts::{self, Facts, value_points_at};
-use super::frontend::{api_url_variable, calls};
+use super::facts::{self, Facts, api_url_variable, calls, value_points_at};
 use super::report::Report;
 use super::request::ComposeRequest;
 
