@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
+use super::builder::Builder;
 use super::compose;
 use super::database::{DATABASE_URL, plural, take_pool};
 use super::env::{EnvSettings, TypedEnv, typed_env};
@@ -22,7 +23,7 @@ use super::project::{
 };
 use super::report::Report;
 use super::request::ComposeRequest;
-use super::roles::{MigrationSource, Roles, assign_roles};
+use super::roles::{MigrationSource, assign_roles};
 use super::sensitive::{distinctive, guard_command, known_secrets};
 use super::workload::{
     DEFAULT_BACKEND_PORT, Workload, command_and_args, deploy_resources, shell_or_words,
@@ -112,36 +113,7 @@ pub fn import_compose(request: &ComposeRequest) -> Result<Imported, ImportError>
     Ok(builder.build(report))
 }
 
-/// Everything the spec builders share.
-pub(super) struct Builder<'a> {
-    pub(super) request: &'a ComposeRequest,
-    pub(super) stack_name: &'a str,
-    pub(super) secret_name: String,
-    pub(super) all: &'a [Facts<'a>],
-    pub(super) roles: &'a Roles,
-    pub(super) known_secrets: &'a [(String, String)],
-}
-
 impl Builder<'_> {
-    pub(super) fn backend(&self) -> &Facts<'_> {
-        &self.all[self.roles.backend]
-    }
-
-    pub(super) fn database(&self) -> Option<&Facts<'_>> {
-        self.roles.database.map(|index| &self.all[index])
-    }
-
-    pub(super) fn migration_service(&self) -> Option<&Facts<'_>> {
-        match &self.roles.migrations {
-            Some(MigrationSource::Service(index)) => Some(&self.all[*index]),
-            _ => None,
-        }
-    }
-
-    pub(super) fn frontend(&self) -> Option<&Facts<'_>> {
-        self.roles.frontend.map(|index| &self.all[index])
-    }
-
     fn build(&self, mut report: Report) -> Imported {
         let database_secret = format!("{}-db", self.stack_name);
         let settings = EnvSettings {

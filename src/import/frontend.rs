@@ -9,7 +9,7 @@
 
 use serde_json::json;
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::facts::{ApiUrl, api_url_variable};
 use super::report::Report;
 use super::traefik::traefik_routes;

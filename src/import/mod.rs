@@ -11,9 +11,17 @@
 //! typed [`AppStackSpec`], so the output always matches the CRD; what it
 //! cannot carry is listed in the [`Report`].
 //!
+//! Each module imports only those before it in this order, so none reaches
+//! back into a step that calls it, and what several steps share has one
+//! home beneath them all: `request`, `error`, `names`, `report`, `yaml`;
+//! `interpolate`, `dotenv`, `compose`, `project`; `sensitive`, `facts`,
+//! `traefik`; `roles`; `builder` (what every spec builder reads),
+//! `database`, `workload`, `env`, `frontend`; `build`; `cli`.
+//!
 //! [`AppStackSpec`]: crate::api::crd::AppStackSpec
 
 mod build;
+mod builder;
 pub mod cli;
 pub mod compose;
 mod database;

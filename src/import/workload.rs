@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::compose::{CommandLine, Deploy, ResourceAmounts};
 use super::facts::{Facts, names_a_repository};
 use super::report::Report;
