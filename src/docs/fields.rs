@@ -9,7 +9,7 @@ use std::fmt::Write;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
-use super::markdown::{anchor, code, prose};
+use super::markdown::{anchor, code, generated_notice, prose};
 
 /// The page for the CRD's (only) version.
 pub fn page(crd: &CustomResourceDefinition) -> String {
@@ -24,7 +24,7 @@ pub fn page(crd: &CustomResourceDefinition) -> String {
     )
     .expect("a schema serializes");
 
-    let mut page = super::generated_notice("the CRD (`appstack crd`, built from src/api/crd.rs)");
+    let mut page = generated_notice("the CRD (`appstack crd`, built from src/api/crd.rs)");
     page.push_str("# AppStack fields\n\n");
     let short_names = names.short_names.clone().unwrap_or_default();
     let _ = writeln!(
