@@ -158,6 +158,51 @@ pub mod reasons {
         CREDENTIALS_LOST,
     ];
 
+    /// The reasons a condition passes through while the stack moves
+    /// forward on its own. A status whose conditions change only among
+    /// these is progress, written at most every few seconds
+    /// (`reconcile::status::Difference`); any other reason is written at
+    /// once.
+    pub const PROGRESS: [&str; 37] = [
+        READY,
+        SECRETS_RESOLVED,
+        WAITING_FOR_SECRETS,
+        DATABASE_READY,
+        DATABASE_STARTING,
+        EXTERNAL_DATABASE,
+        WAITING_FOR_DATABASE,
+        MIGRATION_SUCCEEDED,
+        MIGRATION_RUNNING,
+        NO_MIGRATIONS,
+        WAITING_FOR_MIGRATION,
+        AVAILABLE,
+        ROLLING_OUT,
+        WAITING_FOR_BACKEND,
+        WAITING_FOR_FRONTEND,
+        WAITING_FOR_EXPOSURE,
+        WAITING_FOR_MONITORING,
+        NOT_CONFIGURED,
+        SERVICE_MONITOR_READY,
+        DISABLED,
+        INGRESS_PENDING,
+        INGRESS_READY,
+        WAITING_FOR_GATEWAY,
+        APPROVAL_NOT_REQUIRED,
+        APPROVED,
+        WAITING_FOR_APPROVAL,
+        BACKUP_NOT_REQUIRED,
+        BACKUP_RUNNING,
+        BACKUP_SUCCEEDED,
+        WAITING_FOR_BACKUP,
+        DOWNGRADE_RUNNING,
+        POST_DEPLOY_NOT_CONFIGURED,
+        WAITING_FOR_ROLLOUT,
+        SOAKING,
+        POST_DEPLOY_RUNNING,
+        POST_DEPLOY_SUCCEEDED,
+        WAITING_FOR_POST_DEPLOY,
+    ];
+
     // Why a component's pods cannot run, in the kubelet's and the
     // scheduler's words (see `reconcile::pods`).
     pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";

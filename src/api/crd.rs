@@ -7,10 +7,13 @@
 
 mod expose;
 mod network;
+mod schema;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
@@ -18,6 +21,8 @@ use serde::{Deserialize, Serialize};
 
 pub use self::expose::{ExposeSpec, GatewayRef, IngressSpec, TlsSpec};
 pub use self::network::{NetworkPolicySpec, PeerSpec};
+pub use self::schema::MAX_POD_ANNOTATION_CHARACTERS;
+use self::schema::{APPLICABLE_TEXT, DNS_SUBDOMAIN, empty_if_null, label_map, pod_annotation_map};
 
 /// Environment variable names the operator sets itself; users may not set them.
 pub const RESERVED_ENV_NAMES: [&str; 3] = ["DATABASE_URL", "DB_POOL_SIZE", "DB_POOL_TIMEOUT"];
@@ -37,28 +42,6 @@ const IMAGE_PATTERN: &str = r"^[!-~]+$";
 /// Kubernetes' quantity grammar (as in `resource.Quantity`), without a
 /// sign: no quantity of a stack can be negative.
 const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
-
-/// Text the operator copies into a child: anything but the characters the
-/// API server's YAML decoder refuses even in a quoted string (DEL, the C1
-/// controls but NEL, U+FFFE and U+FFFF), since children are written by
-/// server-side apply, whose body the API server decodes as YAML.
-const APPLICABLE_TEXT: &str = r"^[^\x7f-\x84\x86-\x9f\x{fffe}\x{ffff}]*$";
-
-/// A DNS-1123 subdomain, as Secret and StorageClass names are.
-const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-
-/// A label value (at most 63 characters, checked beside it).
-const LABEL_VALUE: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
-
-/// A CEL check that map key `k` is a qualified name, as label and
-/// annotation keys are: an optional DNS subdomain prefix of at most 253
-/// characters and '/', then a name of at most 63.
-const QUALIFIED_KEY_RULE: &str = r"k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$') && (!k.contains('/') || k.indexOf('/') <= 253)";
-
-/// The most characters of keys and values the user may put in a pod's
-/// annotations: the API server allows 256 KiB, a character takes up to 4
-/// bytes in UTF-8, and the operator adds annotations of its own.
-pub const MAX_POD_ANNOTATION_CHARACTERS: usize = 64_000;
 
 /// The most characters the plain env values may hold together: they are
 /// ConfigMap `<stack>-env`, which holds at most 1 MiB (a character takes
@@ -843,17 +826,6 @@ pub struct ServiceMonitorSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Reads an emptied map as empty. Server-side apply turns a map emptied by
-/// its manager (`podLabels: {}` after `podLabels: {a: b}`) into null, so
-/// the schema marks optional maps nullable and null reads as empty.
-fn empty_if_null<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de> + Default,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
 /// A Kubernetes quantity such as 100m, 256Mi or 10Gi (numbers are accepted too).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct Quantity(#[serde(deserialize_with = "quantity_from_string_or_number")] pub String);
@@ -887,108 +859,6 @@ fn whole_bytes(value: &str) -> String {
     format!(
         "{quantity}.isLessThan(quantity('8Pi')) && ({quantity}.isInteger() || [-1, 0, 1].exists(d, {quantity}.compareTo(quantity('0').add(int({quantity}.asApproximateFloat()) + d)) == 0))"
     )
-}
-
-/// Labels the operator puts on a child: keys qualified names, values label
-/// values, at most 64.
-fn label_map(_: &mut SchemaGenerator) -> Schema {
-    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
-    json_schema!({
-        "type": "object",
-        "nullable": true,
-        "maxProperties": 64,
-        "additionalProperties": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
-        "x-kubernetes-validations": [{
-            "rule": keys,
-            "message": "label keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-        }],
-    })
-}
-
-/// A label selector (`matchLabels`, `matchExpressions`) whose keys and
-/// values a NetworkPolicy can hold.
-pub(crate) fn label_selector(generator: &mut SchemaGenerator) -> Schema {
-    let key = format!("[self].all(k, {QUALIFIED_KEY_RULE})");
-    let mut match_labels = label_map(generator);
-    match_labels.remove("nullable");
-    match_labels.insert(
-        "description".into(),
-        "Labels the selected objects carry, each key with this value.".into(),
-    );
-    json_schema!({
-        "type": "object",
-        "description": "Objects by label: those carrying every label of matchLabels and meeting every requirement of matchExpressions.",
-        "properties": {
-            "matchLabels": match_labels,
-            "matchExpressions": {
-                "type": "array",
-                "maxItems": 32,
-                "description": "Requirements on labels: key, operator (In, NotIn, Exists, DoesNotExist) and, for In and NotIn, values.",
-                "items": {
-                    "type": "object",
-                    "required": ["key", "operator"],
-                    "properties": {
-                        "key": {
-                            "type": "string",
-                            "maxLength": 317,
-                            "x-kubernetes-validations": [{
-                                "rule": key,
-                                "message": "label keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-                            }],
-                        },
-                        "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
-                        "values": {
-                            "type": "array",
-                            "maxItems": 64,
-                            "items": {"type": "string", "maxLength": 63, "pattern": LABEL_VALUE},
-                        },
-                    },
-                    "x-kubernetes-validations": [{
-                        "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
-                        "message": "In and NotIn need values; Exists and DoesNotExist take none",
-                    }],
-                },
-            },
-        },
-    })
-}
-
-/// Annotations the operator puts on an Ingress: keys qualified names,
-/// values any text a child can hold, within the API server's size limit.
-pub(crate) fn annotation_map(_: &mut SchemaGenerator) -> Schema {
-    let keys = format!("self.all(k, {QUALIFIED_KEY_RULE})");
-    let size =
-        format!("self.map(k, k.size() + self[k].size()).sum() <= {MAX_POD_ANNOTATION_CHARACTERS}");
-    let size_message = format!(
-        "annotations may hold at most {MAX_POD_ANNOTATION_CHARACTERS} characters of keys and values together"
-    );
-    json_schema!({
-        "type": "object",
-        "nullable": true,
-        "maxProperties": 64,
-        "additionalProperties": {"type": "string", "maxLength": MAX_POD_ANNOTATION_CHARACTERS, "pattern": APPLICABLE_TEXT},
-        "x-kubernetes-validations": [
-            {
-                "rule": keys,
-                "message": "annotation keys must be qualified names: an optional DNS subdomain prefix of at most 253 characters and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit",
-            },
-            {"rule": size, "message": size_message},
-        ],
-    })
-}
-
-/// Annotations the operator puts on a pod: those of [`annotation_map`],
-/// but no seccomp or AppArmor profile (pods run with the RuntimeDefault
-/// seccomp profile, as Pod Security `restricted` asks).
-fn pod_annotation_map(generator: &mut SchemaGenerator) -> Schema {
-    let mut schema = annotation_map(generator);
-    if let Some(serde_json::Value::Array(rules)) = schema.get_mut("x-kubernetes-validations") {
-        rules.insert(1, serde_json::json!({
-            "rule": "self.all(k, !k.startsWith('seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.seccomp.security.alpha.kubernetes.io/') && !k.startsWith('container.apparmor.security.beta.kubernetes.io/'))",
-            "message": "pod annotations must not set seccomp or AppArmor profiles: the operator's pods run with the RuntimeDefault seccomp profile that Pod Security restricted asks for",
-        }));
-    }
-    schema
 }
 
 impl JsonSchema for Quantity {
@@ -1135,8 +1005,62 @@ pub fn definition() -> CustomResourceDefinition {
                 ),
             );
         }
+        skip_rules_on_unchanged_values(schema, true);
     }
     crd
+}
+
+/// The guard before a rule that runs when the stack is created.
+const ON_CREATE: &str = "oldSelf.hasValue() || ";
+/// The guard before a rule that runs when its value is new or changed.
+const ON_CHANGE: &str = "(oldSelf.hasValue() && oldSelf.value() == self) || ";
+
+/// A rule as it was written, without the guard that skips it on an
+/// unchanged value.
+pub fn unguarded(rule: &str) -> &str {
+    [ON_CREATE, ON_CHANGE]
+        .into_iter()
+        .find_map(|guard| rule.strip_prefix(guard))
+        .and_then(|rule| rule.strip_prefix('(')?.strip_suffix(')'))
+        .unwrap_or(rule)
+}
+
+/// Lets the API server skip a rule on a value an update leaves unchanged:
+/// every status write the operator sends would otherwise run every rule of
+/// the spec again (the API server validates the whole object on a status
+/// write, and evaluates each rule in full). A value that did not change
+/// was valid when it was written, so each rule reads `(oldSelf.hasValue()
+/// && oldSelf.value() == self) || (rule)`, with `optionalOldSelf` so that
+/// it still runs on create. The rules of the root, about the stack's name,
+/// which an update cannot change, run on create only. Rules below a list
+/// whose items the API server cannot pair with the old ones (an atomic
+/// list) are left as they are: `oldSelf` is not allowed there.
+fn skip_rules_on_unchanged_values(schema: &mut JSONSchemaProps, root: bool) {
+    if let Some(rules) = schema.x_kubernetes_validations.as_mut() {
+        for rule in rules {
+            if rule.rule.contains("oldSelf") {
+                continue;
+            }
+            let guard = if root { ON_CREATE } else { ON_CHANGE };
+            rule.rule = format!("{guard}({})", rule.rule);
+            rule.optional_old_self = Some(true);
+        }
+    }
+    for property in schema
+        .properties
+        .iter_mut()
+        .flat_map(|properties| properties.values_mut())
+    {
+        skip_rules_on_unchanged_values(property, false);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(values)) = schema.additional_properties.as_mut() {
+        skip_rules_on_unchanged_values(values, false);
+    }
+    if schema.x_kubernetes_list_type.as_deref() == Some("map")
+        && let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut()
+    {
+        skip_rules_on_unchanged_values(items, false);
+    }
 }
 
 impl AppStackSpec {

@@ -6,15 +6,14 @@ use std::fmt::Write;
 
 use clap::{Arg, Command, CommandFactory};
 
-use super::markdown::{code, prose};
+use super::markdown::{code, generated_notice, prose};
 
 /// The page for the `appstack` binary and the `kubectl appstack` plugin.
 pub fn page() -> String {
     let mut command = crate::cli::Cli::command();
     command.build();
-    let mut page = super::generated_notice(
-        "the clap definitions in src/cli/, src/import/cli.rs and src/plugin/",
-    );
+    let mut page =
+        generated_notice("the clap definitions in src/cli/, src/import/cli.rs and src/plugin/");
     page.push_str("# The `appstack` command\n\n");
     write_command(&mut page, &command, 1);
     let mut plugin = crate::plugin::Plugin::command();

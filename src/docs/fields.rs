@@ -9,7 +9,7 @@ use std::fmt::Write;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::Value;
 
-use super::markdown::{anchor, code, prose};
+use super::markdown::{anchor, code, generated_notice, prose};
 
 /// The page for the CRD's (only) version.
 pub fn page(crd: &CustomResourceDefinition) -> String {
@@ -24,13 +24,14 @@ pub fn page(crd: &CustomResourceDefinition) -> String {
     )
     .expect("a schema serializes");
 
-    let mut page = super::generated_notice("the CRD (`appstack crd`, built from src/api/crd.rs)");
+    let mut page = generated_notice("the CRD (`appstack crd`, built from src/api/crd.rs)");
     page.push_str("# AppStack fields\n\n");
     let short_names = names.short_names.clone().unwrap_or_default();
     let _ = writeln!(
         page,
         "{} resource {}, kind {}, plural {}{}. The API server validates \
-         every rule below when a stack is created or changed, and refuses the stack \
+         every rule below when a stack is created or the value it checks changes (a \
+         status write or an unchanged field runs none), and refuses the stack \
          with the rule's message naming the field; `kubectl explain appstack.spec` \
          shows the same descriptions.\n",
         crd.spec.scope,
@@ -326,7 +327,9 @@ fn rules(schema: &Value) -> Vec<String> {
         .into_iter()
         .flatten()
         .map(|rule| {
-            let cel = rule["rule"].as_str().unwrap_or_default();
+            // As written: the guard that skips a rule on an unchanged value
+            // is the same on every rule, and the page says so once.
+            let cel = crate::api::crd::unguarded(rule["rule"].as_str().unwrap_or_default());
             let message = rule["message"]
                 .as_str()
                 .map(|message| format!(": {}", prose(message).join(" ")))

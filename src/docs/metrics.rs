@@ -5,12 +5,12 @@ use std::fmt::Write;
 
 use prometheus::proto::MetricType;
 
-use super::markdown::{code, prose};
+use super::markdown::{code, generated_notice, prose};
 use crate::runtime::metrics::Metrics;
 
 /// The page listing what `/metrics` serves.
 pub fn page(metrics: &Metrics) -> String {
-    let mut page = super::generated_notice("the registry in src/runtime/metrics.rs");
+    let mut page = generated_notice("the registry in src/runtime/metrics.rs");
     page.push_str("# Metrics\n\n");
     page.push_str(
         "`appstack run` serves these on `/metrics` (`--metrics-addr`, default `:8080`) in \

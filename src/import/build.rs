@@ -4,55 +4,31 @@
 //! `import_compose`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use indexmap::IndexMap;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::json;
 
-use super::ImportError;
+use super::builder::Builder;
 use super::compose;
 use super::database::{DATABASE_URL, plural, take_pool};
 use super::env::{EnvSettings, TypedEnv, typed_env};
+use super::error::ImportError;
 use super::facts::{self, Facts};
+use super::names::secret_name;
 use super::project::{
     active_profiles, project_environment, report_top_level, service_environment, stack_name,
 };
 use super::report::Report;
-use super::roles::{MigrationSource, Roles, assign_roles};
+use super::request::ComposeRequest;
+use super::roles::{MigrationSource, assign_roles};
 use super::sensitive::{distinctive, guard_command, known_secrets};
 use super::workload::{
     DEFAULT_BACKEND_PORT, Workload, command_and_args, deploy_resources, shell_or_words,
 };
 use crate::api::crd::{AppStack, AppStackSpec, BackendSpec, MigrationsSpec, RESERVED_ENV_NAMES};
-
-/// What `appstack import compose` was asked to do.
-#[derive(Debug, Clone, Default)]
-pub struct ComposeRequest {
-    /// Compose files in merge order; empty for the default files.
-    pub files: Vec<PathBuf>,
-    /// `.env` files; empty for the project directory's `.env`, if any.
-    pub env_files: Vec<PathBuf>,
-    /// Relative paths are resolved against it.
-    pub working_directory: PathBuf,
-    /// The process environment (it wins over `.env`, as in Compose).
-    pub process_env: BTreeMap<String, String>,
-    /// The AppStack's name; the compose project name when `None`.
-    pub name: Option<String>,
-    /// `SERVICE=IMAGE` for services that only have `build:`.
-    pub images: Vec<(String, String)>,
-    /// The backend service, when the heuristics should not choose.
-    pub backend: Option<String>,
-    /// The frontend service, when the heuristics should not choose.
-    pub frontend: Option<String>,
-    /// Profiles to enable (`--profile`); `COMPOSE_PROFILES` when empty.
-    pub profiles: Vec<String>,
-    /// Placeholder secrets become `generate` entries.
-    pub generate_secrets: bool,
-    /// Where the Secret manifest will be written, for the messages.
-    pub secrets_out: Option<PathBuf>,
-}
 
 /// An AppStack, the values of the Secret it references, and the report.
 #[derive(Debug)]
@@ -80,11 +56,6 @@ pub fn secret_manifest(name: &str, values: &BTreeMap<String, String>) -> Secret 
         string_data: Some(values.clone()),
         ..Secret::default()
     }
-}
-
-/// The Secret an imported stack references: `<stack>-dotenv`.
-pub(super) fn secret_name(stack: &str) -> String {
-    format!("{stack}-dotenv")
 }
 
 /// Imports a compose project.
@@ -142,36 +113,7 @@ pub fn import_compose(request: &ComposeRequest) -> Result<Imported, ImportError>
     Ok(builder.build(report))
 }
 
-/// Everything the spec builders share.
-pub(super) struct Builder<'a> {
-    pub(super) request: &'a ComposeRequest,
-    pub(super) stack_name: &'a str,
-    pub(super) secret_name: String,
-    pub(super) all: &'a [Facts<'a>],
-    pub(super) roles: &'a Roles,
-    pub(super) known_secrets: &'a [(String, String)],
-}
-
 impl Builder<'_> {
-    pub(super) fn backend(&self) -> &Facts<'_> {
-        &self.all[self.roles.backend]
-    }
-
-    pub(super) fn database(&self) -> Option<&Facts<'_>> {
-        self.roles.database.map(|index| &self.all[index])
-    }
-
-    pub(super) fn migration_service(&self) -> Option<&Facts<'_>> {
-        match &self.roles.migrations {
-            Some(MigrationSource::Service(index)) => Some(&self.all[*index]),
-            _ => None,
-        }
-    }
-
-    pub(super) fn frontend(&self) -> Option<&Facts<'_>> {
-        self.roles.frontend.map(|index| &self.all[index])
-    }
-
     fn build(&self, mut report: Report) -> Imported {
         let database_secret = format!("{}-db", self.stack_name);
         let settings = EnvSettings {

@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
-use super::ImportError;
+use super::error::ImportError;
 use super::interpolate::{self, Variables};
 use super::report::Report;
 

@@ -7,7 +7,7 @@
 use indexmap::IndexMap;
 use serde_json::json;
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::facts::{self, Facts, url_points_at, value_points_at};
 use super::report::Report;
 use super::roles::MigrationSource;

@@ -8,11 +8,10 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::ImportError;
-use super::build::secret_name;
 use super::database::{DATABASE_URL, Wired};
 use super::dotenv::{self, EnvMap};
-use super::project::sanitize_name;
+use super::error::ImportError;
+use super::names::{sanitize_name, secret_name, valid_env_name};
 use super::report::Report;
 use super::sensitive::{SecretReason, distinctive, looks_like_placeholder, secret_reason};
 use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, RESERVED_ENV_NAMES, SecretKeyRef};
@@ -42,15 +41,6 @@ pub struct TypedEnv {
     pub secret_values: BTreeMap<String, String>,
     /// Names the operator generates, with the placeholder they replace.
     pub generated_values: BTreeMap<String, String>,
-}
-
-/// Whether `name` can be an AppStack env name.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|first| first == '_' || first.is_ascii_alphabetic())
-        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 fn reference(secret: &str, key: &str) -> Option<EnvValueFrom> {
@@ -93,7 +83,7 @@ pub fn typed_env(
     let mut generated = Vec::new();
     let mut placeholders = Vec::new();
     for (name, value) in variables {
-        if !valid_name(name) {
+        if !valid_env_name(name) {
             report.skip(
                 origin,
                 format!("variable {name}"),

@@ -1,5 +1,6 @@
 //! What the role heuristics read from a compose service: its image, its
-//! words, the hosts it is reached by and the services its env points at;
+//! words, the hosts it is reached by, the services its env points at and
+//! the variable that receives the backend's URL;
 //! which services are PostgreSQL, infrastructure or workers; which
 //! commands run migrations.
 
@@ -7,7 +8,9 @@ use indexmap::IndexMap;
 
 use super::compose::{CommandLine, Service};
 use super::dotenv::EnvMap;
+use super::names::valid_env_name;
 use super::sensitive::url_parts;
+use crate::api::crd::RESERVED_ENV_NAMES;
 
 /// A service with what the heuristics read from it.
 pub struct Facts<'a> {
@@ -129,6 +132,76 @@ pub fn url_points_at(value: &str, target: &Facts) -> bool {
                 .iter()
                 .any(|mapping| mapping.mapping().published.as_deref() == Some(&port.to_string()))
         })
+}
+
+/// Endings of variable names that hold an API's URL.
+const API_URL_SUFFIXES: [&str; 9] = [
+    "API_URL",
+    "API_BASE",
+    "API_BASE_URL",
+    "API_ENDPOINT",
+    "API_HOST",
+    "API_ROOT",
+    "API_SERVER",
+    "BACKEND_URL",
+    "SERVER_URL",
+];
+
+/// The frontend's variable that receives the backend's URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ApiUrl {
+    pub(super) name: String,
+    /// A build argument: its value is baked into the bundle at build time.
+    pub(super) build_arg: bool,
+}
+
+/// Whether `value` can be a URL (or is still empty, to be filled in).
+fn url_like(value: &str) -> bool {
+    value.is_empty() || value.starts_with('/') || url_parts(value).is_some()
+}
+
+/// The variable of `frontend` that holds the backend's URL: one named so
+/// (`VITE_API_URL`, `REACT_APP_BACKEND_URL`...) holding a URL, in its env
+/// then its build arguments, else one whose URL points at `backend`. A
+/// value that merely equals the backend's name is no URL.
+pub(super) fn api_url_variable(frontend: &Facts, backend: &Facts) -> Option<ApiUrl> {
+    let env = frontend
+        .env
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_str(), false));
+    let args = frontend
+        .build_args()
+        .into_iter()
+        .map(|(name, value)| (name, value, true));
+    let candidates: Vec<(&str, &str, bool)> = env.chain(args).collect();
+    let named = |name: &str| {
+        let name = name.to_ascii_uppercase();
+        API_URL_SUFFIXES.iter().any(|suffix| name.ends_with(suffix))
+    };
+    candidates
+        .iter()
+        .find(|(name, value, _)| named(name) && url_like(value))
+        .or_else(|| {
+            candidates
+                .iter()
+                .find(|(_, value, _)| url_points_at(value, backend))
+        })
+        .filter(|(name, _, _)| valid_env_name(name) && !RESERVED_ENV_NAMES.contains(name))
+        .map(|(name, _, build_arg)| ApiUrl {
+            name: name.to_string(),
+            build_arg: *build_arg,
+        })
+}
+
+/// Whether `caller` holds a URL pointing at `target`, in its env or its
+/// build arguments.
+pub(super) fn calls(caller: &Facts, target: &Facts) -> bool {
+    caller
+        .env
+        .values()
+        .map(String::as_str)
+        .chain(caller.build_args().into_iter().map(|(_, value)| value))
+        .any(|value| url_points_at(value, target))
 }
 
 /// `registry/org/name:tag@digest` to `name`, lowercase.

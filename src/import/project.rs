@@ -3,14 +3,33 @@
 //! environment as its container would get it, the top-level keys, and the
 //! stack's name.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::build::ComposeRequest;
 use super::compose::{Project, Service};
 use super::dotenv::{self, EnvMap};
+use super::error::ImportError;
+use super::names::sanitize_name;
 use super::report::Report;
-use super::{ImportError, ProjectEnvironment};
+use super::request::ComposeRequest;
 use crate::api::crd::MAX_STACK_NAME_LENGTH;
+
+/// The variables compose files are interpolated with: the process
+/// environment, then the `.env` files (the process wins, as in Compose).
+#[derive(Debug, Clone, Default)]
+pub struct ProjectEnvironment {
+    pub process: BTreeMap<String, String>,
+    pub files: dotenv::EnvMap,
+}
+
+impl ProjectEnvironment {
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.process
+            .get(name)
+            .or_else(|| self.files.get(name))
+            .cloned()
+    }
+}
 
 /// Reads the `.env` files into the project environment.
 pub(super) fn project_environment(
@@ -148,32 +167,6 @@ pub(super) fn service_environment(
         values.insert(key, value);
     }
     Ok(values)
-}
-
-/// A DNS-1035 label of at most [`MAX_STACK_NAME_LENGTH`] characters made
-/// from `text`: lowercase, other characters to `-`.
-pub fn sanitize_name(text: &str) -> String {
-    let mut name = String::new();
-    for c in text.to_ascii_lowercase().chars() {
-        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() {
-            c
-        } else {
-            '-'
-        };
-        if !(c == '-' && (name.is_empty() || name.ends_with('-'))) {
-            name.push(c);
-        }
-    }
-    if name.starts_with(|c: char| c.is_ascii_digit()) {
-        name.insert_str(0, "app-");
-    }
-    name.truncate(MAX_STACK_NAME_LENGTH);
-    let name = name.trim_end_matches('-').to_string();
-    if name.is_empty() {
-        "app".to_string()
-    } else {
-        name
-    }
 }
 
 pub(super) fn stack_name(

@@ -6,8 +6,6 @@
 
 use std::fmt;
 
-use super::sensitive::whole_occurrences;
-
 /// What stands in for a secret value in a message.
 pub const REDACTED: &str = "<redacted>";
 
@@ -268,6 +266,27 @@ impl Report {
     }
 }
 
+/// Where `secret` stands whole in `text`: bounded by the text's ends,
+/// whitespace, quotes, `=` (a flag's value), `:` and `@` (a URL's
+/// password), or a shell operator; never inside a longer word.
+pub fn whole_occurrences(text: &str, secret: &str) -> Vec<usize> {
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    text.match_indices(secret)
+        .map(|(start, _)| start)
+        .filter(|&start| {
+            let before = text[..start].chars().next_back();
+            let after = text[start + secret.len()..].chars().next();
+            before.is_none_or(|c| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | '(' | ',')
+            }) && after.is_none_or(|c| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '@' | ';' | '&' | '|' | ')' | ',')
+            })
+        })
+        .collect()
+}
+
 fn push_once(list: &mut Vec<String>, message: String) {
     if !list.contains(&message) {
         list.push(message);
@@ -283,6 +302,17 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_stand_whole_in_commands_or_not_at_all() {
+        let at = |text: &str| whole_occurrences(text, "s3cr3t-Pw");
+        assert_eq!(at("--password=s3cr3t-Pw"), [11]);
+        assert_eq!(at("postgres://u:s3cr3t-Pw@db/app"), [13]);
+        assert_eq!(at("sh -c 'login s3cr3t-Pw && run'"), [13]);
+        assert!(at("s3cr3t-Pwd").is_empty());
+        assert!(at("xs3cr3t-Pw").is_empty());
+        assert!(at("/data/s3cr3t-Pw/file").is_empty());
+    }
 
     #[test]
     fn redaction_reaches_every_message() {

@@ -3,11 +3,10 @@
 //! service is left out with its reason. Services behind a profile that is
 //! not active are left out as Compose leaves them out.
 
-use super::ImportError;
-use super::build::ComposeRequest;
-use super::facts::{self, Facts, value_points_at};
-use super::frontend::{api_url_variable, calls};
+use super::error::ImportError;
+use super::facts::{self, Facts, api_url_variable, calls, value_points_at};
 use super::report::Report;
+use super::request::ComposeRequest;
 
 /// A service's score as the backend; the highest wins.
 pub(super) fn backend_score(facts: &Facts, database: Option<&Facts>, others: &[Facts]) -> i32 {

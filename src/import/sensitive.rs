@@ -3,9 +3,9 @@
 
 use indexmap::IndexMap;
 
-use super::ProjectEnvironment;
 use super::dotenv::EnvMap;
-use super::report::Report;
+use super::project::ProjectEnvironment;
+use super::report::{Report, whole_occurrences};
 
 /// Why a variable's value is kept out of the AppStack. Values are judged
 /// whole, by their name and their own shape, never by a secret's text
@@ -78,27 +78,6 @@ pub fn has_connection_password(text: &str) -> bool {
             matches!(key.trim().to_ascii_lowercase().as_str(), "password" | "pwd")
                 && !value.trim().is_empty()
         })
-}
-
-/// Where `secret` stands whole in `text`: bounded by the text's ends,
-/// whitespace, quotes, `=` (a flag's value), `:` and `@` (a URL's
-/// password), or a shell operator; never inside a longer word.
-pub fn whole_occurrences(text: &str, secret: &str) -> Vec<usize> {
-    if secret.is_empty() {
-        return Vec::new();
-    }
-    text.match_indices(secret)
-        .map(|(start, _)| start)
-        .filter(|&start| {
-            let before = text[..start].chars().next_back();
-            let after = text[start + secret.len()..].chars().next();
-            before.is_none_or(|c| {
-                c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | '(' | ',')
-            }) && after.is_none_or(|c| {
-                c.is_whitespace() || matches!(c, '"' | '\'' | '@' | ';' | '&' | '|' | ')' | ',')
-            })
-        })
-        .collect()
 }
 
 /// Whether `text` holds a URL with a password: `scheme://user:password@host`.
@@ -344,17 +323,6 @@ mod tests {
         assert_eq!(secret_reason("POSTGRES_DB", "app", &app), None);
         let short = vec![("PIN".to_string(), "1234".to_string())];
         assert_eq!(secret_reason("PORT", "12345", &short), None);
-    }
-
-    #[test]
-    fn secrets_stand_whole_in_commands_or_not_at_all() {
-        let at = |text: &str| whole_occurrences(text, "s3cr3t-Pw");
-        assert_eq!(at("--password=s3cr3t-Pw"), [11]);
-        assert_eq!(at("postgres://u:s3cr3t-Pw@db/app"), [13]);
-        assert_eq!(at("sh -c 'login s3cr3t-Pw && run'"), [13]);
-        assert!(at("s3cr3t-Pwd").is_empty());
-        assert!(at("xs3cr3t-Pw").is_empty());
-        assert!(at("/data/s3cr3t-Pw/file").is_empty());
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The four compose projects under tests/fixtures/compose, imported without
 //! a cluster, and the mapping rules one at a time.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod corpus;
 
-use super::project::sanitize_name;
+use super::names::sanitize_name;
 use super::workload::{command_port, kubernetes_literal, memory_quantity};
 use super::*;
 use crate::api::crd::{

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use super::build::Builder;
+use super::builder::Builder;
 use super::compose::{CommandLine, Deploy, ResourceAmounts};
 use super::facts::{Facts, names_a_repository};
-use super::frontend::load_balancer_port;
 use super::report::Report;
 use super::sensitive::url_parts;
+use super::traefik::load_balancer_port;
 use crate::api::crd::{HealthSpec, Quantity, Resources};
 
 /// Port the backend gets when nothing in the project names one.

@@ -124,7 +124,23 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
         }
     }
     if let Some(note) = became(types::READY, reasons::READY) {
-        events.push(event(EventType::Normal, reasons::STACK_READY, note));
+        // The rollouts and the exposure that made the stack Ready are told
+        // in its one Event: on a first create they are the same news.
+        let mut steps = Vec::new();
+        events.retain(|event| {
+            let folded =
+                event.reason == reasons::ROLLOUT_COMPLETE || event.reason == reasons::EXPOSED;
+            if folded {
+                steps.extend(event.note.clone());
+            }
+            !folded
+        });
+        steps.push(note);
+        events.push(event(
+            EventType::Normal,
+            reasons::STACK_READY,
+            steps.join("; "),
+        ));
     }
     // A failed migration (or backup, downgrade, post-deploy step), a
     // blocked rollback, a database that cannot be used and pods that cannot
@@ -259,7 +275,16 @@ mod tests {
         let mut observation = Observation::default();
         observation.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
         observation.record(Stage::Database, Check::ok(reasons::DATABASE_READY, "ok"));
+        observation.record(
+            Stage::Approval,
+            Check::ok(reasons::APPROVAL_NOT_REQUIRED, "ok"),
+        );
+        observation.record(Stage::Backup, Check::ok(reasons::BACKUP_NOT_REQUIRED, "ok"));
         observation.record(Stage::Migrations, migrations);
+        observation.record(
+            Stage::PostDeploy,
+            Check::ok(reasons::POST_DEPLOY_NOT_CONFIGURED, "ok"),
+        );
         observation
     }
 
@@ -291,6 +316,54 @@ mod tests {
         assert!(
             transitions(Some(&failed), &failed).is_empty(),
             "no repeat on a converged pass"
+        );
+    }
+
+    #[test]
+    fn a_stack_becoming_ready_tells_its_rollouts_in_one_event() {
+        let at = Timestamp::from_second(1000).unwrap();
+        let with_backend = |backend: Check| {
+            let mut observation = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
+            observation.record(Stage::Backend, backend);
+            observation.record(
+                Stage::Frontend,
+                Check::ok(reasons::AVAILABLE, "1 of 1 available"),
+            );
+            desired_status(&observation, 1, None, at)
+        };
+        let rolling = with_backend(Check::pending(reasons::ROLLING_OUT, "1 of 2 available"));
+        let available = with_backend(Check::ok(reasons::AVAILABLE, "2 of 2 available"));
+        assert!(
+            conditions::condition(Some(&available), types::READY)
+                .is_some_and(|ready| ready.status == "True")
+        );
+        let events = transitions(Some(&rolling), &available);
+        let told: Vec<_> = events
+            .iter()
+            .map(|event| {
+                (
+                    event.reason.as_str(),
+                    event.note.as_deref().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(told.len(), 1, "{told:?}");
+        assert_eq!(told[0].0, reasons::STACK_READY);
+        assert!(
+            told[0].1.starts_with("backend: 2 of 2 available"),
+            "{told:?}"
+        );
+
+        // A rollout of a stack that stays Ready (a scale change) is its own
+        // Event.
+        let scaled = with_backend(Check::ok(reasons::AVAILABLE, "3 of 3 available"));
+        let events = transitions(Some(&available), &scaled);
+        assert!(
+            events
+                .iter()
+                .any(|event| event.reason == reasons::ROLLOUT_COMPLETE),
+            "{:?}",
+            events.iter().map(|event| &event.reason).collect::<Vec<_>>()
         );
     }
 

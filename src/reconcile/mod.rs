@@ -104,19 +104,19 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     let generation = stack.meta().generation.unwrap_or(0);
     let desired = status::desired_status(&observation, generation, previous, Timestamp::now());
     let uid = stack.uid().unwrap_or_default();
-    // Progress is reported per transition: a status whose messages alone
-    // changed waits for the next transition, or a few seconds.
+    // What users and tools act on is written at once; progress and
+    // messages wait for it, or a few seconds.
     let deferred = match status::difference(previous, &desired) {
         Difference::None => {
             context.caches.deferred.forget(&uid);
             None
         }
-        Difference::Messages
+        Difference::Progress | Difference::Messages
             if let Some(left) = context.caches.deferred.wait(&uid, status::COALESCE) =>
         {
             Some(left)
         }
-        Difference::Transition | Difference::Messages => {
+        Difference::Transition | Difference::Progress | Difference::Messages => {
             write_status(context, &stack, &desired).await?;
             context.caches.deferred.forget(&uid);
             info!(outcome = ?observation.outcome(), "status updated");

@@ -46,6 +46,10 @@ const WAITING: [(&str, bool); 8] = [
     (reasons::CRASH_LOOP_BACK_OFF, false),
 ];
 
+/// What the scheduler says of a pod whose PersistentVolumeClaims are not
+/// bound yet.
+const BINDING_CLAIMS: &str = "unbound immediate PersistentVolumeClaims";
+
 /// What keeps `pod` from running, if anything. Init containers first (the
 /// others wait for them), the first troubled container of each in order.
 pub fn trouble(pod: &Pod) -> Option<Trouble> {
@@ -61,10 +65,17 @@ pub fn trouble(pod: &Pod) -> Option<Trouble> {
         }
     }
     let conditions = status.conditions.as_deref().unwrap_or_default();
+    // A pod whose claim is still being bound is not one no node can take:
+    // the scheduler says "unbound immediate PersistentVolumeClaims" until
+    // the volume is provisioned, and takes the pod once it is.
     if let Some(unschedulable) = conditions.iter().find(|condition| {
         condition.type_ == "PodScheduled"
             && condition.status == "False"
             && condition.reason.as_deref() == Some("Unschedulable")
+            && !condition
+                .message
+                .as_deref()
+                .is_some_and(|message| message.contains(BINDING_CLAIMS))
     }) {
         return Some(Trouble {
             reason: reasons::UNSCHEDULABLE,
@@ -336,6 +347,16 @@ mod tests {
         let check = first_trouble([&unschedulable]).unwrap();
         assert_eq!(check.reason, "Unschedulable");
         assert!(check.message.ends_with("3 Insufficient cpu."));
+        let binding = pod(serde_json::json!({
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                "message": "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. not found"}]
+        }));
+        assert_eq!(
+            first_trouble([&binding]),
+            None,
+            "a volume being provisioned"
+        );
         let not_ready = pod(serde_json::json!({
             "phase": "Running",
             "conditions": [{"type": "ContainersReady", "status": "False"}],

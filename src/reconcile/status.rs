@@ -266,16 +266,23 @@ pub fn desired_status(
 pub enum Difference {
     /// The current status already says it.
     None,
-    /// A transition: a condition's status or reason, the observed
-    /// generation, or a field users act on (the migration's revisions and
-    /// Job, the URL, the generated env). Written at once.
+    /// What a user or a tool acts on: a new observed generation, `Ready` or
+    /// `Stalled` changing, a condition taking a reason that is not plain
+    /// progress (a failure, a pod that cannot run, a database that cannot
+    /// be used), a migration's outcome (its applied or schema revision),
+    /// the URL or the generated env. Written at once.
     Transition,
+    /// The stack moving forward on its own: a stage done and the next one
+    /// started, a migration Job started, a rollout begun (every changed
+    /// condition holds a reason of [`reasons::PROGRESS`]). Written with the
+    /// next transition, or once [`COALESCE`] has passed.
+    Progress,
     /// Only messages (a rollout's replica counts, a Job's attempts): written
-    /// with the next transition, or once [`COALESCE`] has passed.
+    /// like progress.
     Messages,
 }
 
-/// How long a status whose messages alone changed waits to be written.
+/// How long progress and a change of messages wait to be written.
 pub const COALESCE: Duration = Duration::from_secs(3);
 
 /// How `desired` differs from `current`.
@@ -286,34 +293,60 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
     if current == desired {
         return Difference::None;
     }
-    // Everything of the migration users act on: all but the attempts.
-    let revisions = |status: &AppStackStatus| {
-        status.migration.clone().map(|migration| MigrationStatus {
-            attempts: None,
-            ..migration
+    let outcomes = |status: &AppStackStatus| {
+        status.migration.as_ref().map(|migration| {
+            (
+                migration.applied_revision.clone(),
+                migration.schema_revision.clone(),
+                migration.history.clone(),
+                migration.last_backup.clone(),
+                migration.post_deploy_revision.clone(),
+            )
         })
     };
-    let states = |status: &AppStackStatus| -> Vec<(String, String, String, Option<i64>)> {
-        status
-            .conditions
-            .iter()
-            .map(|condition| {
-                (
-                    condition.type_.clone(),
-                    condition.status.clone(),
-                    condition.reason.clone(),
-                    condition.observed_generation,
-                )
-            })
-            .collect()
+    let started = |status: &AppStackStatus| {
+        status.migration.as_ref().map(|migration| {
+            (
+                migration.target_revision.clone(),
+                migration.job_name.clone(),
+            )
+        })
     };
-    let transition = current.observed_generation != desired.observed_generation
+    let state = |status: &AppStackStatus, type_: &str| {
+        condition(Some(status), type_).map(|condition| {
+            (
+                condition.status.clone(),
+                condition.reason.clone(),
+                condition.observed_generation,
+            )
+        })
+    };
+    let changed: Vec<&Condition> = desired
+        .conditions
+        .iter()
+        .filter(|condition| state(current, &condition.type_) != state(desired, &condition.type_))
+        .collect();
+    let removed = current
+        .conditions
+        .iter()
+        .any(|old| condition(Some(desired), &old.type_).is_none());
+    let acted_on = current.observed_generation != desired.observed_generation
         || current.url != desired.url
         || current.generated_env != desired.generated_env
-        || revisions(current) != revisions(desired)
-        || states(current) != states(desired);
-    if transition {
+        || outcomes(current) != outcomes(desired)
+        || removed
+        || changed.iter().any(|new| {
+            let status_of = |status: &AppStackStatus| {
+                condition(Some(status), &new.type_).map(|old| old.status.clone())
+            };
+            ((new.type_ == types::READY || new.type_ == types::STALLED)
+                && status_of(current) != status_of(desired))
+                || !reasons::PROGRESS.contains(&new.reason.as_str())
+        });
+    if acted_on {
         Difference::Transition
+    } else if !changed.is_empty() || started(current) != started(desired) {
+        Difference::Progress
     } else {
         Difference::Messages
     }
@@ -468,6 +501,47 @@ mod tests {
             difference(Some(&first), &next_generation),
             Difference::Transition
         );
+    }
+
+    #[test]
+    fn progress_waits_and_what_users_act_on_does_not() {
+        let mut database_up = Observation::default();
+        database_up.record(Stage::Secrets, Check::ok(reasons::SECRETS_RESOLVED, "ok"));
+        database_up.record(
+            Stage::Database,
+            Check::pending(reasons::DATABASE_STARTING, "0 of 1 ready"),
+        );
+        let first = desired_status(&database_up, 1, None, at(100));
+        let status_with = |stage: Stage, check: Check| {
+            let mut observation = database_up.clone();
+            observation.record(Stage::Database, Check::ok(reasons::DATABASE_READY, "ok"));
+            observation.record(stage, check);
+            desired_status(&observation, 1, Some(&first), at(200))
+        };
+        let migrating = status_with(
+            Stage::Migrations,
+            Check::pending(reasons::MIGRATION_RUNNING, "Job x is running"),
+        );
+        assert_eq!(difference(Some(&first), &migrating), Difference::Progress);
+        let failed = status_with(
+            Stage::Migrations,
+            Check::failed(reasons::MIGRATION_FAILED, "Job x failed"),
+        );
+        assert_eq!(difference(Some(&first), &failed), Difference::Transition);
+        let pulling = status_with(
+            Stage::Migrations,
+            Check::pending(
+                reasons::IMAGE_PULL_BACK_OFF,
+                "pod x: Back-off pulling image",
+            ),
+        );
+        assert_eq!(
+            difference(Some(&first), &pulling),
+            Difference::Transition,
+            "a pod that cannot run is named at once"
+        );
+        let ready = desired_status(&ready_observation(), 1, Some(&first), at(300));
+        assert_eq!(difference(Some(&first), &ready), Difference::Transition);
     }
 
     #[tokio::test(start_paused = true)]

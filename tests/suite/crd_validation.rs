@@ -915,6 +915,34 @@ async fn invalid_stacks_are_rejected_with_a_message_naming_the_field() {
                 apply(&client, &namespace.name, &stack).await.map(|_| ()),
             ));
         }
+        // And as a change to a valid stack: a rule skips only a value the
+        // update leaves as it was. (An object applied as `{}` over one
+        // with fields is emptied to null by server-side apply, which is
+        // valid: see maps_emptied_by_server_side_apply_are_accepted.)
+        let emptied = matches!(&case.change, To(value) if value == &json!({}));
+        if case.path != "metadata.name" && !emptied {
+            let mut valid = example();
+            set(
+                &mut valid,
+                "metadata.name",
+                json!(format!("updated-{index}")),
+            );
+            apply(&client, &namespace.name, &valid)
+                .await
+                .expect("the example is valid");
+            let mut changed = stack.clone();
+            set(
+                &mut changed,
+                "metadata.name",
+                json!(format!("updated-{index}")),
+            );
+            if !holds_text_yaml_refuses(&changed) {
+                answers.push((
+                    "changed",
+                    apply(&client, &namespace.name, &changed).await.map(|_| ()),
+                ));
+            }
+        }
         for (how, answer) in answers {
             match answer {
                 Ok(()) => failures.push(format!("{} ({how}): accepted", case.what)),
@@ -936,15 +964,19 @@ async fn invalid_stacks_are_rejected_with_a_message_naming_the_field() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
-    // Nothing invalid was stored.
+    // Nothing invalid was stored: the valid stacks the changes were refused
+    // on are as they were.
     let api: Api<AppStack> = Api::namespaced(client.clone(), &namespace.name);
-    assert!(
-        api.list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    for stored in api.list(&Default::default()).await.unwrap().items {
+        let name = stored.metadata.name.clone().unwrap_or_default();
+        assert!(name.starts_with("updated-"), "{name} was stored");
+        assert_eq!(
+            serde_json::to_value(&stored.spec).unwrap(),
+            serde_json::to_value(serde_json::from_value::<AppStack>(example()).unwrap().spec)
+                .unwrap(),
+            "{name} changed"
+        );
+    }
 }
 
 /// Whether `stack` holds a character the API server's YAML decoder refuses

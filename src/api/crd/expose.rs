@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::schema::{DNS_SUBDOMAIN, annotation_map, empty_if_null};
+
 /// The stack on a public host name: the frontend at `/` and the backend under
 /// `apiPath` (without a frontend, the backend at `/`), through an Ingress or a
 /// Gateway API HTTPRoute named like the stack.
@@ -53,13 +55,13 @@ pub struct TlsSpec {
     /// A kubernetes.io/tls Secret in the stack's namespace holding the
     /// certificate for the host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub secret_name: Option<String>,
     /// A cert-manager ClusterIssuer: the Ingress carries the
     /// cert-manager.io/cluster-issuer annotation and cert-manager keeps the
     /// certificate in Secret `<stack>-tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub cluster_issuer: Option<String>,
 }
 
@@ -70,16 +72,16 @@ pub struct IngressSpec {
     /// IngressClass of the Ingress, e.g. nginx; the cluster's default class
     /// when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub class_name: Option<String>,
     /// Extra annotations on the Ingress, for the ingress controller (for
     /// example nginx.ingress.kubernetes.io/proxy-body-size).
     #[serde(
         default,
-        deserialize_with = "super::empty_if_null",
+        deserialize_with = "empty_if_null",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    #[schemars(schema_with = "super::annotation_map")]
+    #[schemars(schema_with = "annotation_map")]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -88,7 +90,7 @@ pub struct IngressSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayRef {
     /// Name of the Gateway.
-    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: String,
     /// Namespace of the Gateway; the stack's namespace when omitted. The
     /// Gateway's listener must allow routes from the stack's namespace.
@@ -101,6 +103,6 @@ pub struct GatewayRef {
     /// The Gateway listener to attach to, e.g. https; every listener that
     /// accepts the route when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = super::DNS_SUBDOMAIN))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub section_name: Option<String>,
 }

@@ -5,6 +5,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
 
+use super::schema::label_selector;
+
 /// NetworkPolicies for the stack's pods: everything is denied, then exactly
 /// the flows the stack needs are allowed (frontend to backend, backend and
 /// migrations to the database, the ingress controller or gateway to the
@@ -71,10 +73,10 @@ fn enabled() -> bool {
 pub struct PeerSpec {
     /// Namespaces by label, e.g. {matchLabels: {kubernetes.io/metadata.name: ingress-nginx}}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::label_selector")]
+    #[schemars(schema_with = "label_selector")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods by label, e.g. {matchLabels: {app.kubernetes.io/name: ingress-nginx}}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "super::label_selector")]
+    #[schemars(schema_with = "label_selector")]
     pub pod_selector: Option<LabelSelector>,
 }

@@ -182,6 +182,14 @@ impl Cluster {
         rotated
     }
 
+    /// Seconds the API server has spent evaluating CEL rules since it
+    /// started (validation rules of CRDs, mostly the AppStack's).
+    pub async fn cel_seconds(&self, client: &Client) -> anyhow::Result<f64> {
+        let request = http::Request::get("/metrics").body(Vec::new())?;
+        let metrics = client.request_text(request).await?;
+        Ok(sample(&metrics, "apiserver_cel_evaluation_duration_seconds_sum").unwrap_or(0.0))
+    }
+
     pub fn audit_log(&self) -> PathBuf {
         self.dir.join("logs/audit.log")
     }
@@ -401,7 +409,8 @@ pub struct AuditMark {
     rotated: Vec<PathBuf>,
 }
 
-/// Mutating requests by `user` in one audit log file after byte `offset`.
+/// Mutating requests by `user` in one audit log file after byte `offset`,
+/// each as `<verb> <resource>[/<subresource>] <name>`.
 fn writes_in(log: &Path, offset: u64, user: &str) -> anyhow::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file =
@@ -414,11 +423,16 @@ fn writes_in(log: &Path, offset: u64, user: &str) -> anyhow::Result<Vec<String>>
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|entry| entry["user"]["username"] == user && entry["stage"] == "ResponseComplete")
         .map(|entry| {
+            let object = &entry["objectRef"];
+            let resource = object["resource"].as_str().unwrap_or_default();
+            let resource = match object["subresource"].as_str() {
+                Some(subresource) => format!("{resource}/{subresource}"),
+                None => resource.to_string(),
+            };
             format!(
-                "{} {} {}",
+                "{} {resource} {}",
                 entry["verb"].as_str().unwrap_or_default(),
-                entry["objectRef"]["resource"].as_str().unwrap_or_default(),
-                entry["objectRef"]["name"].as_str().unwrap_or_default()
+                object["name"].as_str().unwrap_or_default()
             )
         })
         .collect())

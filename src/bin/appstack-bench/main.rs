@@ -165,6 +165,7 @@ async fn operator(
     let cpu_before = usage(operator.pid())?.cpu_seconds;
     let cpu = cluster.cpu();
     let mark = cluster.audit_mark();
+    let cel_before = cluster.cel_seconds(&client).await?;
     let started = Instant::now();
     load::create_stacks(&client, layout, args.in_flight).await?;
     watcher.await??;
@@ -177,12 +178,34 @@ async fn operator(
         "s",
     );
     cpu_figures("cold_create", n, &cpu, &cpu_after, cold);
+    let writes = cluster.writes_since(&mark, &operator_user)?;
     figure(
         "cold_create_operator_writes",
         n,
-        cluster.writes_since(&mark, &operator_user)?.len() as f64,
+        writes.len() as f64,
         "requests",
     );
+    let per_stack = |resource: &str| {
+        let count = writes
+            .iter()
+            .filter(|write| write.split(' ').nth(1) == Some(resource))
+            .count();
+        count as f64 / n as f64
+    };
+    figure(
+        "cold_create_status_writes_per_stack",
+        n,
+        per_stack("appstacks/status"),
+        "requests",
+    );
+    figure(
+        "cold_create_event_writes_per_stack",
+        n,
+        per_stack("events"),
+        "requests",
+    );
+    let cel = cluster.cel_seconds(&client).await? - cel_before;
+    figure("cold_create_cel_seconds", n, cel, "s");
     let converging = usage(operator.pid())?;
     let converging_passes = operator.passes().await? - passes_before;
     figure("cold_create_seconds", n, cold, "s");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::super::sensitive::whole_occurrences;
+use super::super::report::whole_occurrences;
 use super::super::{ComposeRequest, Imported, import_compose, yaml};
 use crate::api::crd::{AppStack, EnvEntry};
 
