@@ -4,7 +4,15 @@
 # that run pods, complete Job pods and bind volumes), all on loopback.
 #
 #   scripts/cluster.sh up          start (idempotent); builds binaries once
+#   scripts/cluster.sh up --real-node
+#                                  the same control plane and one real node
+#                                  (containerd, kubelet, kube-proxy, CoreDNS,
+#                                  kube-router's NetworkPolicy controller, local
+#                                  volumes), the only node pods schedule on; as
+#                                  root (scripts/lib/real-node.sh tells how)
 #   scripts/cluster.sh down        stop every process it started, remove state
+#                                  (and on a real node every pod, mount,
+#                                  namespace, cgroup and route it made)
 #   scripts/cluster.sh status      print what runs and whether it is healthy
 #   scripts/cluster.sh kubeconfig  print the admin kubeconfig path
 #   scripts/cluster.sh sa-kubeconfig <namespace> <serviceaccount>
@@ -17,6 +25,9 @@
 #                                  stop kube-apiserver only, wait (default 10 s),
 #                                  start it again and wait until it is ready
 #   scripts/cluster.sh bin         print the directory holding kubectl & co.
+#   scripts/cluster.sh containerd-socket
+#                                  print the real node's containerd socket, for
+#                                  `scripts/images.sh --import <socket> <names>`
 #
 # State lives in $APPSTACK_CLUSTER_DIR (default: .cluster in the checkout), and
 # every port is picked free at start, so two checkouts run side by side. The
@@ -31,6 +42,7 @@ MARKER=.appstack-cluster
 NODES="${APPSTACK_CLUSTER_NODES:-3}"
 SERVICE_CIDR=10.96.0.0/16
 FIRST_SERVICE_IP=10.96.0.1
+APISERVER_HOST=127.0.0.1
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 # kube-controller-manager's controllers. The two protection controllers remove
 # the kubernetes.io/pvc-protection and kubernetes.io/pv-protection finalizers
@@ -55,6 +67,17 @@ CONTROLLERS=(
 
 log() { echo "[cluster] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# shellcheck source=scripts/lib/real-node.sh
+source "$ROOT/scripts/lib/real-node.sh"
+
+# On a real node, the API server and Services take the node's addresses.
+mode_settings() {
+  if real_node; then
+    load_real_node
+    APISERVER_HOST="$HOST_IP"
+  fi
+}
 
 # Whether $STATE is a state directory this script made: it carries the
 # marker, or the layout of one made before the marker existed (ports, PKI and
@@ -90,8 +113,21 @@ bin_dir() {
   fi
 }
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+node_bin_dir() {
+  if [[ -f "$STATE/node-bin-dir" && -x "$(cat "$STATE/node-bin-dir")/coredns" ]]; then
+    cat "$STATE/node-bin-dir"
+  else
+    "$ROOT/scripts/build-real-node.sh"
+  fi
+}
+
+# free_ports <n>: n distinct free loopback ports, one a line, from one Python
+# start (each start costs most of a second on a busy machine).
+free_ports() {
+  python3 -c 'import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks: s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))' "$1"
 }
 
 pid_alive() { [[ -f "$STATE/$1.pid" ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
@@ -103,20 +139,28 @@ apiserver_ready() {
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
   curl -fsS --max-time 2 --cacert "$STATE/pki/ca.crt" --cert "$STATE/pki/admin.crt" \
-    --key "$STATE/pki/admin.key" "https://127.0.0.1:$APISERVER_PORT/readyz" >/dev/null 2>&1
+    --key "$STATE/pki/admin.key" "https://${APISERVER_HOST:-127.0.0.1}:$APISERVER_PORT/readyz" >/dev/null 2>&1
 }
 
 start_apiserver() {
+  mode_settings
+  # KWOK's cluster has no endpoints for the kubernetes Service (its address is
+  # loopback); a real node's pods reach the API server through it.
+  local mode_args=(--authorization-mode RBAC --endpoint-reconciler-type none)
+  if real_node; then
+    real_node_apiserver_args
+    mode_args=("${REAL_NODE_APISERVER_ARGS[@]}")
+  fi
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --bind-address "$APISERVER_HOST" --advertise-address "$APISERVER_HOST" --secure-port "$APISERVER_PORT" \
     --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
     --client-ca-file "$STATE/pki/ca.crt" \
     --service-account-key-file "$STATE/pki/sa.pub" \
     --service-account-signing-key-file "$STATE/pki/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
     --service-cluster-ip-range "$SERVICE_CIDR" \
-    --authorization-mode RBAC --endpoint-reconciler-type none \
+    "${mode_args[@]}" \
     --disable-admission-plugins TaintNodesByCondition \
     --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/logs/audit.log" \
     --audit-log-maxsize 200
@@ -149,6 +193,7 @@ restart_apiserver() {
 
 all_running() {
   for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+  if real_node; then real_node_running || return 1; fi
   apiserver_ready
 }
 
@@ -157,10 +202,13 @@ CLIENT_EXT="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
 
+# The new key of each certificate sign_cert makes.
+CERT_KEY_ARGS=(-newkey rsa:2048)
+
 sign_cert() { # sign_cert <name> <subject> <extensions>: in $STATE/pki, by the CA
   (
     cd "$STATE/pki"
-    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    openssl req "${CERT_KEY_ARGS[@]}" -nodes -subj "$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
     printf '%s\n' "$3" >"$1.ext"
     openssl x509 -req -in "$1.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
       -extfile "$1.ext" -out "$1.crt" 2>/dev/null
@@ -178,7 +226,7 @@ make_pki() {
     sign_cert apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$APISERVER_HOST,IP:$FIRST_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     sign_cert admin "/O=system:masters/CN=appstack-admin" "$CLIENT_EXT"
     openssl genrsa -out sa.key 2048 2>/dev/null
     openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
@@ -198,7 +246,7 @@ kind: Config
 clusters:
 - name: appstack-local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: https://$APISERVER_HOST:$APISERVER_PORT
     certificate-authority: $STATE/pki/ca.crt
 users:
 - name: $1
@@ -218,6 +266,7 @@ sa_kubeconfig() {
   local namespace="${1:?namespace}" account="${2:?service account}"
   all_running || die "no cluster running in $STATE"
   BIN="$(bin_dir)"
+  mode_settings
   local token file="$STATE/tokens/$namespace.$account.kubeconfig"
   token="$(kubectl_ create token "$account" -n "$namespace" --duration 24h)"
   mkdir -p "$STATE/tokens"
@@ -246,14 +295,30 @@ wait_for() { # wait_for <what> <seconds> <command...>
 }
 
 up() {
+  local want_real_node=0
+  case "${1:-}" in
+    "") ;;
+    --real-node) want_real_node=1 ;;
+    *) die "unknown option $1 (up takes --real-node)" ;;
+  esac
   guard_state
   BIN="$(bin_dir)"
-  if all_running; then
+  if ((want_real_node)); then
+    real_node_requirements
+    NODE_BIN="$(node_bin_dir)"
+  fi
+  local have_real_node=0
+  real_node && have_real_node=1
+  if all_running && ((have_real_node == want_real_node)); then
     log "already running; kubeconfig: $STATE/admin.kubeconfig"
     return
   fi
   if [[ -f "$STATE/$MARKER" ]]; then
-    log "found a partial cluster in $STATE; restarting it"
+    if ((have_real_node != want_real_node)); then
+      log "stopping the cluster in $STATE to start it in the other mode"
+    else
+      log "found a partial cluster in $STATE; restarting it"
+    fi
     down
   fi
   local started=$SECONDS
@@ -261,18 +326,29 @@ up() {
   mark
   mkdir -p "$STATE/logs" "$STATE/etcd"
   echo "$BIN" >"$STATE/bin-dir"
+  if ((want_real_node)); then
+    echo "$NODE_BIN" >"$STATE/node-bin-dir"
+    real_node_network
+    mode_settings
+    # containerd needs no API server: it starts now, beside the control plane.
+    real_node_start_runtime
+  fi
   make_pki
+  local ports
+  mapfile -t ports < <(free_ports 6)
   cat >"$STATE/ports.env" <<PORTS
-ETCD_CLIENT_PORT=$(free_port)
-ETCD_PEER_PORT=$(free_port)
-APISERVER_PORT=$(free_port)
-CONTROLLER_MANAGER_PORT=$(free_port)
-SCHEDULER_PORT=$(free_port)
-KWOK_PORT=$(free_port)
+APISERVER_HOST=$APISERVER_HOST
+ETCD_CLIENT_PORT=${ports[0]}
+ETCD_PEER_PORT=${ports[1]}
+APISERVER_PORT=${ports[2]}
+CONTROLLER_MANAGER_PORT=${ports[3]}
+SCHEDULER_PORT=${ports[4]}
+KWOK_PORT=${ports[5]}
 PORTS
   # shellcheck disable=SC1091
   source "$STATE/ports.env"
   write_kubeconfig admin admin
+  real_node && real_node_pki
 
   start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
@@ -298,6 +374,10 @@ POLICY
   wait_for "etcd" 30 pid_alive etcd
   wait_for "kube-apiserver /readyz" 60 apiserver_ready
 
+  # On a real node no KWOK stage binds volumes: the PersistentVolume binder
+  # does, as in any cluster.
+  local controllers=("${CONTROLLERS[@]}")
+  real_node && controllers+=(persistentvolume-binder-controller)
   start kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$STATE/admin.kubeconfig" --authentication-kubeconfig "$STATE/admin.kubeconfig" \
     --authorization-kubeconfig "$STATE/admin.kubeconfig" \
@@ -306,7 +386,7 @@ POLICY
     --kube-api-qps 1000 --kube-api-burst 2000 \
     --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
     --concurrent-statefulset-syncs 20 --concurrent-job-syncs 20 --concurrent-gc-syncs 40 \
-    --controllers "$(IFS=,; echo "${CONTROLLERS[*]}")"
+    --controllers "$(IFS=,; echo "${controllers[*]}")"
 
   cat >"$STATE/scheduler.yaml" <<SCHED
 apiVersion: kubescheduler.config.k8s.io/v1
@@ -322,6 +402,12 @@ SCHED
     --authentication-kubeconfig "$STATE/admin.kubeconfig" \
     --authorization-kubeconfig "$STATE/admin.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT"
+
+  if real_node; then
+    real_node_up
+    log "ready in $((SECONDS - started)) s; kubeconfig: $STATE/admin.kubeconfig"
+    return
+  fi
 
   local stage_args=()
   for f in "$BIN"/stages/*.yaml; do
@@ -375,6 +461,19 @@ down() {
     pids+=("$(cat "$STATE/operator.pid")")
     kill "${pids[0]}" 2>/dev/null || true
   fi
+  if real_node; then
+    # Nothing may make or place a pod while the node's pods are deleted; then
+    # the node goes, while the API server still answers its kubelet.
+    stop_components 20 operator kube-scheduler kube-controller-manager kwok
+    # shellcheck disable=SC1091
+    [[ -f "$STATE/ports.env" ]] && source "$STATE/ports.env"
+    BIN="$(cat "$STATE/bin-dir" 2>/dev/null || true)"
+    real_node_stop
+    # The API server stops while its address (the host's end of the node's
+    # link) exists: it talks to itself there as it shuts down.
+    stop_components 20 kube-apiserver
+    real_node_remove
+  fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     local c="${COMPONENTS[$i]}"
     if pid_alive "$c"; then
@@ -402,18 +501,27 @@ status() {
   for c in "${COMPONENTS[@]}"; do
     if pid_alive "$c"; then echo "$c: running (pid $(cat "$STATE/$c.pid"))"; else echo "$c: stopped"; healthy=1; fi
   done
-  if apiserver_ready; then echo "kube-apiserver: ready at https://127.0.0.1:$APISERVER_PORT"; else echo "kube-apiserver: not ready"; healthy=1; fi
+  if apiserver_ready; then echo "kube-apiserver: ready at https://$APISERVER_HOST:$APISERVER_PORT"; else echo "kube-apiserver: not ready"; healthy=1; fi
+  if real_node; then
+    BIN="$(cat "$STATE/bin-dir")"
+    real_node_status || healthy=1
+  fi
   echo "kubeconfig: $STATE/admin.kubeconfig"
   return $healthy
 }
 
 case "${1:-}" in
-  up) up ;;
+  up) up "${2:-}" ;;
   down) down ;;
   status) status ;;
   kubeconfig) echo "$STATE/admin.kubeconfig" ;;
   sa-kubeconfig) sa_kubeconfig "${2:-}" "${3:-}" ;;
   restart-apiserver) restart_apiserver "${2:-10}" ;;
   bin) bin_dir ;;
-  *) echo "usage: $0 up|down|status|kubeconfig|sa-kubeconfig <namespace> <serviceaccount>|restart-apiserver [seconds]|bin" >&2; exit 2 ;;
+  containerd-socket)
+    real_node || die "no real node in $STATE (scripts/cluster.sh up --real-node starts one)"
+    load_real_node
+    echo "$CONTAINERD_SOCKET"
+    ;;
+  *) echo "usage: $0 up [--real-node]|down|status|kubeconfig|sa-kubeconfig <namespace> <serviceaccount>|restart-apiserver [seconds]|bin|containerd-socket" >&2; exit 2 ;;
 esac

@@ -26,7 +26,7 @@ export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
-  "${full_faults[@]}"
+  --skip real_node "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi
@@ -36,3 +36,13 @@ cargo test --test suite -- --include-ignored --test-threads 1 --nocapture instal
 # Disruptions take the API server away from every other test: run them last,
 # one at a time, printing what they measured.
 cargo test --test suite -- --include-ignored --test-threads 1 --nocapture disruption::
+
+# The real node: the same control plane with one real node (containerd,
+# kubelet, kube-proxy, CoreDNS, kube-router), pods from the project's images.
+scripts/cluster.sh down
+scripts/cluster.sh up --real-node
+scripts/images.sh --import "$(scripts/cluster.sh containerd-socket)" seed-backend
+cargo test --test suite -- --ignored --test-threads 2 real_node::
+scripts/cluster.sh down
+# With no cluster of its own left, down must leave nothing on the host.
+cargo test --test suite -- --ignored --test-threads 1 real_node_teardown::

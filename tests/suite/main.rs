@@ -23,5 +23,7 @@ mod other_writers;
 mod pod_causes;
 mod process;
 mod properties;
+mod real_node;
+mod real_node_teardown;
 mod render;
 mod security;
