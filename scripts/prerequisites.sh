@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh machine lacks: openssl,
-# curl, the PostgreSQL server binaries, Lua 5.1, rustfmt and clippy, and
+# curl, mmdebstrap, the PostgreSQL server binaries, Lua 5.1, rustfmt and clippy, and
 # checkov. System packages come from apt (as root); checkov goes into a venv
 # of its own under the tool cache. Run by scripts/test.sh; does nothing when
 # everything is there.
@@ -16,6 +16,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -y -qq \
     -o Dpkg::Options::=--force-confold postgresql </dev/null
 fi
+# mmdebstrap builds the test images from Debian's packages (scripts/images.sh).
+command -v mmdebstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq mmdebstrap; }
 # Lua 5.1, the dialect Argo CD embeds, runs the AppStack health check.
 command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
