@@ -106,6 +106,31 @@ pack_layer() {
   mv "$out.tmp" "$out"
 }
 
+# Empties a work directory, first unmounting what an interrupted build
+# left mounted inside it (mmdebstrap mounts /proc, /sys and /dev there).
+clear_dir() {
+  local dir=$1 mount
+  while read -r mount; do
+    [[ "$mount" == "$dir"/* ]] && umount --lazy "$mount"
+  done < <(findmnt --list --noheadings --output TARGET | LC_ALL=C sort -r)
+  rm -rf --one-file-system "$dir"
+}
+
+# Runs a command, showing its output only when it fails.
+quietly() {
+  local output
+  output=$("$@" 2>&1) || { printf '%s\n' "$output" >&2; return 1; }
+}
+
+# Installs a newly built layer and removes the older layers of that name.
+keep_layer() {
+  local built=$1 layer=$2 name=$3
+  mv "$built" "$layer"
+  mv "$built.diffid" "$layer.diffid"
+  find "$CACHE/layers" -regextype posix-extended \
+    -regex ".*/$name-[0-9a-f]{32}\.tar\.gz(\.diffid)?" ! -name "${layer##*/}*" -delete
+}
+
 json_string() {
   local value=${1//\\/\\\\}
   printf '"%s"' "${value//\"/\\\"}"
@@ -223,6 +248,7 @@ debian_rootfs() {
   mkdir -p "$CACHE/debs"
   mmdebstrap --quiet --mode=root --variant=essential --architectures="$ARCH" \
     --aptopt='APT::Install-Recommends "false"' \
+    --dpkgopt=force-unsafe-io \
     --dpkgopt='path-exclude=/usr/share/doc/*' \
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -242,7 +268,8 @@ debian_rootfs() {
   find "$dir/usr/share/doc" -mindepth 1 -type d -empty -delete
   rm -rf "$dir"/usr/share/{man,info,locale,lintian}/* \
     "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/* "$dir"/var/cache/debconf/*-old \
-    "$dir"/var/cache/ldconfig/aux-cache "$dir"/var/log/* "$dir"/etc/machine-id
+    "$dir"/var/cache/ldconfig/aux-cache "$dir"/var/log/* "$dir"/etc/machine-id \
+    "$dir"/etc/dpkg/dpkg.cfg.d/99mmdebstrap
 }
 
 # debian_layer NAME PACKAGES BUILDER: the cached base layer NAME holding
@@ -251,16 +278,17 @@ debian_rootfs() {
 debian_layer() {
   local name=$1 packages=$2 builder=$3
   local key
-  key=$(key_of "debian_rootfs debian_layer pack_layer $builder" \
+  key=$(key_of "debian_rootfs pack_layer $builder" \
     "$SUITE" "$ARCH" "$packages")
   local layer="$CACHE/layers/$name-$key.tar.gz"
   if [[ ! -f "$layer" ]]; then
     log "building the $name root filesystem (Debian $SUITE: $packages)"
     local dir="$CACHE/tmp/$name-rootfs"
-    rm -rf "$dir"
+    clear_dir "$dir"
     "$builder" "$dir" "$packages"
-    pack_layer "$dir" "$layer"
-    rm -rf "$dir"
+    pack_layer "$dir" "$CACHE/tmp/$name.tar.gz"
+    keep_layer "$CACHE/tmp/$name.tar.gz" "$layer" "$name"
+    clear_dir "$dir"
   fi
   echo "$layer"
 }
@@ -275,14 +303,15 @@ directory_layer() {
   while [[ $1 != -- ]]; do inputs+=("$1"); shift; done
   local builder=$2
   local key
-  key=$(key_of "directory_layer pack_layer $builder $functions" "${inputs[@]}")
+  key=$(key_of "pack_layer $builder $functions" "${inputs[@]}")
   local layer="$CACHE/layers/$name-$key.tar.gz"
   if [[ ! -f "$layer" ]]; then
     local dir="$CACHE/tmp/$name-layer"
     rm -rf "$dir"
     mkdir -p "$dir"
     "$builder" "$dir"
-    pack_layer "$dir" "$layer"
+    pack_layer "$dir" "$CACHE/tmp/$name.tar.gz"
+    keep_layer "$CACHE/tmp/$name.tar.gz" "$layer" "$name"
     rm -rf "$dir"
   fi
   echo "$layer"
@@ -319,7 +348,8 @@ package_files() {
   for package; do
     while read -r path; do
       [[ -e "$from$path" || -L "$from$path" ]] && printf '%s\n' "${path#/}"
-    done <"$from/var/lib/dpkg/info/$package.list"
+    done < <(cat "$from/var/lib/dpkg/info/$package.list" 2>/dev/null ||
+      cat "$from/var/lib/dpkg/info/$package:$ARCH.list")
   done | LC_ALL=C sort -u
 }
 
@@ -350,12 +380,165 @@ build_pause() {
 }
 
 # ---------------------------------------------------------------------------
+# appstack.test/postgres:15
 
-want() {
-  local name
-  for name in "${NAMES[@]}"; do [[ "$name" == "$1" ]] && return 0; done
-  return 1
+POSTGRES_PACKAGES=postgresql-15,libnss-wrapper
+POSTGRES_VERSION=15
+
+# Debian's postgresql-15 with a postgres user of a fixed UID (999, as in
+# the official Debian-based image), no cluster created, and without what
+# the server never loads here: LLVM for JIT (the server runs without JIT
+# when its provider is absent), Perl (postgresql-common's wrappers; the
+# image calls the server's binaries directly) and the locale sources
+# (C.UTF-8 is built into the C library).
+postgres_rootfs() {
+  local dir=$1 packages=$2
+  debian_rootfs "$dir" "$packages" \
+    --essential-hook='echo "postgres:x:999:999:PostgreSQL administrator:/var/lib/postgresql:/bin/sh" >>"$1/etc/passwd"' \
+    --essential-hook='echo "postgres:x:999:" >>"$1/etc/group"' \
+    --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.conf"'
+  quietly chroot "$dir" dpkg --purge --force-depends \
+    libllvm14 libz3-4 perl-modules-5.36 libperl5.36 locales
+  local lib="$dir/usr/lib/postgresql/$POSTGRES_VERSION/lib"
+  rm -rf "$lib"/llvmjit*.so "$lib/bitcode"
+  # Every address of the pod: the sample initdb copies.
+  sed -i "s/^#listen_addresses = 'localhost'/listen_addresses = '*'/" \
+    "$dir/usr/share/postgresql/$POSTGRES_VERSION/postgresql.conf.sample"
+  grep -q "^listen_addresses = '\*'" "$dir/usr/share/postgresql/$POSTGRES_VERSION/postgresql.conf.sample"
+  # Writable by any UID when no volume is mounted and the root is writable.
+  # (/var/run links to /run: an absolute link, which on this side of the
+  # chroot would point at the build machine's own /run.)
+  install -d -o 999 -g 999 -m 1777 "$dir/var/lib/postgresql"
+  install -d -o 999 -g 999 -m 3777 "$dir/run/postgresql"
+  install -d -m 0755 "$dir/docker-entrypoint-initdb.d"
 }
+
+postgres_entrypoint() {
+  install -D -m 0755 "$ROOT/tests/fixtures/images/postgres/docker-entrypoint.sh" \
+    "$1/usr/local/bin/docker-entrypoint.sh"
+}
+
+build_postgres() {
+  local base top
+  base=$(debian_layer postgres "$POSTGRES_PACKAGES" postgres_rootfs)
+  top=$(directory_layer postgres-entrypoint "" \
+    "$ROOT/tests/fixtures/images/postgres/docker-entrypoint.sh" -- postgres_entrypoint)
+  # SIGINT: a fast shutdown (SIGTERM would wait for every client to leave).
+  image postgres "$POSTGRES_VERSION" "$(image_config user=999:999 port=5432 stopsignal=SIGINT \
+    env=PATH=/usr/lib/postgresql/$POSTGRES_VERSION/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    env=PGDATA=/var/lib/postgresql/data env=LANG=C.UTF-8 \
+    entrypoint=docker-entrypoint.sh cmd=postgres)" "$base" "$top"
+}
+
+# ---------------------------------------------------------------------------
+# The seed app: appstack.test/seed-backend and appstack.test/seed-frontend,
+# on one Python base layer (containerd stores it once)
+
+PYTHON_PACKAGES=python3,python3-fastapi,uvicorn,python3-sqlalchemy,alembic,python3-psycopg2,python3-prometheus-client
+# The image's user; the pod may run it as any other.
+SEED_USER=10001:10001
+SEED_ENV=(env=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  env=PYTHONDONTWRITEBYTECODE=1 env=PYTHONUNBUFFERED=1 env=LANG=C.UTF-8)
+
+python_rootfs() {
+  debian_rootfs "$1" "$2"
+}
+
+# The backend's files for tag SEED_TAG: the app, the release module of
+# its code, and the Alembic revisions up to its own.
+seed_backend_files() {
+  local release revisions=(0001_create_items)
+  case $SEED_TAG in
+    1) release=1 ;;
+    2) release=2 revisions+=(0002_add_description) ;;
+    broken) release=2 revisions+=(0002_add_description 0003_broken) ;;
+    2-contract) release=2 revisions+=(0002_add_description 0003c_drop_note) ;;
+    *) die "no seed-backend tag $SEED_TAG" ;;
+  esac
+  local source="$SEED_APP/backend"
+  echo "$source/main.py app/main.py"
+  echo "$source/settings.py app/settings.py"
+  echo "$source/alembic.ini app/alembic.ini"
+  echo "$source/migrations/env.py app/migrations/env.py"
+  echo "$source/releases/$release.py app/release.py"
+  local revision
+  for revision in "${revisions[@]}"; do
+    echo "$source/migrations/versions/$revision.py app/migrations/versions/$revision.py"
+  done
+}
+
+seed_backend_layer_files() {
+  local source destination
+  while read -r source destination; do
+    install -D -m 0644 "$source" "$1/$destination"
+  done < <(seed_backend_files)
+}
+
+build_seed_backend() {
+  SEED_TAG=$1
+  local base top sources
+  base=$(debian_layer python "$PYTHON_PACKAGES" python_rootfs)
+  mapfile -t sources < <(seed_backend_files | cut -d' ' -f1)
+  top=$(directory_layer "seed-backend-$SEED_TAG" seed_backend_files "$SEED_TAG" "${sources[@]}" \
+    -- seed_backend_layer_files)
+  image seed-backend "$SEED_TAG" "$(image_config user=$SEED_USER workdir=/app port=8000 "${SEED_ENV[@]}" \
+    cmd='uvicorn main:app --host 0.0.0.0 --port 8000')" "$base" "$top"
+}
+
+seed_frontend_layer_files() {
+  install -D -m 0644 "$SEED_APP/frontend/server.py" "$1/app/server.py"
+}
+
+build_seed_frontend() {
+  local base top
+  base=$(debian_layer python "$PYTHON_PACKAGES" python_rootfs)
+  top=$(directory_layer seed-frontend "" "$SEED_APP/frontend/server.py" -- seed_frontend_layer_files)
+  image seed-frontend 1 "$(image_config user=$SEED_USER workdir=/app port=3000 "${SEED_ENV[@]}" \
+    cmd='python3 /app/server.py')" "$base" "$top"
+}
+
+# ---------------------------------------------------------------------------
+# appstack.test/operator:dev
+
+# What a Rust binary linked against glibc needs, and nothing else (no
+# shell, no package manager), as in distroless/cc: the C library and
+# libgcc_s, the CA certificates, a passwd with the non-root user 65532.
+operator_base_files() {
+  local dir=$1 base="$CACHE/tmp/small-unpacked"
+  rm -rf "$base"
+  unpack_small "$base"
+  local files
+  mapfile -t files < <(package_files "$base" libc6 libgcc-s1)
+  copy_paths "$base" "$dir" "${files[@]}" etc/ssl/certs/ca-certificates.crt etc/os-release usr/lib/os-release
+  rm -rf "$base"
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
+    >"$dir/etc/passwd"
+  printf 'root:x:0:\nnonroot:x:65532:\n' >"$dir/etc/group"
+  printf 'hosts: files dns\n' >"$dir/etc/nsswitch.conf"
+  install -d -m 1777 "$dir/tmp"
+  install -d -m 0700 -o 65532 -g 65532 "$dir/home/nonroot"
+}
+
+operator_binary_files() {
+  install -D -m 0755 "$OPERATOR_BINARY" "$1/usr/local/bin/appstack"
+}
+
+build_operator() {
+  OPERATOR_BINARY="$ROOT/target/release/appstack"
+  log "cargo build --release --locked --bin appstack"
+  (cd "$ROOT" && cargo build --release --locked --bin appstack >&2)
+  local base top
+  base=$(directory_layer operator-base "unpack_small small_layer small_rootfs package_files copy_paths" \
+    "$SMALL_PACKAGES" -- operator_base_files)
+  top=$(directory_layer operator-binary "" "$OPERATOR_BINARY" -- operator_binary_files)
+  # The Dockerfile's settings: the chart passes `run` and its flags as args.
+  image operator dev "$(image_config user=65532:65532 port=8080 port=8081 \
+    env=PATH=/usr/local/bin:/usr/bin:/bin \
+    env=_RJEM_MALLOC_CONF=dirty_decay_ms:1000,muzzy_decay_ms:0 \
+    entrypoint=/usr/local/bin/appstack cmd=run)" "$base" "$top"
+}
+
+# ---------------------------------------------------------------------------
 
 main() {
   local socket=""
@@ -388,12 +571,21 @@ main() {
   fi
   ARCH=$(dpkg --print-architecture)
   mkdir -p "$CACHE/layers" "$CACHE/tmp"
+  # One build at a time per cache: concurrent runs wait for each other.
+  exec 9>"$CACHE/lock"
+  flock 9
 
   local archives=()
   for name in "${NAMES[@]}"; do
     case $name in
       pause) archives+=("$(build_pause)") ;;
-      *) die "$name: not built yet" ;;
+      postgres) archives+=("$(build_postgres)") ;;
+      seed-backend)
+        local tag
+        for tag in 1 2 broken 2-contract; do archives+=("$(build_seed_backend "$tag")"); done
+        ;;
+      seed-frontend) archives+=("$(build_seed_frontend)") ;;
+      operator) archives+=("$(build_operator)") ;;
     esac
   done
   local archive
