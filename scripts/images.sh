@@ -241,7 +241,9 @@ image_config() {
 # debian_rootfs DIR PACKAGES [mmdebstrap options...]: Debian's essential
 # set plus PACKAGES (comma-separated, no recommends) installed into DIR,
 # then trimmed of what no container reads: docs (copyright files stay),
-# man pages, translations, apt's lists and caches, logs.
+# man pages, translations, apt's lists and caches, logs. The merged-usr
+# hook merges /usr with symlinks instead of installing usrmerge, which
+# would bring Perl.
 debian_rootfs() {
   local dir=$1 packages=$2
   shift 2
@@ -255,6 +257,7 @@ debian_rootfs() {
     --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/lintian/*' \
+    --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --skip=essential/unlink \
     --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
     --setup-hook="sync-in $CACHE/debs /var/cache/apt/archives/" \
@@ -398,7 +401,7 @@ postgres_rootfs() {
     --essential-hook='echo "postgres:x:999:" >>"$1/etc/group"' \
     --essential-hook='mkdir -p "$1/etc/postgresql-common" && echo "create_main_cluster = false" >"$1/etc/postgresql-common/createcluster.conf"'
   quietly chroot "$dir" dpkg --purge --force-depends \
-    libllvm14 libz3-4 perl-modules-5.36 libperl5.36 locales
+    libllvm14 libz3-4 perl perl-modules-5.36 libperl5.36 locales
   local lib="$dir/usr/lib/postgresql/$POSTGRES_VERSION/lib"
   rm -rf "$lib"/llvmjit*.so "$lib/bitcode"
   # Every address of the pod: the sample initdb copies.

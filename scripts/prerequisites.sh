@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh machine lacks: openssl,
-# curl, mmdebstrap, the PostgreSQL server binaries, Lua 5.1, rustfmt and clippy, and
-# checkov. System packages come from apt (as root); checkov goes into a venv
-# of its own under the tool cache. Run by scripts/test.sh; does nothing when
-# everything is there.
+# curl, mmdebstrap, the PostgreSQL server binaries, Lua 5.1, rustfmt and
+# clippy, and checkov. System packages come from apt (as root); checkov goes
+# into a venv of its own under the tool cache. Run by scripts/test.sh; does
+# nothing when everything is there.
 set -euo pipefail
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
