@@ -128,7 +128,7 @@ keep_layer() {
   mv "$built" "$layer"
   mv "$built.diffid" "$layer.diffid"
   find "$CACHE/layers" -regextype posix-extended \
-    -regex ".*/$name-[0-9a-f]{32}\.tar\.gz(\.diffid)?" ! -name "${layer##*/}*" -delete
+    -regex ".*/$name-[0-9a-f]{32}\.tar\.gz(\.diffid|\.digest)?" ! -name "${layer##*/}*" -delete
 }
 
 json_string() {
@@ -172,7 +172,9 @@ image() {
   mkdir -p "$work/blobs/sha256"
   local layer digest size layers="" diff_ids="" history=""
   for layer; do
-    digest=$(sha256sum <"$layer" | cut -d' ' -f1)
+    # The compressed layer's digest, computed once per layer.
+    [[ -s "$layer.digest" ]] || sha256sum <"$layer" | cut -d' ' -f1 >"$layer.digest"
+    digest=$(cat "$layer.digest")
     size=$(stat -c %s "$layer")
     ln -f "$layer" "$work/blobs/sha256/$digest" 2>/dev/null || cp "$layer" "$work/blobs/sha256/$digest"
     layers+="${layers:+,}{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"sha256:$digest\",\"size\":$size}"
