@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs and a fresh machine lacks: openssl,
-# curl, the PostgreSQL server binaries, Lua 5.1, the real node's runtime
-# (containerd, runc, CNI plugins, iptables, ipset), rustfmt and clippy, and
-# checkov. System packages come from apt (as root); checkov goes into a venv
-# of its own under the tool cache. Run by scripts/test.sh; does nothing when
-# everything is there.
+# curl, mmdebstrap, the PostgreSQL server binaries, Lua 5.1, the real node's
+# runtime (containerd, runc, CNI plugins, iptables, ipset), rustfmt and
+# clippy, and checkov. System packages come from apt (as root); checkov goes
+# into a venv of its own under the tool cache. Run by scripts/test.sh; does
+# nothing when everything is there.
 set -euo pipefail
 command -v openssl >/dev/null || { apt-get update -qq && apt-get install -y -qq openssl; }
 command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl; }
@@ -17,6 +17,8 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive UCF_FORCE_CONFFOLD=1 apt-get install -y -qq \
     -o Dpkg::Options::=--force-confold postgresql </dev/null
 fi
+# mmdebstrap builds the test images from Debian's packages (scripts/images.sh).
+command -v mmdebstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq mmdebstrap; }
 # Lua 5.1, the dialect Argo CD embeds, runs the AppStack health check.
 command -v lua5.1 >/dev/null || { apt-get update -qq && apt-get install -y -qq lua5.1; }
 # The real node (scripts/cluster.sh up --real-node): Debian's containerd, runc

@@ -2,7 +2,7 @@
 # The whole test suite: what a fresh machine lacks installed
 # (scripts/prerequisites.sh), formatting, lints, checkov on the rendered examples,
 # unit tests, then the integration tests against a fresh local control plane
-# that this script starts and stops.
+# that this script starts and stops, and the test images (scripts/images.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/prerequisites.sh
@@ -26,10 +26,14 @@ export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
-  --skip real_node "${full_faults[@]}"
+  --skip real_node --skip images:: "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi
+# The test images, built from Debian's packages (cached), then run as a
+# restricted pod would run them, against a real PostgreSQL.
+scripts/images.sh >/dev/null
+cargo test --test suite -- --ignored --test-threads 2 images::
 # An operator watching every namespace would reconcile the other tests'
 # stacks too: the cluster-wide install runs after them, alone.
 cargo test --test suite -- --include-ignored --test-threads 1 --nocapture install::cluster_wide_

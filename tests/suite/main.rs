@@ -15,6 +15,7 @@ mod exposure;
 mod external_database;
 mod faults;
 mod gitops;
+mod images;
 mod import;
 mod install;
 mod least_privilege;
