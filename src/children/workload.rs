@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, SleepAction,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,6 +28,19 @@ pub struct Workload {
 
 /// Name of the container port and Service port.
 pub const HTTP_PORT_NAME: &str = "http";
+
+/// How long a stopping pod keeps serving before its container gets SIGTERM.
+/// The pod leaves its Service's endpoints when it starts stopping, but
+/// kube-proxy on every node (and any load balancer) needs a moment to stop
+/// sending it new connections, while a web server stops accepting them the
+/// moment SIGTERM arrives: without this pause those connections are
+/// refused. The kubelet sleeps itself (`preStop.sleep`), so the image needs
+/// no shell.
+pub const DRAIN_SECONDS: i64 = 5;
+
+/// The time a stopping pod gets in all: the drain, then the server's own
+/// graceful shutdown, finishing the requests in flight.
+pub const TERMINATION_GRACE_SECONDS: i64 = DRAIN_SECONDS + 25;
 
 /// One component's settings, taken from its spec.
 pub struct WorkloadSpec<'a> {
@@ -87,6 +100,15 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         readiness_probe: probe(5, 3),
         liveness_probe: probe(10, 6),
         security_context: Some(super::security::container()),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: DRAIN_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     let deployment = Deployment {
@@ -106,6 +128,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(super::security::pod(spec.run_as_user)),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     ..super::pod::pod_service_account(spec.service_account_name)
                 }),
             },
@@ -165,6 +188,34 @@ pub fn disruption_budget(
 mod tests {
     use super::*;
     use crate::api::stack::tests::example;
+
+    #[test]
+    fn a_stopping_pod_drains_before_its_server_stops() {
+        let stack = example();
+        let deployments = [
+            super::super::backend::backend(&stack, "abc123").deployment,
+            super::super::frontend::frontend(&stack).unwrap().deployment,
+        ];
+        for deployment in deployments {
+            let pod = deployment.spec.unwrap().template.spec.unwrap();
+            let pre_stop = pod.containers[0]
+                .lifecycle
+                .as_ref()
+                .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+                .expect("a preStop hook");
+            assert_eq!(
+                pre_stop.sleep.as_ref().map(|sleep| sleep.seconds),
+                Some(DRAIN_SECONDS),
+                "the kubelet sleeps: no shell needed in the image"
+            );
+            assert!(pre_stop.exec.is_none());
+            let grace = pod.termination_grace_period_seconds.unwrap();
+            assert!(
+                grace >= DRAIN_SECONDS + 20,
+                "the server has time to finish its requests after the drain: {grace}"
+            );
+        }
+    }
 
     #[test]
     fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {

@@ -26,5 +26,6 @@ mod process;
 mod properties;
 mod real_node;
 mod real_node_teardown;
+mod real_stack;
 mod render;
 mod security;
