@@ -3,6 +3,7 @@
 #   crds/appstack.dev_appstacks.yaml                 from the Rust types (appstack crd)
 #   charts/appstack-operator/templates/crd.yaml      that CRD, guarded for Helm
 #   deploy/appstack-operator.yaml                    the chart rendered with defaults
+#   docs/src/reference/{appstack,cli,metrics}.md     from the CRD, clap and the metrics registry
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 CRD=crds/appstack.dev_appstacks.yaml
@@ -38,3 +39,10 @@ HEADER
   "$HELM" template appstack-operator charts/appstack-operator --namespace "$NAMESPACE"
 } >"$RENDERED"
 echo "$RENDERED"
+
+# The book's reference pages, as `appstack docs PAGE` prints them.
+for page in fields:appstack cli:cli metrics:metrics; do
+  out="docs/src/reference/${page#*:}.md"
+  cargo run --quiet --bin appstack -- docs "${page%%:*}" >"$out"
+  echo "$out"
+done

@@ -14,7 +14,7 @@
 #   postgres       appstack.test/postgres:15       Debian's postgresql-15
 #   seed-backend   appstack.test/seed-backend:1, :2, :broken, :2-contract
 #   seed-frontend  appstack.test/seed-frontend:1   a page that shows REACT_APP_API_URL
-#   operator       appstack.test/operator:dev      target/release/appstack
+#   operator       appstack.test/operator:dev      target/test-image/appstack
 #
 # The seed app's source is tests/fixtures/seed-app/; docs/src/reference/
 # images.md says what each image holds and expects.
@@ -24,8 +24,11 @@
 # gzip'd layer and writes an OCI image layout (layers, config, manifest, and
 # an index naming the image with `io.containerd.image.name` and
 # `org.opencontainers.image.ref.name`) as a tar. The operator image runs
-# `cargo build --release --locked --bin appstack` first (a no-op when the
-# binary is fresh; cargo's own variables, such as CARGO_BUILD_JOBS, apply).
+# `cargo build --profile test-image --locked --bin appstack` first (a no-op
+# when the binary is fresh; cargo's own variables, such as CARGO_BUILD_JOBS,
+# apply): the release profile without its fat LTO, which costs a fresh CI
+# machine minutes the tests gain nothing from. The published image is built
+# by the Dockerfile with the release profile.
 #
 # Cache, under ${APPSTACK_CACHE_DIR:-~/.cache/appstack-operator}/images/:
 #   debs/     the downloaded .deb files, so a rebuild downloads nothing new
@@ -40,6 +43,8 @@
 # Environment: APPSTACK_DEBIAN_MIRROR and APPSTACK_DEBIAN_SECURITY_MIRROR
 # (the Debian mirrors, deb.debian.org by default).
 set -euo pipefail
+# Builds run inside command substitutions: their failures must stop the run.
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCRIPT="$ROOT/scripts/images.sh"
@@ -346,13 +351,22 @@ copy_paths() {
 
 # The files dpkg installed for `packages...` in root directory `from`,
 # relative to it, parent directories included, diverted and missing ones not.
+# With /usr merged, /lib/x/y is usr/lib/x/y behind the link lib -> usr/lib:
+# both the link and the real path are listed.
 package_files() {
   local from=$1
   shift
-  local package path
+  local package path top
   for package; do
     while read -r path; do
-      [[ -e "$from$path" || -L "$from$path" ]] && printf '%s\n' "${path#/}"
+      path=${path#/}
+      top=${path%%/*}
+      if [[ "$path" == */* && -L "$from/$top" ]]; then
+        printf '%s\n' "$top"
+        path="$(readlink "$from/$top")/${path#*/}"
+        path=${path#/}
+      fi
+      if [[ -e "$from/$path" || -L "$from/$path" ]]; then printf '%s\n' "$path"; fi
     done < <(cat "$from/var/lib/dpkg/info/$package.list" 2>/dev/null ||
       cat "$from/var/lib/dpkg/info/$package:$ARCH.list")
   done | LC_ALL=C sort -u
@@ -529,9 +543,9 @@ operator_binary_files() {
 }
 
 build_operator() {
-  OPERATOR_BINARY="$ROOT/target/release/appstack"
-  log "cargo build --release --locked --bin appstack"
-  (cd "$ROOT" && cargo build --release --locked --bin appstack >&2)
+  OPERATOR_BINARY="$ROOT/target/test-image/appstack"
+  log "cargo build --profile test-image --locked --bin appstack"
+  (cd "$ROOT" && cargo build --profile test-image --locked --bin appstack >&2)
   local base top
   base=$(directory_layer operator-base "unpack_small small_layer small_rootfs package_files copy_paths" \
     "$SMALL_PACKAGES" -- operator_base_files)

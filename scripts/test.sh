@@ -13,6 +13,9 @@ cargo clippy --all-targets -- -D warnings
 # helm, actionlint and kstatus, built once from the Go module proxy and cached.
 export APPSTACK_TEST_TOOLS="$(scripts/build-tools.sh)"
 scripts/checkov.sh
+# The book builds and every link in it resolves (mdBook and lychee, pinned,
+# installed once into the tool cache).
+scripts/docs.sh
 scripts/cluster.sh down >/dev/null 2>&1 || true
 scripts/cluster.sh up
 trap 'scripts/cluster.sh down' EXIT
@@ -21,12 +24,13 @@ trap 'scripts/cluster.sh down' EXIT
 export APPSTACK_TEST_KUBECONFIG="$(scripts/cluster.sh kubeconfig)"
 export APPSTACK_TEST_CLUSTER_DIR="$APPSTACK_CLUSTER_DIR"
 export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
-# APPSTACK_FAULTS=full runs the fault suite at full size (README, Tests): the
-# killed-operator scenario then runs alone, after the rest.
+# APPSTACK_FAULTS=full runs the fault suite at full size
+# (docs/src/contributing/tests.md): the killed-operator scenario then runs
+# alone, after the rest.
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
-  --skip real_node --skip real_stack --skip images:: "${full_faults[@]}"
+  --skip images:: --skip real_node --skip real_stack "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// jemalloc: at 1,000 stacks it re-verified them after a restart with a
-/// third less CPU than glibc's allocator and, returning freed pages after
-/// a second (the image's `_RJEM_MALLOC_CONF`), kept 2.5 MiB less resident.
+/// jemalloc: it re-verifies stacks after a restart with less CPU than
+/// glibc's allocator and, returning freed pages after a second (the image's
+/// `_RJEM_MALLOC_CONF`), keeps less resident (measured on the benchmark
+/// page, docs/src/performance/benchmark.md).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -69,6 +69,16 @@ pub mod db_keys {
     pub const HOST: &str = "host";
     pub const PORT: &str = "port";
     pub const DATABASE_URL: &str = "DATABASE_URL";
+    /// Every key, in the order messages list them.
+    pub const ALL: [&str; 6] = [USERNAME, PASSWORD, DATABASE, HOST, PORT, DATABASE_URL];
+}
+
+/// Whether an env reference reads the stack's own `<stack>-db` Secret (the
+/// name `children::database_name` gives it) of a managed database. Such a
+/// reference takes the value being resolved: on the first pass that Secret
+/// does not exist yet, and the operator is the one about to write it.
+pub fn reads_own_database(stack: &ValidatedStack, reference: &SecretKeyRef) -> bool {
+    matches!(stack.database, Database::Managed(_)) && reference.name == format!("{}-db", stack.name)
 }
 
 /// Every secret value a stack's children carry, resolved before building.
@@ -212,6 +222,13 @@ pub fn resolve(
                     SecretValue::generate(*length).map_err(ResolveError::Random)?
                 }
             },
+            EnvSource::Referenced(reference) if reads_own_database(stack, reference) => database
+                .get(&reference.key)
+                .cloned()
+                .ok_or_else(|| ResolveError::MissingReference {
+                    name: reference.name.clone(),
+                    key: reference.key.clone(),
+                })?,
             EnvSource::Referenced(reference) => referenced(observed, reference)?.clone(),
         };
         env.insert(var.name.clone(), value);
@@ -389,6 +406,44 @@ mod tests {
         let resolved = resolve(&stack, &sendgrid()).unwrap();
         assert!(resolved.values.database.is_empty());
         assert_eq!(resolved.values.env.len(), 2);
+    }
+
+    #[test]
+    fn references_to_the_own_database_secret_take_its_values_from_the_first_pass() {
+        let mut stack = example();
+        for (name, key) in [("DB_HOST", "host"), ("DB_PASSWORD", "password")] {
+            stack.env.push(crate::api::stack::EnvVar {
+                name: name.into(),
+                source: EnvSource::Referenced(SecretKeyRef {
+                    name: "shop-db".into(),
+                    key: key.into(),
+                }),
+            });
+        }
+        let first = resolve(&stack, &sendgrid()).unwrap();
+        assert_eq!(first.values.env["DB_HOST"].expose(), b"shop-db.prod.svc");
+        assert_eq!(
+            first.values.env["DB_PASSWORD"],
+            first.values.database["password"]
+        );
+        let observed = ObservedSecrets {
+            database: Some(first.values.database.clone()),
+            env: first.values.env.clone(),
+            ..sendgrid()
+        };
+        assert_eq!(resolve(&stack, &observed).unwrap().values, first.values);
+
+        stack.env.push(crate::api::stack::EnvVar {
+            name: "DB_SOCKET".into(),
+            source: EnvSource::Referenced(SecretKeyRef {
+                name: "shop-db".into(),
+                key: "socket".into(),
+            }),
+        });
+        assert_eq!(
+            resolve(&stack, &sendgrid()).unwrap_err().to_string(),
+            r#"key "socket" of Secret "shop-db" does not exist"#
+        );
     }
 
     #[test]

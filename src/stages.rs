@@ -1,7 +1,8 @@
 //! The order of the stack, written once. The controller walks these stages
 //! in order and stops at the first blocking one that is not done; `appstack
 //! render` prints children in this order; the status has one component
-//! condition per stage; the README's table is generated from it.
+//! condition per stage; the tables of the README and of the stages page of
+//! the book are generated from it.
 
 use crate::api::conditions::{reasons, types};
 
@@ -116,7 +117,8 @@ impl Stage {
     }
 }
 
-/// The README's table of stages, generated from [`ORDER`].
+/// The table of stages the README and the book show, generated from
+/// [`ORDER`].
 pub fn markdown_table() -> String {
     let mut table =
         String::from("| # | stage | condition | writes | done when |\n|---|---|---|---|---|\n");

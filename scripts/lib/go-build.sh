@@ -4,12 +4,12 @@
 # go.sum. The caller sets ROOT, HACK, CACHE and defines log().
 
 # key <module dir> <version>: a cache directory name that changes whenever the
-# pinned module graph, the wrapper's own Go files or the link flags
-# ($LDFLAGS) change. Only contents count, not where the checkout is, so every
-# clone shares the cache.
+# pinned module graph, the wrapper's own Go files (its commands in
+# subdirectories included) or the link flags ($LDFLAGS) change. Only contents
+# count, not where the checkout is, so every clone shares the cache.
 key() {
   local sum
-  sum="$({ cat "$HACK/$1/go.mod" "$HACK/$1/go.sum" "$HACK/$1"/*.go; echo "${LDFLAGS:-}"; } | sha256sum | cut -c1-12)"
+  sum="$({ cat "$HACK/$1/go.mod" "$HACK/$1/go.sum"; find "$HACK/$1" -name '*.go' -print0 | LC_ALL=C sort -z | xargs -0 cat; echo "${LDFLAGS:-}"; } | sha256sum | cut -c1-12)"
   echo "$CACHE/bin/$1-$2-$sum"
 }
 

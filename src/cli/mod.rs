@@ -34,6 +34,9 @@ pub enum Command {
     /// its env list from a .env file (`import dotenv`), secrets kept out.
     #[command(subcommand)]
     Import(crate::import::cli::ImportCommand),
+    /// Print a generated page of the book (scripts/generate.sh).
+    #[command(hide = true)]
+    Docs { page: crate::docs::Page },
 }
 
 #[derive(Args, Debug)]
@@ -55,11 +58,16 @@ pub fn main(cli: Cli) -> ExitCode {
         }
         Command::Render(args) => render_command(&args),
         Command::Import(command) => crate::import::cli::run(command),
+        Command::Docs { page } => {
+            print!("{}", page.generate());
+            ExitCode::SUCCESS
+        }
         Command::Run(args) => run::main(args),
     }
 }
 
-fn render_command(args: &RenderArgs) -> ExitCode {
+/// `render`: prints what the AppStacks of `args.file` would create.
+pub fn render_command(args: &RenderArgs) -> ExitCode {
     let input = if args.file.as_os_str() == "-" {
         let mut input = String::new();
         std::io::stdin().read_to_string(&mut input).map(|_| input)
@@ -69,11 +77,17 @@ fn render_command(args: &RenderArgs) -> ExitCode {
     let result = input
         .map_err(|error| format!("reading {}: {error}", args.file.display()))
         .and_then(|input| {
-            render::render(&input, &args.namespace).map_err(|error| error.to_string())
+            render::render_documents(&input, &args.namespace).map_err(|error| error.to_string())
         });
     match result {
-        Ok(output) => {
-            print!("{output}");
+        Ok(rendered) => {
+            // A file of several documents: say which were used.
+            if rendered.documents.len() > 1 {
+                for document in &rendered.documents {
+                    eprintln!("appstack render: {document}");
+                }
+            }
+            print!("{}", rendered.output);
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -114,10 +128,10 @@ mod tests {
     }
 
     #[test]
-    fn every_run_flag_reads_a_variable_the_readme_documents() {
+    fn every_run_flag_reads_a_variable_the_cli_reference_documents() {
         let command = Cli::command();
         let run = command.find_subcommand("run").expect("a run subcommand");
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/src/reference/cli.md");
         let mut flags = 0;
         for argument in run.get_arguments() {
             let Some(flag) = argument.get_long() else {
@@ -139,10 +153,10 @@ mod tests {
             let documented = readme
                 .lines()
                 .find(|line| line.starts_with(&row))
-                .unwrap_or_else(|| panic!("README has no row for --{flag}"));
+                .unwrap_or_else(|| panic!("the CLI reference has no row for --{flag}"));
             assert!(
                 documented.contains(&format!("`{variable}`")),
-                "README's row for --{flag} names {variable}: {documented}"
+                "the CLI reference's row for --{flag} names {variable}: {documented}"
             );
         }
         assert!(flags >= 12, "found {flags} flags");

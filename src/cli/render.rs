@@ -11,6 +11,7 @@ use crate::api::stack::{Database, DatabaseIdentity, InvalidSpec, ValidatedStack}
 use crate::children;
 use crate::database::DatabaseUrl;
 use crate::database::url::UrlError;
+use crate::import::PLACEHOLDER_IMAGE_PREFIX;
 use crate::reconcile::plan::{self, Object};
 use crate::secrets::{self, SecretValue};
 use crate::stages;
@@ -54,8 +55,24 @@ pub enum RenderError {
         #[source]
         source: UrlError,
     },
+    #[error(
+        "AppStack {stack}: {field} is {image:?}, a placeholder appstack import writes for an image only built on the developer's machine: build and push it, then set {field} (or rerun appstack import compose with --image SERVICE=IMAGE)"
+    )]
+    PlaceholderImage {
+        stack: String,
+        field: &'static str,
+        image: String,
+    },
     #[error("no AppStack in the input")]
     NoStack,
+}
+
+/// What `render` made of its input: the children, and a line per document
+/// of the input saying whether it was rendered, read or ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub output: String,
+    pub documents: Vec<String>,
 }
 
 /// Renders every AppStack in a YAML stream as a YAML stream of children, in
@@ -69,30 +86,43 @@ pub enum RenderError {
 /// ServiceMonitor and HTTPRoute are shown whenever asked for (in a cluster
 /// they are applied only where their API is served).
 pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderError> {
+    render_documents(input, default_namespace).map(|rendered| rendered.output)
+}
+
+/// [`render`], with what became of each document of the input.
+pub fn render_documents(input: &str, default_namespace: &str) -> Result<Rendered, RenderError> {
     let mut stacks = Vec::new();
     let mut secrets: BTreeMap<(String, String), Secret> = BTreeMap::new();
+    let mut documents = Vec::new();
     for (number, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let index = number + 1;
         let parse = |source| RenderError::Parse { index, source };
         let value = serde_yaml::Value::deserialize(document).map_err(parse)?;
         if value.is_null() {
+            documents.push(format!("document {index}: empty, ignored"));
             continue;
         }
         let namespace = value["metadata"]["namespace"]
             .as_str()
             .unwrap_or(default_namespace)
             .to_string();
+        let name = value["metadata"]["name"].as_str().unwrap_or("").to_string();
         match value["kind"].as_str() {
             Some("AppStack") => {
                 let stack: AppStack = serde_yaml::from_value(value).map_err(parse)?;
+                documents.push(format!("document {index}: AppStack {name}, rendered"));
                 stacks.push((index, namespace, stack));
             }
             Some("Secret") => {
                 let secret: Secret = serde_yaml::from_value(value).map_err(parse)?;
-                let name = secret.metadata.name.clone().unwrap_or_default();
+                documents.push(format!(
+                    "document {index}: Secret {name}, read for the keys the stacks reference"
+                ));
                 secrets.insert((namespace, name), secret);
             }
-            Some(_) => {}
+            Some(kind) => documents.push(format!(
+                "document {index}: {kind} {name}, ignored: not the operator's"
+            )),
             None => return Err(RenderError::NoKind { index }),
         }
     }
@@ -102,6 +132,7 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
     let mut output = String::new();
     for (index, namespace, stack) in stacks {
         let name = stack.metadata.name.clone().unwrap_or_default();
+        refuse_placeholder_images(&name, &stack)?;
         let validated = ValidatedStack::from_parts(
             name.clone(),
             namespace.clone(),
@@ -171,7 +202,40 @@ pub fn render(input: &str, default_namespace: &str) -> Result<String, RenderErro
             }
         }
     }
-    Ok(output)
+    Ok(Rendered { output, documents })
+}
+
+/// An image `appstack import` left as a placeholder (`<built from ...>`),
+/// which the API server's schema refuses too: rendering it would show
+/// children no cluster can run.
+fn refuse_placeholder_images(name: &str, stack: &AppStack) -> Result<(), RenderError> {
+    let images = [
+        ("spec.backend.image", Some(&stack.spec.backend.image)),
+        (
+            "spec.frontend.image",
+            stack.spec.frontend.as_ref().map(|frontend| &frontend.image),
+        ),
+        (
+            "spec.migrations.image",
+            stack
+                .spec
+                .migrations
+                .as_ref()
+                .and_then(|migrations| migrations.image.as_ref()),
+        ),
+    ];
+    for (field, image) in images {
+        if let Some(image) = image
+            && image.starts_with(PLACEHOLDER_IMAGE_PREFIX)
+        {
+            return Err(RenderError::PlaceholderImage {
+                stack: name.to_string(),
+                field,
+                image: image.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A key's value in a Secret as written in a file: `data` (base64, decoded
@@ -356,6 +420,42 @@ data: {a: b}
                                "ports": [{"port": 6432, "protocol": "TCP"}]}),
             "the file's database URL locates the database"
         );
+    }
+
+    const EXAMPLE: &str = include_str!("../../deploy/examples/shop.yaml");
+
+    #[test]
+    fn an_image_left_as_a_placeholder_is_refused_naming_the_field() {
+        let stack = EXAMPLE.replace(
+            "image: ghcr.io/acme/shop-frontend:1.4.2",
+            "image: \"<built from ./web: pass --image web=IMAGE>\"",
+        );
+        assert_ne!(stack, EXAMPLE, "the example has a frontend image");
+        let error = render(&stack, "prod").unwrap_err().to_string();
+        assert!(
+            error.starts_with(
+                "AppStack shop: spec.frontend.image is \"<built from ./web: pass --image web=IMAGE>\", a placeholder"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn each_document_of_the_input_is_said_used_or_ignored() {
+        let input = format!(
+            "{EXAMPLE}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: extra}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: sendgrid}}\nstringData: {{api-key: x}}\n"
+        );
+        let rendered = render_documents(&input, "prod").unwrap();
+        assert_eq!(
+            rendered.documents,
+            [
+                "document 1: AppStack shop, rendered",
+                "document 2: ConfigMap extra, ignored: not the operator's",
+                "document 3: Secret sendgrid, read for the keys the stacks reference",
+            ]
+        );
+        assert_eq!(rendered.output, render(&input, "prod").unwrap());
     }
 
     #[test]

@@ -253,8 +253,8 @@ async fn client(
 
 /// The most each connection to the API server buffers of what it reads: one
 /// TLS record. Without a bound, a connection keeps the largest buffer a list
-/// page ever needed (about 400 KiB) for as long as it lives, and each watch
-/// has a connection of its own.
+/// page ever needed for as long as it lives, and each watch has a
+/// connection of its own (measured in docs/src/performance/history.md).
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Fails with instructions when the AppStack CRD is not installed.

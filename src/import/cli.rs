@@ -50,12 +50,20 @@ pub struct ComposeArgs {
     /// by a variable holding the backend's URL).
     #[arg(long, value_name = "SERVICE")]
     frontend: Option<String>,
+    /// Enable a profile, as `docker compose --profile`; repeatable.
+    /// Default: COMPOSE_PROFILES (from the environment or .env).
+    #[arg(long = "profile", value_name = "PROFILE")]
+    profiles: Vec<String>,
+    /// Print every note and every setting not carried over, with why.
+    #[arg(short, long)]
+    verbose: bool,
     /// Write a Secret manifest with the secret values to FILE (mode 0600);
     /// apply it before the AppStack.
     #[arg(long, value_name = "FILE")]
     secrets_out: Option<PathBuf>,
-    /// Secrets whose value is a placeholder (change-me, your-secret-key...,
-    /// xxxx, empty) become values the operator generates.
+    /// Secrets whose value is a placeholder (change-me, changethis,
+    /// your-secret-key..., xxxx) become values the operator generates;
+    /// empty ones are listed to fill in.
     #[arg(long)]
     generate_secrets: bool,
 }
@@ -76,6 +84,9 @@ pub struct DotenvArgs {
     /// generates.
     #[arg(long)]
     generate_secrets: bool,
+    /// Print every note, with why.
+    #[arg(short, long)]
+    verbose: bool,
 }
 
 fn service_image(text: &str) -> Result<(String, String), String> {
@@ -104,17 +115,19 @@ pub fn run(command: ImportCommand) -> ExitCode {
                 images: args.images,
                 backend: args.backend,
                 frontend: args.frontend,
+                profiles: args.profiles,
                 generate_secrets: args.generate_secrets,
                 secrets_out: args.secrets_out.clone(),
             };
             match import_compose(&request) {
                 Ok(imported) => finish(
                     "compose",
+                    args.verbose,
                     &imported.report,
                     args.secrets_out.as_deref(),
                     &imported.secret_name,
                     &imported.secret_values,
-                    &serde_yaml::to_string(&imported.stack).expect("an AppStack serializes"),
+                    &super::yaml::to_string(&imported.stack),
                 ),
                 Err(error) => fail("compose", &error.to_string()),
             }
@@ -130,11 +143,12 @@ pub fn run(command: ImportCommand) -> ExitCode {
             match import_dotenv(&request) {
                 Ok(imported) => finish(
                     "dotenv",
+                    args.verbose,
                     &imported.report,
                     args.secrets_out.as_deref(),
                     &imported.secret_name,
                     &imported.secret_values,
-                    &serde_yaml::to_string(&imported.env).expect("env entries serialize"),
+                    &super::yaml::to_string(&imported.env),
                 ),
                 Err(error) => fail("dotenv", &error.to_string()),
             }
@@ -151,6 +165,7 @@ fn fail(subcommand: &str, message: &str) -> ExitCode {
 /// stdout.
 fn finish(
     subcommand: &str,
+    verbose: bool,
     report: &Report,
     secrets_out: Option<&Path>,
     secret_name: &str,
@@ -160,25 +175,30 @@ fn finish(
     let mut report = report.clone();
     match secrets_out {
         Some(path) if !secret_values.is_empty() => {
-            let manifest = serde_yaml::to_string(&secret_manifest(secret_name, secret_values))
-                .expect("a Secret serializes");
+            let manifest = super::yaml::to_string(&secret_manifest(secret_name, secret_values));
             if let Err(error) = write_private(path, &manifest) {
                 return fail(subcommand, &format!("writing {}: {error}", path.display()));
             }
-            report.note(format!(
-                "Secret {secret_name} written to {} (keys {}): apply it before the AppStack",
-                path.display(),
-                secret_values.keys().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            report.decide(
+                "stack",
+                format!(
+                    "Secret {secret_name} written to {} (keys {}): apply it before the AppStack",
+                    path.display(),
+                    secret_values.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
-        Some(path) => report.note(format!("no secret values: {} not written", path.display())),
-        None if !secret_values.is_empty() => report.warn(format!(
-            "the AppStack references Secret {secret_name} ({}); rerun with --secrets-out FILE to write it",
+        Some(path) => report.detail(
+            "stack",
+            format!("no secret values: {} not written", path.display()),
+        ),
+        None if !secret_values.is_empty() => report.todo(format!(
+            "create Secret {secret_name} ({}) before the AppStack: rerun with --secrets-out FILE to have it written",
             secret_values.keys().cloned().collect::<Vec<_>>().join(", ")
         )),
         None => {}
     }
-    eprint!("{report}");
+    eprint!("{}", report.render(verbose));
     let mut stdout = std::io::stdout().lock();
     if stdout
         .write_all(output.as_bytes())

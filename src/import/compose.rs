@@ -58,7 +58,10 @@ pub fn default_files(directory: &Path, report: &mut Report) -> Result<Vec<PathBu
         .map(|name| directory.join(name))
         .find(|path| path.is_file())
     {
-        report.note(format!("merged {} over it", file_name(&override_file)));
+        report.detail(
+            "stack",
+            format!("merged {} over it", file_name(&override_file)),
+        );
         files.push(override_file);
     }
     Ok(files)
@@ -142,7 +145,14 @@ fn read_file(
             path: path.to_path_buf(),
         });
     }
-    value.apply_merge().map_err(yaml_error)?;
+    // A merged mapping may hold a `<<` of its own (an anchor built on
+    // another): merge again until none is left.
+    for _ in 0..MAX_MERGE_DEPTH {
+        value.apply_merge().map_err(yaml_error)?;
+        if !holds_merge_key(&value) {
+            break;
+        }
+    }
     let mut variables = Variables::new(lookup);
     interpolate_values(&mut value, &mut variables).map_err(|source| {
         ImportError::Interpolation {
@@ -158,6 +168,20 @@ fn read_file(
     }
     normalize_services(&mut value);
     Ok(value)
+}
+
+/// Longest chain of `<<` merges of anchors built on anchors.
+const MAX_MERGE_DEPTH: usize = 16;
+
+fn holds_merge_key(value: &Value) -> bool {
+    match value {
+        Value::Mapping(mapping) => {
+            mapping.contains_key("<<") || mapping.values().any(holds_merge_key)
+        }
+        Value::Sequence(items) => items.iter().any(holds_merge_key),
+        Value::Tagged(tagged) => holds_merge_key(&tagged.value),
+        _ => false,
+    }
 }
 
 /// Interpolates every string value; keys stay as written (spec:
@@ -220,7 +244,12 @@ fn normalize_services(document: &mut Value) {
                         *value = Value::Mapping(mapping);
                     }
                 }
-                Some("build") => wrap_string(value, "context"),
+                Some("build") => {
+                    wrap_string(value, "context");
+                    if let Some(args) = value.get_mut("args").and_then(untagged_mut) {
+                        key_values_to_mapping(args);
+                    }
+                }
                 Some("extends") => wrap_string(value, "service"),
                 Some("env_file") if value.is_string() => {
                     *value = Value::Sequence(vec![value.clone()]);
@@ -537,6 +566,10 @@ pub struct Service {
     pub profiles: Vec<String>,
     pub container_name: Option<String>,
     pub restart: Option<String>,
+    /// After normalization: name to value.
+    pub labels: IndexMap<String, Option<String>>,
+    /// `user: 1000`, `user: "1000:1000"` or a user name.
+    pub user: Option<Scalar>,
     /// Every other attribute, by name.
     #[serde(flatten)]
     pub other: IndexMap<String, Value>,
@@ -548,6 +581,8 @@ pub struct Service {
 pub struct Build {
     pub context: Option<String>,
     pub dockerfile: Option<String>,
+    /// After normalization: name to value, `None` for a name alone.
+    pub args: IndexMap<String, Option<String>>,
 }
 
 /// A YAML scalar read as the text a container would see.
@@ -1034,6 +1069,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn anchors_built_on_anchors_are_merged_through() {
+        // An anchor whose mapping merges another: each level's own keys win
+        // over what it merges.
+        let text = "x-db: &db\n  USER: app\n  MODE: db\n\
+                    x-app: &app\n  <<: *db\n  MODE: app\n  PORT: 5432\n\
+                    services:\n  web:\n    image: web\n    environment:\n      <<: *app\n      MODE: web\n";
+        let (project, _) = load_texts(&[text], &[]).unwrap();
+        let environment = &project.services["web"].environment;
+        assert_eq!(environment["USER"].as_deref(), Some("app"));
+        assert_eq!(environment["MODE"].as_deref(), Some("web"));
+        assert_eq!(environment["PORT"].as_deref(), Some("5432"));
+        assert!(!environment.contains_key("<<"));
+    }
+
+    #[test]
     fn duplicate_keys_are_rejected() {
         // Compose's YAML reader rejects a key defined twice in one mapping.
         let error =
@@ -1057,8 +1107,7 @@ pub(crate) mod tests {
         let app = &project.services["app"];
         assert_eq!(app.image.as_deref(), Some("webapp:v1.5"));
         assert!(app.environment.contains_key("FROM_VAR"));
-        let labels = app.other["labels"].as_mapping().unwrap();
-        assert!(labels.contains_key("$KEY_NOT_INTERPOLATED"));
+        assert!(app.labels.contains_key("$KEY_NOT_INTERPOLATED"));
         assert!(report.warnings()[0].contains("MISSING"), "{report}");
     }
 

@@ -1,14 +1,21 @@
 //! Variables to typed `env` entries: secrets by reference (their values go
 //! to a Secret manifest, never into the AppStack), placeholders generated
-//! by the operator when asked, everything else plain.
+//! by the operator when asked, everything else plain; and `import dotenv`,
+//! which types one `.env` file alone.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
+use super::ImportError;
+use super::build::secret_name;
+use super::database::{DATABASE_URL, Wired};
+use super::dotenv::{self, EnvMap};
+use super::project::sanitize_name;
 use super::report::Report;
-use super::sensitive::{SecretReason, looks_like_placeholder, secret_reason};
-use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, SecretKeyRef};
+use super::sensitive::{SecretReason, distinctive, looks_like_placeholder, secret_reason};
+use crate::api::crd::{EnvEntry, EnvValueFrom, GenerateSpec, RESERVED_ENV_NAMES, SecretKeyRef};
 
 /// Length of the values the operator generates for placeholders.
 pub const GENERATED_LENGTH: i32 = 48;
@@ -19,6 +26,8 @@ pub struct EnvSettings<'a> {
     pub stack_name: &'a str,
     /// The Secret the AppStack references for secret values.
     pub secret_name: &'a str,
+    /// The operator's `<stack>-db` Secret, with a managed database.
+    pub database_secret: Option<&'a str>,
     /// Placeholder secrets become `generate` entries.
     pub generate_secrets: bool,
     /// Where the Secret manifest goes, for the messages.
@@ -44,11 +53,35 @@ pub fn valid_name(name: &str) -> bool {
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
-/// Types `variables` (already free of names the operator sets). `known`
-/// holds every secret value seen in the project, for values that embed
-/// one. `origin` names where the variables come from in messages.
+fn reference(secret: &str, key: &str) -> Option<EnvValueFrom> {
+    Some(EnvValueFrom {
+        secret_key_ref: SecretKeyRef {
+            name: secret.to_string(),
+            key: key.to_string(),
+        },
+    })
+}
+
+/// `A, B, C`, or the first `limit` and how many more.
+fn listed(names: &[String], limit: usize) -> String {
+    if names.len() <= limit {
+        names.join(", ")
+    } else {
+        format!(
+            "{}, and {} more",
+            names[..limit].join(", "),
+            names.len() - limit
+        )
+    }
+}
+
+/// Types `variables` (already free of names the operator sets), in their
+/// order; those in `wired` name the operator's database and become what
+/// `wired` says. `known` holds every secret value seen in the project,
+/// for values equal to one. `origin` is the subject of the messages.
 pub fn typed_env(
     variables: &IndexMap<String, String>,
+    wired: &IndexMap<String, Wired>,
     known: &[(String, String)],
     settings: &EnvSettings,
     origin: &str,
@@ -58,94 +91,139 @@ pub fn typed_env(
     let mut plain = Vec::new();
     let mut referenced = Vec::new();
     let mut generated = Vec::new();
+    let mut placeholders = Vec::new();
     for (name, value) in variables {
         if !valid_name(name) {
             report.skip(
                 origin,
                 format!("variable {name}"),
-                "not a valid AppStack env name (letters, digits and '_', not starting with a digit)",
+                "not a valid AppStack env name: letters, digits and '_', not starting with a digit",
             );
             continue;
         }
+        let entry = |value: Option<String>, generate: Option<GenerateSpec>, value_from| EnvEntry {
+            name: name.clone(),
+            value,
+            generate,
+            value_from,
+        };
+        match (wired.get(name), settings.database_secret) {
+            (Some(Wired::DatabaseKey(key)), Some(secret)) => {
+                typed
+                    .entries
+                    .push(entry(None, None, reference(secret, key)));
+                continue;
+            }
+            (Some(Wired::Plain(wired_value)), _) => {
+                typed
+                    .entries
+                    .push(entry(Some(wired_value.clone()), None, None));
+                continue;
+            }
+            _ => {}
+        }
         let Some(reason) = secret_reason(name, value, known) else {
             plain.push(name.clone());
-            typed.entries.push(EnvEntry {
-                name: name.clone(),
-                value: Some(value.clone()),
-                generate: None,
-                value_from: None,
-            });
+            typed.entries.push(entry(Some(value.clone()), None, None));
             continue;
         };
         match &reason {
             SecretReason::Name => {}
-            SecretReason::UrlPassword => {
-                report.note(format!(
-                    "{name} holds a URL with a password: treated as a secret"
-                ));
-            }
-            SecretReason::Embeds(other) => {
-                report.note(format!(
-                    "{name} contains the value of {other}: treated as a secret"
-                ));
-            }
+            SecretReason::UrlPassword => report.detail(
+                origin,
+                format!("{name} holds a URL with a password: treated as a secret"),
+            ),
+            SecretReason::ConnectionPassword => report.detail(
+                origin,
+                format!("{name} holds a connection string with a password: treated as a secret"),
+            ),
+            SecretReason::SameValue(other) => report.detail(
+                origin,
+                format!("{name} holds the value of the secret {other}: treated as a secret"),
+            ),
         }
-        if settings.generate_secrets && looks_like_placeholder(value) {
+        // An empty value is more often a credential of another service
+        // (SMTP_PASSWORD) than a key of the application's own: a person fills
+        // it in; a random one would only fail to log in.
+        if settings.generate_secrets && !value.is_empty() && looks_like_placeholder(value) {
             generated.push(name.clone());
             typed.generated_values.insert(name.clone(), value.clone());
-            typed.entries.push(EnvEntry {
-                name: name.clone(),
-                value: None,
-                generate: Some(GenerateSpec {
+            typed.entries.push(entry(
+                None,
+                Some(GenerateSpec {
                     length: GENERATED_LENGTH,
                 }),
-                value_from: None,
-            });
+                None,
+            ));
             continue;
         }
-        if value.is_empty() {
-            report.warn(format!(
-                "{name} is a secret with an empty value; fill it in the Secret {} (or use --generate-secrets)",
-                settings.secret_name
-            ));
-        } else if looks_like_placeholder(value) && !settings.generate_secrets {
-            report.warn(format!(
-                "{name} looks like a placeholder; pass --generate-secrets to have the operator generate it"
-            ));
+        if !value.is_empty() && looks_like_placeholder(value) {
+            placeholders.push(name.clone());
         }
         referenced.push(name.clone());
         typed.secret_values.insert(name.clone(), value.clone());
-        typed.entries.push(EnvEntry {
-            name: name.clone(),
-            value: None,
-            generate: None,
-            value_from: Some(EnvValueFrom {
-                secret_key_ref: SecretKeyRef {
-                    name: settings.secret_name.to_string(),
-                    key: name.clone(),
-                },
-            }),
-        });
+        typed
+            .entries
+            .push(entry(None, None, reference(settings.secret_name, name)));
     }
+    let mut summary = Vec::new();
     if !plain.is_empty() {
-        report.note(format!(
-            "env, plain values (ConfigMap {}-env): {}",
-            settings.stack_name,
-            plain.join(", ")
-        ));
+        summary.push(format!("{} plain", plain.len()));
+        report.detail(
+            origin,
+            format!(
+                "plain values, in ConfigMap {}-env: {}",
+                settings.stack_name,
+                plain.join(", ")
+            ),
+        );
     }
     if !generated.is_empty() {
-        report.note(format!(
-            "env, generated once by the operator in place of placeholder values ({GENERATED_LENGTH} characters): {}",
-            generated.join(", ")
+        summary.push(format!(
+            "{} generated by the operator ({})",
+            generated.len(),
+            listed(&generated, 4)
         ));
+        report.detail(
+            origin,
+            format!(
+                "generated once, {GENERATED_LENGTH} characters, in place of placeholder values: {}",
+                generated.join(", ")
+            ),
+        );
     }
     if !referenced.is_empty() {
-        report.note(format!(
-            "env, secrets referenced from Secret {} ({}): {}",
+        summary.push(format!(
+            "{} from Secret {} ({})",
+            referenced.len(),
             settings.secret_name,
-            secret_destination(settings),
-            referenced.join(", ")
+            listed(&referenced, 4)
+        ));
+        report.detail(
+            origin,
+            format!(
+                "secrets referenced from Secret {} ({}): {}",
+                settings.secret_name,
+                secret_destination(settings),
+                referenced.join(", ")
+            ),
+        );
+    }
+    if !summary.is_empty() {
+        report.decide(origin, format!("env: {}", summary.join(", ")));
+    }
+    if !placeholders.is_empty() {
+        report.todo(format!(
+            "{} {}: replace {} in Secret {}, or rerun with --generate-secrets to have the operator generate {}",
+            placeholders.join(", "),
+            if placeholders.len() == 1 {
+                "holds a placeholder"
+            } else {
+                "hold placeholders"
+            },
+            if placeholders.len() == 1 { "it" } else { "them" },
+            settings.secret_name,
+            if placeholders.len() == 1 { "it" } else { "them" },
         ));
     }
     typed
@@ -157,6 +235,126 @@ pub fn secret_destination(settings: &EnvSettings) -> String {
         Some(path) => format!("values written to {}", path.display()),
         None => "values not written: pass --secrets-out FILE, or create the Secret yourself".into(),
     }
+}
+
+/// What `appstack import dotenv` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct DotenvRequest {
+    pub file: PathBuf,
+    /// The stack the env is for; names the Secret `<name>-dotenv`.
+    pub name: Option<String>,
+    pub process_env: BTreeMap<String, String>,
+    pub generate_secrets: bool,
+    pub secrets_out: Option<PathBuf>,
+}
+
+/// A typed env list, the Secret values it references, and the report.
+#[derive(Debug)]
+pub struct ImportedEnv {
+    pub env: Vec<EnvEntry>,
+    pub secret_name: String,
+    pub secret_values: BTreeMap<String, String>,
+    pub report: Report,
+}
+
+/// Types one `.env` file.
+pub fn import_dotenv(request: &DotenvRequest) -> Result<ImportedEnv, ImportError> {
+    let mut report = Report::default();
+    let text = std::fs::read_to_string(&request.file).map_err(|source| ImportError::Read {
+        path: request.file.clone(),
+        source,
+    })?;
+    let mut variables = EnvMap::new();
+    let unset = dotenv::parse_into(&text, &mut variables, &|name| {
+        request.process_env.get(name).cloned()
+    })
+    .map_err(|source| ImportError::Dotenv {
+        path: request.file.clone(),
+        source,
+    })?;
+    for name in unset {
+        report.warn(format!(
+            "variable {name} is not set: an empty string was substituted"
+        ));
+    }
+    let name = match &request.name {
+        Some(name) => sanitize_name(name),
+        None => {
+            let directory = std::fs::canonicalize(&request.file)
+                .ok()
+                .and_then(|path| {
+                    path.parent()
+                        .and_then(Path::file_name)
+                        .map(|name| name.to_string_lossy().into_owned())
+                })
+                .unwrap_or_default();
+            let name = sanitize_name(&directory);
+            report.decide(
+                "stack",
+                format!("{name}, from the directory of the file (--name changes it)"),
+            );
+            name
+        }
+    };
+    let secret_name = secret_name(&name);
+    let settings = EnvSettings {
+        stack_name: &name,
+        secret_name: &secret_name,
+        database_secret: None,
+        generate_secrets: request.generate_secrets,
+        secrets_out: request.secrets_out.as_deref(),
+    };
+    let known: Vec<(String, String)> = variables
+        .iter()
+        .filter(|(key, value)| secret_reason(key, value, &[]).is_some() && !value.is_empty())
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let database_url = variables.shift_remove(DATABASE_URL);
+    for reserved in RESERVED_ENV_NAMES
+        .iter()
+        .filter(|name| **name != DATABASE_URL)
+    {
+        if variables.shift_remove(*reserved).is_some() {
+            report.decide(
+                "env",
+                format!("{reserved} dropped: the operator sets it from spec.database.pool"),
+            );
+        }
+    }
+    let TypedEnv {
+        entries,
+        mut secret_values,
+        generated_values: _,
+    } = typed_env(
+        &variables,
+        &IndexMap::new(),
+        &known,
+        &settings,
+        "env",
+        &mut report,
+    );
+    if let Some(url) = database_url {
+        secret_values.insert(DATABASE_URL.to_string(), url);
+        report.decide(
+            "env",
+            format!(
+                "{DATABASE_URL} is the operator's; for an external database it is kept in Secret {secret_name} (spec.database.external.urlSecretRef {{name: {secret_name}, key: {DATABASE_URL}}})"
+            ),
+        );
+    }
+    let secrets: Vec<&str> = known
+        .iter()
+        .map(|(_, value)| value.as_str())
+        .chain(secret_values.values().map(String::as_str))
+        .filter(|value| distinctive(value))
+        .collect();
+    report.redact(&secrets);
+    Ok(ImportedEnv {
+        env: entries,
+        secret_name,
+        secret_values,
+        report,
+    })
 }
 
 #[cfg(test)]
@@ -176,6 +374,7 @@ mod tests {
         let settings = EnvSettings {
             stack_name: "shop",
             secret_name: "shop-dotenv",
+            database_secret: None,
             generate_secrets: true,
             secrets_out: None,
         };
@@ -187,6 +386,7 @@ mod tests {
                 ("CACHE_URL", "redis://:r3dis-pass@cache:6379/0"),
                 ("bad-name", "x"),
             ]),
+            &IndexMap::new(),
             &[],
             &settings,
             "api",
@@ -216,11 +416,13 @@ mod tests {
         let settings = EnvSettings {
             stack_name: "s",
             secret_name: "s",
+            database_secret: None,
             generate_secrets: false,
             secrets_out: None,
         };
         let typed = typed_env(
             &variables(&[("JWT_SECRET", "change-me")]),
+            &IndexMap::new(),
             &[],
             &settings,
             ".env",
@@ -228,6 +430,6 @@ mod tests {
         );
         assert!(typed.entries[0].value_from.is_some());
         assert_eq!(typed.secret_values["JWT_SECRET"], "change-me");
-        assert!(report.warnings()[0].contains("--generate-secrets"));
+        assert!(report.todos()[0].contains("--generate-secrets"), "{report}");
     }
 }

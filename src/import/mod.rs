@@ -2,31 +2,40 @@
 //! `.env`, with secret values kept out of it.
 //!
 //! The compose files are read as Compose reads them ([`compose`], with
-//! [`interpolate`] and [`dotenv`]), each service is given its part
-//! ([`roles`]), and the AppStack is built from the typed [`AppStackSpec`]
-//! so the output always matches the CRD. Everything the AppStack cannot
-//! carry is listed in the [`Report`].
+//! [`interpolate`] and [`dotenv`]); [`project`] gives each service the
+//! environment its container would get. Each decision has its module:
+//! which service plays which part ([`roles`], reading [`facts`]), which
+//! values are secret ([`sensitive`], typed by [`env`]), how the database
+//! is wired ([`database`]), what the workloads run ([`workload`]), the
+//! frontend ([`frontend`]). [`build`] assembles the AppStack from the
+//! typed [`AppStackSpec`], so the output always matches the CRD; what it
+//! cannot carry is listed in the [`Report`].
 //!
 //! [`AppStackSpec`]: crate::api::crd::AppStackSpec
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+mod build;
 pub mod cli;
 pub mod compose;
+mod database;
 pub mod dotenv;
 mod env;
+mod facts;
+mod frontend;
 pub mod interpolate;
-mod mapping;
+mod project;
 mod report;
 mod roles;
 mod sensitive;
+mod workload;
+mod yaml;
 
-pub use mapping::{
-    ComposeRequest, DotenvRequest, Imported, ImportedEnv, import_compose, import_dotenv,
-    secret_manifest,
-};
+pub use build::{ComposeRequest, Imported, import_compose, secret_manifest};
+pub use env::{DotenvRequest, ImportedEnv, import_dotenv};
 pub use report::{Report, Skipped};
+pub use workload::PLACEHOLDER_IMAGE_PREFIX;
 
 /// Why no AppStack could be made.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +72,8 @@ pub enum ImportError {
     Extends { service: String, reason: String },
     #[error("the compose project has no services")]
     NoServices,
-    #[error(
-        "no service can be the backend (every one is the database, a migration, infrastructure or a worker); name it with --backend SERVICE"
-    )]
-    NoBackend,
+    #[error("no service can be the backend: {reason}")]
+    NoBackend { reason: String },
     #[error("{flag} {service}: the compose project has no service {service} (services: {known})")]
     UnknownService {
         flag: &'static str,
@@ -91,3 +98,6 @@ impl ProjectEnvironment {
             .cloned()
     }
 }
+
+#[cfg(test)]
+mod tests;

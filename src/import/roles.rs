@@ -1,262 +1,16 @@
 //! Which compose service plays which part of an AppStack: the PostgreSQL
-//! database, the migrations, the backend, the frontend, and everything else.
+//! database, the migrations, the backend, the frontend; every other
+//! service is left out with its reason. Services behind a profile that is
+//! not active are left out as Compose leaves them out.
 
-use indexmap::IndexMap;
-
-use super::compose::{CommandLine, Service};
-use super::dotenv::EnvMap;
-use super::sensitive::url_parts;
-
-/// A service with what the heuristics read from it.
-pub struct Facts<'a> {
-    pub name: &'a str,
-    pub service: &'a Service,
-    /// The environment the container would get (env_file and environment).
-    pub env: &'a EnvMap,
-}
-
-impl Facts<'_> {
-    /// The image repository's last path segment, lowercase, no tag:
-    /// `docker.io/library/postgres:16-alpine` is `postgres`.
-    pub fn image_repository(&self) -> Option<String> {
-        self.service.image.as_deref().map(image_repository)
-    }
-
-    /// Entrypoint and command words, a `sh -c` script split into its words.
-    pub fn words(&self) -> Vec<String> {
-        let mut words = Vec::new();
-        for line in [&self.service.entrypoint, &self.service.command]
-            .into_iter()
-            .flatten()
-        {
-            words.extend(line.words().unwrap_or_default());
-        }
-        words
-            .into_iter()
-            .flat_map(|word| {
-                if word.contains(char::is_whitespace) {
-                    shlex::split(&word).unwrap_or_else(|| vec![word])
-                } else {
-                    vec![word]
-                }
-            })
-            .collect()
-    }
-
-    /// Host names other services reach this one by.
-    pub fn host_names(&self) -> Vec<&str> {
-        let mut names = vec![self.name];
-        names.extend(self.service.container_name.as_deref());
-        names.extend(
-            self.service
-                .other
-                .get("hostname")
-                .and_then(|value| value.as_str()),
-        );
-        names
-    }
-
-    /// Whether any variable holds a URL (or a bare host) naming `target`.
-    pub fn env_points_at(&self, target: &Facts) -> Option<String> {
-        self.env
-            .iter()
-            .find(|(_, value)| value_points_at(value, target))
-            .map(|(key, _)| key.clone())
-    }
-}
-
-/// Whether `value` is a URL whose host is `target` (by name, or localhost at
-/// one of its published ports), or is `target`'s name alone.
-pub fn value_points_at(value: &str, target: &Facts) -> bool {
-    let names = target.host_names();
-    if names.contains(&value) {
-        return true;
-    }
-    let Some(url) = url_parts(value) else {
-        return false;
-    };
-    if names.contains(&url.host.as_str()) {
-        return true;
-    }
-    let local = matches!(
-        url.host.as_str(),
-        "localhost" | "127.0.0.1" | "0.0.0.0" | "::1"
-    );
-    local
-        && url.port.is_some_and(|port| {
-            target
-                .service
-                .ports
-                .iter()
-                .any(|mapping| mapping.mapping().published.as_deref() == Some(&port.to_string()))
-        })
-}
-
-/// `registry/org/name:tag@digest` to `name`, lowercase.
-pub fn image_repository(image: &str) -> String {
-    let without_digest = image.split('@').next().unwrap_or(image);
-    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
-    last.split(':').next().unwrap_or(last).to_ascii_lowercase()
-}
-
-/// Images that run PostgreSQL (the official image and images built on it).
-const POSTGRES_IMAGES: [&str; 7] = [
-    "postgres",
-    "postgresql",
-    "postgis",
-    "pgvector",
-    "timescaledb",
-    "timescaledb-ha",
-    "pgvecto-rs",
-];
-
-/// Whether a service is a PostgreSQL server: by image, or, for a service
-/// built locally, by the official image's variables.
-pub fn is_postgres(facts: &Facts) -> bool {
-    match facts.image_repository() {
-        Some(repository) => POSTGRES_IMAGES.contains(&repository.as_str()),
-        None => {
-            facts
-                .service
-                .environment
-                .keys()
-                .any(|key| key == "POSTGRES_PASSWORD" || key == "POSTGRES_DB")
-                && facts.service.build.is_some()
-        }
-    }
-}
-
-/// Services that are neither part of an AppStack nor the application,
-/// by image, with the reason given for leaving them out.
-pub fn infrastructure(facts: &Facts) -> Option<&'static str> {
-    let repository = facts.image_repository()?;
-    let reason = match repository.as_str() {
-        "redis" | "valkey" | "memcached" | "keydb" | "dragonfly" | "redis-stack" => {
-            "a cache or broker: the AppStack has no component for it; run it separately (a managed service or its Helm chart) and point the backend's env at it"
-        }
-        "rabbitmq" | "kafka" | "cp-kafka" | "nats" | "zookeeper" | "activemq" | "redpanda" => {
-            "a message broker: the AppStack has no component for it; run it separately and point the backend's env at it"
-        }
-        "elasticsearch" | "opensearch" | "meilisearch" | "typesense" | "solr" => {
-            "a search engine: the AppStack has no component for it; run it separately"
-        }
-        "minio" | "localstack" | "azurite" => {
-            "local stand-in for cloud storage: use the real service in the cluster's cloud"
-        }
-        "mailhog" | "mailpit" | "maildev" | "smtp4dev" | "adminer" | "pgadmin4" | "pgadmin" => {
-            "a development tool"
-        }
-        "mysql" | "mariadb" | "mongo" | "mongodb" => {
-            "a database other than PostgreSQL: the AppStack manages PostgreSQL only"
-        }
-        "traefik" | "caddy" | "haproxy" | "envoy" => {
-            "a reverse proxy: in the cluster an Ingress or Gateway routes traffic to the Services"
-        }
-        "prometheus"
-        | "grafana"
-        | "loki"
-        | "jaeger"
-        | "otel-collector"
-        | "opentelemetry-collector" => {
-            "monitoring: the AppStack's ServiceMonitor works with the cluster's Prometheus"
-        }
-        _ => return None,
-    };
-    Some(reason)
-}
-
-/// Known migration tools: a name for messages and the words, in order,
-/// that run them. A word matches when equal, when it ends with `/word`
-/// (`./manage.py`), or when it starts with `word:` (`migrate:latest`).
-const MIGRATION_TOOLS: [(&str, &[&str]); 13] = [
-    ("Alembic", &["alembic", "upgrade"]),
-    ("Django", &["manage.py", "migrate"]),
-    ("Django", &["django-admin", "migrate"]),
-    ("Flyway", &["flyway", "migrate"]),
-    ("Prisma", &["prisma", "migrate"]),
-    ("Knex", &["knex", "migrate"]),
-    ("sqlx", &["sqlx", "migrate"]),
-    ("goose", &["goose", "up"]),
-    ("Rails", &["rails", "db:migrate"]),
-    ("Rails", &["rake", "db:migrate"]),
-    ("Sequelize", &["sequelize", "db:migrate"]),
-    ("TypeORM", &["typeorm", "migration:run"]),
-    ("Diesel", &["diesel", "migration"]),
-];
-
-fn word_matches(word: &str, token: &str) -> bool {
-    let word = word.to_ascii_lowercase();
-    word == token || word.ends_with(&format!("/{token}")) || word.starts_with(&format!("{token}:"))
-}
-
-/// The migration tool `words` run, if any.
-pub fn migration_tool(words: &[String]) -> Option<&'static str> {
-    MIGRATION_TOOLS.iter().find_map(|(tool, tokens)| {
-        let mut remaining = words.iter();
-        tokens
-            .iter()
-            .all(|token| remaining.any(|word| word_matches(word, token)))
-            .then_some(*tool)
-    })
-}
-
-/// Shells whose `-c` script is split into commands.
-const SHELLS: [&str; 6] = ["sh", "bash", "ash", "dash", "/bin/sh", "/bin/bash"];
-
-/// A command that runs a `sh -c` script of several commands chained with
-/// `&&` or `;`: the commands, each as words.
-pub fn shell_chain(line: &CommandLine) -> Option<Vec<Vec<String>>> {
-    let words = line.words().ok()?;
-    let script = match words.as_slice() {
-        [shell, flag, script] if SHELLS.contains(&shell.as_str()) && flag == "-c" => script,
-        _ => return None,
-    };
-    let tokens = shlex::split(script)?;
-    let mut commands = vec![Vec::new()];
-    for token in tokens {
-        let (word, ends_command) = match token.as_str() {
-            "&&" | ";" => (None, true),
-            _ => match token.strip_suffix(';') {
-                Some(word) => (Some(word.to_string()), true),
-                None => (Some(token), false),
-            },
-        };
-        if let Some(word) = word.filter(|word| !word.is_empty()) {
-            commands.last_mut().expect("never empty").push(word);
-        }
-        if ends_command {
-            commands.push(Vec::new());
-        }
-    }
-    commands.retain(|command| !command.is_empty());
-    (commands.len() > 1).then_some(commands)
-}
-
-/// Background workers: a second process of the application.
-pub fn worker(facts: &Facts) -> Option<&'static str> {
-    let words: Vec<String> = facts
-        .words()
-        .iter()
-        .map(|word| word.to_ascii_lowercase())
-        .collect();
-    let has = |word: &str| words.iter().any(|candidate| word_matches(candidate, word));
-    let name = facts.name.to_ascii_lowercase();
-    let worker = (has("celery") && (has("worker") || has("beat")))
-        || has("rqworker")
-        || (has("rq") && has("worker"))
-        || ["sidekiq", "dramatiq", "huey_consumer", "arq", "faktory"]
-            .iter()
-            .any(|tool| has(tool))
-        || ["worker", "beat", "scheduler", "cron", "consumer"]
-            .iter()
-            .any(|part| name.contains(part));
-    worker.then_some(
-        "a background worker: the AppStack runs one backend Deployment; run the worker as a Deployment of its own (same image and env)",
-    )
-}
+use super::ImportError;
+use super::build::ComposeRequest;
+use super::facts::{self, Facts, value_points_at};
+use super::frontend::{api_url_variable, calls};
+use super::report::Report;
 
 /// A service's score as the backend; the highest wins.
-pub fn backend_score(facts: &Facts, database: Option<&Facts>, others: &[Facts]) -> i32 {
+pub(super) fn backend_score(facts: &Facts, database: Option<&Facts>, others: &[Facts]) -> i32 {
     let name = facts.name.to_ascii_lowercase();
     let mut score = 0;
     if facts.env.contains_key("DATABASE_URL")
@@ -275,7 +29,7 @@ pub fn backend_score(facts: &Facts, database: Option<&Facts>, others: &[Facts]) 
     }
     if others
         .iter()
-        .any(|other| other.name != facts.name && other.env_points_at(facts).is_some())
+        .any(|other| other.name != facts.name && calls(other, facts))
     {
         score += 3;
     }
@@ -307,23 +61,33 @@ fn frontend_name(name: &str) -> bool {
 }
 
 /// Scores at or above this make a service the frontend.
-pub const FRONTEND_THRESHOLD: i32 = 3;
+pub(super) const FRONTEND_THRESHOLD: i32 = 3;
 
 /// A service's score as the frontend, given the backend and database.
-pub fn frontend_score(facts: &Facts, backend: &Facts, database: Option<&Facts>) -> i32 {
+pub(super) fn frontend_score(facts: &Facts, backend: &Facts, database: Option<&Facts>) -> i32 {
     let name = facts.name.to_ascii_lowercase();
     let mut score = 0;
-    // A frontend does not talk to the database.
-    if facts.env.contains_key("DATABASE_URL")
-        || database.is_some_and(|database| facts.env_points_at(database).is_some())
-    {
+    // A frontend does not talk to the database. Only `environment:` says
+    // so: an env_file shared with the backend brings its variables along.
+    let reaches_database = facts.sets_explicitly("DATABASE_URL")
+        || database.is_some_and(|database| {
+            facts
+                .service
+                .environment
+                .values()
+                .flatten()
+                .any(|value| value_points_at(value, database))
+        });
+    if reaches_database {
         score -= 5;
     }
     if frontend_name(&name) {
         score += 3;
     }
-    if facts.env_points_at(backend).is_some() {
+    if calls(facts, backend) {
         score += 4;
+    } else if api_url_variable(facts, backend).is_some() {
+        score += 2;
     }
     if facts.service.depends_on.contains_key(backend.name) {
         score += 1;
@@ -349,178 +113,398 @@ pub fn frontend_score(facts: &Facts, backend: &Facts, database: Option<&Facts>) 
     score
 }
 
-/// The variable of the frontend that holds the backend's URL: one whose
-/// value points at the backend, else one whose name says so.
-pub fn api_url_variable(frontend: &Facts, backend: &Facts) -> Option<String> {
-    frontend.env_points_at(backend).or_else(|| {
-        frontend
-            .env
-            .keys()
-            .find(|key| {
-                let key = key.to_ascii_uppercase();
-                [
-                    "API_URL",
-                    "API_BASE",
-                    "BACKEND_URL",
-                    "API_HOST",
-                    "API_ENDPOINT",
-                    "SERVER_URL",
-                ]
+/// How the migrations are run.
+pub(super) enum MigrationSource {
+    /// A service of their own.
+    Service(usize),
+    /// The first commands of the backend's `sh -c` chain.
+    BackendChain {
+        tool: &'static str,
+        revision_query: Option<&'static str>,
+        migrate: Vec<Vec<String>>,
+        rest: Vec<Vec<String>>,
+    },
+}
+
+/// Which service (by index in compose order) plays which part.
+pub(super) struct Roles {
+    pub(super) database: Option<usize>,
+    pub(super) migrations: Option<MigrationSource>,
+    pub(super) backend: usize,
+    pub(super) frontend: Option<usize>,
+    /// Services behind a profile that is not active.
+    pub(super) disabled: Vec<usize>,
+}
+
+pub(super) fn service_index(
+    all: &[Facts],
+    flag: &'static str,
+    name: &str,
+) -> Result<usize, ImportError> {
+    all.iter()
+        .position(|facts| facts.name == name)
+        .ok_or_else(|| ImportError::UnknownService {
+            flag,
+            service: name.to_string(),
+            known: all
                 .iter()
-                .any(|part| key.contains(part))
-            })
-            .cloned()
+                .map(|facts| facts.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// Services not yet given a part, as the parts are handed out.
+pub(super) struct Unassigned<'a> {
+    pub(super) all: &'a [Facts<'a>],
+    pub(super) taken: Vec<bool>,
+    /// Services named by `--backend` and `--frontend`, kept for those parts.
+    pub(super) reserved: [Option<usize>; 2],
+}
+
+impl Unassigned<'_> {
+    /// Free services, in compose order, that no flag reserved.
+    pub(super) fn free(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.all.len())
+            .filter(|&index| !self.taken[index] && !self.reserved.contains(&Some(index)))
+    }
+
+    pub(super) fn take(&mut self, index: usize) -> usize {
+        self.taken[index] = true;
+        index
+    }
+
+    /// The free service (compose order breaks ties) scoring highest, if it
+    /// scores at least `threshold`.
+    pub(super) fn best(
+        &self,
+        candidates: &[usize],
+        threshold: i32,
+        score: impl Fn(&Facts) -> i32,
+    ) -> Option<usize> {
+        let mut best: Option<(usize, i32)> = None;
+        for &index in candidates.iter().filter(|&&index| !self.taken[index]) {
+            let score = score(&self.all[index]);
+            if score >= threshold && best.is_none_or(|(_, best_score)| score > best_score) {
+                best = Some((index, score));
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+}
+
+/// Hands out the parts. `profiles` are the active ones.
+pub(super) fn assign_roles(
+    request: &ComposeRequest,
+    all: &[Facts],
+    profiles: &[String],
+    report: &mut Report,
+) -> Result<Roles, ImportError> {
+    let chosen_backend = request
+        .backend
+        .as_deref()
+        .map(|name| service_index(all, "--backend", name))
+        .transpose()?;
+    let chosen_frontend = request
+        .frontend
+        .as_deref()
+        .map(|name| service_index(all, "--frontend", name))
+        .transpose()?;
+    for (service, _) in &request.images {
+        if !all.iter().any(|facts| facts.name == service) {
+            report.warn(format!(
+                "--image {service}=...: the compose project has no service {service}"
+            ));
+        }
+    }
+    let mut unassigned = Unassigned {
+        all,
+        taken: vec![false; all.len()],
+        reserved: [chosen_backend, chosen_frontend],
+    };
+    let disabled = leave_out_profiles(&mut unassigned, profiles, report);
+    let database = choose_database(&mut unassigned, report);
+    if database.is_none()
+        && let Some(&index) = disabled
+            .iter()
+            .find(|&&index| facts::is_postgres(&all[index]))
+    {
+        report.warn(format!(
+            "the PostgreSQL service {} only runs with profile {}: without it the stack gets a managed database with the default image and settings; pass --profile to take its own",
+            all[index].name,
+            all[index].service.profiles.join(" or ")
+        ));
+    }
+    let migration_service = choose_migration_service(&mut unassigned, report);
+    // Infrastructure and workers are never the application.
+    let candidates: Vec<usize> = unassigned
+        .free()
+        .chain(chosen_backend)
+        .chain(chosen_frontend)
+        .filter(|&index| {
+            facts::infrastructure(&all[index]).is_none() && facts::worker(&all[index]).is_none()
+        })
+        .collect();
+    let database_facts = database.map(|index| &all[index]);
+
+    let backend = match chosen_backend {
+        Some(index) => index,
+        None => {
+            let candidates: Vec<usize> = candidates
+                .iter()
+                .copied()
+                .filter(|index| Some(*index) != chosen_frontend)
+                .collect();
+            let backend = unassigned
+                .best(&candidates, i32::MIN, |facts| {
+                    backend_score(facts, database_facts, all)
+                })
+                .ok_or_else(|| no_backend(&unassigned, &disabled, database, profiles))?;
+            report.detail(
+                all[backend].name,
+                "chosen as the backend (--backend SERVICE chooses another)",
+            );
+            backend
+        }
+    };
+    unassigned.take(backend);
+    for (dependency, _) in &all[backend].service.depends_on {
+        if let Some(&index) = disabled
+            .iter()
+            .find(|&&index| all[index].name == dependency)
+        {
+            report.warn(format!(
+                "{} depends on {dependency}, which only runs with profile {}: Compose would not start it without --profile",
+                all[backend].name,
+                all[index].service.profiles.join(" or ")
+            ));
+        }
+    }
+    let migrations = match migration_service {
+        Some(index) => Some(MigrationSource::Service(index)),
+        None => backend_chain_migrations(&all[backend]),
+    };
+
+    let frontend = chosen_frontend.or_else(|| {
+        let frontend = unassigned.best(&candidates, FRONTEND_THRESHOLD, |facts| {
+            frontend_score(facts, &all[backend], database_facts)
+        })?;
+        report.detail(
+            all[frontend].name,
+            "chosen as the frontend (--frontend SERVICE chooses another)",
+        );
+        Some(frontend)
+    });
+    if let Some(index) = frontend {
+        unassigned.take(index);
+    }
+    report_unassigned(&unassigned, report);
+    Ok(Roles {
+        database,
+        migrations,
+        backend,
+        frontend,
+        disabled,
     })
 }
 
-/// Every service's facts, in compose order.
-pub fn facts<'a>(
-    services: &'a IndexMap<String, Service>,
-    envs: &'a IndexMap<String, EnvMap>,
-) -> Vec<Facts<'a>> {
-    services
-        .iter()
-        .map(|(name, service)| Facts {
-            name,
-            service,
-            env: &envs[name],
+/// Why no service could be the backend, naming what each service is.
+fn no_backend(
+    unassigned: &Unassigned,
+    disabled: &[usize],
+    database: Option<usize>,
+    profiles: &[String],
+) -> ImportError {
+    let all = unassigned.all;
+    let enabled_application = (0..all.len()).any(|index| {
+        !disabled.contains(&index)
+            && Some(index) != database
+            && facts::infrastructure(&all[index]).is_none()
+    });
+    let active = if profiles.is_empty() {
+        "no profile is active".to_string()
+    } else {
+        format!("active: {}", profiles.join(", "))
+    };
+    if !enabled_application && !disabled.is_empty() {
+        let listed: Vec<String> = disabled
+            .iter()
+            .map(|&index| {
+                format!(
+                    "{} ({})",
+                    all[index].name,
+                    all[index].service.profiles.join(", ")
+                )
+            })
+            .collect();
+        return ImportError::NoBackend {
+            reason: format!(
+                "every service that could be the backend only runs with a profile ({active}): {}; pass --profile PROFILE (or set COMPOSE_PROFILES) as you would to docker compose",
+                listed.join(", ")
+            ),
+        };
+    }
+    let parts: Vec<String> = (0..all.len())
+        .map(|index| {
+            let facts = &all[index];
+            let what = if disabled.contains(&index) {
+                format!(
+                    "only runs with profile {} ({active})",
+                    facts.service.profiles.join(" or ")
+                )
+            } else if Some(index) == database {
+                "is the database".to_string()
+            } else if let Some(reason) =
+                facts::infrastructure(facts).or_else(|| facts::worker(facts))
+            {
+                format!("is {}", reason.split(':').next().unwrap_or(reason))
+            } else {
+                "runs the migrations".to_string()
+            };
+            format!("{} {what}", facts.name)
         })
-        .collect()
+        .collect();
+    ImportError::NoBackend {
+        reason: format!(
+            "{}; name the backend with --backend SERVICE",
+            parts.join(", ")
+        ),
+    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether a service with `profiles` runs when `active` are enabled: a
+/// service without profiles always runs; `*` enables every profile.
+pub(super) fn enabled(profiles: &[String], active: &[String]) -> bool {
+    profiles.is_empty()
+        || active
+            .iter()
+            .any(|profile| profile == "*" || profiles.contains(profile))
+}
 
-    fn service(yaml: &str) -> Service {
-        super::super::compose::service_from_yaml(yaml)
-    }
-
-    #[test]
-    fn image_repositories_drop_registry_tag_and_digest() {
-        assert_eq!(image_repository("postgres:16-alpine"), "postgres");
-        assert_eq!(image_repository("docker.io/library/postgres"), "postgres");
-        assert_eq!(
-            image_repository("ghcr.io/acme/Shop-API:1.2@sha256:abc"),
-            "shop-api"
-        );
-        assert_eq!(
-            image_repository("localhost:5000/pgvector/pgvector:pg16"),
-            "pgvector"
-        );
-    }
-
-    #[test]
-    fn migration_tools_are_found_in_commands() {
-        let words = |text: &str| shlex::split(text).unwrap();
-        assert_eq!(
-            migration_tool(&words("alembic upgrade head")),
-            Some("Alembic")
-        );
-        assert_eq!(
-            migration_tool(&words("python ./manage.py migrate --noinput")),
-            Some("Django")
-        );
-        assert_eq!(
-            migration_tool(&words("npx prisma migrate deploy")),
-            Some("Prisma")
-        );
-        assert_eq!(
-            migration_tool(&words("npx knex migrate:latest")),
-            Some("Knex")
-        );
-        assert_eq!(migration_tool(&words("sqlx migrate run")), Some("sqlx"));
-        assert_eq!(migration_tool(&words("goose -dir db up")), Some("goose"));
-        assert_eq!(
-            migration_tool(&words("flyway -url=jdbc:x migrate")),
-            Some("Flyway")
-        );
-        assert_eq!(migration_tool(&words("alembic history")), None);
-        assert_eq!(migration_tool(&words("uvicorn app:app")), None);
-    }
-
-    #[test]
-    fn shell_chains_split_into_commands() {
-        let line = CommandLine::Shell(
-            "sh -c \"python manage.py migrate --noinput && gunicorn app.wsgi -b 0.0.0.0:8000\""
-                .into(),
-        );
-        assert_eq!(
-            shell_chain(&line).unwrap(),
-            [
-                vec!["python", "manage.py", "migrate", "--noinput"],
-                vec!["gunicorn", "app.wsgi", "-b", "0.0.0.0:8000"]
-            ]
-        );
-        assert!(shell_chain(&CommandLine::Shell("gunicorn app.wsgi".into())).is_none());
-        let exec = CommandLine::Exec(vec![
-            super::super::compose::Scalar::Text("bash".into()),
-            super::super::compose::Scalar::Text("-c".into()),
-            super::super::compose::Scalar::Text(
-                "alembic upgrade head; exec uvicorn main:app".into(),
+/// Services whose profiles are not active are not part of the project,
+/// unless `--backend` or `--frontend` names them (naming a service on
+/// Compose's command line enables its profile too). Returns them.
+pub(super) fn leave_out_profiles(
+    unassigned: &mut Unassigned,
+    active: &[String],
+    report: &mut Report,
+) -> Vec<usize> {
+    let disabled: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| !enabled(&unassigned.all[index].service.profiles, active))
+        .collect();
+    for &index in &disabled {
+        let facts = &unassigned.all[unassigned.take(index)];
+        report.skip(
+            facts.name,
+            "service",
+            format!(
+                "only with profile {}: not started unless that profile is active (--profile)",
+                facts.service.profiles.join(" or ")
             ),
-        ]);
-        assert_eq!(shell_chain(&exec).unwrap().len(), 2);
+        );
     }
+    disabled
+}
 
-    #[test]
-    fn postgres_workers_and_infrastructure_are_recognised() {
-        let env = EnvMap::new();
-        let db = service("image: postgis/postgis:16-3.4");
-        let facts = Facts {
-            name: "db",
-            service: &db,
-            env: &env,
-        };
-        assert!(is_postgres(&facts));
-        let built = service("build: ./db\nenvironment: {POSTGRES_PASSWORD: x}");
-        assert!(is_postgres(&Facts {
-            name: "db",
-            service: &built,
-            env: &env
-        }));
-        let redis = service("image: redis:7-alpine");
-        assert!(
-            infrastructure(&Facts {
-                name: "cache",
-                service: &redis,
-                env: &env
-            })
-            .is_some()
-        );
-        let celery = service("build: .\ncommand: celery -A proj worker -l info");
-        assert!(
-            worker(&Facts {
-                name: "tasks",
-                service: &celery,
-                env: &env
-            })
-            .is_some()
-        );
-        let api = service("build: .\ncommand: uvicorn main:app");
-        assert!(
-            worker(&Facts {
-                name: "api",
-                service: &api,
-                env: &env
-            })
-            .is_none()
+/// The first PostgreSQL service; any other is left out.
+pub(super) fn choose_database(unassigned: &mut Unassigned, report: &mut Report) -> Option<usize> {
+    let servers: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| facts::is_postgres(&unassigned.all[index]))
+        .collect();
+    for &index in servers.iter().skip(1) {
+        report.skip(
+            unassigned.all[index].name,
+            "service",
+            "a second PostgreSQL server: an AppStack has one database",
         );
     }
+    for &index in &servers {
+        unassigned.take(index);
+    }
+    servers.first().copied()
+}
 
-    #[test]
-    fn urls_point_at_services_by_name_or_published_localhost_port() {
-        let env = EnvMap::new();
-        let api = service("build: .\nports: ['8001:8000']");
-        let target = Facts {
-            name: "api",
-            service: &api,
-            env: &env,
-        };
-        assert!(value_points_at("http://api:8000/v1", &target));
-        assert!(value_points_at("http://localhost:8001", &target));
-        assert!(!value_points_at("http://localhost:8000", &target));
-        assert!(value_points_at("api", &target));
-        assert!(!value_points_at("https://example.com", &target));
+/// A one-shot service others wait for (`service_completed_successfully`),
+/// else one whose command ends by running a migration tool; any other such
+/// service is left out.
+pub(super) fn choose_migration_service(
+    unassigned: &mut Unassigned,
+    report: &mut Report,
+) -> Option<usize> {
+    let all = unassigned.all;
+    let awaited = |index: usize| {
+        all.iter().any(|other| {
+            other
+                .service
+                .depends_on
+                .get(all[index].name)
+                .is_some_and(|dependency| {
+                    dependency.condition() == "service_completed_successfully"
+                })
+        })
+    };
+    let runs_migrations = |index: usize| {
+        let facts = &all[index];
+        let mut words: Vec<String> = facts.image_repository().into_iter().collect();
+        let last_command = [&facts.service.entrypoint, &facts.service.command]
+            .iter()
+            .rev()
+            .find_map(|line| line.as_ref().and_then(facts::shell_chain))
+            .and_then(|chain| chain.last().cloned());
+        words.extend(last_command.unwrap_or_else(|| facts.words()));
+        facts::migration_tool(&words).is_some() && facts.service.ports.is_empty()
+    };
+    let candidates: Vec<usize> = unassigned
+        .free()
+        .filter(|&index| awaited(index) || runs_migrations(index))
+        .collect();
+    let chosen = candidates
+        .iter()
+        .copied()
+        .find(|&index| awaited(index))
+        .or_else(|| candidates.first().copied());
+    for &index in &candidates {
+        unassigned.take(index);
+        if Some(index) != chosen {
+            report.skip(
+                all[index].name,
+                "service",
+                "a second one-shot or migration service: the AppStack runs one migration Job; fold it into the migration command",
+            );
+        }
     }
+    chosen
+}
+
+/// Every service without a part, with the reason it has none.
+pub(super) fn report_unassigned(unassigned: &Unassigned, report: &mut Report) {
+    for index in unassigned.free() {
+        let facts = &unassigned.all[index];
+        let reason = facts::infrastructure(facts).or_else(|| facts::worker(facts)).unwrap_or(
+            "no part for it: an AppStack has the database, the migrations, a backend and a frontend; run it separately",
+        );
+        let what = match &facts.service.image {
+            Some(image) => format!("service (image {image})"),
+            None => "service".to_string(),
+        };
+        report.skip(facts.name, what, reason);
+    }
+}
+
+/// Migrations the backend runs itself before starting its server, in a
+/// `sh -c` chain: the migration commands become the Job, the others stay.
+pub(super) fn backend_chain_migrations(backend: &Facts) -> Option<MigrationSource> {
+    let chain = facts::shell_chain(backend.service.command.as_ref()?)?;
+    let (tool, revision_query) = chain.iter().find_map(|command| facts::migration(command))?;
+    let (migrate, rest): (Vec<Vec<String>>, Vec<Vec<String>>) = chain
+        .into_iter()
+        .partition(|command| facts::migration_tool(command).is_some());
+    (!rest.is_empty()).then_some(MigrationSource::BackendChain {
+        tool,
+        revision_query,
+        migrate,
+        rest,
+    })
 }

@@ -1,24 +1,35 @@
-//! Which values are secrets, and which secrets are placeholders.
+//! Which values are secrets, which secrets are placeholders, and how
+//! secret values are kept out of commands.
 
-/// Why a variable's value is kept out of the AppStack.
+use indexmap::IndexMap;
+
+use super::ProjectEnvironment;
+use super::dotenv::EnvMap;
+use super::report::Report;
+
+/// Why a variable's value is kept out of the AppStack. Values are judged
+/// whole, by their name and their own shape, never by a secret's text
+/// found inside them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretReason {
     /// The name says so: `*_KEY`, `*SECRET*`, `*PASSWORD*`, `*TOKEN*`...
     Name,
     /// The value is a URL with a password in it.
     UrlPassword,
-    /// The value contains the value of this secret variable.
-    Embeds(String),
+    /// The value is a connection string with `password=` in it.
+    ConnectionPassword,
+    /// The value is, whole, the value of this secret variable.
+    SameValue(String),
 }
 
-/// Shortest secret value looked for inside other values and commands;
+/// Shortest secret value looked for in other values and commands;
 /// shorter ones match too much text by chance.
 pub const MIN_EMBEDDED_SECRET_LENGTH: usize = 6;
 
-/// Whether a secret value is distinctive enough to look for inside other
-/// text: long enough, and not a lowercase word such as the `postgres` of
-/// `POSTGRES_PASSWORD=postgres`, which would match image names and
-/// commands by chance.
+/// Whether a secret value is distinctive enough to look for in other
+/// values and commands: long enough, and not a lowercase word such as the
+/// `postgres` of `POSTGRES_PASSWORD=postgres`, which would match image
+/// names and commands by chance.
 pub fn distinctive(value: &str) -> bool {
     value.len() >= MIN_EMBEDDED_SECRET_LENGTH && !value.chars().all(|c| c.is_ascii_lowercase())
 }
@@ -34,13 +45,14 @@ pub fn is_secret_name(name: &str) -> bool {
         || name.contains("PASSWORD")
         || name.contains("PASSWD")
         || name.ends_with("_PASS")
+        || name.ends_with("_PWD")
         || name.contains("TOKEN")
         || name.ends_with("_CREDENTIALS")
         || name == "CREDENTIALS"
 }
 
 /// Why `name=value` is a secret, if it is one. `known` holds the secret
-/// values found so far (name, value), for values that embed one.
+/// values found so far (name, value), for a value that is one of them.
 pub fn secret_reason(name: &str, value: &str, known: &[(String, String)]) -> Option<SecretReason> {
     if is_secret_name(name) {
         return Some(SecretReason::Name);
@@ -48,12 +60,45 @@ pub fn secret_reason(name: &str, value: &str, known: &[(String, String)]) -> Opt
     if has_url_password(value) {
         return Some(SecretReason::UrlPassword);
     }
+    if has_connection_password(value) {
+        return Some(SecretReason::ConnectionPassword);
+    }
     known
         .iter()
-        .find(|(other, secret)| {
-            other != name && distinctive(secret) && value.contains(secret.as_str())
+        .find(|(other, secret)| other != name && distinctive(secret) && value == secret)
+        .map(|(other, _)| SecretReason::SameValue(other.clone()))
+}
+
+/// Whether `text` is a connection string with a password: a `password=`
+/// or `pwd=` pair among pairs separated by spaces or `;` (libpq, ODBC).
+pub fn has_connection_password(text: &str) -> bool {
+    text.split(|c: char| c.is_whitespace() || c == ';')
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(key, value)| {
+            matches!(key.trim().to_ascii_lowercase().as_str(), "password" | "pwd")
+                && !value.trim().is_empty()
         })
-        .map(|(other, _)| SecretReason::Embeds(other.clone()))
+}
+
+/// Where `secret` stands whole in `text`: bounded by the text's ends,
+/// whitespace, quotes, `=` (a flag's value), `:` and `@` (a URL's
+/// password), or a shell operator; never inside a longer word.
+pub fn whole_occurrences(text: &str, secret: &str) -> Vec<usize> {
+    if secret.is_empty() {
+        return Vec::new();
+    }
+    text.match_indices(secret)
+        .map(|(start, _)| start)
+        .filter(|&start| {
+            let before = text[..start].chars().next_back();
+            let after = text[start + secret.len()..].chars().next();
+            before.is_none_or(|c| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '=' | ':' | '(' | ',')
+            }) && after.is_none_or(|c| {
+                c.is_whitespace() || matches!(c, '"' | '\'' | '@' | ';' | '&' | '|' | ')' | ',')
+            })
+        })
+        .collect()
 }
 
 /// Whether `text` holds a URL with a password: `scheme://user:password@host`.
@@ -155,6 +200,83 @@ pub fn looks_like_placeholder(value: &str) -> bool {
         .contains(&letters.as_str())
 }
 
+/// Every secret value in the project: `.env` entries and service
+/// environments whose name or value marks them secret.
+pub(super) fn known_secrets(
+    environment: &ProjectEnvironment,
+    envs: &IndexMap<String, EnvMap>,
+) -> Vec<(String, String)> {
+    let mut known: Vec<(String, String)> = Vec::new();
+    let all = environment
+        .files
+        .iter()
+        .chain(envs.values().flat_map(|env| env.iter()));
+    for (name, value) in all {
+        if secret_reason(name, value, &[]).is_some()
+            && !value.is_empty()
+            && !known.iter().any(|(_, known_value)| known_value == value)
+        {
+            known.push((name.clone(), value.clone()));
+        }
+    }
+    known
+}
+
+/// Replaces secret values standing whole in a command by `$(NAME)`
+/// references to the variables of the container's env (`held`: name and
+/// value) that hold them; a command with a secret the env does not hold
+/// is left out.
+pub(super) fn guard_command(
+    command: &mut Option<Vec<String>>,
+    args: &mut Option<Vec<String>>,
+    owner: &str,
+    held: &[(String, String)],
+    secrets: &[(String, String)],
+    report: &mut Report,
+) {
+    for (field, words) in [("command", command), ("args", args)] {
+        let Some(list) = words.as_mut() else {
+            continue;
+        };
+        let mut leaked = None;
+        for word in list.iter_mut() {
+            for (key, value) in secrets {
+                let found = whole_occurrences(word, value);
+                if found.is_empty() {
+                    continue;
+                }
+                let holder = held
+                    .iter()
+                    .find(|(_, held_value)| held_value == value)
+                    .map(|(name, _)| name.clone());
+                match holder {
+                    Some(name) => {
+                        for start in found.into_iter().rev() {
+                            word.replace_range(start..start + value.len(), &format!("$({name})"));
+                        }
+                        report.detail(
+                            owner,
+                            format!(
+                                "its {field} held the value of {key}: replaced by $({name}), which Kubernetes expands from the container's env"
+                            ),
+                        );
+                    }
+                    None => leaked = Some(key.clone()),
+                }
+            }
+        }
+        if let Some(key) = leaked {
+            *words = None;
+            report.warn(format!(
+                "{owner}: its {field} held the value of {key}, which its container's env does not hold: left out of the AppStack"
+            ));
+            report.todo(format!(
+                "set the {field} of {owner} by hand, taking the secret from the env (left out: it held the value of {key})"
+            ));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,14 +325,36 @@ mod tests {
     }
 
     #[test]
-    fn values_embedding_a_secret_are_secrets() {
+    fn secrets_are_judged_by_whole_values_never_by_text_inside_them() {
         let known = vec![("DB_PASS".to_string(), "Tr0ub4dor-3".to_string())];
         assert_eq!(
             secret_reason("PGOPTS", "host=db password=Tr0ub4dor-3", &known),
-            Some(SecretReason::Embeds("DB_PASS".into()))
+            Some(SecretReason::ConnectionPassword)
         );
+        assert_eq!(
+            secret_reason("MIRROR", "Tr0ub4dor-3", &known),
+            Some(SecretReason::SameValue("DB_PASS".into()))
+        );
+        // A plain value that merely contains a secret's text stays plain.
+        assert_eq!(
+            secret_reason("GREETING", "say Tr0ub4dor-3x to enter", &known),
+            None
+        );
+        let app = vec![("POSTGRES_PASSWORD".to_string(), "app".to_string())];
+        assert_eq!(secret_reason("POSTGRES_DB", "app", &app), None);
         let short = vec![("PIN".to_string(), "1234".to_string())];
         assert_eq!(secret_reason("PORT", "12345", &short), None);
+    }
+
+    #[test]
+    fn secrets_stand_whole_in_commands_or_not_at_all() {
+        let at = |text: &str| whole_occurrences(text, "s3cr3t-Pw");
+        assert_eq!(at("--password=s3cr3t-Pw"), [11]);
+        assert_eq!(at("postgres://u:s3cr3t-Pw@db/app"), [13]);
+        assert_eq!(at("sh -c 'login s3cr3t-Pw && run'"), [13]);
+        assert!(at("s3cr3t-Pwd").is_empty());
+        assert!(at("xs3cr3t-Pw").is_empty());
+        assert!(at("/data/s3cr3t-Pw/file").is_empty());
     }
 
     #[test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use kube::Client;
 use kube::runtime::events::Reporter;
 
-use super::status::Deferred;
 use crate::children::network::OperatorPods;
 use crate::database::Databases;
 use crate::runtime::cache::Caches;
@@ -21,8 +20,6 @@ pub struct Context {
     pub metrics: Metrics,
     pub caches: Arc<Caches>,
     pub databases: Arc<Databases>,
-    /// Stacks whose status waits to be written (see [`Deferred`]).
-    pub deferred: Arc<Deferred>,
     /// The operator's pods, when they connect to managed databases from
     /// inside the cluster: the databases' NetworkPolicies let them in.
     pub operator_pods: Option<OperatorPods>,

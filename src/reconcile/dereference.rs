@@ -147,6 +147,19 @@ pub fn unusable(
         };
         let (name, key) = (&reference.name, &reference.key);
         let field = format!("spec.env[{}]", var.name);
+        if secrets::reads_own_database(stack, reference) {
+            // The operator writes that Secret itself, with these keys.
+            if !secrets::db_keys::ALL.contains(&key.as_str()) {
+                problems.push((
+                    reasons::SECRET_KEY_NOT_FOUND,
+                    format!(
+                        "Secret {name:?} has no key {key:?} ({field}); its keys: {}",
+                        secrets::db_keys::ALL.join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
         if !observed.present.contains(name) {
             problems.push((
                 reasons::SECRET_NOT_FOUND,
@@ -348,6 +361,34 @@ mod tests {
         assert_eq!(unusable(&stack, &fine, no_types), None);
         let opaque = |_: &str| Some("Opaque".to_string());
         assert_eq!(unusable(&stack, &fine, opaque), None);
+    }
+
+    #[test]
+    fn references_to_the_own_database_secret_need_no_secret_yet_but_a_real_key() {
+        let mut stack = example();
+        // The name the operator gives the Secret is the one references use.
+        let secret = database_name(&stack);
+        let own = |key: &str| crate::api::stack::EnvVar {
+            name: format!("DB_{}", key.to_uppercase()),
+            source: EnvSource::Referenced(crate::api::crd::SecretKeyRef {
+                name: secret.clone(),
+                key: key.into(),
+            }),
+        };
+        stack.env.push(own("password"));
+        stack.env.push(own("host"));
+        let fine = observed(&[("sendgrid", "api-key", b"SG.key")]);
+        assert_eq!(unusable(&stack, &fine, no_types), None);
+        stack.env.push(own("socket"));
+        let check = unusable(&stack, &fine, no_types).unwrap();
+        assert_eq!(check.reason, reasons::SECRET_KEY_NOT_FOUND);
+        assert!(
+            check
+                .message
+                .contains("Secret \"shop-db\" has no key \"socket\" (spec.env[DB_SOCKET]); its keys: username, password, database, host, port, DATABASE_URL"),
+            "{}",
+            check.message
+        );
     }
 
     #[test]

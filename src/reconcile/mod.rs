@@ -107,13 +107,17 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     // changed waits for the next transition, or a few seconds.
     let deferred = match status::difference(previous, &desired) {
         Difference::None => {
-            context.deferred.forget(&uid);
+            context.caches.deferred.forget(&uid);
             None
         }
-        Difference::Messages if let Some(left) = context.deferred.wait(&uid) => Some(left),
+        Difference::Messages
+            if let Some(left) = context.caches.deferred.wait(&uid, status::COALESCE) =>
+        {
+            Some(left)
+        }
         Difference::Transition | Difference::Messages => {
             write_status(context, &stack, &desired).await?;
-            context.deferred.forget(&uid);
+            context.caches.deferred.forget(&uid);
             info!(outcome = ?observation.outcome(), "status updated");
             None
         }
@@ -332,8 +336,9 @@ async fn publish(
     };
     let reference = stack.object_ref(&());
     // A recorder of this pass only: one shared by every pass keeps each
-    // Event it sent for six minutes (about 2 KiB each, 16 MiB over 1,000
-    // new stacks), to count repeats that transitions never send.
+    // Event it sent for six minutes, to count repeats that transitions
+    // never send, and so grows with the stacks created in that time (see
+    // docs/src/performance/history.md).
     let recorder = Recorder::new(context.client.clone(), context.reporter.clone());
     for event in events::merged(done.iter().filter_map(events::of_done).chain(transitions)) {
         if let Err(error) = recorder.publish(&event, &reference).await {

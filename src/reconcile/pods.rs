@@ -75,7 +75,15 @@ pub fn trouble(pod: &Pod) -> Option<Trouble> {
             terminal: false,
         });
     }
-    let running_not_ready = status.phase.as_deref() == Some("Running")
+    // A Job's pod has no readiness to fail: running is all it does.
+    let runs_a_job = pod
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|owner| owner.kind == "Job");
+    let running_not_ready = !runs_a_job
+        && status.phase.as_deref() == Some("Running")
         && status.container_statuses.iter().flatten().any(|container| {
             !container.ready
                 && container
@@ -335,6 +343,12 @@ mod tests {
                 "state": {"running": {}}}]
         }));
         assert_eq!(first_trouble([&not_ready]).unwrap().reason, "NotReady");
+        let mut migrating = not_ready.clone();
+        migrating.metadata.owner_references = Some(vec![serde_json::from_value(
+            serde_json::json!({"apiVersion": "batch/v1", "kind": "Job", "name": "shop-migrate-1a2b", "uid": "u"}),
+        )
+        .unwrap()]);
+        assert_eq!(first_trouble([&migrating]), None, "a Job's pod only runs");
         let starting = pod(serde_json::json!({
             "phase": "Pending",
             "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,

@@ -2,11 +2,8 @@
 //! reconcile observed, compared with the current status, written only when
 //! different.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -298,39 +295,6 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
     }
 }
 
-/// Stacks whose status differs from what passes found only in messages,
-/// and since when: their messages are written within [`COALESCE`].
-#[derive(Debug, Default)]
-pub struct Deferred {
-    since: Mutex<HashMap<String, Instant>>,
-}
-
-impl Deferred {
-    /// How long the status of stack `uid`, whose messages alone changed,
-    /// still waits; `None` when it is due now.
-    pub fn wait(&self, uid: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let mut since = self.since.lock().expect("deferred lock");
-        let first = *since.entry(uid.to_string()).or_insert(now);
-        let left = COALESCE.saturating_sub(now.duration_since(first));
-        (!left.is_zero()).then_some(left)
-    }
-
-    /// The status of stack `uid` was written, or needs no write, or the
-    /// stack is gone.
-    pub fn forget(&self, uid: &str) {
-        self.since.lock().expect("deferred lock").remove(uid);
-    }
-
-    pub fn len(&self) -> usize {
-        self.since.lock().expect("deferred lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
 /// The message of condition `type_` when it newly holds `reason` in
 /// `desired` (its reason, status or message changed since `previous`).
 pub fn became(
@@ -481,13 +445,20 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn deferred_messages_wait_at_most_the_coalescing_window() {
-        let deferred = Deferred::default();
-        assert_eq!(deferred.wait("a"), Some(COALESCE));
+        let deferred = crate::runtime::cache::Deferred::default();
+        assert_eq!(deferred.wait("a", COALESCE), Some(COALESCE));
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(deferred.wait("a"), Some(COALESCE - Duration::from_secs(1)));
-        assert_eq!(deferred.wait("b"), Some(COALESCE), "each stack on its own");
+        assert_eq!(
+            deferred.wait("a", COALESCE),
+            Some(COALESCE - Duration::from_secs(1))
+        );
+        assert_eq!(
+            deferred.wait("b", COALESCE),
+            Some(COALESCE),
+            "each stack on its own"
+        );
         tokio::time::advance(COALESCE).await;
-        assert_eq!(deferred.wait("a"), None, "due");
+        assert_eq!(deferred.wait("a", COALESCE), None, "due");
         deferred.forget("a");
         deferred.forget("b");
         assert!(deferred.is_empty());

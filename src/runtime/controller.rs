@@ -21,7 +21,6 @@ use super::watches;
 use crate::children;
 use crate::children::network::OperatorPods;
 use crate::database::{DatabaseChecks, Databases};
-use crate::reconcile::status::Deferred;
 use crate::reconcile::{self, Context};
 
 /// Longest wait before retrying a failed pass.
@@ -115,15 +114,14 @@ pub async fn run(
         let (caches, stacks_writer) = Caches::new();
         let (triggers, woken) = futures::channel::mpsc::unbounded();
         let failures = Arc::new(Failures::default());
-        let deferred = Arc::new(Deferred::default());
         let forget = {
             let failures = failures.clone();
             let databases = databases.clone();
-            let deferred = deferred.clone();
+            let caches = caches.clone();
             move |uid: &str| {
                 failures.forget(uid);
                 databases.forget(uid);
-                deferred.forget(uid);
+                caches.deferred.forget(uid);
                 debug!(uid, failing = failures.len(), "forgot a deleted stack");
             }
         };
@@ -147,7 +145,6 @@ pub async fn run(
                 metrics: metrics.clone(),
                 caches: caches.clone(),
                 databases: databases.clone(),
-                deferred,
                 operator_pods: options.operator_pods(),
             },
             timeout: options.pass_timeout,

@@ -35,6 +35,7 @@ pub struct Metrics {
     cached_bytes: IntGaugeVec,
     migrations: IntCounterVec,
     secrets_generated: IntCounter,
+    status_deferred: IntGauge,
     database_checks: IntCounterVec,
     api_discovery: IntCounterVec,
 }
@@ -141,6 +142,11 @@ impl Metrics {
                 &["result"],
             )
             .unwrap(),
+            status_deferred: IntGauge::new(
+                "appstack_status_writes_deferred",
+                "AppStacks whose status differs from what the operator found only in messages, held back until the next transition or a few seconds",
+            )
+            .unwrap(),
             secrets_generated: IntCounter::new(
                 "appstack_secrets_generated_total",
                 "Secrets into which the operator generated values",
@@ -164,23 +170,7 @@ impl Metrics {
             .unwrap(),
             registry,
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(metrics.reconcile_total.clone()),
-            Box::new(metrics.reconcile_errors.clone()),
-            Box::new(metrics.reconcile_time.clone()),
-            Box::new(metrics.active_workers.clone()),
-            Box::new(metrics.max_concurrent.clone()),
-            Box::new(metrics.rest_requests.clone()),
-            Box::new(metrics.leader.clone()),
-            Box::new(metrics.stacks.clone()),
-            Box::new(metrics.cached_objects.clone()),
-            Box::new(metrics.cached_bytes.clone()),
-            Box::new(metrics.migrations.clone()),
-            Box::new(metrics.secrets_generated.clone()),
-            Box::new(metrics.database_checks.clone()),
-            Box::new(metrics.api_discovery.clone()),
-        ];
-        for collector in collectors {
+        for collector in metrics.collectors() {
             metrics.registry.register(collector).unwrap();
         }
         // Series that exist from the start, so rate() and alerts see zeros.
@@ -203,6 +193,28 @@ impl Metrics {
             metrics.stacks.with_label_values(&[condition]);
         }
         metrics
+    }
+
+    /// Every metric of the registry, as the registry and the metrics
+    /// reference (`docs/src/reference/metrics.md`) see them.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.reconcile_total.clone()),
+            Box::new(self.reconcile_errors.clone()),
+            Box::new(self.reconcile_time.clone()),
+            Box::new(self.active_workers.clone()),
+            Box::new(self.max_concurrent.clone()),
+            Box::new(self.rest_requests.clone()),
+            Box::new(self.leader.clone()),
+            Box::new(self.stacks.clone()),
+            Box::new(self.cached_objects.clone()),
+            Box::new(self.cached_bytes.clone()),
+            Box::new(self.migrations.clone()),
+            Box::new(self.secrets_generated.clone()),
+            Box::new(self.status_deferred.clone()),
+            Box::new(self.database_checks.clone()),
+            Box::new(self.api_discovery.clone()),
+        ]
     }
 
     pub fn set_max_concurrent_reconciles(&self, concurrency: u16) {
@@ -256,6 +268,11 @@ impl Metrics {
         for (condition, count) in STACK_CONDITIONS.iter().zip(counts) {
             self.stacks.with_label_values(&[condition]).set(count);
         }
+    }
+
+    /// Sets how many stacks' status writes are held back.
+    pub fn count_deferred(&self, deferred: usize) {
+        self.status_deferred.set(to_gauge(deferred));
     }
 
     /// Sets what the caches (of every watched scope) hold, kind by kind.

@@ -80,6 +80,8 @@ impl ProcessState {
             .flat_map(|caches| caches.footprints())
             .collect();
         self.metrics.count_cached(&footprints);
+        self.metrics
+            .count_deferred(caches.iter().map(|caches| caches.deferred.len()).sum());
         self.metrics.render()
     }
 }

@@ -1,6 +1,6 @@
 //! The Helm chart in charts/appstack-operator: its metadata and generated
 //! files, what its values render, and what the API server and Helm make of
-//! it. Tests that run helm, actionlint or the operator need
+//! it. Tests that run helm, actionlint, promtool or the operator need
 //! `scripts/test.sh` (which builds the pinned tools and starts the local
 //! control plane).
 
@@ -18,7 +18,7 @@ const CRD_TEMPLATE: &str = include_str!("../../charts/appstack-operator/template
 const RENDERED: &str = include_str!("../../deploy/appstack-operator.yaml");
 const VALUES: &str = include_str!("../../charts/appstack-operator/values.yaml");
 const SCHEMA: &str = include_str!("../../charts/appstack-operator/values.schema.json");
-const RUNBOOKS: &str = include_str!("../../docs/runbooks.md");
+const RUNBOOKS: &str = include_str!("../../docs/src/operations/runbooks.md");
 
 /// The namespace deploy/appstack-operator.yaml is rendered into
 /// (scripts/generate.sh).
@@ -603,94 +603,99 @@ async fn the_operator_deployment_passes_pod_security_restricted_without_a_warnin
     );
 }
 
-/// The metric names a PromQL expression reads: identifiers outside label
-/// matchers, strings and grouping clauses that are neither functions,
-/// aggregations (`sum by (le) (...)`), keywords nor Grafana variables.
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    const KEYWORDS: [&str; 12] = [
-        "by",
-        "without",
-        "on",
-        "ignoring",
-        "group_left",
-        "group_right",
-        "and",
-        "or",
-        "unless",
-        "bool",
-        "offset",
-        "inf",
-    ];
-    // Drop label matchers, range selectors and strings.
-    let mut text = String::new();
-    let mut depth_brace = 0;
-    let mut depth_bracket = 0;
-    for character in expr.chars() {
-        match character {
-            '{' => depth_brace += 1,
-            '}' => depth_brace -= 1,
-            '[' => depth_bracket += 1,
-            ']' => depth_bracket -= 1,
-            _ if depth_brace == 0 && depth_bracket == 0 => text.push(character),
-            _ => {}
-        }
-        if matches!(character, '}' | ']') {
-            text.push(' ');
-        }
-    }
-    let mut names = BTreeSet::new();
-    let characters: Vec<char> = text.chars().collect();
-    let mut index = 0;
-    let mut grouping = false;
-    while index < characters.len() {
-        let character = characters[index];
-        let starts_word = character.is_ascii_alphabetic() || character == '_' || character == ':';
-        let variable = index > 0 && characters[index - 1] == '$';
-        if starts_word && !(index > 0 && characters[index - 1].is_ascii_alphanumeric()) {
-            let start = index;
-            while index < characters.len()
-                && (characters[index].is_ascii_alphanumeric()
-                    || matches!(characters[index], '_' | ':'))
-            {
-                index += 1;
-            }
-            let word: String = characters[start..index].iter().collect();
-            let next = characters[index..].iter().find(|c| !c.is_whitespace());
-            if KEYWORDS.contains(&word.as_str()) {
-                grouping = matches!(
-                    word.as_str(),
-                    "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
-                );
-                continue;
-            }
-            let rest: String = characters[index..].iter().collect();
-            let rest = rest.trim_start();
-            let aggregation = rest.starts_with("by") || rest.starts_with("without");
-            if grouping || variable || next == Some(&'(') || aggregation {
-                continue;
-            }
-            names.insert(word);
+/// A dashboard query as Prometheus would receive it: Grafana's
+/// `$__rate_interval` becomes a range, every other variable (`$job`,
+/// `$namespace`, only ever inside a label matcher) matches anything.
+fn without_grafana_variables(query: &str) -> String {
+    let query = query.replace("$__rate_interval", "5m");
+    let mut plain = String::with_capacity(query.len());
+    let mut characters = query.chars().peekable();
+    while let Some(character) = characters.next() {
+        if character != '$' {
+            plain.push(character);
             continue;
         }
-        if character == ')' {
-            grouping = false;
+        while characters
+            .peek()
+            .is_some_and(|next| next.is_ascii_alphanumeric() || *next == '_')
+        {
+            characters.next();
         }
-        index += 1;
+        plain.push_str(".+");
     }
+    plain
+}
+
+/// Runs a pinned tool from `APPSTACK_TEST_TOOLS` with `input` on standard
+/// input; its standard output, or a panic with what it said.
+async fn run_tool(name: &str, args: &[&std::ffi::OsStr], input: &str) -> String {
+    let mut command = tokio::process::Command::new(crate::common::tool(name));
+    command.args(args);
+    let output = crate::common::output_with_stdin(command, input.as_bytes()).await;
+    assert!(
+        output.status.success(),
+        "{name} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `promtool check rules` on the chart's alerts as Prometheus loads them
+/// (the PrometheusRule's `spec`) and on the dashboard's queries as
+/// recording rules: every expression parses and type-checks in Prometheus'
+/// own PromQL.
+async fn promtool_check_rules(rule_spec: &Value, queries: &[(String, String)]) {
+    let directory = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let alerts = directory.join("alerts.yaml");
+    std::fs::write(&alerts, serde_yaml::to_string(rule_spec).unwrap()).unwrap();
+    let dashboard = directory.join("dashboard.yaml");
+    let rules: Vec<Value> = queries
+        .iter()
+        .filter(|(source, _)| !source.starts_with("alert "))
+        .enumerate()
+        .map(|(index, (_, expr))| serde_json::json!({"record": format!("dashboard:query_{index}"), "expr": expr}))
+        .collect();
+    let groups = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    std::fs::write(&dashboard, serde_yaml::to_string(&groups).unwrap()).unwrap();
+    let output = run_tool(
+        "promtool",
+        &[
+            "check".as_ref(),
+            "rules".as_ref(),
+            alerts.as_os_str(),
+            dashboard.as_os_str(),
+        ],
+        "",
+    )
+    .await;
+    assert!(output.contains("SUCCESS"), "{output}");
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+/// The metric names each expression reads, by Prometheus' parser
+/// (`promql-metrics`, built beside promtool).
+async fn metric_names(queries: &[(String, String)]) -> Vec<BTreeSet<String>> {
+    let input: String = queries
+        .iter()
+        .map(|(_, expr)| format!("{}\n", serde_json::to_string(expr).unwrap()))
+        .collect();
+    let output = run_tool("promql-metrics", &[], &input).await;
+    let names: Vec<BTreeSet<String>> = output
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(names.len(), queries.len(), "{output}");
     names
 }
 
 #[test]
-fn metric_names_are_read_from_promql() {
+fn grafana_variables_become_promql() {
     assert_eq!(
-        metric_names(
-            r#"histogram_quantile(0.9, sum by (le) (rate(a_bucket{job=~"$job", x="y"}[$__rate_interval]))) > 0 or vector(0)"#
-        ),
-        BTreeSet::from(["a_bucket".to_string()])
-    );
-    assert_eq!(
-        metric_names("(max(leader{job=\"j\"}) or vector(0)) < 1 and on (pod) other_metric"),
-        BTreeSet::from(["leader".to_string(), "other_metric".to_string()])
+        without_grafana_variables(r#"rate(a{job=~"$job", ns=~"$namespace"}[$__rate_interval])"#),
+        r#"rate(a{job=~".+", ns=~".+"}[5m])"#
     );
 }
 
@@ -768,7 +773,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
         for target in panel["targets"].as_array().unwrap() {
             queries.push((
                 format!("panel {:?}", panel["title"]),
-                target["expr"].as_str().unwrap().to_string(),
+                without_grafana_variables(target["expr"].as_str().unwrap()),
             ));
         }
     }
@@ -779,7 +784,10 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
                 .and_then(|rest| rest.rsplit_once(','))
                 .map(|(selector, _)| selector.to_string())
                 .unwrap_or_else(|| query.to_string());
-            queries.push((format!("variable {:?}", variable["name"]), inner));
+            queries.push((
+                format!("variable {:?}", variable["name"]),
+                without_grafana_variables(&inner),
+            ));
         }
     }
     let mut alerts = BTreeSet::new();
@@ -795,7 +803,7 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
             RUNBOOKS.lines().any(
                 |line| line.strip_prefix("## ").map(str::to_lowercase).as_deref() == Some(anchor)
             ),
-            "docs/runbooks.md has no section for {runbook}"
+            "docs/src/operations/runbooks.md has no section for {runbook}"
         );
         alerts.insert(name);
     }
@@ -812,9 +820,9 @@ async fn the_dashboard_and_alerts_read_only_metrics_the_operator_serves() {
         )
     );
 
+    promtool_check_rules(&rule["spec"], &queries).await;
     let mut used = BTreeSet::new();
-    for (source, expr) in &queries {
-        let names = metric_names(expr);
+    for ((source, expr), names) in queries.iter().zip(metric_names(&queries).await) {
         assert!(!names.is_empty(), "{source} reads no metric: {expr}");
         for name in names {
             assert!(

@@ -12,12 +12,13 @@
 //! They need root (chroot, mount and PID namespaces) and the images, which
 //! take minutes to build the first time, so every test here is ignored by
 //! default: `scripts/test.sh` builds the images and runs them as a phase of
-//! their own, `cargo test --test suite -- --ignored images::`.
+//! their own. By hand:
+//!
+//!     scripts/images.sh >/dev/null
+//!     cargo test --test suite -- --ignored images::
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -39,41 +40,56 @@ const REGISTRY: &str = "appstack.test";
 // ---------------------------------------------------------------------------
 // Archives
 
-/// The archive of every image, by reference (`appstack.test/pause:1`),
-/// built (or found in the cache) by one run of scripts/images.sh.
-fn archives() -> &'static BTreeMap<String, PathBuf> {
-    static ARCHIVES: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
-    ARCHIVES.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/images.sh");
-        let output = std::process::Command::new(&script)
-            .output()
-            .expect("run scripts/images.sh");
-        assert!(
-            output.status.success(),
-            "scripts/images.sh failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
+/// The archive of image `reference` (`appstack.test/pause:1`) that
+/// scripts/images.sh last built: the one file of that image in its cache.
+/// The tests build nothing themselves (scripts/test.sh runs the script
+/// first), so a build's minutes never count against a test's limits.
+fn archive(reference: &str) -> PathBuf {
+    let (name, tag) = reference
+        .strip_prefix(&format!("{REGISTRY}/"))
+        .and_then(|rest| rest.split_once(':'))
+        .unwrap_or_else(|| panic!("{reference}: not an image of scripts/images.sh"));
+    let cache = std::env::var_os("APPSTACK_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/appstack-operator")
+        })
+        .join("images");
+    let prefix = format!("{name}-{tag}.");
+    let found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let file = path.file_name().unwrap().to_string_lossy();
+            file.strip_prefix(&prefix)
+                .and_then(|rest| rest.strip_suffix(".tar"))
+                .is_some_and(|digest| digest.len() == 16 && !digest.contains('.'))
+        })
+        .collect();
+    let [archive] = found.as_slice() else {
+        panic!(
+            "{} archives of {reference} in {}: run scripts/images.sh first",
+            found.len(),
+            cache.display()
         );
-        String::from_utf8(output.stdout)
-            .unwrap()
-            .lines()
-            .map(|line| {
-                let path = PathBuf::from(line);
-                let index = command_output("tar", &["-xOf", line, "index.json"]);
-                let index: Value = serde_json::from_slice(&index).unwrap();
-                let reference = index["manifests"][0]["annotations"]["io.containerd.image.name"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{line}: index.json names no image"))
-                    .to_string();
-                (reference, path)
-            })
-            .collect()
-    })
+    };
+    let index = command_output("tar", &["-xOf", path(archive), "index.json"]);
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        reference,
+        "{}",
+        archive.display()
+    );
+    archive.clone()
 }
 
 /// An image archive unpacked into a directory of its own: the OCI layout's
 /// index, manifest and config, and its blobs. Removed when dropped.
 struct Image {
-    reference: String,
     layout: TempDir,
     index: Value,
     manifest: Value,
@@ -82,11 +98,9 @@ struct Image {
 
 impl Image {
     fn open(reference: &str) -> Self {
-        let archive = archives()
-            .get(reference)
-            .unwrap_or_else(|| panic!("scripts/images.sh built no {reference}"));
+        let archive = archive(reference);
         let layout = TempDir::new("layout");
-        command_output("tar", &["-xf", path(archive), "-C", path(&layout.0)]);
+        command_output("tar", &["-xf", path(&archive), "-C", path(&layout.0)]);
         let read = |relative: &str| -> Value {
             let text = std::fs::read(layout.0.join(relative))
                 .unwrap_or_else(|error| panic!("{reference}: {relative}: {error}"));
@@ -96,7 +110,6 @@ impl Image {
         let manifest = read(&blob_path(&index["manifests"][0]["digest"]));
         let config = read(&blob_path(&manifest["config"]["digest"]));
         Self {
-            reference: reference.into(),
             layout,
             index,
             manifest,
@@ -207,7 +220,10 @@ impl Rootfs {
         }
         // Mount points are made before the root turns read-only, as the
         // runtime makes them in the container's own layer.
-        let mut script = String::from("set -e\n");
+        let mut script = format!(
+            "set -e\nmkdir -p '{root}/proc' '{root}/dev'\n",
+            root = root.display()
+        );
         let mut mounts = String::new();
         for volume in volumes {
             let (source, target) = match volume {
@@ -453,7 +469,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 // The archives
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn every_archive_is_an_oci_image_that_names_itself_and_runs_as_non_root() {
     let images = [
         ("pause:1", vec!["/usr/bin/catatonit", "-P"], vec![], None),
@@ -500,17 +516,6 @@ async fn every_archive_is_an_oci_image_that_names_itself_and_runs_as_non_root() 
             None,
         ),
     ];
-    let built: Vec<&String> = archives().keys().collect();
-    let mut expected: Vec<String> = images
-        .iter()
-        .map(|(name, ..)| format!("{REGISTRY}/{name}"))
-        .collect();
-    expected.sort();
-    assert_eq!(
-        built,
-        expected.iter().collect::<Vec<_>>(),
-        "scripts/images.sh builds every image, under appstack.test"
-    );
     for (name, entrypoint, cmd, workdir) in images {
         let reference = format!("{REGISTRY}/{name}");
         let image = Image::open(&reference);
@@ -601,14 +606,25 @@ async fn every_archive_is_an_oci_image_that_names_itself_and_runs_as_non_root() 
 // pause
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn pause_runs_as_any_user_and_exits_at_once_on_sigterm_or_sigint() {
     let rootfs = Image::open("appstack.test/pause:1").unpack();
     for signal in ["TERM", "INT"] {
         let mut pause = rootfs.start(ARBITRARY_USER, &[], None, &[]);
-        eventually("pause running as PID 1", LIMIT, || {
-            let pid = pause.init_pid();
-            async move { pid }
+        // PID 1 ignores the signals it has no handler for: catatonit is
+        // ready once it blocks them to read them itself.
+        eventually("catatonit waiting for signals", LIMIT, || {
+            let status = pause
+                .init_pid()
+                .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+            async move {
+                let blocked = status?
+                    .lines()
+                    .find_map(|line| line.strip_prefix("SigBlk:"))
+                    .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())?;
+                // Bits 14 and 1: SIGTERM (15) and SIGINT (2).
+                (blocked & (1 << 14) != 0 && blocked & (1 << 1) != 0).then_some(())
+            }
         })
         .await;
         pause.signal(signal);
@@ -625,7 +641,7 @@ async fn pause_runs_as_any_user_and_exits_at_once_on_sigterm_or_sigint() {
 // postgres
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn postgres_initializes_from_the_official_variables_and_serves_with_a_password() {
     let rootfs = Image::open("appstack.test/postgres:15").unpack();
     // The volume as a local PersistentVolume gives it: a directory the pod
@@ -646,9 +662,7 @@ async fn postgres_initializes_from_the_official_variables_and_serves_with_a_pass
     ];
     let server_command = ["docker-entrypoint.sh", "postgres", "-p", port.as_str()];
     let mut server = rootfs.start(ARBITRARY_USER, &env, Some(&server_command[..]), &volumes);
-    server
-        .logged("database system is ready to accept connections")
-        .await;
+    server.logged("listening on IPv4 address").await;
     assert!(
         server
             .log()
@@ -658,7 +672,8 @@ async fn postgres_initializes_from_the_official_variables_and_serves_with_a_pass
     );
 
     let url = |password: &str| {
-        let password: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
+        let password =
+            percent_encoding::utf8_percent_encode(password, percent_encoding::NON_ALPHANUMERIC);
         format!("postgresql://shop:{password}@127.0.0.1:{port}/shopdb?sslmode=disable")
     };
     let mut connection = eventually("a password connection over TCP", LIMIT, || {
@@ -679,8 +694,7 @@ async fn postgres_initializes_from_the_official_variables_and_serves_with_a_pass
     connection.close().await.unwrap();
     let refused = PgConnection::connect(&url("not the password"))
         .await
-        .err()
-        .expect("a wrong password is refused over TCP");
+        .expect_err("a wrong password is refused over TCP");
     assert!(
         refused
             .to_string()
@@ -703,11 +717,13 @@ async fn postgres_initializes_from_the_official_variables_and_serves_with_a_pass
     assert_eq!(server.exit_code().await, Some(0), "{}", server.log());
     drop(server);
     let server = rootfs.start(ARBITRARY_USER, &env, Some(&server_command[..]), &volumes);
-    server
-        .logged("database system is ready to accept connections")
-        .await;
+    server.logged("listening on IPv4 address").await;
     assert!(!server.log().contains("initialized"), "{}", server.log());
-    let mut connection = PgConnection::connect(&url("pass word'\"$1")).await.unwrap();
+    let mut connection = eventually("the restarted server", LIMIT, || {
+        let url = url("pass word'\"$1");
+        async move { PgConnection::connect(&url).await.ok() }
+    })
+    .await;
     let kept: String = sqlx::query_scalar("SELECT value FROM kept")
         .fetch_one(&mut connection)
         .await
@@ -723,7 +739,7 @@ fn image_stop_signal(reference: &str) -> String {
 }
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn postgres_says_what_is_missing() {
     let rootfs = Image::open("appstack.test/postgres:15").unpack();
     let volume = TempDir::new("pgvolume");
@@ -804,7 +820,7 @@ async fn item_columns(server: &Postgres) -> Vec<String> {
 }
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn seed_backend_migrations_upgrade_fail_and_downgrade_against_postgres() {
     let server = Postgres::start();
     let url = seed_database(&server).await;
@@ -908,7 +924,7 @@ async fn seed_backend_migrations_upgrade_fail_and_downgrade_against_postgres() {
 }
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn seed_backend_serves_its_release_while_the_database_answers() {
     let server = Postgres::start();
     let url = seed_database(&server).await;
@@ -1001,7 +1017,7 @@ async fn seed_backend_serves_its_release_while_the_database_answers() {
 }
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn seed_backend_refuses_to_start_without_its_settings() {
     let rootfs = Image::open("appstack.test/seed-backend:1").unpack();
     let url = "postgresql://seed:password@127.0.0.1:1/seed";
@@ -1034,7 +1050,7 @@ async fn seed_backend_refuses_to_start_without_its_settings() {
 // seed-frontend
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn seed_frontend_serves_the_api_url_it_was_given() {
     let rootfs = Image::open("appstack.test/seed-frontend:1").unpack();
     let port = free_port();
@@ -1069,7 +1085,7 @@ async fn seed_frontend_serves_the_api_url_it_was_given() {
 // operator
 
 #[tokio::test]
-#[ignore = "builds the images (minutes, the first time) and needs root: scripts/test.sh runs it"]
+#[ignore = "needs root and the images of scripts/images.sh: scripts/test.sh runs it"]
 async fn operator_image_runs_the_release_binary_without_a_shell() {
     let image = Image::open("appstack.test/operator:dev");
     let user = image.settings()["User"].as_str().unwrap().to_string();

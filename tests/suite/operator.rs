@@ -625,8 +625,14 @@ async fn a_converged_stack_costs_no_writes_and_no_requests() {
         .as_ref()
         .unwrap()["cpu"];
     assert_eq!(stored_cpu.0, "500m", "the API server canonicalizes 0.5");
-    // Let trailing watch events settle before stopping.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Before stopping: no status write held back (a later process would
+    // send it, and count as writing to a converged stack).
+    eventually("no status write held back", LIMIT, || async {
+        let metrics = operator.metrics().await;
+        (crate::common::sample(&metrics, "appstack_status_writes_deferred") == Some(0.0))
+            .then_some(())
+    })
+    .await;
     let user = operator.user.clone();
     operator.stop().await;
     assert!(

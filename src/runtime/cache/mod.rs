@@ -12,6 +12,7 @@
 //! carry no label of ours: the data of a Secret is kept only while it is
 //! ours or a stack references it (see [`secret_index`]).
 
+pub mod deferred;
 pub mod kind;
 pub mod packed;
 pub mod secret_index;
@@ -30,6 +31,7 @@ use kube::runtime::watcher::Event;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Deserializer};
 
+pub use self::deferred::Deferred;
 pub use self::kind::{Footprint, KindCache};
 use self::packed::Packed;
 use self::secret_index::SecretIndex;
@@ -72,6 +74,8 @@ macro_rules! define_caches {
                 pub $field: KindCache<$object>,
             )*
             index: RwLock<SecretIndex>,
+            /// Stacks whose status write waits (see [`Deferred`]).
+            pub deferred: Deferred,
         }
 
         $(
@@ -99,6 +103,7 @@ macro_rules! define_caches {
                         ),
                     )*
                     index: RwLock::new(SecretIndex::default()),
+                    deferred: Deferred::default(),
                 });
                 (caches, writer)
             }

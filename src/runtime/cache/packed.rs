@@ -1,7 +1,8 @@
-//! Packed objects: how the caches keep stacks and their children. Decoded,
-//! a Deployment takes about 9 KiB of memory and its JSON less than 3;
-//! compressed, about 1; compressed against the objects of its kind before
-//! it (see [`Dictionary`]), a tenth of that. A packed object keeps what a
+//! Packed objects: how the caches keep stacks and their children. An
+//! object's JSON is a fraction of the decoded object, compressed JSON a
+//! fraction of that, and compressed against the objects of its kind before
+//! it (see [`Dictionary`]) a small fraction again (sizes on the benchmark
+//! page, docs/src/performance/history.md). A packed object keeps what a
 //! pass looks up without reading the object (name, namespace, UID,
 //! version, owners, instance label) in a compact form, and the rest of the
 //! object as compressed JSON, decoded when a pass reads it.

@@ -1,8 +1,17 @@
 //! The four compose projects under tests/fixtures/compose, imported without
 //! a cluster, and the mapping rules one at a time.
 
+use std::path::{Path, PathBuf};
+
+mod corpus;
+
+use super::project::sanitize_name;
+use super::workload::{command_port, kubernetes_literal, memory_quantity};
 use super::*;
-use crate::api::crd::DeletionPolicy;
+use crate::api::crd::{
+    AppStack, DeletionPolicy, EnvEntry, MAX_STACK_NAME_LENGTH, ManagedDatabase, Quantity,
+    SecretKeyRef,
+};
 
 fn fixture(project: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -47,7 +56,7 @@ fn strings(words: &[&str]) -> Option<Vec<String>> {
 
 /// A compose project of one file in a fresh directory.
 fn project_dir(compose: &str, dotenv: Option<&str>) -> PathBuf {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     std::fs::write(directory.join("compose.yaml"), compose).unwrap();
     if let Some(dotenv) = dotenv {
         std::fs::write(directory.join(".env"), dotenv).unwrap();
@@ -98,6 +107,9 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
     assert_eq!(
         env_names(stack),
         [
+            "POSTGRES_USER",
+            "POSTGRES_PASSWORD",
+            "POSTGRES_DB",
             "API_TAG",
             "WEB_TAG",
             "LOG_LEVEL",
@@ -107,6 +119,25 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
             "CORS_ORIGINS"
         ]
     );
+    // The shared .env gave the backend the database's variables: they
+    // read the operator's database now.
+    for (name, key) in [
+        ("POSTGRES_USER", "username"),
+        ("POSTGRES_PASSWORD", "password"),
+        ("POSTGRES_DB", "database"),
+    ] {
+        assert_eq!(
+            entry(stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref,
+            SecretKeyRef {
+                name: "shop-db".into(),
+                key: key.into()
+            }
+        );
+    }
     assert_eq!(entry(stack, "LOG_LEVEL").value.as_deref(), Some("debug"));
     assert!(
         entry(stack, "SECRET_KEY").generate.is_some(),
@@ -133,10 +164,13 @@ fn fastapi_react_becomes_a_managed_stack_with_a_migration_job() {
     for secret in ["pg-Kq8v3Lx2Rt", "SG.live-9fJ2kLmN3pQ", "change-me"] {
         assert!(!yaml.contains(secret), "{secret} in\n{yaml}");
     }
-    let report = imported.report.to_string();
-    assert!(report.contains("scheme postgresql+asyncpg"), "{report}");
+    let report = imported.report.render(true);
     assert!(
-        report.contains("api depends_on migrate (service_completed_successfully)"),
+        report.contains("read DATABASE_URL as postgresql+asyncpg://"),
+        "{report}"
+    );
+    assert!(
+        report.contains("depends_on migrate (service_completed_successfully)"),
         "{report}"
     );
     assert!(report.contains("db: ports \"5432:5432\""), "{report}");
@@ -196,10 +230,24 @@ fn django_celery_takes_migrations_out_of_the_web_command_and_leaves_the_workers(
         strings(&["python", "manage.py", "migrate", "--noinput"])
     );
     assert!(spec.frontend.is_none());
-    assert!(
-        !env_names(&imported.stack).contains(&"DB_PASSWORD"),
-        "the old database password is dropped"
-    );
+    for (name, key) in [
+        ("DB_NAME", "database"),
+        ("DB_USER", "username"),
+        ("DB_PASSWORD", "password"),
+    ] {
+        assert_eq!(
+            entry(&imported.stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref,
+            SecretKeyRef {
+                name: "django-celery-db".into(),
+                key: key.into()
+            },
+            "{name} reads the operator's database"
+        );
+    }
     assert_eq!(
         imported.secret_values.keys().collect::<Vec<_>>(),
         ["EMAIL_HOST_PASSWORD", "SECRET_KEY"]
@@ -216,9 +264,9 @@ fn django_celery_takes_migrations_out_of_the_web_command_and_leaves_the_workers(
     assert_eq!(names, ["redis", "celery", "celery-beat"]);
     assert!(skipped[0].1.starts_with("a cache or broker"));
     assert!(skipped[1].1.starts_with("a background worker"));
-    let report = imported.report.to_string();
+    let report = imported.report.render(true);
     assert!(
-        report.contains("CELERY_BROKER_URL points at the compose service redis"),
+        report.contains("CELERY_BROKER_URL names redis, a compose service the stack does not run"),
         "{report}"
     );
     assert!(report.contains("`version` is obsolete"), "{report}");
@@ -242,9 +290,11 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert!(
         imported
             .report
-            .warnings()
+            .todos()
             .iter()
-            .any(|warning| warning.contains("--image api="))
+            .any(|todo| todo.contains("--image api=")),
+        "{}",
+        imported.report
     );
     for secret in [
         "n0tes-Pg!pass",
@@ -296,7 +346,16 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert_eq!(entry(stack, "LOG_FORMAT").value.as_deref(), Some("json"));
     assert_eq!(entry(stack, "ANALYTICS_ID").value.as_deref(), Some(""));
     assert!(entry(stack, "SESSION_SECRET").generate.is_some());
-    assert!(!env_names(stack).contains(&"PGPASSWORD"));
+    assert_eq!(
+        entry(stack, "PGPASSWORD")
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .key,
+        "password",
+        "libpq's PGPASSWORD reads the operator's database"
+    );
     let key = &imported.secret_values["JWT_PRIVATE_KEY"];
     assert!(
         key.starts_with("-----BEGIN PRIVATE KEY-----\nMIIB")
@@ -313,7 +372,7 @@ fn node_api_without_images_holds_placeholders_and_with_them_is_complete() {
     assert!(
         imported
             .report
-            .to_string()
+            .render(true)
             .contains("web: variable VITE_APP_TITLE")
     );
 }
@@ -408,12 +467,15 @@ fn a_project_without_a_possible_backend_is_an_error() {
         ..ComposeRequest::default()
     })
     .unwrap_err();
-    assert!(matches!(error, ImportError::NoBackend), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "no service can be the backend: db is the database, cache is a cache or broker; name the backend with --backend SERVICE"
+    );
 }
 
 #[test]
 fn a_missing_compose_file_is_an_error_naming_the_defaults() {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     let error = import_compose(&ComposeRequest {
         working_directory: directory,
         ..ComposeRequest::default()
@@ -482,7 +544,7 @@ fn a_secret_in_a_command_the_env_does_not_hold_leaves_the_command_out() {
 }
 
 #[test]
-fn plain_values_that_embed_a_secret_become_secrets() {
+fn connection_strings_with_a_password_become_secrets() {
     let directory = project_dir(
         "services:\n  api:\n    image: api:1\n    environment:\n      DATABASE_URL: ${DATABASE_URL}\n      \
          LIBPQ_OPTIONS: host=db password=${DB_PASS}\n      DB_PASS: ${DB_PASS}\n",
@@ -552,7 +614,7 @@ fn ports_are_read_from_command_flags() {
 
 #[test]
 fn dotenv_alone_becomes_an_env_list() {
-    let directory = super::super::compose::tests::tempdir();
+    let directory = super::compose::tests::tempdir();
     let file = directory.join(".env");
     std::fs::write(
         &file,
@@ -596,7 +658,7 @@ fn services_behind_a_profile_are_left_out_unless_named() {
         skipped_services(&imported.report),
         [(
             "adminer",
-            "only started with profile tools: not part of the default project"
+            "only with profile tools: not started unless that profile is active (--profile)"
         )]
     );
 }
@@ -630,7 +692,7 @@ fn messages_never_quote_a_secret() {
         working_directory: directory,
         ..ComposeRequest::default()
     });
-    let report = imported.report.to_string();
+    let report = imported.report.render(true);
     assert!(!report.contains("r3dis-Hunter22"), "{report}");
     assert!(
         report.contains(
@@ -684,4 +746,188 @@ fn a_dictionary_word_password_does_not_mangle_commands_or_messages() {
         strings(&["serve", "--driver", "postgres"])
     );
     assert!(imported.report.to_string().contains("postgres:16"));
+}
+
+#[test]
+fn a_value_equal_to_the_database_password_is_the_password_only_where_the_name_says_so() {
+    // Sample .env files reuse one placeholder everywhere.
+    let directory = project_dir(
+        "services:\n  db:\n    image: postgres:16\n    env_file: .env\n\
+         \x20 api:\n    image: api:1\n    env_file: .env\n    depends_on: [db]\n",
+        Some(
+            "POSTGRES_PASSWORD=changethis\nSECRET_KEY=changethis\nADMIN_PASSWORD=changethis\n\
+             DB_PASSWORD=changethis\nGREETING=changethis\n",
+        ),
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory.clone(),
+        generate_secrets: true,
+        ..ComposeRequest::default()
+    });
+    let stack = &imported.stack;
+    let database = format!("{}-db", stack.metadata.name.as_deref().unwrap());
+    for name in ["POSTGRES_PASSWORD", "DB_PASSWORD"] {
+        let reference = &entry(stack, name)
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref;
+        assert_eq!(
+            (reference.name.as_str(), reference.key.as_str()),
+            (database.as_str(), "password")
+        );
+    }
+    for name in ["SECRET_KEY", "ADMIN_PASSWORD"] {
+        assert!(entry(stack, name).generate.is_some(), "{name}");
+    }
+    assert_eq!(
+        entry(stack, "GREETING").value.as_deref(),
+        Some("changethis")
+    );
+}
+
+#[test]
+fn values_yaml_1_1_reads_as_anything_but_a_string_are_quoted() {
+    let directory = project_dir(
+        "services:\n  api:\n    image: api:1\n    environment:\n      N: \"no\"\n      FLAG: \"on\"\n\
+         \x20     SHORT: \"y\"\n      COUNT: \"1_000\"\n      OCTAL: \"0777\"\n      TIME: \"12:30\"\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let printed = super::yaml::to_string(&imported.stack);
+    for line in [
+        "- name: \"N\"\n    value: \"no\"\n",
+        "- name: FLAG\n    value: \"on\"\n",
+        "- name: SHORT\n    value: \"y\"\n",
+        "- name: COUNT\n    value: \"1_000\"\n",
+        "- name: OCTAL\n    value: \"0777\"\n",
+        "- name: TIME\n    value: \"12:30\"\n",
+    ] {
+        assert!(printed.contains(line), "{line:?} not in\n{printed}");
+    }
+    let read: AppStack = serde_yaml::from_str(&printed).unwrap();
+    assert_eq!(read.spec, imported.stack.spec);
+}
+
+#[test]
+fn zero_resources_are_no_limit_and_a_local_tag_beside_build_is_a_placeholder() {
+    // Compose reads a limit of 0 as no limit; `docker compose build` tags
+    // `api:latest` on this machine only.
+    let directory = project_dir(
+        "services:\n  api:\n    build: ./api\n    image: api:latest\n    deploy:\n      resources:\n\
+         \x20       limits: {cpus: \"0\", memory: \"0\"}\n        reservations: {cpus: \"0.25\", memory: 128M}\n\
+         \x20 worker:\n    build: ./api\n    image: ghcr.io/acme/api:1.0\n    command: celery -A app worker\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let backend = &imported.stack.spec.backend;
+    let resources = backend.resources.as_ref().unwrap();
+    assert!(resources.limits.is_empty(), "{resources:?}");
+    assert_eq!(resources.requests["memory"], Quantity("128Mi".into()));
+    assert_eq!(backend.image, "<built from ./api: pass --image api=IMAGE>");
+    assert!(
+        imported
+            .report
+            .todos()
+            .iter()
+            .any(|todo| todo.starts_with("build api from ./api, push it")),
+        "{}",
+        imported.report
+    );
+}
+
+#[test]
+fn a_test_runner_is_never_the_frontend_and_a_name_is_no_url() {
+    let directory = project_dir(
+        "services:\n  backend:\n    image: ghcr.io/acme/api:1\n    ports: ['8000:8000']\n\
+         \x20 playwright:\n    image: ghcr.io/acme/e2e:1\n    environment: {DOCKER_IMAGE_BACKEND: backend, BASE: \"http://backend:8000\"}\n\
+         \x20   depends_on: [backend]\n\
+         \x20 frontend:\n    image: ghcr.io/acme/web:1\n    build: {context: ./frontend, args: {VITE_API_URL: \"https://api.example.com\"}}\n",
+        None,
+    );
+    let (imported, _) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    let frontend = imported.stack.spec.frontend.as_ref().unwrap();
+    assert_eq!(frontend.image, "ghcr.io/acme/web:1");
+    assert_eq!(frontend.api_url_env, "VITE_API_URL");
+    assert!(
+        skipped_services(&imported.report)
+            .iter()
+            .any(|(name, reason)| *name == "playwright" && reason.starts_with("end-to-end tests"))
+    );
+}
+
+#[test]
+fn a_database_built_locally_beside_a_shared_env_file_is_still_the_database() {
+    // The cookiecutter-django layout: PostgreSQL built from a Dockerfile of
+    // its own, its variables in an env file the application reads too.
+    let directory = project_dir(
+        "services:\n  django: &django\n    build: {context: ., dockerfile: ./compose/production/django/Dockerfile}\n\
+         \x20   image: shop_production_django\n    depends_on: [postgres, redis]\n\
+         \x20   env_file: [./.envs/.production/.django, ./.envs/.production/.postgres]\n    command: /start\n\
+         \x20 postgres:\n    build: {context: ., dockerfile: ./compose/production/postgres/Dockerfile}\n\
+         \x20   image: shop_production_postgres\n    env_file: [./.envs/.production/.postgres]\n\
+         \x20 redis:\n    image: docker.io/redis:7.2\n\
+         \x20 celeryworker:\n    <<: *django\n    image: shop_production_celeryworker\n    command: /start-celeryworker\n",
+        None,
+    );
+    std::fs::create_dir_all(directory.join(".envs/.production")).unwrap();
+    std::fs::write(
+        directory.join(".envs/.production/.django"),
+        "DJANGO_SECRET_KEY=Xk2-generated-9QbLm\nREDIS_URL=redis://redis:6379/0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        directory.join(".envs/.production/.postgres"),
+        "POSTGRES_HOST=postgres\nPOSTGRES_PORT=5432\nPOSTGRES_DB=shop\n\
+         POSTGRES_USER=Vq9debugUser\nPOSTGRES_PASSWORD=Zr8-generated-Pw4\n",
+    )
+    .unwrap();
+    let (imported, yaml) = import(ComposeRequest {
+        working_directory: directory,
+        ..ComposeRequest::default()
+    });
+    assert_eq!(
+        imported.report.parts(),
+        [("django", "backend"), ("postgres", "database")]
+    );
+    let stack = &imported.stack;
+    assert_eq!(stack.spec.database.name.as_deref(), Some("shop"));
+    for (name, key) in [
+        ("POSTGRES_HOST", "host"),
+        ("POSTGRES_PORT", "port"),
+        ("POSTGRES_DB", "database"),
+        ("POSTGRES_USER", "username"),
+        ("POSTGRES_PASSWORD", "password"),
+    ] {
+        assert_eq!(
+            entry(stack, name)
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .key,
+            key,
+            "{name}"
+        );
+    }
+    assert!(entry(stack, "DJANGO_SECRET_KEY").value_from.is_some());
+    assert!(!yaml.contains("Zr8-generated-Pw4") && !yaml.contains("Xk2-generated-9QbLm"));
+    assert!(
+        imported
+            .report
+            .todos()
+            .iter()
+            .any(|todo| todo.starts_with("postgres is built from .: the managed database runs")),
+        "{}",
+        imported.report
+    );
 }
