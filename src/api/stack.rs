@@ -523,7 +523,11 @@ pub(crate) mod tests {
         );
         let mut frontend_user = spec.clone();
         frontend_user.spec.frontend.as_mut().unwrap().run_as_user = Some(101);
-        assert_eq!(revision(&rebuild(&frontend_user)), revision(&base), "the frontend's user");
+        assert_eq!(
+            revision(&rebuild(&frontend_user)),
+            revision(&base),
+            "the frontend's user"
+        );
     }
 
     #[test]

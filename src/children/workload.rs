@@ -197,7 +197,7 @@ mod tests {
             super::super::frontend::frontend(&stack).unwrap().deployment,
         ];
         for deployment in deployments {
-            let pod = deployment.spec.unwrap().template.spec.unwrap();
+            let pod = deployment.spec.template.spec.unwrap();
             let pre_stop = pod.containers[0]
                 .lifecycle
                 .as_ref()

@@ -31,8 +31,7 @@ use crate::common::real_node::{
     http_get_from, http_post_from, import_root_image, is_ready, psql, unix_now,
 };
 use crate::common::{
-    AuditLog, RELEASE, apply_stack, condition, condition_message, eventually, wait_for,
-    wait_ready_within,
+    AuditLog, RELEASE, apply_stack, condition_message, eventually, wait_for, wait_ready_within,
 };
 
 const STACK: &str = "seed";
@@ -80,9 +79,13 @@ async fn schema_revision(real: &RealNamespace) -> String {
 
 /// `alembic_version` as the database pod itself holds it.
 async fn alembic_version(ns: &str) -> String {
-    psql(ns, &format!("{STACK}-db-0"), "SELECT version_num FROM alembic_version")
-        .await
-        .expect("psql in the database pod")
+    psql(
+        ns,
+        &format!("{STACK}-db-0"),
+        "SELECT version_num FROM alembic_version",
+    )
+    .await
+    .expect("psql in the database pod")
 }
 
 /// The backend's pods, each Ready, on the real node, of `image`.
@@ -100,11 +103,18 @@ async fn backend_pods(real: &RealNamespace) -> Vec<Pod> {
 /// The image the backend Deployment's pods run.
 async fn backend_image(real: &RealNamespace) -> String {
     let deployments: Api<Deployment> = Api::namespaced(real.client.clone(), real.ns());
-    deployments.get(&format!("{STACK}-backend")).await.unwrap().spec.unwrap().template.spec.unwrap().containers
-        [0]
-    .image
-    .clone()
-    .unwrap()
+    deployments
+        .get(&format!("{STACK}-backend"))
+        .await
+        .unwrap()
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -132,7 +142,9 @@ async fn the_chart_runs_the_operator_on_the_real_node_and_its_metrics_are_scrape
     .await;
     assert_eq!(status, 200, "{metrics}");
     assert!(
-        metrics.contains(&format!("leader_election_master_status{{name=\"{RELEASE}\"}} 1")),
+        metrics.contains(&format!(
+            "leader_election_master_status{{name=\"{RELEASE}\"}} 1"
+        )),
         "the scraped replica leads: {metrics}"
     );
     assert!(metrics.contains("appstack_stacks"), "{metrics}");
@@ -148,7 +160,10 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     // 1. The stack, from nothing to Ready on real pods.
     apply_stack(&real.client, ns, &seed_stack(&backend("1"))).await;
     let (stack, took) = ready(&real).await;
-    println!("seed stack Ready on real pods {:.1} s after it was applied", took.as_secs_f64());
+    println!(
+        "seed stack Ready on real pods {:.1} s after it was applied",
+        took.as_secs_f64()
+    );
     let pods = backend_pods(&real).await;
     assert_eq!(pods.len(), 2, "two backend replicas");
     for pod in &pods {
@@ -183,16 +198,28 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(api_url, backend_url(ns), "the frontend serves the stack's API URL");
+    assert_eq!(
+        api_url,
+        backend_url(ns),
+        "the frontend serves the stack's API URL"
+    );
     let (status, _) = http_get_from(ns, "probe", &format!("{api_url}/api/items"))
         .await
         .unwrap();
-    assert_eq!(status, 200, "the API answers at the URL the frontend serves");
+    assert_eq!(
+        status, 200,
+        "the API answers at the URL the frontend serves"
+    );
 
     // The environment: the generated key, the plain value, the referenced
     // Secret's value.
     let secrets: Api<Secret> = Api::namespaced(real.client.clone(), ns);
-    let generated = secrets.get(&format!("{STACK}-env")).await.unwrap().data.unwrap()["SECRET_KEY"]
+    let generated = secrets
+        .get(&format!("{STACK}-env"))
+        .await
+        .unwrap()
+        .data
+        .unwrap()["SECRET_KEY"]
         .0
         .clone();
     assert_eq!(generated.len(), 48);
@@ -208,7 +235,11 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     let environment = exec(
         ns,
         &pods[0].name_any(),
-        &["python3", "-c", "import os; print(os.environ['LOG_LEVEL'], os.environ['MAIL_API_KEY'])"],
+        &[
+            "python3",
+            "-c",
+            "import os; print(os.environ['LOG_LEVEL'], os.environ['MAIL_API_KEY'])",
+        ],
     )
     .await
     .unwrap();
@@ -228,7 +259,10 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
         "import socket\nsocket.create_connection(({database_ip:?}, 5432), timeout=3)\nprint('connected')"
     );
     let outsider = exec(ns, "probe", &["python3", "-c", &reach]).await;
-    assert!(outsider.is_err(), "a pod outside the stack reached the database: {outsider:?}");
+    assert!(
+        outsider.is_err(),
+        "a pod outside the stack reached the database: {outsider:?}"
+    );
 
     // A row written by release 1, which release 2's migration carries over.
     let (status, _) = http_post_from(
@@ -248,8 +282,15 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     let (stack, took) = ready(&real).await;
     traffic.wait_for_version("2", 20).await;
     let upgrade = traffic.report(from, unix_now()).await;
-    println!("upgrade 1 -> 2: Ready after {:.1} s; {upgrade}", took.as_secs_f64());
-    assert!(upgrade.failures.is_empty(), "failed requests during the upgrade: {:#?}", upgrade.failures);
+    println!(
+        "upgrade 1 -> 2: Ready after {:.1} s; {upgrade}",
+        took.as_secs_f64()
+    );
+    assert!(
+        upgrade.failures.is_empty(),
+        "failed requests during the upgrade: {:#?}",
+        upgrade.failures
+    );
     assert_eq!(upgrade.versions, ["1", "2"]);
     assert_eq!(alembic_version(ns).await, "0002");
     assert_eq!(schema_revision(&real).await, "0002");
@@ -261,7 +302,12 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
         .get(&job_name)
         .await
         .unwrap();
-    let completed = job.status.unwrap().completion_time.expect("the Job completed").0;
+    let completed = job
+        .status
+        .unwrap()
+        .completion_time
+        .expect("the Job completed")
+        .0;
     let replica_sets: Api<ReplicaSet> = Api::namespaced(real.client.clone(), ns);
     let moved = replica_sets
         .list(&ListParams::default().labels("app.kubernetes.io/component=backend"))
@@ -270,28 +316,59 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
         .items
         .into_iter()
         .find(|set| {
-            set.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap().containers[0]
+            set.spec
+                .template
+                .as_ref()
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
                 .image
                 .as_deref()
                 == Some(backend("2").as_str())
         })
         .expect("a ReplicaSet of release 2");
     let moved_at = moved.metadata.creation_timestamp.unwrap().0;
-    assert!(moved_at >= completed, "the backend moved at {moved_at}, before the migration completed at {completed}");
+    assert!(
+        moved_at >= completed,
+        "the backend moved at {moved_at}, before the migration completed at {completed}"
+    );
     let (_, items) = http_get_from(ns, "probe", &format!("{}/api/items", backend_url(ns)))
         .await
         .unwrap();
-    assert!(items.contains("from release 1"), "release 2 reads the carried-over row: {items}");
+    assert!(
+        items.contains("from release 1"),
+        "release 2 reads the carried-over row: {items}"
+    );
 
     // 3. A migration that fails in PostgreSQL, under traffic.
     let from = unix_now();
     apply_stack(&real.client, ns, &seed_stack(&backend("broken"))).await;
-    let stalled = wait_for(&real.client, ns, STACK, "Stalled", "True", Some("MigrationFailed")).await;
+    let stalled = wait_for(
+        &real.client,
+        ns,
+        STACK,
+        "Stalled",
+        "True",
+        Some("MigrationFailed"),
+    )
+    .await;
     let stalled_at = unix_now();
     let message = condition_message(&stalled, "MigrationsApplied");
-    let failed_job = stalled.status.clone().unwrap().migration.unwrap().job_name.unwrap();
+    let failed_job = stalled
+        .status
+        .clone()
+        .unwrap()
+        .migration
+        .unwrap()
+        .job_name
+        .unwrap();
     assert_ne!(failed_job, job_name);
-    assert!(message.contains(&failed_job), "the condition names the revision's Job: {message}");
+    assert!(
+        message.contains(&failed_job),
+        "the condition names the revision's Job: {message}"
+    );
     assert!(
         message.contains("column \"owner_id\" does not exist"),
         "the condition carries PostgreSQL's error: {message}"
@@ -305,11 +382,22 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     // Requests keep coming after the stack stalled.
     traffic.wait_for_requests_after(stalled_at, 50).await;
     let failed = traffic.report(from, unix_now()).await;
-    println!("failed migration: Stalled after {:.1} s; {failed}", stalled_at - from);
-    assert!(failed.failures.is_empty(), "failed requests during the failed migration: {:#?}", failed.failures);
+    println!(
+        "failed migration: Stalled after {:.1} s; {failed}",
+        stalled_at - from
+    );
+    assert!(
+        failed.failures.is_empty(),
+        "failed requests during the failed migration: {:#?}",
+        failed.failures
+    );
     assert_eq!(failed.versions, ["2"], "release 2 kept serving");
     assert_eq!(backend_image(&real).await, backend("2"));
-    assert_eq!(alembic_version(ns).await, "0002", "the failed revision left no trace");
+    assert_eq!(
+        alembic_version(ns).await,
+        "0002",
+        "the failed revision left no trace"
+    );
 }
 
 /// The seed stack without its frontend, for tests about the rest.
@@ -325,7 +413,12 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     let real = RealNamespace::new("real-data").await;
     let ns = real.ns();
     real.leader_pod().await;
-    apply_stack(&real.client, ns, &seed_stack_without_frontend(&backend("1"))).await;
+    apply_stack(
+        &real.client,
+        ns,
+        &seed_stack_without_frontend(&backend("1")),
+    )
+    .await;
     ready(&real).await;
     real.client_pod("probe").await;
     for name in ["kept-1", "kept-2"] {
@@ -343,9 +436,13 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
         assert_eq!(status, 201, "{body}");
     }
     let database = format!("{STACK}-db-0");
-    let rows = psql(ns, &database, "SELECT id, name, note FROM items ORDER BY id")
-        .await
-        .unwrap();
+    let rows = psql(
+        ns,
+        &database,
+        "SELECT id, name, note FROM items ORDER BY id",
+    )
+    .await
+    .unwrap();
     assert_eq!(rows, "1|kept-1|survives\n2|kept-2|survives");
 
     let pods: Api<Pod> = Api::namespaced(real.client.clone(), ns);
@@ -354,7 +451,9 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     let claim = claims.get(&claim_name).await.unwrap();
     let volume = claim.spec.clone().unwrap().volume_name.unwrap();
     let first = pods.get(&database).await.unwrap().metadata.uid.unwrap();
-    pods.delete(&database, &DeleteParams::default()).await.unwrap();
+    pods.delete(&database, &DeleteParams::default())
+        .await
+        .unwrap();
     let second = eventually("a new database pod Ready", LIMIT, || async {
         let pod = pods.get(&database).await.ok()?;
         (pod.metadata.uid.as_deref() != Some(first.as_str()) && is_ready(&pod)).then_some(pod)
@@ -363,11 +462,18 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     assert_eq!(second.spec.unwrap().node_name.as_deref(), Some(NODE));
     let again = claims.get(&claim_name).await.unwrap();
     assert_eq!(again.metadata.uid, claim.metadata.uid, "the same claim");
-    assert_eq!(again.spec.unwrap().volume_name.as_deref(), Some(volume.as_str()));
     assert_eq!(
-        psql(ns, &database, "SELECT id, name, note FROM items ORDER BY id")
-            .await
-            .unwrap(),
+        again.spec.unwrap().volume_name.as_deref(),
+        Some(volume.as_str())
+    );
+    assert_eq!(
+        psql(
+            ns,
+            &database,
+            "SELECT id, name, note FROM items ORDER BY id"
+        )
+        .await
+        .unwrap(),
         rows,
         "the new pod reads what the first one wrote"
     );
@@ -384,7 +490,10 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
 
     // Deleting the stack under Retain keeps the volume and its credentials.
     let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), ns);
-    stacks.delete(STACK, &DeleteParams::default()).await.unwrap();
+    stacks
+        .delete(STACK, &DeleteParams::default())
+        .await
+        .unwrap();
     let statefulsets: Api<StatefulSet> = Api::namespaced(real.client.clone(), ns);
     eventually("the stack and its StatefulSet gone", LIMIT, || async {
         let stack_gone = stacks.get_opt(STACK).await.ok()?.is_none();
@@ -399,11 +508,18 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     .await;
     let kept = claims.get(&claim_name).await.unwrap();
     assert_eq!(kept.metadata.uid, claim.metadata.uid);
-    assert!(kept.metadata.deletion_timestamp.is_none(), "the claim is not being deleted");
+    assert!(
+        kept.metadata.deletion_timestamp.is_none(),
+        "the claim is not being deleted"
+    );
     assert_eq!(kept.status.unwrap().phase.as_deref(), Some("Bound"));
     let secrets: Api<Secret> = Api::namespaced(real.client.clone(), ns);
     assert!(
-        secrets.get_opt(&format!("{STACK}-db")).await.unwrap().is_some(),
+        secrets
+            .get_opt(&format!("{STACK}-db"))
+            .await
+            .unwrap()
+            .is_some(),
         "the database's credentials stay with its volume"
     );
 }
@@ -418,8 +534,10 @@ async fn an_image_that_runs_as_root_is_refused_by_name_and_runs_once_run_as_user
     let mut stack = seed_stack_without_frontend(ROOT_IMAGE);
     apply_stack(&real.client, ns, &stack).await;
     let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), ns);
-    let (component, reason, message) =
-        eventually("a condition naming CreateContainerConfigError", LIMIT, || async {
+    let (component, reason, message) = eventually(
+        "a condition naming CreateContainerConfigError",
+        LIMIT,
+        || async {
             let stack = stacks.get(STACK).await.ok()?;
             stack
                 .status?
@@ -427,8 +545,9 @@ async fn an_image_that_runs_as_root_is_refused_by_name_and_runs_once_run_as_user
                 .into_iter()
                 .find(|condition| condition.reason == "CreateContainerConfigError")
                 .map(|condition| (condition.type_, condition.reason, condition.message))
-        })
-        .await;
+        },
+    )
+    .await;
     println!("a root image under runAsNonRoot: {component}={reason}: {message}");
     assert!(
         message.contains("runAsNonRoot") && message.contains("root"),
@@ -446,9 +565,13 @@ async fn an_image_that_runs_as_root_is_refused_by_name_and_runs_once_run_as_user
     );
     assert_eq!(alembic_version(ns).await, "0001");
     for pod in backend_pods(&real).await {
-        let uid = exec(ns, &pod.name_any(), &["python3", "-c", "import os; print(os.getuid())"])
-            .await
-            .unwrap();
+        let uid = exec(
+            ns,
+            &pod.name_any(),
+            &["python3", "-c", "import os; print(os.getuid())"],
+        )
+        .await
+        .unwrap();
         assert_eq!(uid.trim(), "10001");
     }
 }
@@ -472,19 +595,33 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
     let real = RealNamespace::new("real-restart").await;
     let ns = real.ns();
     let first = real.leader_pod().await.name_any();
-    apply_stack(&real.client, ns, &seed_stack_without_frontend(&backend("1"))).await;
+    apply_stack(
+        &real.client,
+        ns,
+        &seed_stack_without_frontend(&backend("1")),
+    )
+    .await;
     ready(&real).await;
     let secrets: Api<Secret> = Api::namespaced(real.client.clone(), ns);
     let generated = |name: String, key: &'static str| {
         let secrets = secrets.clone();
-        async move { secrets.get(&name).await.unwrap().data.unwrap()[key].0.clone() }
+        async move {
+            secrets.get(&name).await.unwrap().data.unwrap()[key]
+                .0
+                .clone()
+        }
     };
     let secret_key = generated(format!("{STACK}-env"), "SECRET_KEY").await;
     let password = generated(format!("{STACK}-db"), "password").await;
 
     let audit = AuditLog::open();
     let mark = audit.mark();
-    apply_stack(&real.client, ns, &seed_stack_without_frontend(&backend("2"))).await;
+    apply_stack(
+        &real.client,
+        ns,
+        &seed_stack_without_frontend(&backend("2")),
+    )
+    .await;
     // Mid-rollout: the new revision's migration Job exists and has not
     // finished.
     let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), ns);
@@ -519,7 +656,10 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
     })
     .await;
     let (_, took) = ready(&real).await;
-    println!("converged {:.1} s after the restart, led by {second}", took.as_secs_f64());
+    println!(
+        "converged {:.1} s after the restart, led by {second}",
+        took.as_secs_f64()
+    );
     assert_eq!(backend_image(&real).await, backend("2"));
     assert_eq!(alembic_version(ns).await, "0002");
     eventually("every backend pod on release 2", LIMIT, || async {
@@ -537,7 +677,10 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
     // Nothing written twice: one Job for the revision, no Secret created
     // again or generated anew, no child deleted, and the new pod wrote each
     // child at most once.
-    assert_eq!(generated(format!("{STACK}-env"), "SECRET_KEY").await, secret_key);
+    assert_eq!(
+        generated(format!("{STACK}-env"), "SECRET_KEY").await,
+        secret_key
+    );
     assert_eq!(generated(format!("{STACK}-db"), "password").await, password);
     let operator = format!("system:serviceaccount:{ns}:{RELEASE}");
     let entries = crate::common::faults::audit_entries(mark, ns);
@@ -588,7 +731,8 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
         .filter(child)
         .filter(|entry| {
             entry["user"]["username"] == operator.as_str()
-                && entry["user"]["extra"]["authentication.kubernetes.io/pod-name"][0] == second.as_str()
+                && entry["user"]["extra"]["authentication.kubernetes.io/pod-name"][0]
+                    == second.as_str()
         })
         .map(describe)
         .collect();

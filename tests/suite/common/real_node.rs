@@ -59,14 +59,7 @@ impl RealNamespace {
         let real = Self { client, namespace };
         install_crd(&real.client).await;
         install_operator(real.ns()).await;
-        create_secret(
-            &real.client,
-            real.ns(),
-            "mail",
-            "api-key",
-            "mail-test-key",
-        )
-        .await;
+        create_secret(&real.client, real.ns(), "mail", "api-key", "mail-test-key").await;
         super::apply_yaml(&real.client, &clients_may_reach_the_stack(real.ns())).await;
         real
     }
@@ -81,12 +74,7 @@ impl RealNamespace {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), self.ns());
         let selector = format!("app.kubernetes.io/name={RELEASE}");
         eventually("the operator's pod Ready and leading", LIMIT, || async {
-            let holder = leases
-                .get(RELEASE)
-                .await
-                .ok()?
-                .spec?
-                .holder_identity?;
+            let holder = leases.get(RELEASE).await.ok()?.spec?.holder_identity?;
             pods.list(&ListParams::default().labels(&selector))
                 .await
                 .ok()?
@@ -120,7 +108,12 @@ impl Drop for RealNamespace {
             let ns = self.ns().to_string();
             for what in [
                 vec!["get", "pods,jobs,appstacks", "-o", "wide"],
-                vec!["logs", "--tail=120", "-l", "app.kubernetes.io/name=appstack-operator"],
+                vec![
+                    "logs",
+                    "--tail=120",
+                    "-l",
+                    "app.kubernetes.io/name=appstack-operator",
+                ],
             ] {
                 let output = std::process::Command::new(
                     std::env::var("APPSTACK_TEST_KUBECTL").unwrap_or_default(),
@@ -282,7 +275,10 @@ pub async fn http_get_from(namespace: &str, pod: &str, url: &str) -> Result<(u16
     );
     let output = exec_python(namespace, pod, &script).await?;
     let (status, body) = output.split_once('\n').ok_or(output.clone())?;
-    Ok((status.parse().map_err(|_| output.clone())?, body.to_string()))
+    Ok((
+        status.parse().map_err(|_| output.clone())?,
+        body.to_string(),
+    ))
 }
 
 /// `POST url` with a JSON body from inside `pod`: the status and body.
@@ -303,7 +299,10 @@ pub async fn http_post_from(
     );
     let output = exec_python(namespace, pod, &script).await?;
     let (status, body) = output.split_once('\n').ok_or(output.clone())?;
-    Ok((status.parse().map_err(|_| output.clone())?, body.to_string()))
+    Ok((
+        status.parse().map_err(|_| output.clone())?,
+        body.to_string(),
+    ))
 }
 
 /// One SQL query through `psql` in the stack's database pod, over the
@@ -537,12 +536,20 @@ pub async fn import_root_image() {
     std::fs::create_dir_all(&work).unwrap();
     run(
         "tar",
-        &["-xf", archive.to_str().unwrap(), "-C", work.to_str().unwrap()],
+        &[
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            work.to_str().unwrap(),
+        ],
     );
     let read = |path: &Path| -> Value {
         serde_json::from_slice(&std::fs::read(path).unwrap()).expect("an OCI JSON document")
     };
-    let blob = |digest: &str| work.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let blob = |digest: &str| {
+        work.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
     let mut index = read(&work.join("index.json"));
     let mut manifest = read(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
     let mut config = read(&blob(manifest["config"]["digest"].as_str().unwrap()));
