@@ -7,6 +7,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
     PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, SleepAction,
+    TCPSocketAction,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -71,18 +72,30 @@ pub fn workload_name(stack: &ValidatedStack, component: Component) -> String {
 pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
     let name = workload_name(stack, spec.component);
     let selector = selector_labels(stack, spec.component);
-    let probe = |period: i32, failures: i32| {
-        spec.health.map(|health| Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some(health.path.clone()),
-                port: IntOrString::String(HTTP_PORT_NAME.into()),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(period),
-            failure_threshold: Some(failures),
-            ..Probe::default()
-        })
-    };
+    // Readiness asks the health path, which may depend on the database:
+    // a pod that cannot serve leaves its Service. Liveness only asks whether
+    // the server accepts connections: a backend whose database is away
+    // (restarting, failing over) waits for it instead of being restarted
+    // over and over, which would help nothing.
+    let readiness_probe = spec.health.map(|health| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(health.path.clone()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    });
+    let liveness_probe = spec.health.map(|_| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(6),
+        ..Probe::default()
+    });
     let container = Container {
         name: spec.component.as_str().into(),
         image: Some(spec.image.into()),
@@ -97,8 +110,8 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         env: (!spec.env.is_empty()).then_some(spec.env),
         env_from: (!spec.env_from.is_empty()).then_some(spec.env_from),
         resources: super::pod::resources(spec.resources),
-        readiness_probe: probe(5, 3),
-        liveness_probe: probe(10, 6),
+        readiness_probe,
+        liveness_probe,
         security_context: Some(super::security::container()),
         lifecycle: Some(Lifecycle {
             pre_stop: Some(LifecycleHandler {
@@ -188,6 +201,26 @@ pub fn disruption_budget(
 mod tests {
     use super::*;
     use crate::api::stack::tests::example;
+
+    #[test]
+    fn readiness_asks_the_health_path_and_liveness_only_the_port() {
+        let stack = example();
+        let deployment = super::super::backend::backend(&stack, "abc123").deployment;
+        let container = &deployment.spec.template.spec.unwrap().containers[0];
+        let readiness = container.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            readiness.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/health")
+        );
+        // A backend whose database is away answers its health path with an
+        // error: it leaves the Service, but is not restarted for it.
+        let liveness = container.liveness_probe.as_ref().unwrap();
+        assert!(liveness.http_get.is_none());
+        assert_eq!(
+            liveness.tcp_socket.as_ref().unwrap().port,
+            IntOrString::String(HTTP_PORT_NAME.into())
+        );
+    }
 
     #[test]
     fn a_stopping_pod_drains_before_its_server_stops() {
