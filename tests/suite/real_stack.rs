@@ -161,7 +161,7 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     apply_stack(&real.client, ns, &seed_stack(&backend("1"))).await;
     let (stack, took) = ready(&real).await;
     println!(
-        "seed stack Ready on real pods {:.1} s after it was applied",
+        "figure=seed_stack_ready_seconds {:.1} (applied to Ready on real pods)",
         took.as_secs_f64()
     );
     let pods = backend_pods(&real).await;
@@ -283,7 +283,7 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     traffic.wait_for_version("2", 20).await;
     let upgrade = traffic.report(from, unix_now()).await;
     println!(
-        "upgrade 1 -> 2: Ready after {:.1} s; {upgrade}",
+        "figure=upgrade_1_to_2 ready_seconds={:.1} {upgrade}",
         took.as_secs_f64()
     );
     assert!(
@@ -383,7 +383,7 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     traffic.wait_for_requests_after(stalled_at, 50).await;
     let failed = traffic.report(from, unix_now()).await;
     println!(
-        "failed migration: Stalled after {:.1} s; {failed}",
+        "figure=failed_migration stalled_seconds={:.1} {failed}",
         stalled_at - from
     );
     assert!(
@@ -451,6 +451,7 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     let claim = claims.get(&claim_name).await.unwrap();
     let volume = claim.spec.clone().unwrap().volume_name.unwrap();
     let first = pods.get(&database).await.unwrap().metadata.uid.unwrap();
+    let deleted = Instant::now();
     pods.delete(&database, &DeleteParams::default())
         .await
         .unwrap();
@@ -459,6 +460,10 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
         (pod.metadata.uid.as_deref() != Some(first.as_str()) && is_ready(&pod)).then_some(pod)
     })
     .await;
+    println!(
+        "figure=database_pod_back_ready_seconds {:.1} (deleted to a new pod Ready on the same volume)",
+        deleted.elapsed().as_secs_f64()
+    );
     assert_eq!(second.spec.unwrap().node_name.as_deref(), Some(NODE));
     let again = claims.get(&claim_name).await.unwrap();
     assert_eq!(again.metadata.uid, claim.metadata.uid, "the same claim");
@@ -487,6 +492,18 @@ async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a
     })
     .await;
     assert!(items.contains("kept-2"), "{items}");
+    // While the database was away the backend's pods left their Service
+    // (readiness asks /health) but were never restarted (liveness asks the
+    // port only).
+    for pod in backend_pods(&real).await {
+        let restarts: i32 = pod
+            .status
+            .as_ref()
+            .and_then(|status| status.container_statuses.as_ref())
+            .map(|statuses| statuses.iter().map(|status| status.restart_count).sum())
+            .unwrap_or_default();
+        assert_eq!(restarts, 0, "backend pod {} restarted", pod.name_any());
+    }
 
     // Deleting the stack under Retain keeps the volume and its credentials.
     let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), ns);
@@ -560,7 +577,7 @@ async fn an_image_that_runs_as_root_is_refused_by_name_and_runs_once_run_as_user
     apply_stack(&real.client, ns, &stack).await;
     wait_ready_within(&real.client, ns, STACK, LIMIT).await;
     println!(
-        "Ready {:.1} s after runAsUser was set",
+        "figure=root_image_ready_after_run_as_user_seconds {:.1}",
         applied.elapsed().as_secs_f64()
     );
     assert_eq!(alembic_version(ns).await, "0001");
@@ -657,7 +674,7 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
     .await;
     let (_, took) = ready(&real).await;
     println!(
-        "converged {:.1} s after the restart, led by {second}",
+        "figure=operator_restart_converged_seconds {:.1} (led by {second})",
         took.as_secs_f64()
     );
     assert_eq!(backend_image(&real).await, backend("2"));

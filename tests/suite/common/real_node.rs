@@ -380,7 +380,7 @@ impl std::fmt::Display for TrafficReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} requests in {:.1} s ({:.1}/s), {} failed, releases seen {:?}",
+            "requests={} seconds={:.1} rate_per_second={:.1} failed={} releases={:?}",
             self.requests,
             self.seconds,
             self.rate(),
