@@ -757,7 +757,17 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
     for write in &by_second {
         *counted.entry(write.as_str()).or_default() += 1;
     }
-    println!("the new operator pod's writes to children: {counted:#?}");
+    let by_operator: Vec<String> = entries
+        .iter()
+        .filter(succeeded)
+        .filter(child)
+        .filter(|entry| entry["user"]["username"] == operator.as_str())
+        .map(describe)
+        .collect();
+    println!(
+        "the operator's writes to children since the upgrade: {by_operator:#?}\n\
+         of them by the new pod {second}: {counted:#?}"
+    );
     assert!(
         counted.values().all(|count| *count == 1),
         "a child written twice by the new pod: {counted:#?}"
