@@ -30,7 +30,7 @@ export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
-  --skip images:: --skip real_node "${full_faults[@]}"
+  --skip images:: --skip real_node --skip real_stack "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi
@@ -49,8 +49,13 @@ cargo test --test suite -- --include-ignored --test-threads 1 --nocapture disrup
 # kubelet, kube-proxy, CoreDNS, kube-router), pods from the project's images.
 scripts/cluster.sh down
 scripts/cluster.sh up --real-node
-scripts/images.sh --import "$(scripts/cluster.sh containerd-socket)" seed-backend
+scripts/images.sh --import "$(scripts/cluster.sh containerd-socket)" \
+  postgres seed-backend seed-frontend operator >/dev/null
 cargo test --test suite -- --ignored --test-threads 2 real_node::
+# The design's stack on it, the operator installed by its chart: one test at
+# a time, so the traffic measured during upgrades shares the machine with
+# nothing but its own stack.
+cargo test --test suite -- --ignored --test-threads 1 --nocapture real_stack::
 scripts/cluster.sh down
 # With no cluster of its own left, down must leave nothing on the host.
 cargo test --test suite -- --ignored --test-threads 1 real_node_teardown::

@@ -14,9 +14,9 @@
 //! of the operator's workloads, which say why a component cannot run); and
 //! what the
 //! orphan sweep does with objects no longer desired (`owned`: deleted when
-//! the stack owns them; `finished_jobs`: older finished ones beyond the
-//! last few of each component; `snapshots`: backups beyond the `keep`
-//! newest; `kept`: never).
+//! the stack owns them; `superseded_jobs`: older finished ones beyond the
+//! last few of each component, and older ones whose pods never got to
+//! run; `snapshots`: backups beyond the `keep` newest; `kept`: never).
 
 use kube::api::DynamicObject;
 use kube::{Api, Client, Resource, ResourceExt};
@@ -40,7 +40,7 @@ macro_rules! for_each_kind {
             StatefulSet: k8s_openapi::api::apps::v1::StatefulSet = "StatefulSet" in statefulsets,
                 dyntype (), watch labelled, sweep owned;
             Job: k8s_openapi::api::batch::v1::Job = "Job" in jobs,
-                dyntype (), watch labelled, sweep finished_jobs;
+                dyntype (), watch labelled, sweep superseded_jobs;
             Deployment: k8s_openapi::api::apps::v1::Deployment = "Deployment" in deployments,
                 dyntype (), watch labelled, sweep owned;
             PersistentVolumeClaim: k8s_openapi::api::core::v1::PersistentVolumeClaim =

@@ -570,7 +570,10 @@ pub struct BackendSpec {
     )]
     #[schemars(schema_with = "pod_annotation_map")]
     pub pod_annotations: BTreeMap<String, String>,
-    /// HTTP readiness and liveness probes.
+    /// Probes: readiness GETs the health path; liveness, set with it, only
+    /// checks that the port accepts connections, so a pod whose health
+    /// depends on the database leaves its Service while the database is
+    /// away instead of being restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
     /// The UID the container runs as. Pods always run as a non-root user
@@ -646,7 +649,10 @@ pub struct FrontendSpec {
     )]
     #[schemars(schema_with = "pod_annotation_map")]
     pub pod_annotations: BTreeMap<String, String>,
-    /// HTTP readiness and liveness probes.
+    /// Probes: readiness GETs the health path; liveness, set with it, only
+    /// checks that the port accepts connections, so a pod whose health
+    /// depends on the database leaves its Service while the database is
+    /// away instead of being restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<HealthSpec>,
     /// The UID the container runs as. Pods always run as a non-root user
@@ -712,7 +718,7 @@ pub struct Resources {
     pub limits: BTreeMap<String, Quantity>,
 }
 
-/// HTTP health checks, used for readiness and liveness probes.
+/// The HTTP health check of the readiness probe (liveness checks the port).
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct HealthSpec {
     /// Absolute HTTP path answering 200 when healthy, e.g. /health.

@@ -317,7 +317,8 @@ impl ValidatedStack {
                 .clone()
                 .filter(|image| !image.is_empty())
                 .unwrap_or_else(|| spec.backend.image.clone());
-            let recipe = migration_recipe(&image, migrations, &spec.env);
+            let run_as_user = migrations.run_as_user.or(spec.backend.run_as_user);
+            let recipe = migration_recipe(&image, run_as_user, migrations, &spec.env);
             Migration {
                 spec: migrations.clone(),
                 image,
@@ -449,16 +450,26 @@ fn env_var(entry: &EnvEntry) -> Result<EnvVar, InvalidSpec> {
 /// token the user changes to re-run a failed revision.
 fn migration_recipe(
     image: &str,
+    run_as_user: Option<i64>,
     migrations: &MigrationsSpec,
     env: &[EnvEntry],
 ) -> serde_json::Value {
-    serde_json::json!({
+    let mut recipe = serde_json::json!({
         "image": image,
         "command": migrations.command,
         "args": migrations.args,
         "env": env,
         "retryToken": migrations.retry_token.clone().unwrap_or_default(),
-    })
+    });
+    // The user decides whether the Job's pod can start at all: an image that
+    // runs as root under runAsNonRoot never does (the kubelet refuses it,
+    // and the Job waits out its deadline). Setting the user must replace
+    // that Job, and a Job is never patched: the user is part of the
+    // revision. Only when set, so a stack without it keeps its revision.
+    if let Some(user) = run_as_user {
+        recipe["runAsUser"] = user.into();
+    }
+    recipe
 }
 
 /// A duration as `postDeploy.after` writes it (`30s`, `10m`, `1h30m`, as
@@ -604,6 +615,28 @@ pub(crate) mod tests {
         let mut env_changed = spec.clone();
         env_changed.spec.env[0].value = Some("DEBUG".into());
         assert_ne!(revision(&rebuild(&env_changed)), revision(&base), "env");
+
+        // A Job whose pod the kubelet refused (a root image) is replaced
+        // once the user is set, on the migration or the backend it
+        // defaults to.
+        let mut backend_user = spec.clone();
+        backend_user.spec.backend.run_as_user = Some(10001);
+        let with_user = revision(&rebuild(&backend_user));
+        assert_ne!(with_user, revision(&base), "the backend's runAsUser");
+        let mut migration_user = spec.clone();
+        migration_user.spec.migrations.as_mut().unwrap().run_as_user = Some(10001);
+        assert_eq!(
+            revision(&rebuild(&migration_user)),
+            with_user,
+            "the migration runs as the same user either way"
+        );
+        let mut frontend_user = spec.clone();
+        frontend_user.spec.frontend.as_mut().unwrap().run_as_user = Some(101);
+        assert_eq!(
+            revision(&rebuild(&frontend_user)),
+            revision(&base),
+            "the frontend's user"
+        );
     }
 
     #[test]

@@ -159,9 +159,18 @@ pub fn database(stack: &ValidatedStack) -> Option<DatabaseChildren> {
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    // The volume's root belongs to root, as a fresh disk does:
+                    // fsGroup makes it writable for PostgreSQL, which keeps
+                    // its data one level down (PGDATA) with mode 0700. The
+                    // kubelet would otherwise re-apply the group to every
+                    // file on each mount, adding group permissions to that
+                    // directory, and PostgreSQL refuses to start on a data
+                    // directory with them: only a volume whose root does not
+                    // match yet is changed.
                     security_context: Some(PodSecurityContext {
                         run_as_group: Some(POSTGRES_UID),
                         fs_group: Some(POSTGRES_UID),
+                        fs_group_change_policy: Some("OnRootMismatch".into()),
                         ..super::security::pod(Some(POSTGRES_UID))
                     }),
                     volumes: Some(vec![empty_dir("run"), empty_dir("tmp")]),
@@ -283,8 +292,16 @@ mod tests {
             .map(|mount| mount.mount_path.as_str())
             .collect();
         assert_eq!(mounts, [DATA_PATH, "/var/run/postgresql", "/tmp"]);
-        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let context = pod.security_context.unwrap();
+        assert_eq!(context.run_as_non_root, Some(true));
         assert_eq!(pod.automount_service_account_token, Some(false));
+        // A restarted pod keeps its data directory at 0700: the volume is
+        // given to the group once, not on every mount.
+        assert_eq!(context.fs_group, Some(POSTGRES_UID));
+        assert_eq!(
+            context.fs_group_change_policy.as_deref(),
+            Some("OnRootMismatch")
+        );
         let service = service.spec.unwrap();
         assert_eq!(service.cluster_ip.as_deref(), Some("None"));
         assert_eq!(service.ports.unwrap()[0].port, 5432);

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, PodSpec, PodTemplateSpec,
-    Probe, Service, ServicePort, ServiceSpec,
+    Container, ContainerPort, EnvFromSource, EnvVar, HTTPGetAction, Lifecycle, LifecycleHandler,
+    PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, SleepAction,
+    TCPSocketAction,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -28,6 +29,19 @@ pub struct Workload {
 
 /// Name of the container port and Service port.
 pub const HTTP_PORT_NAME: &str = "http";
+
+/// How long a stopping pod keeps serving before its container gets SIGTERM.
+/// The pod leaves its Service's endpoints when it starts stopping, but
+/// kube-proxy on every node (and any load balancer) needs a moment to stop
+/// sending it new connections, while a web server stops accepting them the
+/// moment SIGTERM arrives: without this pause those connections are
+/// refused. The kubelet sleeps itself (`preStop.sleep`), so the image needs
+/// no shell.
+pub const DRAIN_SECONDS: i64 = 5;
+
+/// The time a stopping pod gets in all: the drain, then the server's own
+/// graceful shutdown, finishing the requests in flight.
+pub const TERMINATION_GRACE_SECONDS: i64 = DRAIN_SECONDS + 25;
 
 /// One component's settings, taken from its spec.
 pub struct WorkloadSpec<'a> {
@@ -58,18 +72,30 @@ pub fn workload_name(stack: &ValidatedStack, component: Component) -> String {
 pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
     let name = workload_name(stack, spec.component);
     let selector = selector_labels(stack, spec.component);
-    let probe = |period: i32, failures: i32| {
-        spec.health.map(|health| Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some(health.path.clone()),
-                port: IntOrString::String(HTTP_PORT_NAME.into()),
-                ..HTTPGetAction::default()
-            }),
-            period_seconds: Some(period),
-            failure_threshold: Some(failures),
-            ..Probe::default()
-        })
-    };
+    // Readiness asks the health path, which may depend on the database:
+    // a pod that cannot serve leaves its Service. Liveness only asks whether
+    // the server accepts connections: a backend whose database is away
+    // (restarting, failing over) waits for it instead of being restarted
+    // over and over, which would help nothing.
+    let readiness_probe = spec.health.map(|health| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(health.path.clone()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    });
+    let liveness_probe = spec.health.map(|_| Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(10),
+        failure_threshold: Some(6),
+        ..Probe::default()
+    });
     let container = Container {
         name: spec.component.as_str().into(),
         image: Some(spec.image.into()),
@@ -84,9 +110,18 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
         env: (!spec.env.is_empty()).then_some(spec.env),
         env_from: (!spec.env_from.is_empty()).then_some(spec.env_from),
         resources: super::pod::resources(spec.resources),
-        readiness_probe: probe(5, 3),
-        liveness_probe: probe(10, 6),
+        readiness_probe,
+        liveness_probe,
         security_context: Some(super::security::container()),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: DRAIN_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     let deployment = Deployment {
@@ -106,6 +141,7 @@ pub fn workload(stack: &ValidatedStack, spec: WorkloadSpec<'_>) -> Workload {
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(super::security::pod(spec.run_as_user)),
+                    termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
                     ..super::pod::pod_service_account(spec.service_account_name)
                 }),
             },
@@ -165,6 +201,54 @@ pub fn disruption_budget(
 mod tests {
     use super::*;
     use crate::api::stack::tests::example;
+
+    #[test]
+    fn readiness_asks_the_health_path_and_liveness_only_the_port() {
+        let stack = example();
+        let deployment = super::super::backend::backend(&stack, "abc123").deployment;
+        let container = &deployment.spec.template.spec.unwrap().containers[0];
+        let readiness = container.readiness_probe.as_ref().unwrap();
+        assert_eq!(
+            readiness.http_get.as_ref().unwrap().path.as_deref(),
+            Some("/health")
+        );
+        // A backend whose database is away answers its health path with an
+        // error: it leaves the Service, but is not restarted for it.
+        let liveness = container.liveness_probe.as_ref().unwrap();
+        assert!(liveness.http_get.is_none());
+        assert_eq!(
+            liveness.tcp_socket.as_ref().unwrap().port,
+            IntOrString::String(HTTP_PORT_NAME.into())
+        );
+    }
+
+    #[test]
+    fn a_stopping_pod_drains_before_its_server_stops() {
+        let stack = example();
+        let deployments = [
+            super::super::backend::backend(&stack, "abc123").deployment,
+            super::super::frontend::frontend(&stack).unwrap().deployment,
+        ];
+        for deployment in deployments {
+            let pod = deployment.spec.template.spec.unwrap();
+            let pre_stop = pod.containers[0]
+                .lifecycle
+                .as_ref()
+                .and_then(|lifecycle| lifecycle.pre_stop.as_ref())
+                .expect("a preStop hook");
+            assert_eq!(
+                pre_stop.sleep.as_ref().map(|sleep| sleep.seconds),
+                Some(DRAIN_SECONDS),
+                "the kubelet sleeps: no shell needed in the image"
+            );
+            assert!(pre_stop.exec.is_none());
+            let grace = pod.termination_grace_period_seconds.unwrap();
+            assert!(
+                grace >= DRAIN_SECONDS + 20,
+                "the server has time to finish its requests after the drain: {grace}"
+            );
+        }
+    }
 
     #[test]
     fn a_pod_budget_takes_one_pod_at_a_time_and_only_of_several() {

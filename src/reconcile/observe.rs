@@ -366,7 +366,7 @@ fn workload_check(stack: &ValidatedStack, caches: &Caches, component: Component)
 }
 
 /// The label the Job controller puts on a Job's pods.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 /// The cached pods of one component of the stack.
 fn component_pods(stack: &ValidatedStack, caches: &Caches, component: Component) -> Vec<Arc<Pod>> {

@@ -515,7 +515,8 @@ macro_rules! sweep_kinds {
 
 /// Children of switched-off components: objects labelled as this stack's,
 /// owned by its UID, that are not desired. Finished migration Jobs of older
-/// revisions beyond the last few go too. Each kind is swept as the table of
+/// revisions beyond the last few go too, and older ones whose pods were
+/// held before they ever ran. Each kind is swept as the table of
 /// kinds says ([`crate::kinds`]); volumes are never deleted here.
 pub fn orphans(
     stack: &ValidatedStack,
@@ -556,7 +557,8 @@ mod sweep {
     use crate::api::stack::ValidatedStack;
     use crate::children::{JobStep, LABEL_COMPONENT, STEP_LABEL};
     use crate::kinds::ChildKind;
-    use crate::reconcile::observe::job_finished;
+    use crate::reconcile::observe::{JOB_NAME_LABEL, job_finished};
+    use crate::reconcile::pods::held_before_starting;
     use crate::runtime::cache::{Cached, Caches};
 
     /// Objects the stack owns and no longer desires, while the kind's API
@@ -591,16 +593,21 @@ mod sweep {
             .collect()
     }
 
-    /// Finished Jobs of the migrations and backups, of each component,
-    /// beyond the newest [`KEEP_FINISHED_JOBS`], and never one this pass
-    /// desires.
-    pub fn finished_jobs<C: Cached<Object = Job>>(
+    /// Jobs of the migrations and backups that no pass desires any more:
+    /// finished ones of each component beyond the newest
+    /// [`KEEP_FINISHED_JOBS`], and unfinished ones whose pods were all held
+    /// before their container ever ran (a root image under `runAsNonRoot`,
+    /// an image that cannot be pulled). Such a Job did nothing and never
+    /// will by itself, yet the target revision's Job waits for every
+    /// earlier one to finish: left alone, the spec's fix (a `runAsUser`,
+    /// another image) would wait out its deadline.
+    pub fn superseded_jobs<C: Cached<Object = Job>>(
         stack: &ValidatedStack,
         wanted: &BTreeSet<(Kind, String)>,
         caches: &Caches,
         _current_job: Option<&str>,
     ) -> Vec<Deletion> {
-        let mut finished: Vec<_> = C::cache(caches)
+        let older: Vec<_> = C::cache(caches)
             .of_stack(&stack.namespace, &stack.name)
             .into_iter()
             .filter(|job| {
@@ -608,8 +615,19 @@ mod sweep {
                     .iter()
                     .any(|owner| owner.uid == stack.uid)
             })
-            .filter(|job| !wanted.contains(&(C::KIND, job.name_any())) && job_finished(job))
+            .filter(|job| !wanted.contains(&(C::KIND, job.name_any())))
             .collect();
+        let deletion = |job: &Job| Deletion {
+            kind: C::KIND,
+            name: job.name_any(),
+            uid: job.uid(),
+        };
+        let held: Vec<Deletion> = older
+            .iter()
+            .filter(|job| !job_finished(job) && never_ran(job, caches, stack))
+            .map(|job| deletion(job))
+            .collect();
+        let mut finished: Vec<_> = older.into_iter().filter(|job| job_finished(job)).collect();
         // Newest first; everything after the first few of a component goes.
         finished.sort_by_key(|job| std::cmp::Reverse(job.creation_timestamp()));
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -625,12 +643,26 @@ mod sweep {
                 *count += 1;
                 *count > KEEP_FINISHED_JOBS
             })
-            .map(|job| Deletion {
-                kind: C::KIND,
-                name: job.name_any(),
-                uid: job.uid(),
-            })
+            .map(|job| deletion(&job))
+            .chain(held)
             .collect()
+    }
+
+    /// Whether the Job has pods, none has ever run its container, and the
+    /// Job counts no pod that succeeded or failed.
+    fn never_ran(job: &Job, caches: &Caches, stack: &ValidatedStack) -> bool {
+        let counted = job
+            .status
+            .as_ref()
+            .is_some_and(|status| status.succeeded.unwrap_or(0) + status.failed.unwrap_or(0) > 0);
+        let name = job.name_any();
+        let pods: Vec<_> = caches
+            .pods
+            .of_stack(&stack.namespace, &stack.name)
+            .into_iter()
+            .filter(|pod| pod.labels().get(JOB_NAME_LABEL) == Some(&name))
+            .collect();
+        !counted && !pods.is_empty() && pods.iter().all(|pod| held_before_starting(pod))
     }
 
     /// The stack's backup VolumeSnapshots beyond the `keep` newest, while
@@ -985,5 +1017,48 @@ mod tests {
             matches!(plan().as_slice(), [Write::Create(Object::Job(job))] if job.name_any() == target.name_any()),
             "the earlier Job finished: start"
         );
+    }
+
+    #[test]
+    fn an_earlier_job_whose_pod_never_ran_is_swept_so_the_fixed_revision_can_start() {
+        let stack = example();
+        let desired = desired_of(&stack);
+        let Object::Job(target) = &desired[&Stage::Migrations][0].object else {
+            panic!("the migration stage writes a Job");
+        };
+        let (caches, _) = Caches::new();
+        let mut earlier = target.clone();
+        earlier.metadata.name = Some("shop-migrate-earlier".into());
+        caches.jobs.apply_event(Event::Apply(earlier.clone()));
+        let pod_in = |state: serde_json::Value| {
+            let mut labels = target.labels().clone();
+            labels.insert(
+                crate::reconcile::observe::JOB_NAME_LABEL.into(),
+                "shop-migrate-earlier".into(),
+            );
+            let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "shop-migrate-earlier-abcde", "namespace": stack.namespace,
+                    "labels": labels},
+                "status": {"phase": "Pending", "containerStatuses": [{"name": "migrate",
+                    "ready": false, "restartCount": 0, "state": state}]}
+            }))
+            .unwrap();
+            caches.pods.apply_event(Event::Apply(pod));
+        };
+        let swept = || {
+            orphans(&stack, &desired, &caches)
+                .into_iter()
+                .any(|deletion| deletion.name == "shop-migrate-earlier")
+        };
+        assert!(!swept(), "no pod seen yet: it may be about to run");
+        pod_in(serde_json::json!({"waiting": {"reason": "ContainerCreating"}}));
+        assert!(!swept(), "being created: it may be about to run");
+        pod_in(serde_json::json!({"running": {}}));
+        assert!(!swept(), "it migrates: the new revision waits for it");
+        pod_in(
+            serde_json::json!({"waiting": {"reason": "CreateContainerConfigError",
+            "message": "container has runAsNonRoot and image will run as root"}}),
+        );
+        assert!(swept(), "refused by the kubelet before it ran: it goes");
     }
 }

@@ -50,6 +50,48 @@ const WAITING: [(&str, bool); 8] = [
 /// bound yet.
 const BINDING_CLAIMS: &str = "unbound immediate PersistentVolumeClaims";
 
+/// Whether `pod` is held before any of its containers ever ran: one the
+/// kubelet refuses to create (a root image under `runAsNonRoot`, a missing
+/// Secret, an image it cannot pull) or no node takes. Such a pod has run
+/// none of its program; a pod still being created, or one whose container
+/// ran once, is not held.
+pub fn held_before_starting(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    let containers: Vec<&ContainerStatus> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .collect();
+    let ran = containers.iter().any(|container| {
+        container.restart_count > 0
+            || [&container.state, &container.last_state]
+                .into_iter()
+                .flatten()
+                .any(|state| state.running.is_some() || state.terminated.is_some())
+    });
+    if ran
+        || status
+            .phase
+            .as_deref()
+            .is_some_and(|phase| phase != "Pending")
+    {
+        return false;
+    }
+    let refused = containers.iter().any(|container| {
+        container_trouble(container)
+            .is_some_and(|trouble| trouble.reason != reasons::CRASH_LOOP_BACK_OFF)
+    });
+    let unscheduled = status.conditions.iter().flatten().any(|condition| {
+        condition.type_ == "PodScheduled"
+            && condition.status == "False"
+            && condition.reason.as_deref() == Some("Unschedulable")
+    });
+    refused || unscheduled
+}
+
 /// What keeps `pod` from running, if anything. Init containers first (the
 /// others wait for them), the first troubled container of each in order.
 pub fn trouble(pod: &Pod) -> Option<Trouble> {
@@ -335,6 +377,47 @@ mod tests {
                     "message": "secret \"shop-db\" not found"}}}]
         }));
         assert!(!first_trouble([&missing]).unwrap().terminal);
+    }
+
+    #[test]
+    fn a_pod_is_held_before_starting_only_while_none_of_its_containers_ever_ran() {
+        let waiting = |reason: &str| {
+            pod(serde_json::json!({
+                "phase": "Pending",
+                "containerStatuses": [{"name": "migrate", "ready": false, "restartCount": 0,
+                    "state": {"waiting": {"reason": reason}}}]
+            }))
+        };
+        for refused in [
+            "CreateContainerConfigError",
+            "ErrImageNeverPull",
+            "ImagePullBackOff",
+        ] {
+            assert!(held_before_starting(&waiting(refused)), "{refused}");
+        }
+        let unschedulable = pod(serde_json::json!({
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]
+        }));
+        assert!(held_before_starting(&unschedulable));
+        // Being created, or running, or having run once: not held.
+        assert!(!held_before_starting(&waiting("ContainerCreating")));
+        assert!(!held_before_starting(&pod(
+            serde_json::json!({"phase": "Pending"})
+        )));
+        let running = pod(serde_json::json!({
+            "phase": "Running",
+            "containerStatuses": [{"name": "migrate", "ready": true, "restartCount": 0,
+                "state": {"running": {}}}]
+        }));
+        assert!(!held_before_starting(&running));
+        let ran_once = pod(serde_json::json!({
+            "phase": "Pending",
+            "containerStatuses": [{"name": "migrate", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError"}},
+                "lastState": {"terminated": {"exitCode": 1}}}]
+        }));
+        assert!(!held_before_starting(&ran_once));
     }
 
     #[test]

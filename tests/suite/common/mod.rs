@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 pub mod faults;
 pub mod postgres;
+pub mod real_node;
 
 /// Field manager the tests write with.
 pub const TEST_MANAGER: &str = "appstack-tests";
