@@ -773,3 +773,106 @@ async fn an_operator_pod_deleted_mid_rollout_converges_and_writes_nothing_twice(
         "a child written twice by the new pod: {counted:#?}"
     );
 }
+
+/// How long after a pod of `component` first shows one of `reasons` (in
+/// its container's waiting state) the stack's condition `type_` names it,
+/// both seen by polling every 100 ms; and the condition's message.
+async fn pod_cause_named(
+    real: &RealNamespace,
+    component: &str,
+    type_: &str,
+    reasons: &[&str],
+) -> (f64, String) {
+    let pods: Api<Pod> = Api::namespaced(real.client.clone(), real.ns());
+    let selector = format!("app.kubernetes.io/component={component}");
+    let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), real.ns());
+    let started = Instant::now();
+    let mut pod_seen = None;
+    loop {
+        assert!(
+            started.elapsed() < LIMIT,
+            "no condition named {reasons:?} within {LIMIT:?}"
+        );
+        if pod_seen.is_none() {
+            let listed = pods.list(&ListParams::default().labels(&selector)).await;
+            let waiting = listed.into_iter().flat_map(|list| list.items).any(|pod| {
+                pod.status
+                    .and_then(|status| status.container_statuses)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|container| container.state?.waiting?.reason)
+                    .any(|reason| reasons.contains(&reason.as_str()))
+            });
+            if waiting {
+                pod_seen = Some(Instant::now());
+            }
+        }
+        let condition = stacks.get(STACK).await.ok().and_then(|stack| {
+            stack
+                .status?
+                .conditions
+                .into_iter()
+                .find(|condition| condition.type_ == type_)
+        });
+        if let Some(condition) = condition
+            && reasons.contains(&condition.reason.as_str())
+        {
+            let seen = pod_seen.unwrap_or_else(Instant::now);
+            return (seen.elapsed().as_secs_f64(), condition.message);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the real node and the images: scripts/test.sh runs it"]
+async fn a_crashing_backend_and_an_image_that_cannot_be_pulled_are_named_while_the_old_pods_serve()
+{
+    let real = RealNamespace::new("real-causes").await;
+    let ns = real.ns();
+    real.leader_pod().await;
+    let good = seed_stack_without_frontend(&backend("1"));
+    apply_stack(&real.client, ns, &good).await;
+    ready(&real).await;
+
+    // A backend that exits at once: the kubelet restarts it with a growing
+    // back-off, and the condition gives the exit code.
+    let mut crashing = good.clone();
+    crashing["spec"]["backend"]["command"] = json!(["python3", "-c", "import sys; sys.exit(3)"]);
+    apply_stack(&real.client, ns, &crashing).await;
+    let (seconds, message) =
+        pod_cause_named(&real, "backend", "BackendAvailable", &["CrashLoopBackOff"]).await;
+    println!(
+        "figure=pod_cause_to_condition_seconds reason=CrashLoopBackOff {seconds:.1}: {message}"
+    );
+    assert!(message.contains("last exit code 3"), "{message}");
+    assert_eq!(
+        backend_pods(&real)
+            .await
+            .iter()
+            .filter(|pod| is_ready(pod))
+            .count(),
+        2,
+        "the old pods keep serving"
+    );
+    apply_stack(&real.client, ns, &good).await;
+    ready(&real).await;
+
+    // An image no registry holds: its name never resolves, so the pull
+    // fails and backs off. The migration runs the backend's image, so its
+    // Job is the first to say so, and the old pods keep serving.
+    let missing = seed_stack_without_frontend(&backend("missing"));
+    apply_stack(&real.client, ns, &missing).await;
+    let (seconds, message) = pod_cause_named(
+        &real,
+        "migration",
+        "MigrationsApplied",
+        &["ErrImagePull", "ImagePullBackOff"],
+    )
+    .await;
+    println!("figure=pod_cause_to_condition_seconds reason=ErrImagePull {seconds:.1}: {message}");
+    assert!(message.contains("seed-backend:missing"), "{message}");
+    assert!(backend_image(&real).await.ends_with(":1"));
+    apply_stack(&real.client, ns, &good).await;
+    ready(&real).await;
+}
