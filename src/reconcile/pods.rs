@@ -5,7 +5,7 @@
 //! takes, a readiness probe that keeps failing. Pure: read from a pod as
 //! the cache keeps it.
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition};
 use kube::ResourceExt;
 
 use crate::api::conditions::{Check, reasons};
@@ -46,6 +46,13 @@ const WAITING: [(&str, bool); 8] = [
     (reasons::CRASH_LOOP_BACK_OFF, false),
 ];
 
+/// Whether the scheduler found no node for the pod.
+fn unscheduled(condition: &PodCondition) -> bool {
+    condition.type_ == "PodScheduled"
+        && condition.status == "False"
+        && condition.reason.as_deref() == Some("Unschedulable")
+}
+
 /// What the scheduler says of a pod whose PersistentVolumeClaims are not
 /// bound yet.
 const BINDING_CLAIMS: &str = "unbound immediate PersistentVolumeClaims";
@@ -84,12 +91,7 @@ pub fn held_before_starting(pod: &Pod) -> bool {
         container_trouble(container)
             .is_some_and(|trouble| trouble.reason != reasons::CRASH_LOOP_BACK_OFF)
     });
-    let unscheduled = status.conditions.iter().flatten().any(|condition| {
-        condition.type_ == "PodScheduled"
-            && condition.status == "False"
-            && condition.reason.as_deref() == Some("Unschedulable")
-    });
-    refused || unscheduled
+    refused || status.conditions.iter().flatten().any(unscheduled)
 }
 
 /// What keeps `pod` from running, if anything. Init containers first (the
@@ -111,9 +113,7 @@ pub fn trouble(pod: &Pod) -> Option<Trouble> {
     // the scheduler says "unbound immediate PersistentVolumeClaims" until
     // the volume is provisioned, and takes the pod once it is.
     if let Some(unschedulable) = conditions.iter().find(|condition| {
-        condition.type_ == "PodScheduled"
-            && condition.status == "False"
-            && condition.reason.as_deref() == Some("Unschedulable")
+        unscheduled(condition)
             && !condition
                 .message
                 .as_deref()

@@ -45,7 +45,19 @@ pub struct View<'a> {
     pub schema_read_at: Option<Timestamp>,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// The target revision and what it needs of the database, or the check
+    /// of a stage that waits until the database is located.
+    fn target_and_step(&self) -> Result<(&'a str, &'a Step), Check> {
+        match (self.target, self.step) {
+            (Some(target), Some(step)) => Ok((target, step)),
+            _ => Err(Check::pending(
+                reasons::WAITING_FOR_DATABASE,
+                "the database the migrations run against is not known yet",
+            )),
+        }
+    }
+
     /// Whether the schema revision was read after `job` completed: then a
     /// Job that was to change it and left it as it was did not do its work.
     fn read_after(&self, job: &Job) -> bool {
@@ -201,12 +213,9 @@ pub fn approval(stack: &ValidatedStack, view: &View<'_>) -> Report {
     let Some(migration) = &stack.migration else {
         return Check::ok(reasons::APPROVAL_NOT_REQUIRED, "no migrations configured").into();
     };
-    let (Some(target), Some(step)) = (view.target, view.step) else {
-        return Check::pending(
-            reasons::WAITING_FOR_DATABASE,
-            "the database the migrations run against is not known yet",
-        )
-        .into();
+    let (target, step) = match view.target_and_step() {
+        Ok(known) => known,
+        Err(waiting) => return waiting.into(),
     };
     let status = MigrationStatus {
         target_revision: Some(target.into()),
@@ -452,12 +461,9 @@ pub fn migrations(stack: &ValidatedStack, caches: &Caches, view: &View<'_>) -> R
     let Some(migration) = &stack.migration else {
         return Check::ok(reasons::NO_MIGRATIONS, "no migrations configured").into();
     };
-    let (Some(target), Some(step)) = (view.target, view.step) else {
-        return Check::pending(
-            reasons::WAITING_FOR_DATABASE,
-            "the database the migrations run against is not known yet",
-        )
-        .into();
+    let (target, step) = match view.target_and_step() {
+        Ok(known) => known,
+        Err(waiting) => return waiting.into(),
     };
     let previous = view.status.cloned().unwrap_or_default();
     let history = previous.history.clone();
