@@ -30,7 +30,7 @@ export APPSTACK_TEST_KUBECTL="$(scripts/cluster.sh bin)/kubectl"
 full_faults=()
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then full_faults=(--skip a_killed_operator); fi
 cargo test --no-fail-fast --all-targets -- --include-ignored --test-threads 4 --skip disruption_ --skip cluster_wide_ \
-  --skip images:: --skip real_node --skip real_stack "${full_faults[@]}"
+  --skip images:: --skip real_node --skip real_stack --skip real_schema "${full_faults[@]}"
 if [[ "${APPSTACK_FAULTS:-}" == full ]]; then
   cargo test --test suite -- --include-ignored --test-threads 1 --nocapture faults::a_killed_operator
 fi
@@ -56,6 +56,9 @@ cargo test --test suite -- --ignored --test-threads 2 real_node::
 # a time, so the traffic measured during upgrades shares the machine with
 # nothing but its own stack.
 cargo test --test suite -- --ignored --test-threads 1 --nocapture real_stack::
+# Schema-aware delivery with the real PostgreSQL and Alembic: backups
+# restored, a rollback downgraded, a contract after the old pods are gone.
+cargo test --test suite -- --ignored --test-threads 1 --nocapture real_schema::
 scripts/cluster.sh down
 # With no cluster of its own left, down must leave nothing on the host.
 cargo test --test suite -- --ignored --test-threads 1 real_node_teardown::

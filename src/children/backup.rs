@@ -120,21 +120,43 @@ pub enum Backup {
     Snapshot(Box<DynamicObject>),
 }
 
+/// Waits up to a minute for the database to accept this pod's
+/// connections. A new pod's address reaches the database's NetworkPolicy
+/// a moment after the pod starts (the policy agent programs it
+/// asynchronously), and `pg_dump`, unlike a migration's interpreter,
+/// connects at once: without the wait it is refused.
+macro_rules! wait_for_database {
+    () => {
+        r#"tries=0
+until pg_isready --quiet --timeout=2; do
+  tries=$((tries + 1))
+  if [ "$tries" -ge 30 ]; then echo "the database at $PGHOST:$PGPORT does not accept connections from this pod"; break; fi
+  sleep 2
+done
+"#
+    };
+}
+
 /// `pg_dump` of the database into the backups volume, then the oldest
 /// dumps beyond `keep` deleted. Written to a partial file first, so a dump
 /// cut short is never taken for a backup.
-const DUMP_SCRIPT: &str = r#"set -eu
-cd "$BACKUPS_PATH"
+const DUMP_SCRIPT: &str = concat!(
+    "set -eu\n",
+    wait_for_database!(),
+    r#"cd "$BACKUPS_PATH"
 pg_dump --format=custom --file="$BACKUP_FILE.partial"
 mv -- "$BACKUP_FILE.partial" "$BACKUP_FILE"
 ls -1t -- *.dump | tail -n +"$((BACKUP_KEEP + 1))" | while read -r old; do rm -f -- "$old"; done
 echo "$BACKUP_FILE: $(wc -c <"$BACKUP_FILE") bytes; kept: $(ls -1t -- *.dump | tr '\n' ' ')"
-"#;
+"#
+);
 
 /// A restore of `$BACKUP_FILE` into `$PGDATABASE`, created first when
 /// `$CREATE_DATABASE` is set, otherwise replacing what the dump holds.
-const RESTORE_SCRIPT: &str = r#"set -eu
-test -f "$BACKUPS_PATH/$BACKUP_FILE" || { echo "no backup $BACKUP_FILE in $BACKUPS_PATH; there are: $(ls -1 "$BACKUPS_PATH" | tr '\n' ' ')"; exit 1; }
+const RESTORE_SCRIPT: &str = concat!(
+    "set -eu\n",
+    wait_for_database!(),
+    r#"test -f "$BACKUPS_PATH/$BACKUP_FILE" || { echo "no backup $BACKUP_FILE in $BACKUPS_PATH; there are: $(ls -1 "$BACKUPS_PATH" | tr '\n' ' ')"; exit 1; }
 if [ -n "${CREATE_DATABASE:-}" ]; then
   createdb --maintenance-db="$MAINTENANCE_DATABASE" -- "$PGDATABASE"
   pg_restore --no-owner --exit-on-error --dbname="$PGDATABASE" "$BACKUPS_PATH/$BACKUP_FILE"
@@ -142,7 +164,8 @@ else
   pg_restore --clean --if-exists --no-owner --single-transaction --exit-on-error --dbname="$PGDATABASE" "$BACKUPS_PATH/$BACKUP_FILE"
 fi
 echo "restored $BACKUP_FILE into database $PGDATABASE"
-"#;
+"#
+);
 
 fn dump_job(stack: &ValidatedStack, id: &str, revision: &str, keep: usize) -> Option<Job> {
     let name = backup_name(stack, id);

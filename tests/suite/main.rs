@@ -28,6 +28,7 @@ mod process;
 mod properties;
 mod real_node;
 mod real_node_teardown;
+mod real_schema;
 mod real_stack;
 mod render;
 mod schema;

@@ -34,9 +34,9 @@ use crate::common::{
     AuditLog, RELEASE, apply_stack, condition_message, eventually, wait_for, wait_ready_within,
 };
 
-const STACK: &str = "seed";
+pub(crate) const STACK: &str = "seed";
 
-fn backend(tag: &str) -> String {
+pub(crate) fn backend(tag: &str) -> String {
     format!("appstack.test/seed-backend:{tag}")
 }
 
@@ -51,19 +51,19 @@ fn seed_stack(backend_image: &str) -> Value {
 
 const SEED_STACK: &str = include_str!("../fixtures/seed-app/appstack.yaml");
 
-fn backend_url(ns: &str) -> String {
+pub(crate) fn backend_url(ns: &str) -> String {
     format!("http://{STACK}-backend.{ns}.svc:8000")
 }
 
 /// The stack Ready at its current generation; the time it took.
-async fn ready(real: &RealNamespace) -> (AppStack, std::time::Duration) {
+pub(crate) async fn ready(real: &RealNamespace) -> (AppStack, std::time::Duration) {
     let started = Instant::now();
     let stack = wait_ready_within(&real.client, real.ns(), STACK, LIMIT).await;
     (stack, started.elapsed())
 }
 
 /// The schema revision the stack's status names, once it has read one.
-async fn schema_revision(real: &RealNamespace) -> String {
+pub(crate) async fn schema_revision(real: &RealNamespace) -> String {
     let stacks: Api<AppStack> = Api::namespaced(real.client.clone(), real.ns());
     eventually("status.migration.schemaRevision", LIMIT, || async {
         stacks
@@ -78,7 +78,7 @@ async fn schema_revision(real: &RealNamespace) -> String {
 }
 
 /// `alembic_version` as the database pod itself holds it.
-async fn alembic_version(ns: &str) -> String {
+pub(crate) async fn alembic_version(ns: &str) -> String {
     psql(
         ns,
         &format!("{STACK}-db-0"),
@@ -88,8 +88,8 @@ async fn alembic_version(ns: &str) -> String {
     .expect("psql in the database pod")
 }
 
-/// The backend's pods, each Ready, on the real node, of `image`.
-async fn backend_pods(real: &RealNamespace) -> Vec<Pod> {
+/// The backend's pods that are not terminating.
+pub(crate) async fn backend_pods(real: &RealNamespace) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(real.client.clone(), real.ns());
     pods.list(&ListParams::default().labels("app.kubernetes.io/component=backend"))
         .await
@@ -101,7 +101,7 @@ async fn backend_pods(real: &RealNamespace) -> Vec<Pod> {
 }
 
 /// The image the backend Deployment's pods run.
-async fn backend_image(real: &RealNamespace) -> String {
+pub(crate) async fn backend_image(real: &RealNamespace) -> String {
     let deployments: Api<Deployment> = Api::namespaced(real.client.clone(), real.ns());
     deployments
         .get(&format!("{STACK}-backend"))
@@ -401,7 +401,7 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
 }
 
 /// The seed stack without its frontend, for tests about the rest.
-fn seed_stack_without_frontend(backend_image: &str) -> Value {
+pub(crate) fn seed_stack_without_frontend(backend_image: &str) -> Value {
     let mut stack = seed_stack(backend_image);
     stack["spec"].as_object_mut().unwrap().remove("frontend");
     stack

@@ -308,9 +308,20 @@ pub async fn http_post_from(
 /// One SQL query through `psql` in the stack's database pod, over the
 /// pod's local socket (which the image trusts): the rows, `|`-separated.
 pub async fn psql(namespace: &str, pod: &str, query: &str) -> Result<String, String> {
+    psql_in(namespace, pod, "\"$POSTGRES_DB\"", query).await
+}
+
+/// [`psql`] in `database` (a shell word: a name, or `"$POSTGRES_DB"`) of
+/// the same server.
+pub async fn psql_in(
+    namespace: &str,
+    pod: &str,
+    database: &str,
+    query: &str,
+) -> Result<String, String> {
     let script = format!(
         "exec psql -X -q -t -A -v ON_ERROR_STOP=1 -h /var/run/postgresql \
-         -U \"$POSTGRES_USER\" -d \"$POSTGRES_DB\" -c {}",
+         -U \"$POSTGRES_USER\" -d {database} -c {}",
         shell_quote(query)
     );
     exec(namespace, pod, &["sh", "-c", &script])
@@ -368,6 +379,8 @@ pub struct TrafficReport {
     pub versions: Vec<String>,
     /// The release of the last `/api/version` answer.
     pub last_version: Option<String>,
+    /// Each `/api/version` answer: when, and the release that gave it.
+    pub answers: Vec<(f64, String)>,
 }
 
 impl TrafficReport {
@@ -435,6 +448,7 @@ impl Traffic {
             seconds: to - from,
             versions: Vec::new(),
             last_version: None,
+            answers: Vec::new(),
         };
         for line in self.lines().await {
             let mut words = line.split_whitespace();
@@ -459,6 +473,7 @@ impl Traffic {
                     report.versions.push(version.to_string());
                 }
                 report.last_version = Some(version.to_string());
+                report.answers.push((time, version.to_string()));
             }
         }
         report
