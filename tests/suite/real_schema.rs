@@ -337,6 +337,12 @@ async fn a_rollback_behind_the_schema_is_blocked_then_downgraded_and_release_1_s
     let job = &downgrades[0];
     assert_eq!(job_image(job), backend("2"), "the newer revision's image");
     let downgraded_at = completed_at(job);
+    let downgrade_started_at = unix(
+        job.status
+            .as_ref()
+            .and_then(|status| status.start_time.as_ref())
+            .expect("the downgrade Job started"),
+    );
     let release_1_at = first_answer(&downgrade, "1").expect("release 1 answered");
     assert!(
         release_1_at >= downgraded_at,
@@ -356,26 +362,43 @@ async fn a_rollback_behind_the_schema_is_blocked_then_downgraded_and_release_1_s
         .filter(|(_, version)| version == "2")
         .map(|(time, _)| *time)
         .fold(from, f64::max);
-    let settled = traffic.report(release_2_last, unix_now()).await;
-    println!("figure=rollback_release_1_alone {settled}");
-    assert!(settled.requests >= 20, "{settled}");
-    assert!(settled.failures.is_empty(), "{:#?}", settled.failures);
+    let failed_at: Vec<f64> = downgrade
+        .failures
+        .iter()
+        .map(|failure| failure.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    println!(
+        "figure=rollback_timeline downgrade_started={:.1} downgrade_completed={:.1} \
+         first_failure={:.1} last_failure={:.1} release_1_first={:.1} release_2_last={:.1} \
+         (seconds after the Downgrade was applied; Job times in whole seconds)",
+        downgrade_started_at - from,
+        downgraded_at - from,
+        failed_at.iter().copied().fold(f64::NAN, f64::min) - from,
+        failed_at.iter().copied().fold(f64::NAN, f64::max) - from,
+        release_1_at - from,
+        release_2_last - from,
+    );
     let (status, items) = http_get_from(ns, "probe", &format!("{}/api/items", backend_url(ns)))
         .await
         .unwrap();
     assert_eq!(status, 200, "{items}");
     assert!(items.contains("written by release 1"), "{items}");
-    // A request failed only where release 2 still answered on the schema
-    // the downgrade had already taken back (it reads `description`): never
-    // a version request, never before the downgrade, never once release 2
-    // was gone.
-    for failure in &downgrade.failures {
-        let mut words = failure.split_whitespace();
-        let time: f64 = words.nth(1).unwrap().parse().unwrap();
-        let path = words.next().unwrap();
-        assert_eq!(path, "/api/items", "{failure}");
+    // Once only release 1 answers, nothing fails.
+    let settled = traffic.report(release_2_last + 2.0, unix_now()).await;
+    println!("figure=rollback_release_1_alone {settled}");
+    assert!(settled.requests >= 20, "{settled}");
+    assert!(settled.failures.is_empty(), "{:#?}", settled.failures);
+    // Before that, requests failed only where release 2 still answered on
+    // the schema the downgrade had taken back (its code reads
+    // `description`): reads of items, never a version request, never
+    // before the downgrade started.
+    for (failure, time) in downgrade.failures.iter().zip(&failed_at) {
         assert!(
-            time >= downgraded_at && time <= release_2_last + 1.0,
+            failure.contains(" /api/items HTTPError: HTTP Error 500"),
+            "{failure}"
+        );
+        assert!(
+            *time >= downgrade_started_at && *time <= release_2_last + 2.0,
             "{failure}: outside the window in which release 2 ran on schema 0001"
         );
     }
