@@ -3,8 +3,8 @@
 //! restored into a fresh database with its rows; a rollback from `:2` to
 //! `:1` blocked while the database holds the newer schema, then done with
 //! `Downgrade` (the schema really goes back, release 1 serves it); and a
-//! contract step that drops a column only once no pod of the old release
-//! is left.
+//! contract step that drops a column only once no container of the old
+//! release runs.
 //!
 //! The tests print what they measured and what the database held. `scripts/test.sh`
 //! runs them in its real-node phase: `cargo test --test suite -- --ignored
@@ -405,8 +405,9 @@ async fn a_rollback_behind_the_schema_is_blocked_then_downgraded_and_release_1_s
 }
 
 /// Polls the stack's backend pods and post-deploy Jobs every 100 ms until
-/// the post-deploy Job appears: whether a pod of `old_image` was left
-/// (running or terminating) at that moment, and when the last one went.
+/// the post-deploy Job appears: which pods of `old_image` still ran a
+/// container at that moment (terminating or not), and when the last one
+/// stopped.
 fn watch_contract(real: &RealNamespace, old_image: String) -> tokio::task::JoinHandle<Contract> {
     let client = real.client.clone();
     let ns = real.ns().to_string();
@@ -423,7 +424,9 @@ fn watch_contract(real: &RealNamespace, old_image: String) -> tokio::task::JoinH
                 .await
                 .map(|list| !list.items.is_empty())
                 .unwrap_or(false);
-            let old = pods
+            // A pod whose containers all exited (its phase terminal) sends
+            // no query, even while its object is still being deleted.
+            let old: Vec<String> = pods
                 .list(&ListParams::default().labels("app.kubernetes.io/component=backend"))
                 .await
                 .map(|list| {
@@ -432,13 +435,20 @@ fn watch_contract(real: &RealNamespace, old_image: String) -> tokio::task::JoinH
                         .filter(|pod| {
                             pod.spec.as_ref().is_some_and(|spec| {
                                 spec.containers[0].image.as_deref() == Some(old_image.as_str())
+                            }) && !pod.status.as_ref().is_some_and(|status| {
+                                matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
                             })
                         })
-                        .count()
+                        .map(|pod| {
+                            let phase = pod.status.as_ref().and_then(|status| status.phase.clone());
+                            let terminating = pod.metadata.deletion_timestamp.is_some();
+                            format!("{} {phase:?} terminating={terminating}", pod.name_any())
+                        })
+                        .collect()
                 })
-                .unwrap_or(usize::MAX);
+                .unwrap_or_else(|error| vec![format!("pods unknown: {error}")]);
             let now = unix_now();
-            if old == 0 && seen.old_gone_at.is_none() {
+            if old.is_empty() && seen.old_gone_at.is_none() {
                 seen.old_gone_at = Some(now);
             }
             if post {
@@ -459,12 +469,13 @@ fn watch_contract(real: &RealNamespace, old_image: String) -> tokio::task::JoinH
 struct Contract {
     old_gone_at: Option<f64>,
     post_deploy_seen_at: Option<f64>,
-    old_pods_then: usize,
+    /// Pods of the old release whose containers still ran then.
+    old_pods_then: Vec<String>,
 }
 
 #[tokio::test]
 #[ignore = "needs the real node and the images: scripts/test.sh runs it"]
-async fn a_contract_step_drops_a_column_only_once_no_pod_of_the_old_release_is_left() {
+async fn a_contract_step_drops_a_column_only_once_no_container_of_the_old_release_runs() {
     let real = RealNamespace::new("real-contract").await;
     let ns = real.ns();
     real.leader_pod().await;
@@ -488,17 +499,17 @@ async fn a_contract_step_drops_a_column_only_once_no_pod_of_the_old_release_is_l
     let from = unix_now();
     apply_stack(&real.client, ns, &stack).await;
     let seen = watch.await.unwrap();
-    let (contracted, took) = ready(&real).await;
+    let (contracted, _) = ready(&real).await;
+    let took = unix_now() - from;
     traffic.wait_for_version("2", 20).await;
     let report = traffic.report(from, unix_now()).await;
     println!(
-        "figure=expand_contract ready_seconds={:.1} {report} contract_after_old_gone_seconds={:.1}",
-        took.as_secs_f64(),
+        "figure=expand_contract ready_seconds={took:.1} {report} contract_after_old_gone_seconds={:.1}",
         seen.post_deploy_seen_at.unwrap() - seen.old_gone_at.unwrap_or(f64::NAN)
     );
-    assert_eq!(
-        seen.old_pods_then, 0,
-        "the post-deploy Job appeared while {} pod(s) of release 1 were left",
+    assert!(
+        seen.old_pods_then.is_empty(),
+        "the post-deploy Job appeared while pods of release 1 still ran: {:?}",
         seen.old_pods_then
     );
     let old_gone_at = seen.old_gone_at.expect("release 1's pods went");

@@ -126,9 +126,10 @@ pub enum PostDeployGate {
 
 /// The post-deploy gate at `now`, `None` without `postDeploy`: every
 /// replica of the current backend and frontend available, no other pod of
-/// theirs left (not even one terminating, which may still serve a request
-/// of the previous release), and `postDeploy.after` passed since the later
-/// of the two rollouts completed.
+/// theirs whose containers still run (not even one terminating, which may
+/// still serve a request of the previous release; one whose containers all
+/// exited, its phase terminal, sends no query), and `postDeploy.after`
+/// passed since the later of the two rollouts completed.
 pub fn post_deploy_gate(
     stack: &ValidatedStack,
     caches: &Caches,
