@@ -901,7 +901,7 @@ pub(crate) mod tests {
             .iter()
             .enumerate()
             .map(|(index, text)| {
-                let path = directory.join(format!("compose{index}.yaml"));
+                let path = directory.path().join(format!("compose{index}.yaml"));
                 std::fs::write(&path, text).unwrap();
                 path
             })
@@ -921,16 +921,13 @@ pub(crate) mod tests {
         Ok((project, report))
     }
 
-    pub(crate) fn tempdir() -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let directory = std::env::temp_dir().join(format!(
-            "appstack-import-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&directory).unwrap();
-        directory
+    /// A fresh scratch directory, removed with everything in it when the
+    /// returned guard is dropped.
+    pub(crate) fn tempdir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("appstack-import-")
+            .tempdir()
+            .unwrap()
     }
 
     #[test]

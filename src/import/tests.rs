@@ -4,6 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use tempfile::TempDir;
+
 mod corpus;
 
 use super::names::sanitize_name;
@@ -55,12 +57,13 @@ fn strings(words: &[&str]) -> Option<Vec<String>> {
     Some(words.iter().map(|word| word.to_string()).collect())
 }
 
-/// A compose project of one file in a fresh directory.
-fn project_dir(compose: &str, dotenv: Option<&str>) -> PathBuf {
+/// A compose project of one file in a fresh directory, removed when the
+/// returned guard is dropped.
+fn project_dir(compose: &str, dotenv: Option<&str>) -> TempDir {
     let directory = super::compose::tests::tempdir();
-    std::fs::write(directory.join("compose.yaml"), compose).unwrap();
+    std::fs::write(directory.path().join("compose.yaml"), compose).unwrap();
     if let Some(dotenv) = dotenv {
-        std::fs::write(directory.join(".env"), dotenv).unwrap();
+        std::fs::write(directory.path().join(".env"), dotenv).unwrap();
     }
     directory
 }
@@ -464,7 +467,7 @@ fn a_project_without_a_possible_backend_is_an_error() {
         None,
     );
     let error = import_compose(&ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     })
     .unwrap_err();
@@ -478,7 +481,7 @@ fn a_project_without_a_possible_backend_is_an_error() {
 fn a_missing_compose_file_is_an_error_naming_the_defaults() {
     let directory = super::compose::tests::tempdir();
     let error = import_compose(&ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     })
     .unwrap_err();
@@ -492,7 +495,7 @@ fn without_a_database_service_or_url_the_stack_gets_a_managed_one() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(
@@ -510,7 +513,7 @@ fn unset_variables_are_warned_about_by_name() {
         Some("OTHER=1\n"),
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(imported.stack.spec.backend.image, "api:");
@@ -530,7 +533,7 @@ fn a_secret_in_a_command_the_env_does_not_hold_leaves_the_command_out() {
         Some("PW=Sup3r-s3cret-pw\n"),
     );
     let (imported, yaml) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(imported.stack.spec.backend.args, None);
@@ -552,7 +555,7 @@ fn connection_strings_with_a_password_become_secrets() {
         Some("DATABASE_URL=postgres://a:b@pg.example.com/app\nDB_PASS=Zq81-long-pass\n"),
     );
     let (imported, yaml) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert!(entry(&imported.stack, "LIBPQ_OPTIONS").value_from.is_some());
@@ -568,7 +571,7 @@ fn dollar_signs_survive_kubernetes_variable_expansion() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(
@@ -616,7 +619,7 @@ fn ports_are_read_from_command_flags() {
 #[test]
 fn dotenv_alone_becomes_an_env_list() {
     let directory = super::compose::tests::tempdir();
-    let file = directory.join(".env");
+    let file = directory.path().join(".env");
     std::fs::write(
         &file,
         "LOG_LEVEL=info\nAPI_KEY=\"k-123456789\"\nSECRET_KEY=change-me\nDATABASE_URL=postgres://u:p@h/db\nDB_POOL_SIZE=5\n",
@@ -652,7 +655,7 @@ fn services_behind_a_profile_are_left_out_unless_named() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(
@@ -670,12 +673,12 @@ fn an_override_file_is_merged_over_the_default_file() {
     // given; the later file's image wins.
     let directory = project_dir("services:\n  api:\n    image: api:1\n", None);
     std::fs::write(
-        directory.join("compose.override.yaml"),
+        directory.path().join("compose.override.yaml"),
         "services:\n  api:\n    image: api:2\n    environment: [DEBUG=1]\n",
     )
     .unwrap();
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(imported.stack.spec.backend.image, "api:2");
@@ -690,7 +693,7 @@ fn messages_never_quote_a_secret() {
         Some("REDIS_PASSWORD=r3dis-Hunter22\n"),
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     let report = imported.report.render(true);
@@ -711,7 +714,7 @@ fn only_the_migration_commands_of_a_chain_move_to_the_job() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     let spec = &imported.stack.spec;
@@ -739,7 +742,7 @@ fn a_dictionary_word_password_does_not_mangle_commands_or_messages() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(
@@ -761,7 +764,7 @@ fn a_value_equal_to_the_database_password_is_the_password_only_where_the_name_sa
         ),
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory.clone(),
+        working_directory: directory.path().to_path_buf(),
         generate_secrets: true,
         ..ComposeRequest::default()
     });
@@ -795,7 +798,7 @@ fn values_yaml_1_1_reads_as_anything_but_a_string_are_quoted() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     let printed = super::yaml::to_string(&imported.stack);
@@ -824,7 +827,7 @@ fn zero_resources_are_no_limit_and_a_local_tag_beside_build_is_a_placeholder() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     let backend = &imported.stack.spec.backend;
@@ -853,7 +856,7 @@ fn a_test_runner_is_never_the_frontend_and_a_name_is_no_url() {
         None,
     );
     let (imported, _) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     let frontend = imported.stack.spec.frontend.as_ref().unwrap();
@@ -880,20 +883,20 @@ fn a_database_built_locally_beside_a_shared_env_file_is_still_the_database() {
          \x20 celeryworker:\n    <<: *django\n    image: shop_production_celeryworker\n    command: /start-celeryworker\n",
         None,
     );
-    std::fs::create_dir_all(directory.join(".envs/.production")).unwrap();
+    std::fs::create_dir_all(directory.path().join(".envs/.production")).unwrap();
     std::fs::write(
-        directory.join(".envs/.production/.django"),
+        directory.path().join(".envs/.production/.django"),
         "DJANGO_SECRET_KEY=Xk2-generated-9QbLm\nREDIS_URL=redis://redis:6379/0\n",
     )
     .unwrap();
     std::fs::write(
-        directory.join(".envs/.production/.postgres"),
+        directory.path().join(".envs/.production/.postgres"),
         "POSTGRES_HOST=postgres\nPOSTGRES_PORT=5432\nPOSTGRES_DB=shop\n\
          POSTGRES_USER=Vq9debugUser\nPOSTGRES_PASSWORD=Zr8-generated-Pw4\n",
     )
     .unwrap();
     let (imported, yaml) = import(ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     });
     assert_eq!(

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_json::Value;
+use tempfile::TempDir;
 
 fn fixture(project: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -36,14 +37,13 @@ fn corpus_directory() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/import-corpus")
 }
 
-/// A directory of the test's own.
-fn scratch(name: &str) -> PathBuf {
-    let directory = std::env::temp_dir().join(format!(
-        "appstack-import-test-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&directory).unwrap();
-    directory
+/// A directory of the test's own, removed when the returned guard is
+/// dropped.
+fn scratch(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("appstack-import-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// What one `appstack import compose` run printed.
@@ -205,7 +205,8 @@ async fn deploy(
 ) -> Deployed {
     let (client, namespace) = setup(&format!("import-{label}")).await;
     let ns = namespace.name.as_str();
-    let secret_file = scratch(label).join("secret.yaml");
+    let secret_directory = scratch(label);
+    let secret_file = secret_directory.path().join("secret.yaml");
     let secrets_out = ["--secrets-out", secret_file.to_str().unwrap()];
     let imported = import_in(directory, &[args, &secrets_out].concat(), env);
     assert!(imported.output.status.success(), "{}", imported.report);
@@ -405,7 +406,8 @@ async fn node_api_built_from_source_needs_images_then_reaches_ready() {
         message.contains("spec.backend.image") && message.contains("pass --image api=IMAGE"),
         "{message}"
     );
-    let file = scratch("node-api-placeholder").join("stack.yaml");
+    let stack_directory = scratch("node-api-placeholder");
+    let file = stack_directory.path().join("stack.yaml");
     std::fs::write(&file, &placeholder.stack).unwrap();
     let rendered = std::process::Command::new(env!("CARGO_BIN_EXE_appstack"))
         .args(["render", "-f", file.to_str().unwrap()])
@@ -517,7 +519,9 @@ fn copy_tree(from: &Path, to: &Path) {
 /// the expectations say.
 async fn corpus_project_reaches_ready(project: &str) {
     let expected = expected(project);
-    let directory = scratch(&format!("corpus-{project}")).join(project);
+    let scratch_directory = scratch(&format!("corpus-{project}"));
+    // Under its own name: a project that names no stack is named after its directory.
+    let directory = scratch_directory.path().join(project);
     copy_tree(&corpus_directory().join(project), &directory);
     for (from, to) in &expected.copy {
         std::fs::copy(directory.join(from), directory.join(to)).unwrap();
@@ -655,7 +659,7 @@ async fn values_yaml_1_1_would_misread_come_through_kubectl_as_written() {
     // them bare as booleans and numbers, and an env named N as false.
     let directory = scratch("yaml-1-1");
     std::fs::write(
-        directory.join("compose.yaml"),
+        directory.path().join("compose.yaml"),
         "services:\n  api:\n    image: api:1\n    environment:\n\
          \x20     N: \"no\"\n      FLAG: \"on\"\n      OFF: \"Off\"\n      SHORT: \"y\"\n\
          \x20     COUNT: \"1_000\"\n      OCTAL: \"0777\"\n      TIME: \"12:30\"\n\
@@ -663,9 +667,9 @@ async fn values_yaml_1_1_would_misread_come_through_kubectl_as_written() {
     )
     .unwrap();
     let (_client, namespace) = setup("import-yaml11").await;
-    let secret_file = directory.join("secret.yaml");
+    let secret_file = directory.path().join("secret.yaml");
     let imported = import_in(
-        &directory,
+        directory.path(),
         &[
             "--name",
             "quoting",
@@ -704,11 +708,11 @@ fn appstack_import(directory: &Path, args: &[&str]) -> Output {
 fn exits_non_zero_only_when_no_appstack_can_be_made() {
     let directory = scratch("required");
     std::fs::write(
-        directory.join("compose.yaml"),
+        directory.path().join("compose.yaml"),
         "services:\n  api:\n    image: \"api:${TAG:?set TAG first}\"\n",
     )
     .unwrap();
-    let failed = appstack_import(&directory, &["compose"]);
+    let failed = appstack_import(directory.path(), &["compose"]);
     assert!(!failed.status.success());
     assert!(failed.stdout.is_empty(), "no AppStack on failure");
     assert!(
@@ -751,7 +755,8 @@ fn verbose_says_why_each_setting_was_not_carried_over() {
 
 #[test]
 fn dotenv_prints_the_typed_env_list() {
-    let secret_file = scratch("dotenv").join("secret.yaml");
+    let secret_directory = scratch("dotenv");
+    let secret_file = secret_directory.path().join("secret.yaml");
     let output = appstack_import(
         &fixture("node-api"),
         &[

@@ -6,9 +6,11 @@
 //! same imports to the local control plane.
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use tempfile::TempDir;
 
 use super::super::report::whole_occurrences;
 use super::super::{ComposeRequest, Imported, import_compose, yaml};
@@ -59,21 +61,41 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A project copied into a scratch directory; derefs to the project's
+/// directory, and removes the scratch directory when dropped.
+struct Checkout {
+    _scratch: TempDir,
+    directory: PathBuf,
+}
+
+impl Deref for Checkout {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.directory
+    }
+}
+
 /// The project in a directory of its own, after the copies its docs ask
 /// for (`cp .env.example .env`).
-fn checkout(project: &str, expected: &Expected) -> PathBuf {
-    let directory = super::super::compose::tests::tempdir().join(project);
+fn checkout(project: &str, expected: &Expected) -> Checkout {
+    let scratch = super::super::compose::tests::tempdir();
+    // Under its own name: a project that names no stack is named after its directory.
+    let directory = scratch.path().join(project);
     copy_tree(&corpus_directory().join(project), &directory);
     for (from, to) in &expected.copy {
         std::fs::copy(directory.join(from), directory.join(to)).unwrap();
     }
-    directory
+    Checkout {
+        _scratch: scratch,
+        directory,
+    }
 }
 
 /// The request `appstack import compose ARGS` makes.
-fn request(directory: PathBuf, expected: &Expected) -> ComposeRequest {
+fn request(directory: &Path, expected: &Expected) -> ComposeRequest {
     let mut request = ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.to_path_buf(),
         process_env: expected.env.clone().into_iter().collect(),
         ..ComposeRequest::default()
     };
@@ -235,8 +257,8 @@ fn every_corpus_project_imports_as_a_person_would() {
         let expected = all
             .get(project)
             .unwrap_or_else(|| panic!("{project} has no expectations"));
-        let directory = checkout(project, expected);
-        let imported = import_compose(&request(directory, expected))
+        let checkout = checkout(project, expected);
+        let imported = import_compose(&request(&checkout, expected))
             .unwrap_or_else(|error| panic!("{project}: {error}"));
         check(project, expected, &imported);
     }
@@ -245,7 +267,8 @@ fn every_corpus_project_imports_as_a_person_would() {
 #[test]
 fn a_project_whose_services_all_need_a_profile_says_so() {
     let expected = &expectations()["hoppscotch"];
-    let mut request = request(checkout("hoppscotch", expected), expected);
+    let checkout = checkout("hoppscotch", expected);
+    let mut request = request(&checkout, expected);
     request.profiles.clear();
     let error = import_compose(&request).unwrap_err().to_string();
     assert!(
@@ -256,10 +279,9 @@ fn a_project_whose_services_all_need_a_profile_says_so() {
         "{error}"
     );
     // COMPOSE_PROFILES in .env works as --profile does.
-    let directory = request.working_directory.clone();
-    let mut dotenv = std::fs::read_to_string(directory.join(".env")).unwrap();
+    let mut dotenv = std::fs::read_to_string(checkout.join(".env")).unwrap();
     dotenv.push_str("\nCOMPOSE_PROFILES=app\n");
-    std::fs::write(directory.join(".env"), dotenv).unwrap();
+    std::fs::write(checkout.join(".env"), dotenv).unwrap();
     let imported = import_compose(&request).unwrap();
     assert_eq!(
         imported
@@ -283,7 +305,8 @@ fn a_project_whose_services_all_need_a_profile_says_so() {
 #[test]
 fn a_required_variable_left_unset_stops_the_import_naming_it() {
     let expected = &expectations()["fastapi-template-0.12"];
-    let mut request = request(checkout("fastapi-template-0.12", expected), expected);
+    let checkout = checkout("fastapi-template-0.12", expected);
+    let mut request = request(&checkout, expected);
     request.process_env.clear();
     let error = import_compose(&request).unwrap_err().to_string();
     assert!(
@@ -296,13 +319,13 @@ fn a_required_variable_left_unset_stops_the_import_naming_it() {
 fn the_database_behind_an_inactive_profile_is_said_loudly() {
     let directory = super::super::compose::tests::tempdir();
     std::fs::write(
-        directory.join("compose.yaml"),
+        directory.path().join("compose.yaml"),
         "services:\n  api:\n    image: api:1\n    environment: {DATABASE_URL: \"postgres://u:p@db/app\"}\n\
          \x20 db:\n    image: postgres:16\n    profiles: [database]\n",
     )
     .unwrap();
     let imported = import_compose(&ComposeRequest {
-        working_directory: directory,
+        working_directory: directory.path().to_path_buf(),
         ..ComposeRequest::default()
     })
     .unwrap();
