@@ -4,25 +4,10 @@
 //! and JSON, `retry` of the failed migration, and `render` as `appstack
 //! render` prints it.
 
-use std::process::Output;
-
 use crate::common::{
-    LIMIT, Operator, apply_stack, eventually, example, setup, wait_for, wait_ready,
+    LIMIT, Operator, apply_stack, eventually, example, plugin, setup, wait_for, wait_ready,
 };
 use serde_json::{Value, json};
-
-/// The plugin binary, run with the local control plane's kubeconfig.
-async fn plugin(args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-appstack"))
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            std::env::var("APPSTACK_TEST_KUBECONFIG").expect("APPSTACK_TEST_KUBECONFIG is set"),
-        )
-        .output()
-        .await
-        .expect("run kubectl-appstack")
-}
 
 async fn status_json(name: &str, namespace: &str) -> Value {
     let output = plugin(&["status", name, "-n", namespace, "-o", "json"]).await;

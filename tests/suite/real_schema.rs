@@ -17,15 +17,17 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::common::real_node::{
-    LIMIT, RealNamespace, Traffic, TrafficReport, http_get_from, http_post_from, psql, psql_in,
-    unix_now,
+    LIMIT, RealNamespace, Traffic, TrafficReport, http_get_from, psql, psql_in, unix_now,
 };
-use crate::common::{apply_stack, condition, condition_message, eventually, kubectl, wait_for};
+use crate::common::{
+    apply_stack, condition, condition_message, eventually, kubectl, plugin, wait_for,
+};
 use crate::real_stack::{
-    STACK, alembic_version, backend, backend_image, backend_url, ready, seed_stack_without_frontend,
+    STACK, alembic_version, backend, backend_image, backend_url, post_item, ready, seed_ready,
+    seed_stack_without_frontend,
 };
 
 const STEP_LABEL: &str = "appstack.dev/step";
@@ -86,41 +88,6 @@ fn job_image(job: &Job) -> String {
         .unwrap()
 }
 
-/// Posts an item through the backend from the client pod `probe`.
-async fn post_item(ns: &str, item: Value) {
-    let (status, body) = eventually("an item written through the backend", LIMIT, || async {
-        http_post_from(
-            ns,
-            "probe",
-            &format!("{}/api/items", backend_url(ns)),
-            &item,
-        )
-        .await
-        .ok()
-    })
-    .await;
-    assert_eq!(status, 201, "{body}");
-}
-
-/// `kubectl appstack ARGS` with the test cluster's kubeconfig.
-async fn plugin(args: &[&str]) -> String {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-appstack"))
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            std::env::var("APPSTACK_TEST_KUBECONFIG").expect("APPSTACK_TEST_KUBECONFIG is set"),
-        )
-        .output()
-        .await
-        .expect("run kubectl-appstack");
-    assert!(
-        output.status.success(),
-        "kubectl appstack {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// Waits until Job `name` succeeded; on a failure, panics with its log.
 async fn job_succeeded(real: &RealNamespace, name: &str) -> Job {
     let jobs: Api<Job> = Api::namespaced(real.client.clone(), real.ns());
@@ -148,17 +115,13 @@ async fn job_succeeded(real: &RealNamespace, name: &str) -> Job {
 #[tokio::test]
 #[ignore = "needs the real node and the images: scripts/test.sh runs it"]
 async fn a_dump_taken_before_the_migration_restores_into_a_fresh_database_with_its_rows() {
-    let real = RealNamespace::new("real-backup").await;
-    let ns = real.ns();
-    real.leader_pod().await;
     let with_backups = |tag: &str| {
         let mut stack = seed_stack_without_frontend(&backend(tag));
         stack["spec"]["migrations"]["backup"] = json!({"enabled": true, "keep": 2});
         stack
     };
-    apply_stack(&real.client, ns, &with_backups("1")).await;
-    ready(&real).await;
-    real.client_pod("probe").await;
+    let real = seed_ready("real-backup", &with_backups("1")).await;
+    let ns = real.ns();
     for name in ["kept-1", "kept-2"] {
         post_item(ns, json!({"name": name, "note": "written by release 1"})).await;
     }
@@ -207,7 +170,13 @@ async fn a_dump_taken_before_the_migration_restores_into_a_fresh_database_with_i
     .await;
 
     // The dump, restored beside the live database.
-    let printed = plugin(&["restore", STACK, "-n", ns, "--into", "seed_restored"]).await;
+    let output = plugin(&["restore", STACK, "-n", ns, "--into", "seed_restored"]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed = String::from_utf8(output.stdout).unwrap();
     println!("{}", printed.trim());
     let job = printed
         .split_whitespace()
@@ -261,17 +230,8 @@ fn first_answer(report: &TrafficReport, version: &str) -> Option<f64> {
 #[ignore = "needs the real node and the images: scripts/test.sh runs it"]
 async fn a_rollback_behind_the_schema_is_blocked_then_downgraded_and_release_1_serves_schema_0001()
 {
-    let real = RealNamespace::new("real-rollback").await;
+    let real = seed_ready("real-rollback", &seed_stack_without_frontend(&backend("1"))).await;
     let ns = real.ns();
-    real.leader_pod().await;
-    apply_stack(
-        &real.client,
-        ns,
-        &seed_stack_without_frontend(&backend("1")),
-    )
-    .await;
-    ready(&real).await;
-    real.client_pod("probe").await;
     post_item(ns, json!({"name": "kept", "note": "written by release 1"})).await;
     apply_stack(
         &real.client,
@@ -476,17 +436,8 @@ struct Contract {
 #[tokio::test]
 #[ignore = "needs the real node and the images: scripts/test.sh runs it"]
 async fn a_contract_step_drops_a_column_only_once_no_container_of_the_old_release_runs() {
-    let real = RealNamespace::new("real-contract").await;
+    let real = seed_ready("real-contract", &seed_stack_without_frontend(&backend("1"))).await;
     let ns = real.ns();
-    real.leader_pod().await;
-    apply_stack(
-        &real.client,
-        ns,
-        &seed_stack_without_frontend(&backend("1")),
-    )
-    .await;
-    ready(&real).await;
-    real.client_pod("probe").await;
     post_item(ns, json!({"name": "kept", "note": "written by release 1"})).await;
     let traffic = Traffic::start(&real, "traffic", &backend_url(ns)).await;
 

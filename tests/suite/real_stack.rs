@@ -400,6 +400,33 @@ async fn the_seed_stack_runs_upgrades_without_a_failed_request_and_outlives_a_fa
     );
 }
 
+/// A namespace with the operator, `stack` applied and Ready, and a client
+/// pod `probe` to call it from.
+pub(crate) async fn seed_ready(prefix: &str, stack: &Value) -> RealNamespace {
+    let real = RealNamespace::new(prefix).await;
+    real.leader_pod().await;
+    apply_stack(&real.client, real.ns(), stack).await;
+    ready(&real).await;
+    real.client_pod("probe").await;
+    real
+}
+
+/// Posts `item` through the backend from the client pod `probe`.
+pub(crate) async fn post_item(ns: &str, item: Value) {
+    let (status, body) = eventually("an item written through the backend", LIMIT, || async {
+        http_post_from(
+            ns,
+            "probe",
+            &format!("{}/api/items", backend_url(ns)),
+            &item,
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert_eq!(status, 201, "{body}");
+}
+
 /// The seed stack without its frontend, for tests about the rest.
 pub(crate) fn seed_stack_without_frontend(backend_image: &str) -> Value {
     let mut stack = seed_stack(backend_image);
@@ -410,30 +437,10 @@ pub(crate) fn seed_stack_without_frontend(backend_image: &str) -> Value {
 #[tokio::test]
 #[ignore = "needs the real node and the images: scripts/test.sh runs it"]
 async fn the_database_keeps_its_rows_through_a_lost_pod_and_its_volume_through_a_retained_delete() {
-    let real = RealNamespace::new("real-data").await;
+    let real = seed_ready("real-data", &seed_stack_without_frontend(&backend("1"))).await;
     let ns = real.ns();
-    real.leader_pod().await;
-    apply_stack(
-        &real.client,
-        ns,
-        &seed_stack_without_frontend(&backend("1")),
-    )
-    .await;
-    ready(&real).await;
-    real.client_pod("probe").await;
     for name in ["kept-1", "kept-2"] {
-        let (status, body) = eventually("an item written through the backend", LIMIT, || async {
-            http_post_from(
-                ns,
-                "probe",
-                &format!("{}/api/items", backend_url(ns)),
-                &json!({"name": name, "note": "survives"}),
-            )
-            .await
-            .ok()
-        })
-        .await;
-        assert_eq!(status, 201, "{body}");
+        post_item(ns, json!({"name": name, "note": "survives"})).await;
     }
     let database = format!("{STACK}-db-0");
     let rows = psql(

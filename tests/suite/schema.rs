@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use crate::common::postgres::Postgres;
 use crate::common::{
     KWOK_FAIL_LABEL, LIMIT, Operator, TestNamespace, apply_crds_served, apply_stack, client,
-    condition, condition_message, dry_run_create, eventually, example, install_crd, setup,
+    condition, condition_message, dry_run_create, eventually, example, install_crd, plugin, setup,
     wait_for, wait_ready,
 };
 use appstack::api::crd::{AppStack, MigrationStatus};
@@ -27,19 +27,6 @@ use sqlx::{Connection, Executor};
 
 /// The label that keeps a KWOK pod running (and never ready) while set.
 const HOLD_LABEL: &str = "appstack.test/not-ready";
-
-/// The plugin binary, run with the local control plane's kubeconfig.
-async fn plugin(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-appstack"))
-        .args(args)
-        .env(
-            "KUBECONFIG",
-            std::env::var("APPSTACK_TEST_KUBECONFIG").expect("APPSTACK_TEST_KUBECONFIG is set"),
-        )
-        .output()
-        .await
-        .expect("run kubectl-appstack")
-}
 
 /// The stack's Jobs of one step (`appstack.dev/step`), oldest first.
 async fn jobs(client: &Client, namespace: &str, step: &str) -> Vec<Job> {

@@ -1002,3 +1002,17 @@ pub fn base64(bytes: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// `kubectl appstack ARGS`: the plugin binary of this crate, run with the
+/// local control plane's kubeconfig.
+pub async fn plugin(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubectl-appstack"))
+        .args(args)
+        .env(
+            "KUBECONFIG",
+            std::env::var("APPSTACK_TEST_KUBECONFIG").expect("APPSTACK_TEST_KUBECONFIG is set"),
+        )
+        .output()
+        .await
+        .expect("run kubectl-appstack")
+}
