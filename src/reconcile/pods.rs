@@ -168,6 +168,18 @@ pub fn trouble(pod: &Pod) -> Option<Trouble> {
     None
 }
 
+/// Whether a container config the kubelet refused with `message` comes
+/// right by itself: an object not there yet, once it is created, or the
+/// kubelet's own cache of Secrets and ConfigMaps not yet synced ("failed to
+/// sync configmap cache: timed out waiting for the condition"), on its next
+/// try. Any other config error (a root image under `runAsNonRoot`, a key
+/// missing from a Secret) needs a new spec.
+fn config_recovers(message: &str) -> bool {
+    message.contains("not found")
+        || message.starts_with("failed to sync ")
+        || message.contains("timed out waiting for the condition")
+}
+
 fn container_trouble(container: &ContainerStatus) -> Option<Trouble> {
     let state = container.state.as_ref()?;
     let last_terminated = container
@@ -207,10 +219,8 @@ fn container_trouble(container: &ContainerStatus) -> Option<Trouble> {
             ),
             _ => waiting.message.clone().unwrap_or_default(),
         };
-        // A container config refused for an object not there yet recovers
-        // once it is created; any other config error needs a new spec.
         let terminal = terminal
-            && !(reason == reasons::CREATE_CONTAINER_CONFIG_ERROR && message.contains("not found"));
+            && !(reason == reasons::CREATE_CONTAINER_CONFIG_ERROR && config_recovers(&message));
         return Some(Trouble {
             reason,
             message,
@@ -360,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn a_root_image_under_run_as_non_root_stalls_and_a_missing_object_does_not() {
+    fn a_root_image_stalls_and_a_missing_object_or_an_unsynced_cache_does_not() {
         let root = pod(serde_json::json!({
             "phase": "Pending",
             "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
@@ -377,6 +387,18 @@ mod tests {
                     "message": "secret \"shop-db\" not found"}}}]
         }));
         assert!(!first_trouble([&missing]).unwrap().terminal);
+        let unsynced = pod(serde_json::json!({
+            "phase": "Pending",
+            "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError",
+                    "message": "failed to sync configmap cache: timed out waiting for the condition"}}}]
+        }));
+        let check = first_trouble([&unsynced]).unwrap();
+        assert_eq!(check.reason, "CreateContainerConfigError");
+        assert!(
+            !check.terminal,
+            "the kubelet syncs its cache and tries again"
+        );
     }
 
     #[test]
