@@ -612,13 +612,23 @@ async fn pause_runs_as_any_user_and_exits_at_once_on_sigterm_or_sigint() {
     for signal in ["TERM", "INT"] {
         let mut pause = rootfs.start(ARBITRARY_USER, &[], None, &[]);
         // PID 1 ignores the signals it has no handler for: catatonit is
-        // ready once it blocks them to read them itself.
+        // ready once it blocks them to read them itself. The shell that
+        // execs it blocks every signal too while it waits for a child it
+        // vforked (a mount), and would drop the signal: check the name.
         eventually("catatonit waiting for signals", LIMIT, || {
             let status = pause
                 .init_pid()
                 .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
             async move {
-                let blocked = status?
+                let status = status?;
+                let name = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Name:"))?
+                    .trim();
+                if name != "catatonit" {
+                    return None;
+                }
+                let blocked = status
                     .lines()
                     .find_map(|line| line.strip_prefix("SigBlk:"))
                     .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())?;
