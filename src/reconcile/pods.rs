@@ -313,14 +313,22 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn an_image_that_cannot_be_pulled_is_named_with_the_kubelets_words() {
-        let backoff = pod(serde_json::json!({
+    /// A pod whose backend container has not started: the kubelet's
+    /// waiting `reason` and `message`.
+    fn waiting(reason: &str, message: &str) -> Pod {
+        pod(serde_json::json!({
             "phase": "Pending",
             "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": "ImagePullBackOff",
-                    "message": "Back-off pulling image \"ghcr.io/acme/shop-backend:1.4.3\""}}}]
-        }));
+                "state": {"waiting": {"reason": reason, "message": message}}}]
+        }))
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_pulled_is_named_with_the_kubelets_words() {
+        let backoff = waiting(
+            "ImagePullBackOff",
+            "Back-off pulling image \"ghcr.io/acme/shop-backend:1.4.3\"",
+        );
         let check = first_trouble([&backoff]).unwrap();
         assert_eq!(check.reason, "ImagePullBackOff");
         assert_eq!(
@@ -328,12 +336,10 @@ mod tests {
             "pod shop-backend-7d9f-abcde: Back-off pulling image \"ghcr.io/acme/shop-backend:1.4.3\""
         );
         assert!(!check.terminal, "a registry may come back");
-        let invalid = pod(serde_json::json!({
-            "phase": "Pending",
-            "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": "InvalidImageName",
-                    "message": "Failed to apply default image tag \"Shop:1\""}}}]
-        }));
+        let invalid = waiting(
+            "InvalidImageName",
+            "Failed to apply default image tag \"Shop:1\"",
+        );
         assert!(
             first_trouble([&invalid]).unwrap().terminal,
             "a bad reference stays bad"
@@ -371,28 +377,19 @@ mod tests {
 
     #[test]
     fn a_root_image_stalls_and_a_missing_object_or_an_unsynced_cache_does_not() {
-        let root = pod(serde_json::json!({
-            "phase": "Pending",
-            "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": "CreateContainerConfigError",
-                    "message": "container has runAsNonRoot and image will run as root (pod: \"shop-backend-7d9f-abcde_prod\", container: backend)"}}}]
-        }));
+        let root = waiting(
+            "CreateContainerConfigError",
+            "container has runAsNonRoot and image will run as root (pod: \"shop-backend-7d9f-abcde_prod\", container: backend)",
+        );
         let check = first_trouble([&root]).unwrap();
         assert_eq!(check.reason, "CreateContainerConfigError");
         assert!(check.terminal);
-        let missing = pod(serde_json::json!({
-            "phase": "Pending",
-            "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": "CreateContainerConfigError",
-                    "message": "secret \"shop-db\" not found"}}}]
-        }));
+        let missing = waiting("CreateContainerConfigError", "secret \"shop-db\" not found");
         assert!(!first_trouble([&missing]).unwrap().terminal);
-        let unsynced = pod(serde_json::json!({
-            "phase": "Pending",
-            "containerStatuses": [{"name": "backend", "ready": false, "restartCount": 0,
-                "state": {"waiting": {"reason": "CreateContainerConfigError",
-                    "message": "failed to sync configmap cache: timed out waiting for the condition"}}}]
-        }));
+        let unsynced = waiting(
+            "CreateContainerConfigError",
+            "failed to sync configmap cache: timed out waiting for the condition",
+        );
         let check = first_trouble([&unsynced]).unwrap();
         assert_eq!(check.reason, "CreateContainerConfigError");
         assert!(
