@@ -96,51 +96,35 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
             events.push(event(kind, reason, note));
         }
     }
-    if let Some(note) = became(types::BACKEND_AVAILABLE, reasons::AVAILABLE) {
-        events.push(event(
-            EventType::Normal,
-            reasons::ROLLOUT_COMPLETE,
-            format!("backend: {note}"),
-        ));
-    }
-    if let Some(note) = became(types::FRONTEND_AVAILABLE, reasons::AVAILABLE) {
-        events.push(event(
-            EventType::Normal,
-            reasons::ROLLOUT_COMPLETE,
-            format!("frontend: {note}"),
-        ));
-    }
-    for reason in [reasons::INGRESS_READY, reasons::ROUTE_ACCEPTED] {
-        if let Some(note) = became(types::EXPOSE_READY, reason)
-            && conditions::condition(Some(desired), types::EXPOSE_READY)
-                .is_some_and(|condition| condition.status == "True")
-        {
-            events.push(event(EventType::Normal, reasons::EXPOSED, note));
-        }
-    }
-    for reason in [reasons::ROUTE_NOT_ACCEPTED, reasons::ROUTE_REFS_UNRESOLVED] {
-        if let Some(note) = became(types::EXPOSE_READY, reason) {
-            events.push(event(EventType::Warning, reason, note));
-        }
-    }
+    // A rollout is told on its own once the stack is Ready, an exposure
+    // when the route serves; the `StackReady` Event of a stack that becomes
+    // Ready tells every one of them.
+    let ready = conditions::condition(Some(desired), types::READY)
+        .is_some_and(|condition| condition.status == "True");
     if let Some(note) = became(types::READY, reasons::READY) {
-        // The rollouts and the exposure that made the stack Ready are told
-        // in its one Event: on a first create they are the same news.
-        let mut steps = Vec::new();
-        events.retain(|event| {
-            let folded =
-                event.reason == reasons::ROLLOUT_COMPLETE || event.reason == reasons::EXPOSED;
-            if folded {
-                steps.extend(event.note.clone());
-            }
-            !folded
-        });
+        let mut steps: Vec<String> = ready_steps(desired).collect();
         steps.push(note);
         events.push(event(
             EventType::Normal,
             reasons::STACK_READY,
             steps.join("; "),
         ));
+    } else {
+        for (type_, reason, step) in STEPS {
+            let told = ready || matches!(step, Step::Exposed);
+            if told
+                && conditions::condition(Some(desired), type_)
+                    .is_some_and(|condition| condition.status == "True")
+                && let Some(note) = became(type_, reason)
+            {
+                events.push(event(EventType::Normal, step.reason(), step.note(note)));
+            }
+        }
+    }
+    for reason in [reasons::ROUTE_NOT_ACCEPTED, reasons::ROUTE_REFS_UNRESOLVED] {
+        if let Some(note) = became(types::EXPOSE_READY, reason) {
+            events.push(event(EventType::Warning, reason, note));
+        }
     }
     // A failed migration (or backup, downgrade, post-deploy step), a
     // blocked rollback, a database that cannot be used and pods that cannot
@@ -168,6 +152,54 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
         ));
     }
     events
+}
+
+/// A step a Ready stack tells of: a component rolled out, or exposed.
+#[derive(Clone, Copy)]
+enum Step {
+    Rollout(&'static str),
+    Exposed,
+}
+
+impl Step {
+    fn reason(self) -> &'static str {
+        match self {
+            Step::Rollout(_) => reasons::ROLLOUT_COMPLETE,
+            Step::Exposed => reasons::EXPOSED,
+        }
+    }
+
+    fn note(self, message: String) -> String {
+        match self {
+            Step::Rollout(component) => format!("{component}: {message}"),
+            Step::Exposed => message,
+        }
+    }
+}
+
+/// The conditions whose reason tells a step done.
+const STEPS: [(&str, &str, Step); 4] = [
+    (
+        types::BACKEND_AVAILABLE,
+        reasons::AVAILABLE,
+        Step::Rollout("backend"),
+    ),
+    (
+        types::FRONTEND_AVAILABLE,
+        reasons::AVAILABLE,
+        Step::Rollout("frontend"),
+    ),
+    (types::EXPOSE_READY, reasons::INGRESS_READY, Step::Exposed),
+    (types::EXPOSE_READY, reasons::ROUTE_ACCEPTED, Step::Exposed),
+];
+
+/// What a stack that became Ready tells of its rollouts and exposure.
+fn ready_steps(desired: &AppStackStatus) -> impl Iterator<Item = String> + '_ {
+    STEPS.into_iter().filter_map(|(type_, reason, step)| {
+        conditions::condition(Some(desired), type_)
+            .filter(|condition| condition.reason == reason && condition.status == "True")
+            .map(|condition| step.note(condition.message.clone()))
+    })
 }
 
 /// The Event for something a pass did, if users hear of it.
@@ -352,6 +384,26 @@ mod tests {
         assert!(
             told[0].1.starts_with("backend: 2 of 2 available"),
             "{told:?}"
+        );
+
+        // A component rolled out while another still rolls is told when
+        // the stack becomes Ready, with the others.
+        let mut frontend_rolling = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
+        frontend_rolling.record(
+            Stage::Backend,
+            Check::ok(reasons::AVAILABLE, "2 of 2 available"),
+        );
+        frontend_rolling.record(
+            Stage::Frontend,
+            Check::pending(reasons::ROLLING_OUT, "0 of 1 available"),
+        );
+        let frontend_rolling = desired_status(&frontend_rolling, 1, None, at);
+        assert!(transitions(Some(&rolling), &frontend_rolling).is_empty());
+        let events = transitions(Some(&frontend_rolling), &available);
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            events[0].note.as_deref(),
+            Some("backend: 2 of 2 available; frontend: 1 of 1 available; every component is ready")
         );
 
         // A rollout of a stack that stays Ready (a scale change) is its own

@@ -106,7 +106,8 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
     let uid = stack.uid().unwrap_or_default();
     // What users and tools act on is written at once; progress and
     // messages wait for it, or a few seconds.
-    let deferred = match status::difference(previous, &desired) {
+    let difference = status::difference(previous, &desired);
+    let deferred = match difference {
         Difference::None => {
             context.caches.deferred.forget(&uid);
             None
@@ -119,7 +120,7 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
         Difference::Transition | Difference::Progress | Difference::Messages => {
             write_status(context, &stack, &desired).await?;
             context.caches.deferred.forget(&uid);
-            info!(outcome = ?observation.outcome(), "status updated");
+            info!(outcome = ?observation.outcome(), ?difference, "status updated");
             None
         }
     };

@@ -269,13 +269,16 @@ pub enum Difference {
     /// What a user or a tool acts on: a new observed generation, `Ready` or
     /// `Stalled` changing, a condition taking a reason that is not plain
     /// progress (a failure, a pod that cannot run, a database that cannot
-    /// be used), a migration's outcome (its applied or schema revision),
-    /// the URL or the generated env. Written at once.
+    /// be used, a migration that failed or was blocked), what a migration
+    /// left that later passes read back (the schema revision read after it,
+    /// the revision history, the last backup, the post-deploy step), the
+    /// URL or the generated env. Written at once.
     Transition,
     /// The stack moving forward on its own: a stage done and the next one
-    /// started, a migration Job started, a rollout begun (every changed
-    /// condition holds a reason of [`reasons::PROGRESS`]). Written with the
-    /// next transition, or once [`COALESCE`] has passed.
+    /// started, a migration Job started or its revision applied, a rollout
+    /// begun (every changed condition holds a reason of
+    /// [`reasons::PROGRESS`]). Written with the next transition, or once
+    /// [`COALESCE`] has passed.
     Progress,
     /// Only messages (a rollout's replica counts, a Job's attempts): written
     /// like progress.
@@ -293,25 +296,7 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
     if current == desired {
         return Difference::None;
     }
-    let outcomes = |status: &AppStackStatus| {
-        status.migration.as_ref().map(|migration| {
-            (
-                migration.applied_revision.clone(),
-                migration.schema_revision.clone(),
-                migration.history.clone(),
-                migration.last_backup.clone(),
-                migration.post_deploy_revision.clone(),
-            )
-        })
-    };
-    let started = |status: &AppStackStatus| {
-        status.migration.as_ref().map(|migration| {
-            (
-                migration.target_revision.clone(),
-                migration.job_name.clone(),
-            )
-        })
-    };
+
     let state = |status: &AppStackStatus, type_: &str| {
         condition(Some(status), type_).map(|condition| {
             (
@@ -320,6 +305,17 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
                 condition.observed_generation,
             )
         })
+    };
+    // What later passes read back from the status: written at once. A
+    // revision applied without them (no schema read) is progress.
+    let remembered = |status: &AppStackStatus| {
+        let migration = status.migration.clone().unwrap_or_default();
+        (
+            migration.schema_revision,
+            migration.history,
+            migration.last_backup,
+            migration.post_deploy_revision,
+        )
     };
     let changed: Vec<&Condition> = desired
         .conditions
@@ -333,7 +329,7 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
     let acted_on = current.observed_generation != desired.observed_generation
         || current.url != desired.url
         || current.generated_env != desired.generated_env
-        || outcomes(current) != outcomes(desired)
+        || remembered(current) != remembered(desired)
         || removed
         || changed.iter().any(|new| {
             let status_of = |status: &AppStackStatus| {
@@ -345,7 +341,7 @@ pub fn difference(current: Option<&AppStackStatus>, desired: &AppStackStatus) ->
         });
     if acted_on {
         Difference::Transition
-    } else if !changed.is_empty() || started(current) != started(desired) {
+    } else if !changed.is_empty() || current.migration != desired.migration {
         Difference::Progress
     } else {
         Difference::Messages
@@ -485,8 +481,20 @@ mod tests {
         );
         let later = desired_status(&further, 1, Some(&first), at(200));
         assert_eq!(difference(Some(&first), &later), Difference::Messages);
+        let mut applied = further.clone();
+        applied.migration = Some(MigrationStatus {
+            applied_revision: Some("r1".into()),
+            ..MigrationStatus::default()
+        });
+        let applied = desired_status(&applied, 1, Some(&first), at(200));
+        assert_eq!(
+            difference(Some(&first), &applied),
+            Difference::Progress,
+            "a revision applied waits with the stage it moves the stack to"
+        );
         let mut migrated = further.clone();
         migrated.migration = Some(MigrationStatus {
+            applied_revision: Some("r1".into()),
             schema_revision: Some("a1b2".into()),
             ..MigrationStatus::default()
         });
@@ -494,7 +502,7 @@ mod tests {
         assert_eq!(
             difference(Some(&first), &migrated),
             Difference::Transition,
-            "a schema revision is acted on"
+            "the schema a migration left is read back by later passes"
         );
         let next_generation = desired_status(&further, 2, Some(&first), at(200));
         assert_eq!(
