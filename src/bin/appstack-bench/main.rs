@@ -12,6 +12,7 @@
 
 mod cluster;
 mod load;
+mod requests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -41,8 +42,10 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     changes: usize,
     /// Which parts to run: floor, operator (cold create, no-op passes, change
-    /// latency, restart, memory and CPU).
-    #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_string(), "operator".to_string()])]
+    /// latency, restart, memory and CPU), requests (after the operator
+    /// phase, with the operator stopped: the control plane's CPU for one
+    /// status patch, Event, read and AppStack create).
+    #[arg(long, value_delimiter = ',', default_values_t = ["floor".to_string(), "operator".to_string(), "requests".to_string()])]
     phases: Vec<String>,
     /// The operator binary (a release build).
     #[arg(long, default_value = "target/release/appstack")]
@@ -350,6 +353,9 @@ async fn operator(
         "MiB",
     );
     operator.stop()?;
+    if args.phases.iter().any(|phase| phase == "requests") {
+        requests::costs(cluster, &client, layout).await?;
+    }
     Ok(())
 }
 
