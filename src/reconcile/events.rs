@@ -2,6 +2,7 @@
 //! the transitions between the status before and after, and what the pass
 //! did (generated credentials, started a migration, deleted a child).
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::events::{Event, EventType};
 
 use super::apply::Done;
@@ -113,8 +114,7 @@ pub fn transitions(previous: Option<&AppStackStatus>, desired: &AppStackStatus) 
         for (type_, reason, step) in STEPS {
             let told = ready || matches!(step, Step::Exposed);
             if told
-                && conditions::condition(Some(desired), type_)
-                    .is_some_and(|condition| condition.status == "True")
+                && done(desired, type_, reason).is_some()
                 && let Some(note) = became(type_, reason)
             {
                 events.push(event(EventType::Normal, step.reason(), step.note(note)));
@@ -193,12 +193,16 @@ const STEPS: [(&str, &str, Step); 4] = [
     (types::EXPOSE_READY, reasons::ROUTE_ACCEPTED, Step::Exposed),
 ];
 
+/// Condition `type_` of `desired`, when it holds with `reason`: a step done.
+fn done<'a>(desired: &'a AppStackStatus, type_: &str, reason: &str) -> Option<&'a Condition> {
+    conditions::condition(Some(desired), type_)
+        .filter(|condition| condition.reason == reason && condition.status == "True")
+}
+
 /// What a stack that became Ready tells of its rollouts and exposure.
 fn ready_steps(desired: &AppStackStatus) -> impl Iterator<Item = String> + '_ {
     STEPS.into_iter().filter_map(|(type_, reason, step)| {
-        conditions::condition(Some(desired), type_)
-            .filter(|condition| condition.reason == reason && condition.status == "True")
-            .map(|condition| step.note(condition.message.clone()))
+        done(desired, type_, reason).map(|condition| step.note(condition.message.clone()))
     })
 }
 
@@ -354,14 +358,14 @@ mod tests {
     #[test]
     fn a_stack_becoming_ready_tells_its_rollouts_in_one_event() {
         let at = Timestamp::from_second(1000).unwrap();
-        let with_backend = |backend: Check| {
+        let with_components = |backend: Check, frontend: Check| {
             let mut observation = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
             observation.record(Stage::Backend, backend);
-            observation.record(
-                Stage::Frontend,
-                Check::ok(reasons::AVAILABLE, "1 of 1 available"),
-            );
+            observation.record(Stage::Frontend, frontend);
             desired_status(&observation, 1, None, at)
+        };
+        let with_backend = |backend: Check| {
+            with_components(backend, Check::ok(reasons::AVAILABLE, "1 of 1 available"))
         };
         let rolling = with_backend(Check::pending(reasons::ROLLING_OUT, "1 of 2 available"));
         let available = with_backend(Check::ok(reasons::AVAILABLE, "2 of 2 available"));
@@ -388,16 +392,10 @@ mod tests {
 
         // A component rolled out while another still rolls is told when
         // the stack becomes Ready, with the others.
-        let mut frontend_rolling = observation(Check::ok(reasons::MIGRATION_SUCCEEDED, "ok"));
-        frontend_rolling.record(
-            Stage::Backend,
+        let frontend_rolling = with_components(
             Check::ok(reasons::AVAILABLE, "2 of 2 available"),
-        );
-        frontend_rolling.record(
-            Stage::Frontend,
             Check::pending(reasons::ROLLING_OUT, "0 of 1 available"),
         );
-        let frontend_rolling = desired_status(&frontend_rolling, 1, None, at);
         assert!(transitions(Some(&rolling), &frontend_rolling).is_empty());
         let events = transitions(Some(&frontend_rolling), &available);
         assert_eq!(events.len(), 1);

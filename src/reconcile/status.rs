@@ -481,24 +481,25 @@ mod tests {
         );
         let later = desired_status(&further, 1, Some(&first), at(200));
         assert_eq!(difference(Some(&first), &later), Difference::Messages);
-        let mut applied = further.clone();
-        applied.migration = Some(MigrationStatus {
+        let with_migration = |migration: MigrationStatus| {
+            let mut observation = further.clone();
+            observation.migration = Some(migration);
+            desired_status(&observation, 1, Some(&first), at(200))
+        };
+        let applied = with_migration(MigrationStatus {
             applied_revision: Some("r1".into()),
             ..MigrationStatus::default()
         });
-        let applied = desired_status(&applied, 1, Some(&first), at(200));
         assert_eq!(
             difference(Some(&first), &applied),
             Difference::Progress,
             "a revision applied waits with the stage it moves the stack to"
         );
-        let mut migrated = further.clone();
-        migrated.migration = Some(MigrationStatus {
+        let migrated = with_migration(MigrationStatus {
             applied_revision: Some("r1".into()),
             schema_revision: Some("a1b2".into()),
             ..MigrationStatus::default()
         });
-        let migrated = desired_status(&migrated, 1, Some(&first), at(200));
         assert_eq!(
             difference(Some(&first), &migrated),
             Difference::Transition,
