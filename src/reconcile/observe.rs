@@ -28,6 +28,7 @@ use crate::children::{
     database_name, workload::workload_name,
 };
 use crate::runtime::cache::Caches;
+use crate::runtime::cache::slim::PROGRESS_DEADLINE_EXCEEDED;
 use crate::stages::Stage;
 
 /// The report of a stage the pass reached, after its writes, from the
@@ -546,7 +547,7 @@ pub fn deployment_check(deployment: &Deployment) -> Check {
     let conditions = status.conditions.clone().unwrap_or_default();
     if conditions.iter().any(|condition| {
         condition.type_.as_deref() == Some("Progressing")
-            && condition.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            && condition.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED)
     }) {
         return Check::failed(
             reasons::ROLLOUT_FAILED,

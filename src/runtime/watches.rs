@@ -363,17 +363,18 @@ async fn feed_stacks(
     let mut events = std::pin::pin!(events);
     while let Some(Ok(event)) = events.next().await {
         let event = map_owned(event, slimmed);
-        for stack in caches.apply_stack_event(&mut writer, &event) {
+        let change = caches.apply_stack_event(&mut writer, &event);
+        for stack in &change.gone {
             forget(&stack.uid().unwrap_or_default());
         }
         match &event {
-            Event::Apply(stack) => wake_stack(&triggers, stack),
+            Event::Apply(stack) if change.news => wake_stack(&triggers, stack),
             Event::InitDone => {
                 for stack in caches.stacks.state() {
                     wake_packed(&triggers, &stack);
                 }
             }
-            Event::Delete(_) | Event::Init | Event::InitApply(_) => {}
+            Event::Apply(_) | Event::Delete(_) | Event::Init | Event::InitApply(_) => {}
         }
     }
 }
@@ -415,6 +416,8 @@ where
             let cache = cache(&caches);
             match cache.apply_event(map_owned(event, &slim)) {
                 Change::Applied(object) | Change::Deleted(object) => wake(&object),
+                // Nothing a pass reads changed.
+                Change::Known(_) => {}
                 Change::Listed => {
                     for object in cache.state() {
                         wake(&object);

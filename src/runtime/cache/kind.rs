@@ -286,7 +286,9 @@ where
 
     /// Forgets what the watch has now shown: the object's own event
     /// arrived, so the store is at least as new.
-    pub(super) fn seen(&self, object: &Packed<K>, deleted: bool) {
+    /// Whether the object is the one this process wrote (or read fresh):
+    /// its own write's event.
+    pub(super) fn seen(&self, object: &Packed<K>, deleted: bool) -> bool {
         let key = (object.namespace().to_string(), object.name().to_string());
         let mut recent = self.recent.lock().expect("cache lock");
         if deleted && let Some(uid) = object.uid() {
@@ -296,33 +298,49 @@ where
             }
             gone.push_back(uid);
         }
+        let mut own = false;
         let shown = match recent.get(&key) {
             None => false,
             Some(Recent::Written(written)) => {
-                deleted || caught_up(object.version(), &Version::of(written.as_ref()))
+                let version = Version::of(written.as_ref());
+                own = !deleted && version != Version::None && *object.version() == version;
+                deleted || caught_up(object.version(), &version)
             }
             Some(Recent::Deleted(uid)) => deleted || object.uid() != *uid,
         };
         if shown {
             recent.remove(&key);
         }
+        own
     }
 
     /// Applies one watch event to the store, and settles what this process
     /// wrote or deleted that the event shows.
     pub fn apply_event(&self, event: Event<K>) -> Change<K> {
-        let change = self.shelf.apply(self.pack(event));
-        match &change {
-            Change::Applied(object) => self.seen(object, false),
-            Change::Deleted(object) => self.seen(object, true),
+        match self.shelf.apply(self.pack(event)) {
+            Change::Applied(object) => {
+                if self.seen(&object, false) {
+                    Change::Known(object)
+                } else {
+                    Change::Applied(object)
+                }
+            }
+            Change::Known(object) => {
+                self.seen(&object, false);
+                Change::Known(object)
+            }
+            Change::Deleted(object) => {
+                self.seen(&object, true);
+                Change::Deleted(object)
+            }
             Change::Listed => {
                 for object in self.shelf.state() {
                     self.seen(&object, false);
                 }
+                Change::Listed
             }
-            Change::Listing => {}
+            Change::Listing => Change::Listing,
         }
-        change
     }
 
     /// The event with its object packed against this kind's dictionary.
@@ -495,6 +513,83 @@ mod tests {
         assert!(
             caches.secrets.get("a", "t").is_none(),
             "its creation shown late"
+        );
+    }
+
+    #[test]
+    fn only_news_is_applied_not_a_new_version_of_the_same_or_the_event_of_a_write() {
+        let (caches, _) = Caches::new();
+        let news = |change: Change<Secret>| match change {
+            Change::Applied(_) => true,
+            Change::Known(_) => false,
+            _ => unreachable!("an object applied"),
+        };
+        let apply = |secret: Secret| news(caches.secrets.apply_event(Event::Apply(secret)));
+        assert!(apply(secret("a", "s", "5", "one")), "a new object");
+        assert!(
+            !apply(secret("a", "s", "6", "one")),
+            "only its version moved"
+        );
+        assert!(apply(secret("a", "s", "7", "two")), "its value changed");
+        let mut adopted = secret("a", "s", "8", "two");
+        adopted.metadata.owner_references = Some(vec![Default::default()]);
+        assert!(apply(adopted), "its owners changed");
+        let mut recreated = secret("a", "s", "9", "two");
+        recreated.metadata.uid = Some("u2".into());
+        assert!(apply(recreated), "another object of the same name");
+
+        // This process writes it: the event of the write tells it nothing.
+        let mut written = secret("a", "s", "10", "three");
+        written.metadata.uid = Some("u2".into());
+        caches.secrets.record_written(written.clone());
+        assert!(!apply(written.clone()), "the event of its own write");
+        assert_eq!(caches.secrets.unseen_writes(), 0);
+        caches
+            .secrets
+            .record_written(secret("a", "s", "11", "four"));
+        let mut changed_since = secret("a", "s", "12", "five");
+        changed_since.metadata.uid = Some("u2".into());
+        assert!(
+            apply(changed_since),
+            "someone else's change after the write"
+        );
+    }
+
+    #[test]
+    fn an_object_that_holds_what_it_held_stays_settled() {
+        let (caches, _) = Caches::new();
+        let service = |version: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "a", "name": "shop", "resourceVersion": version},
+                "spec": {"ports": [{"port": 80}]}
+            }))
+            .unwrap()
+        };
+        caches.services.apply_event(Event::Apply(service("1")));
+        let matched = std::cell::Cell::new(0);
+        let holds = || {
+            caches.services.holds("a", &service("1"), Some(7), |_, _| {
+                matched.set(matched.get() + 1);
+                true
+            })
+        };
+        assert_eq!(holds(), Some(true));
+        caches.services.apply_event(Event::Apply(service("2")));
+        assert_eq!(holds(), Some(true));
+        assert_eq!(
+            matched.get(),
+            1,
+            "settled at its desired hash, not compared again"
+        );
+        assert_eq!(
+            caches
+                .services
+                .get("a", "shop")
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("2")
         );
     }
 

@@ -51,6 +51,17 @@ pub trait Cached: ChildKind {
     fn cache(caches: &Caches) -> &KindCache<Self::Object>;
 }
 
+/// What one AppStack watch event changed.
+pub struct StackChange {
+    /// The stacks it shows gone: the deleted one, or, when a relist
+    /// completes, every stack cached before that the new list lacks
+    /// (deleted while the watch was away, so no delete event ever came).
+    pub gone: Vec<Arc<Packed<AppStack>>>,
+    /// Whether a stack now holds what this process did not know of it: not
+    /// the event of its own status write.
+    pub news: bool,
+}
+
 macro_rules! define_caches {
     (() $(
         $kind:ident: $object:ty = $name:literal in $field:ident,
@@ -202,16 +213,15 @@ impl Caches {
     }
 
     /// Applies one AppStack watch event to the store and the index, and
-    /// returns the stacks it shows gone: the deleted one, or, when a relist
-    /// completes, every stack cached before that the new list lacks (deleted
-    /// while the watch was away, so no delete event ever came).
+    /// says what it changed (see [`StackChange`]).
     pub fn apply_stack_event(
         &self,
         writer: &mut StackWriter,
         event: &Event<AppStack>,
-    ) -> Vec<Arc<Packed<AppStack>>> {
+    ) -> StackChange {
         let before = matches!(event, Event::InitDone).then(|| self.stacks.state());
         let change = self.stacks.apply_event(event.clone());
+        let news = matches!(change, Change::Applied(_));
         writer.apply_watcher_event(&kind::map_event(event, StackKey::of));
         let gone = match (change, before) {
             (Change::Deleted(stack), _) => vec![stack],
@@ -245,7 +255,7 @@ impl Caches {
             // What this process last wrote of it no longer stands for it.
             self.stacks.seen(stack, true);
         }
-        gone
+        StackChange { gone, news }
     }
 
     /// The condition each cached stack holds (see [`metrics::holding`]).

@@ -38,6 +38,9 @@ pub struct Packed<K> {
     /// The instance label: the stack the object belongs to. Shared like
     /// the owners.
     instance: Option<Arc<str>>,
+    /// A hash of the body as packed whole: two versions of an object that
+    /// hash alike (and have the same UID and owners) hold the same.
+    content: u64,
     body: Mutex<Body>,
     kind: PhantomData<fn() -> K>,
 }
@@ -215,18 +218,25 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
             .as_ref()
             .and_then(|labels| labels.get(LABEL_INSTANCE))
             .map(|instance| instance.as_str().into());
+        let name = meta.name.take().unwrap_or_default().into();
+        let namespace = meta.namespace.take().unwrap_or_default().into();
+        let uid = Uid::parse(meta.uid.take().as_deref());
+        let version = Version::parse(meta.resource_version.take().as_deref());
+        let owners = meta
+            .owner_references
+            .take()
+            .filter(|owners| !owners.is_empty())
+            .map(Arc::from);
+        let json = body_json(object);
         Self {
-            name: meta.name.take().unwrap_or_default().into(),
-            namespace: meta.namespace.take().unwrap_or_default().into(),
-            uid: Uid::parse(meta.uid.take().as_deref()),
-            version: Version::parse(meta.resource_version.take().as_deref()),
-            owners: meta
-                .owner_references
-                .take()
-                .filter(|owners| !owners.is_empty())
-                .map(Arc::from),
+            name,
+            namespace,
+            uid,
+            version,
+            owners,
             instance,
-            body: Mutex::new(Body::Whole(compress(object, dictionary))),
+            content: hash(&json),
+            body: Mutex::new(Body::Whole(dictionary.compress(&json))),
             kind: PhantomData,
         }
     }
@@ -280,15 +290,25 @@ impl<K: Resource + Serialize + DeserializeOwned> Packed<K> {
 
 /// `object` as JSON compressed with LZ4 against `dictionary`, without the
 /// metadata kept beside it (its UID alone does not compress).
-fn compress<K: Resource + Serialize>(mut object: K, dictionary: &Dictionary) -> Box<[u8]> {
+fn compress<K: Resource + Serialize>(object: K, dictionary: &Dictionary) -> Box<[u8]> {
+    dictionary.compress(&body_json(object))
+}
+
+/// `object` as JSON, without the metadata kept beside it.
+fn body_json<K: Resource + Serialize>(mut object: K) -> Vec<u8> {
     let meta = object.meta_mut();
     meta.name = None;
     meta.namespace = None;
     meta.uid = None;
     meta.resource_version = None;
     meta.owner_references = None;
-    let json = serde_json::to_vec(&object).expect("a Kubernetes object serializes");
-    dictionary.compress(&json)
+    serde_json::to_vec(&object).expect("a Kubernetes object serializes")
+}
+
+fn hash(bytes: &[u8]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut hasher, bytes);
+    std::hash::Hasher::finish(&hasher)
 }
 
 impl<K> Packed<K> {
@@ -350,6 +370,21 @@ impl<K> Packed<K> {
         }
     }
 
+    /// Whether `self`, a newer version of `previous`, holds what it held:
+    /// only its resourceVersion moved, or what changed is not kept (a
+    /// status the caches slim away). Then `self` takes over `previous`'s
+    /// body, settled or not, and nothing needs to look at it again.
+    pub fn holds_as_before(&mut self, previous: &Packed<K>) -> bool {
+        let same = self.content == previous.content
+            && self.uid == previous.uid
+            && self.owners == previous.owners;
+        if same {
+            let body = previous.body.lock().expect("packed lock").clone();
+            *self.body.get_mut().expect("packed lock") = body;
+        }
+        same
+    }
+
     /// Whether the object was settled (see [`Self::holds`]).
     pub fn is_settled(&self) -> bool {
         matches!(
@@ -381,6 +416,7 @@ impl<K> Clone for Packed<K> {
             version: self.version.clone(),
             owners: self.owners.clone(),
             instance: self.instance.clone(),
+            content: self.content,
             body: Mutex::new(self.body.lock().expect("packed lock").clone()),
             kind: PhantomData,
         }

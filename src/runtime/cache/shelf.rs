@@ -68,6 +68,10 @@ impl<K> Default for Shelved<K> {
 pub enum Change<K> {
     /// The object, as now kept.
     Applied(Arc<Packed<K>>),
+    /// The object at a newer version that holds what this process knew of
+    /// it: all that changed is its resourceVersion or what the cache does
+    /// not keep, or the event is that of this process's own write.
+    Known(Arc<Packed<K>>),
     /// The object as it was kept (or as the event has it, if it was not).
     Deleted(Arc<Packed<K>>),
     /// A list is in progress: nothing changed yet.
@@ -141,7 +145,10 @@ impl<K> Shelf<K> {
     pub fn apply(&self, event: Event<Packed<K>>) -> Change<K> {
         let mut state = self.state.write().expect("shelf lock");
         match event {
-            Event::Apply(object) => Change::Applied(state.shown.insert(object, &self.sharing)),
+            Event::Apply(object) => match state.shown.insert(object, &self.sharing) {
+                (object, true) => Change::Known(object),
+                (object, false) => Change::Applied(object),
+            },
             Event::Delete(object) => {
                 // Found by name and dropped: nothing of it is worth sharing.
                 let object = state
@@ -184,14 +191,18 @@ impl<K> Shelf<K> {
 }
 
 impl<K> Shelved<K> {
-    fn insert(&mut self, mut object: Packed<K>, sharing: &Sharing) -> Arc<Packed<K>> {
+    /// Keeps `object` in place of the one of its name; and whether it holds
+    /// what that one held (see [`Packed::holds_as_before`]).
+    fn insert(&mut self, mut object: Packed<K>, sharing: &Sharing) -> (Arc<Packed<K>>, bool) {
         object.share_with(&mut *sharing.lock());
         let namespace = object.namespace().clone();
         let previous = self
             .objects
             .get_mut(&*namespace)
             .and_then(|names| names.remove(&**object.name()));
+        let mut as_before = false;
         if let Some(previous) = previous {
+            as_before = object.holds_as_before(&previous);
             self.unlist(&namespace, &previous);
         }
         let object = Arc::new(object);
@@ -207,7 +218,7 @@ impl<K> Shelved<K> {
                 .or_default()
                 .push(object.name().clone());
         }
-        object
+        (object, as_before)
     }
 
     fn remove(&mut self, object: &Packed<K>) -> Option<Arc<Packed<K>>> {

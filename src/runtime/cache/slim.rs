@@ -1,7 +1,7 @@
 //! What the caches keep of an object: what the comparison and the status
 //! read, never `managedFields` or kubectl's last-applied copy.
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
@@ -39,13 +39,60 @@ slim_metadata_only!(
     ConfigMap,
     Service,
     StatefulSet,
-    Deployment,
     DynamicObject,
     AppStack,
     NetworkPolicy,
-    PodDisruptionBudget,
     Ingress
 );
+
+impl Slim for PodDisruptionBudget {
+    /// Its status counts healthy pods, which the pods themselves tell.
+    fn slim(&mut self) {
+        slim_meta(&mut self.metadata);
+        self.status = None;
+    }
+}
+
+impl Slim for Deployment {
+    /// Its status is read for how far the rollout is (replicas observed,
+    /// updated and available) and whether it exceeded its progress
+    /// deadline, not for its other counts, condition times or the revision
+    /// the controller numbers it with: a change of those alone wakes no
+    /// pass.
+    fn slim(&mut self) {
+        slim_meta(&mut self.metadata);
+        if let Some(annotations) = self.metadata.annotations.as_mut() {
+            annotations.remove(DEPLOYMENT_REVISION);
+        }
+        self.status = self.status.take().map(|status| DeploymentStatus {
+            observed_generation: status.observed_generation,
+            replicas: status.replicas,
+            updated_replicas: status.updated_replicas,
+            available_replicas: status.available_replicas,
+            conditions: status.conditions.map(|conditions| {
+                conditions
+                    .into_iter()
+                    .filter(|condition| {
+                        condition.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED)
+                    })
+                    .map(|condition| DeploymentCondition {
+                        type_: condition.type_,
+                        status: condition.status,
+                        reason: condition.reason,
+                        ..DeploymentCondition::default()
+                    })
+                    .collect()
+            }),
+            ..DeploymentStatus::default()
+        });
+    }
+}
+
+/// The annotation the Deployment controller numbers rollouts with.
+const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The reason of a Deployment's `Progressing` condition past its deadline.
+pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 
 impl Slim for Job {
     /// A Job is never patched: its status and labels matter, not its pods.
@@ -58,9 +105,11 @@ impl Slim for Job {
 }
 
 impl Slim for PersistentVolumeClaim {
-    /// Only the volume's ownerReferences are ever read.
+    /// Only the volume's ownerReferences are ever read: not its status or
+    /// the binding annotations, which change as it binds.
     fn slim(&mut self) {
         slim_meta(&mut self.metadata);
+        self.metadata.annotations = None;
         self.spec = None;
         self.status = None;
     }
@@ -135,4 +184,69 @@ fn slim_container(status: ContainerStatus) -> ContainerStatus {
 pub fn slimmed<K: Slim>(mut object: K) -> K {
     object.slim();
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(status: serde_json::Value, revision: &str) -> Deployment {
+        slimmed(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "shop-backend", "generation": 2,
+                             "annotations": {DEPLOYMENT_REVISION: revision, "team": "x"}},
+                "status": status
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_deployment_keeps_how_far_its_rollout_is_and_whether_it_is_past_its_deadline() {
+        let progressing = |reason: &str, time: &str| {
+            serde_json::json!({"type": "Progressing", "status": "True", "reason": reason,
+                               "lastUpdateTime": time, "message": "ReplicaSet is progressing"})
+        };
+        let rolling = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                               "availableReplicas": 1, "readyReplicas": 1, "unavailableReplicas": 1,
+                               "conditions": [progressing("NewReplicaSetCreated", "2026-01-01T00:00:00Z")]}),
+            "1",
+        );
+        let ready_elsewhere = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                               "availableReplicas": 1, "readyReplicas": 2, "unavailableReplicas": 1,
+                               "conditions": [progressing("ReplicaSetUpdated", "2026-01-01T00:00:09Z")]}),
+            "2",
+        );
+        assert_eq!(rolling, ready_elsewhere, "nothing a pass reads changed");
+        assert_eq!(
+            rolling
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap()
+                .get("team")
+                .map(String::as_str),
+            Some("x")
+        );
+        let available = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                               "availableReplicas": 2}),
+            "2",
+        );
+        assert_ne!(rolling, available);
+        let stuck = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                               "availableReplicas": 1,
+                               "conditions": [progressing(PROGRESS_DEADLINE_EXCEEDED, "2026-01-01T00:10:00Z")]}),
+            "2",
+        );
+        assert_eq!(
+            stuck.status.unwrap().conditions.unwrap()[0]
+                .reason
+                .as_deref(),
+            Some(PROGRESS_DEADLINE_EXCEEDED)
+        );
+    }
 }
