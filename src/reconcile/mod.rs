@@ -317,10 +317,19 @@ async fn rollback_guard(
     let history = previous
         .map(|status| status.history.as_slice())
         .unwrap_or(&[]);
-    let current = if guard::needs_current(target, &migration.image, applied, history) {
-        Some(probe::current_schema(context, validated, located).await)
-    } else {
+    let current = if !guard::needs_current(target, &migration.image, applied, history) {
         None
+    } else if let Some(recorded) = previous
+        .and_then(|status| status.schema_revision.clone())
+        .filter(|_| downgrading(&context.caches, validated))
+    {
+        // A downgrade runs: the schema it takes back is in flux until its
+        // Job finished. Decide on the schema it started from, so the
+        // backend moves back once the Job succeeded, not when the
+        // database first reads the older revision.
+        Some(Ok(recorded))
+    } else {
+        Some(probe::current_schema(context, validated, located).await)
     };
     let (read, because) = match &current {
         Some(Ok(schema)) => (Some(schema.as_str()), String::new()),
@@ -337,6 +346,21 @@ async fn rollback_guard(
         migration.spec.rollback,
     );
     (step, current.and_then(Result::ok))
+}
+
+/// Whether a downgrade Job of the stack has not finished.
+fn downgrading(caches: &Caches, validated: &ValidatedStack) -> bool {
+    caches
+        .jobs
+        .of_stack(&validated.namespace, &validated.name)
+        .iter()
+        .any(|job| {
+            job.labels()
+                .get(children::STEP_LABEL)
+                .and_then(|step| children::JobStep::from_label(step))
+                == Some(children::JobStep::Downgrade)
+                && !observe::job_finished(job)
+        })
 }
 
 /// Which Jobs take the schema where the guard's `step` needs it.
