@@ -187,12 +187,9 @@ macro_rules! define_kinds {
 
             /// Which step of the migrations the object is, by its label.
             pub fn step(&self) -> Option<crate::children::JobStep> {
-                let labels = match self {
+                crate::children::JobStep::of(match self {
                     $(Object::$kind(object) => object.labels(),)*
-                };
-                labels
-                    .get(crate::children::STEP_LABEL)
-                    .and_then(|value| crate::children::JobStep::from_label(value))
+                })
             }
 
             /// The object as YAML-ready JSON, for `appstack render`.

@@ -57,6 +57,13 @@ impl JobStep {
         }
     }
 
+    /// The step an object's labels name, if any.
+    pub fn of(labels: &BTreeMap<String, String>) -> Option<Self> {
+        labels
+            .get(STEP_LABEL)
+            .and_then(|value| Self::from_label(value))
+    }
+
     pub fn from_label(value: &str) -> Option<Self> {
         [
             JobStep::Backup,

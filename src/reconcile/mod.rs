@@ -355,10 +355,7 @@ fn downgrading(caches: &Caches, validated: &ValidatedStack) -> bool {
         .of_stack(&validated.namespace, &validated.name)
         .iter()
         .any(|job| {
-            job.labels()
-                .get(children::STEP_LABEL)
-                .and_then(|step| children::JobStep::from_label(step))
-                == Some(children::JobStep::Downgrade)
+            children::JobStep::of(job.labels()) == Some(children::JobStep::Downgrade)
                 && !observe::job_finished(job)
         })
 }

@@ -14,7 +14,7 @@ use crate::api::crd::MigrationStatus;
 use crate::api::stack::ValidatedStack;
 use crate::children::backup::Backup;
 use crate::children::expose::Exposure;
-use crate::children::{self, Children, DatabaseChildren, JobStep, STEP_LABEL, Workload};
+use crate::children::{self, Children, DatabaseChildren, JobStep, Workload};
 pub use crate::kinds::{Kind, Object};
 use crate::kinds::{for_each_kind, markers, match_object};
 use crate::runtime::cache::{Cached, Caches};
@@ -327,10 +327,7 @@ fn job_write(
 ) -> Option<Write> {
     let namespace = stack.namespace.as_str();
     let name = job.name_any();
-    let step = job
-        .labels()
-        .get(STEP_LABEL)
-        .and_then(|value| JobStep::from_label(value));
+    let step = JobStep::of(job.labels());
     let observed = caches.jobs.get(namespace, &name);
     let stale = observed
         .as_deref()
