@@ -767,3 +767,58 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod post_deploy_tests {
+    use std::time::Duration;
+
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::api::stack::tests::from_yaml;
+    use crate::runtime::cache::slim::slimmed;
+
+    /// A Deployment of `replicas` rolled out at `completed`, as its watch
+    /// shows it.
+    fn rolled_out(name: &str, replicas: i32, completed: &str) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "prod", "generation": 1},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 1, "replicas": replicas,
+                       "updatedReplicas": replicas, "availableReplicas": replicas,
+                       "readyReplicas": replicas,
+                       "conditions": [
+                           {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                            "lastUpdateTime": completed, "lastTransitionTime": completed},
+                           {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
+                            "lastUpdateTime": completed, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_post_deploy_step_soaks_from_when_the_cached_rollouts_completed() {
+        let yaml = include_str!("../../deploy/examples/shop.yaml").replace(
+            "    retryToken: \"\"\n",
+            "    retryToken: \"\"\n    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n      after: 10m\n",
+        );
+        let stack = from_yaml(&yaml);
+        assert!(stack.migration.as_ref().unwrap().post_deploy().is_some());
+        let (caches, _) = Caches::new();
+        for deployment in [
+            rolled_out("shop-backend", 2, "2026-01-01T00:05:00Z"),
+            rolled_out("shop-frontend", 2, "2026-01-01T00:03:00Z"),
+        ] {
+            caches
+                .deployments
+                .apply_event(Event::Apply(slimmed(deployment)));
+        }
+        let at = |time: &str| post_deploy_gate(&stack, &caches, time.parse().unwrap());
+        assert_eq!(
+            at("2026-01-01T00:10:00Z"),
+            Some(PostDeployGate::Soak(Duration::from_secs(300))),
+            "10 minutes after the later rollout completed"
+        );
+        assert_eq!(at("2026-01-01T00:15:00Z"), Some(PostDeployGate::Due));
+    }
+}

@@ -22,6 +22,7 @@ use crate::children::{Component, GENERATION_LABEL, workload::workload_name};
 use crate::reconcile::guard::Step;
 use crate::reconcile::status::Report;
 use crate::runtime::cache::Caches;
+use crate::runtime::cache::slim::ROLLED_OUT;
 use crate::stages::Stage;
 
 /// What the stages of the migrations read besides the caches.
@@ -190,7 +191,7 @@ pub fn post_deploy_gate(
             .flatten()
             .find(|condition| {
                 condition.type_.as_deref() == Some("Progressing")
-                    && condition.reason.as_deref() == Some("NewReplicaSetAvailable")
+                    && condition.reason.as_deref() == Some(ROLLED_OUT)
             })
             .and_then(|condition| condition.last_update_time.as_ref())
             .map(|time| time.0);

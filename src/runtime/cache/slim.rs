@@ -55,10 +55,11 @@ impl Slim for PodDisruptionBudget {
 
 impl Slim for Deployment {
     /// Its status is read for how far the rollout is (replicas observed,
-    /// updated and available) and whether it exceeded its progress
-    /// deadline, not for its other counts, condition times or the revision
-    /// the controller numbers it with: a change of those alone wakes no
-    /// pass.
+    /// updated and available), whether it exceeded its progress deadline,
+    /// and when it completed (the post-deploy step soaks from then); not
+    /// for its other counts, the times of a rollout in progress or the
+    /// revision the controller numbers it with: a change of those alone
+    /// wakes no pass.
     fn slim(&mut self) {
         slim_meta(&mut self.metadata);
         if let Some(annotations) = self.metadata.annotations.as_mut() {
@@ -72,14 +73,21 @@ impl Slim for Deployment {
             conditions: status.conditions.map(|conditions| {
                 conditions
                     .into_iter()
-                    .filter(|condition| {
-                        condition.reason.as_deref() == Some(PROGRESS_DEADLINE_EXCEEDED)
-                    })
-                    .map(|condition| DeploymentCondition {
-                        type_: condition.type_,
-                        status: condition.status,
-                        reason: condition.reason,
-                        ..DeploymentCondition::default()
+                    .filter_map(|condition| match condition.reason.as_deref() {
+                        Some(PROGRESS_DEADLINE_EXCEEDED) => Some(DeploymentCondition {
+                            type_: condition.type_,
+                            status: condition.status,
+                            reason: condition.reason,
+                            ..DeploymentCondition::default()
+                        }),
+                        Some(ROLLED_OUT) => Some(DeploymentCondition {
+                            type_: condition.type_,
+                            status: condition.status,
+                            reason: condition.reason,
+                            last_update_time: condition.last_update_time,
+                            ..DeploymentCondition::default()
+                        }),
+                        _ => None,
                     })
                     .collect()
             }),
@@ -93,6 +101,10 @@ const DEPLOYMENT_REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// The reason of a Deployment's `Progressing` condition past its deadline.
 pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+
+/// The reason of a Deployment's `Progressing` condition once its rollout
+/// completed; its `lastUpdateTime` says when.
+pub const ROLLED_OUT: &str = "NewReplicaSetAvailable";
 
 impl Slim for Job {
     /// A Job is never patched: its status and labels matter, not its pods.
@@ -247,6 +259,22 @@ mod tests {
                 .reason
                 .as_deref(),
             Some(PROGRESS_DEADLINE_EXCEEDED)
+        );
+        // When the rollout completed: the post-deploy step soaks from then.
+        let rolled_out = deployment(
+            serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                               "availableReplicas": 2,
+                               "conditions": [progressing(ROLLED_OUT, "2026-01-01T00:05:00Z")]}),
+            "2",
+        );
+        let completed = &rolled_out.status.unwrap().conditions.unwrap()[0];
+        assert_eq!(completed.reason.as_deref(), Some(ROLLED_OUT));
+        assert_eq!(
+            completed
+                .last_update_time
+                .as_ref()
+                .map(|time| time.0.as_second()),
+            Some(1_767_225_900)
         );
     }
 }
