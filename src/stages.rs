@@ -5,6 +5,7 @@
 //! the book are generated from it.
 
 use crate::api::conditions::{reasons, types};
+use crate::api::stack::{Migration, ValidatedStack};
 
 /// One step of bringing a stack up. Declared in [`ORDER`]'s order, which
 /// the derived ordering follows.
@@ -81,6 +82,38 @@ impl Stage {
     /// waits for nothing they do, and the stack is Ready once it ran.
     pub fn blocks(self) -> bool {
         !matches!(self, Stage::Expose | Stage::Monitoring)
+    }
+
+    /// Whether the stage is one a stack has only when its spec asks for it:
+    /// the approval gate (`approval: Manual`), the backup before a
+    /// migration (`backup.enabled`) and the post-deploy step
+    /// (`postDeploy`). A stack without it has no condition of it.
+    pub fn optional(self) -> bool {
+        matches!(self, Stage::Approval | Stage::Backup | Stage::PostDeploy)
+    }
+
+    /// Whether `stack` has this stage: every stage that is not
+    /// [`optional`](Self::optional), and an optional one its spec asks for.
+    pub fn used_by(self, stack: &ValidatedStack) -> bool {
+        let migration = stack.migration.as_ref();
+        match self {
+            Stage::Approval => migration.is_some_and(Migration::manual_approval),
+            Stage::Backup => stack.backups().is_some(),
+            Stage::PostDeploy => migration.and_then(Migration::post_deploy).is_some(),
+            _ => true,
+        }
+    }
+
+    /// The condition as the tables show it: an optional stage's says when
+    /// it is there.
+    fn condition_cell(self) -> String {
+        let when = match self {
+            Stage::Approval => " (with `approval: Manual`)",
+            Stage::Backup => " (with `backup.enabled`)",
+            Stage::PostDeploy => " (with `postDeploy`)",
+            _ => "",
+        };
+        format!("`{}`{when}", self.condition())
     }
 
     /// The reason of conditions waiting on this stage.
@@ -163,10 +196,10 @@ pub fn markdown_table() -> String {
         String::from("| # | stage | condition | writes | done when |\n|---|---|---|---|---|\n");
     for (number, stage) in ORDER.iter().enumerate() {
         table.push_str(&format!(
-            "| {} | {} | `{}` | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             number + 1,
             stage.noun(),
-            stage.condition(),
+            stage.condition_cell(),
             stage.children(),
             stage.done_when()
         ));
@@ -202,6 +235,30 @@ mod tests {
             [Stage::Expose, Stage::Monitoring, Stage::PostDeploy],
             "what follows a non-blocking stage depends on nothing it does"
         );
+    }
+
+    #[test]
+    fn the_optional_stages_are_there_only_when_the_spec_asks_for_them() {
+        use crate::api::stack::tests::from_yaml;
+        let plain = from_yaml(include_str!("../deploy/examples/shop.yaml"));
+        let used: Vec<Stage> = ORDER
+            .iter()
+            .copied()
+            .filter(|stage| stage.used_by(&plain))
+            .collect();
+        assert_eq!(
+            used,
+            ORDER
+                .iter()
+                .copied()
+                .filter(|stage| !stage.optional())
+                .collect::<Vec<_>>()
+        );
+        let all = from_yaml(&include_str!("../deploy/examples/shop.yaml").replace(
+            "    retryToken: \"\"\n",
+            "    retryToken: \"\"\n    approval: Manual\n    backup:\n      enabled: true\n    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n",
+        ));
+        assert!(ORDER.iter().all(|stage| stage.used_by(&all)));
     }
 
     #[test]

@@ -895,9 +895,12 @@ pub struct AppStackStatus {
     /// has seen the stack.
     #[serde(default)]
     pub observed_generation: i64,
-    /// Ready, Reconciling, Stalled and the component conditions SecretsReady,
+    /// Ready; Reconciling or Stalled while True (absent means False, as
+    /// kstatus reads them); the component conditions SecretsReady,
     /// DatabaseReady, MigrationsApplied, BackendAvailable, FrontendAvailable,
-    /// ExposeReady and MonitoringReady.
+    /// ExposeReady and MonitoringReady; and MigrationApproved, BackupReady
+    /// and PostDeployApplied when the spec asks for approval, a backup or a
+    /// post-deploy step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -83,17 +83,19 @@ pub async fn gather(client: &Client, namespace: &str, name: &str) -> anyhow::Res
     let holding = conditions::holding(&stack);
     let summary = conditions::condition(Some(&status), holding)
         .or_else(|| conditions::condition(Some(&status), types::READY));
+    // An optional stage the stack does not have reports no condition.
     let stages = stages::ORDER
         .iter()
-        .map(|stage| {
+        .filter_map(|stage| {
             let condition = conditions::condition(Some(&status), stage.condition());
-            StageRow {
-                stage: stage.noun().into(),
-                condition: stage.condition().into(),
-                status: condition.map_or("Unknown".into(), |c| c.status.clone()),
-                reason: condition.map_or_else(String::new, |c| c.reason.clone()),
-                message: condition.map_or_else(String::new, |c| c.message.clone()),
-            }
+            (condition.is_some() || !stage.optional()).then_some((stage, condition))
+        })
+        .map(|(stage, condition)| StageRow {
+            stage: stage.noun().into(),
+            condition: stage.condition().into(),
+            status: condition.map_or("Unknown".into(), |c| c.status.clone()),
+            reason: condition.map_or_else(String::new, |c| c.reason.clone()),
+            message: condition.map_or_else(String::new, |c| c.message.clone()),
         })
         .collect();
     let selector = format!("{},{LABEL_INSTANCE}={name}", children::pod_selector());

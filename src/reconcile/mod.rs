@@ -91,15 +91,19 @@ pub async fn pass(context: &Context, key: &StackKey) -> Result<Action, Error> {
             .map_err(Error::Release)?;
         return Ok(Action::await_change());
     }
-    let mut observation = Observation::default();
     let mut done = Vec::new();
-    match ValidatedStack::new(&stack) {
+    let observation = match ValidatedStack::new(&stack) {
         Ok(validated) => {
+            let mut observation = Observation::of(Some(&validated));
             observation.url = validated.expose.as_ref().map(|expose| expose.url());
-            run_stages(context, &stack, &validated, &mut observation, &mut done).await?
+            run_stages(context, &stack, &validated, &mut observation, &mut done).await?;
+            observation
         }
-        Err(invalid) => observation.invalid = Some(invalid.to_string()),
-    }
+        Err(invalid) => Observation {
+            invalid: Some(invalid.to_string()),
+            ..Observation::of(None)
+        },
+    };
     let previous = stack.status.as_ref();
     let generation = stack.meta().generation.unwrap_or(0);
     let desired = status::desired_status(&observation, generation, previous, Timestamp::now());

@@ -2,7 +2,7 @@
 //! reconcile observed, compared with the current status, written only when
 //! different.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::api::conditions::{Check, condition, reasons, types};
 use crate::api::crd::{AppStackStatus, MigrationStatus};
+use crate::api::stack::ValidatedStack;
 use crate::stages::{self, Stage};
 
 /// Overall outcome of a reconcile, in kstatus terms.
@@ -63,6 +64,9 @@ pub struct Observation {
     pub held: BTreeMap<Stage, Check>,
     /// Look again this soon without a watch event.
     pub recheck: Option<Duration>,
+    /// The optional stages the stack does not have (see
+    /// [`Stage::optional`]): no condition reports them.
+    pub unused: BTreeSet<Stage>,
     /// Set when the spec is invalid; overrides everything.
     pub invalid: Option<String>,
     /// Set when a step failed for good (a migration out of retries, a rollout
@@ -77,6 +81,19 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// An observation of `stack` (`None`: its spec is invalid), before any
+    /// stage reports. An invalid spec has only the stages every stack has.
+    pub fn of(stack: Option<&ValidatedStack>) -> Self {
+        let unused = stages::ORDER
+            .into_iter()
+            .filter(|stage| stage.optional() && !stack.is_some_and(|stack| stage.used_by(stack)))
+            .collect();
+        Self {
+            unused,
+            ..Self::default()
+        }
+    }
+
     /// Records a reached stage's report; a terminal failure stalls the
     /// stack.
     pub fn record(&mut self, stage: Stage, report: impl Into<Report>) {
@@ -212,27 +229,33 @@ pub fn desired_status(
             (check.reason, check.message.clone())
         }
     };
-    let mut conditions = vec![
-        condition(
-            types::READY,
-            truth(outcome == Outcome::Ready),
-            summary_reason,
-            &summary_message,
-        ),
-        condition(
+    // Ready always; Reconciling and Stalled only while True, as kstatus
+    // reads them (abnormal-true: absent means False).
+    let mut conditions = vec![condition(
+        types::READY,
+        truth(outcome == Outcome::Ready),
+        summary_reason,
+        &summary_message,
+    )];
+    match &outcome {
+        Outcome::Ready => {}
+        Outcome::Reconciling(_) => conditions.push(condition(
             types::RECONCILING,
-            truth(matches!(outcome, Outcome::Reconciling(_))),
+            "True",
             summary_reason,
             &summary_message,
-        ),
-        condition(
+        )),
+        Outcome::Stalled(_) => conditions.push(condition(
             types::STALLED,
-            truth(matches!(outcome, Outcome::Stalled(_))),
+            "True",
             summary_reason,
             &summary_message,
-        ),
-    ];
-    for stage in stages::ORDER {
+        )),
+    }
+    for stage in stages::ORDER
+        .into_iter()
+        .filter(|stage| !observation.unused.contains(stage))
+    {
         let (status, check) = match observation.check(stage) {
             Some(check) => (truth(check.ok), check.clone()),
             None if let Some(held) = observation.held.get(&stage) => (truth(held.ok), held.clone()),
@@ -368,8 +391,10 @@ pub fn became(
 mod tests {
     use super::*;
 
+    /// The example stack, Ready: it has no approval gate, backup or
+    /// post-deploy step.
     fn ready_observation() -> Observation {
-        let mut observation = Observation::default();
+        let mut observation = Observation::of(Some(&crate::api::stack::tests::example()));
         for (stage, reason) in [
             (Stage::Secrets, reasons::SECRETS_RESOLVED),
             (Stage::Database, reasons::DATABASE_READY),
@@ -403,7 +428,14 @@ mod tests {
     }
 
     #[test]
-    fn exactly_one_summary_condition_holds() {
+    fn exactly_one_summary_condition_holds_and_only_while_true() {
+        let types_of = |status: &AppStackStatus| -> Vec<String> {
+            status
+                .conditions
+                .iter()
+                .map(|condition| condition.type_.clone())
+                .collect()
+        };
         let ready = desired_status(&ready_observation(), 4, None, at(100));
         assert_eq!(
             true_of(&ready)[..1],
@@ -415,6 +447,20 @@ mod tests {
                 .conditions
                 .iter()
                 .all(|condition| condition.observed_generation == Some(4))
+        );
+        assert_eq!(
+            types_of(&ready),
+            [
+                types::READY,
+                types::SECRETS_READY,
+                types::DATABASE_READY,
+                types::MIGRATIONS_APPLIED,
+                types::BACKEND_AVAILABLE,
+                types::FRONTEND_AVAILABLE,
+                types::EXPOSE_READY,
+                types::MONITORING_READY,
+            ],
+            "no Reconciling or Stalled while False, and no condition of a stage the stack does not have"
         );
 
         let mut running = ready_observation();
@@ -428,6 +474,7 @@ mod tests {
             condition(Some(&status), types::READY).unwrap().reason,
             reasons::MIGRATION_RUNNING
         );
+        assert!(condition(Some(&status), types::STALLED).is_none());
 
         let mut failed = running.clone();
         failed.record(
@@ -438,7 +485,33 @@ mod tests {
         assert_eq!(true_of(&status)[0], types::STALLED);
         assert!(
             !true_of(&status).contains(&types::READY)
-                && !true_of(&status).contains(&types::RECONCILING)
+                && condition(Some(&status), types::RECONCILING).is_none()
+        );
+        assert_eq!(
+            difference(Some(&desired_status(&running, 4, None, at(100))), &status),
+            Difference::Transition,
+            "Stalled appearing is written at once"
+        );
+        assert_eq!(
+            difference(Some(&status), &desired_status(&running, 4, None, at(101))),
+            Difference::Transition,
+            "and so is Stalled going"
+        );
+
+        let invalid = Observation {
+            invalid: Some("spec.backend.image: required".into()),
+            ..Observation::of(None)
+        };
+        let status = desired_status(&invalid, 4, None, at(100));
+        assert!(
+            [
+                types::MIGRATION_APPROVED,
+                types::BACKUP_READY,
+                types::POST_DEPLOY_APPLIED
+            ]
+            .iter()
+            .all(|type_| condition(Some(&status), type_).is_none()),
+            "an invalid spec has only the stages every stack has"
         );
     }
 
