@@ -1,8 +1,10 @@
 //! What the caches keep of an object: what the comparison and the status
 //! read, never `managedFields` or kubectl's last-applied copy.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentStatus, StatefulSet, StatefulSetStatus,
+};
+use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
     PersistentVolumeClaim, Pod, PodCondition, PodStatus, Secret, Service,
@@ -38,7 +40,6 @@ slim_metadata_only!(
     Secret,
     ConfigMap,
     Service,
-    StatefulSet,
     DynamicObject,
     AppStack,
     NetworkPolicy,
@@ -106,15 +107,56 @@ pub const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
 /// completed; its `lastUpdateTime` says when.
 pub const ROLLED_OUT: &str = "NewReplicaSetAvailable";
 
+impl Slim for StatefulSet {
+    /// Its status is read for how many replicas are ready and updated, at
+    /// which generation: not for its revisions or other counts.
+    fn slim(&mut self) {
+        slim_meta(&mut self.metadata);
+        self.status = self.status.take().map(|status| StatefulSetStatus {
+            observed_generation: status.observed_generation,
+            ready_replicas: status.ready_replicas,
+            updated_replicas: status.updated_replicas,
+            ..StatefulSetStatus::default()
+        });
+    }
+}
+
 impl Slim for Job {
-    /// A Job is never patched: its status and labels matter, not its pods.
+    /// A Job is never patched: its labels matter, not its pods, and of its
+    /// status how many pods ran (its attempts), whether it completed or
+    /// failed (and why) and when it completed. Not its ready pods, the
+    /// pods it has yet to count, or the conditions on the way to its end.
     fn slim(&mut self) {
         slim_meta(&mut self.metadata);
         if let Some(spec) = self.spec.as_mut() {
             spec.template = Default::default();
         }
+        self.status = self.status.take().map(|status| JobStatus {
+            active: status.active,
+            succeeded: status.succeeded,
+            failed: status.failed,
+            completion_time: status.completion_time,
+            conditions: status.conditions.map(|conditions| {
+                conditions
+                    .into_iter()
+                    .filter(|condition| {
+                        condition.status == "True" && JOB_ENDS.contains(&condition.type_.as_str())
+                    })
+                    .map(|condition| JobCondition {
+                        type_: condition.type_,
+                        status: condition.status,
+                        reason: condition.reason,
+                        ..JobCondition::default()
+                    })
+                    .collect()
+            }),
+            ..JobStatus::default()
+        });
     }
 }
+
+/// The conditions of a Job that has ended.
+const JOB_ENDS: [&str; 2] = ["Complete", "Failed"];
 
 impl Slim for PersistentVolumeClaim {
     /// Only the volume's ownerReferences are ever read: not its status or
@@ -276,5 +318,73 @@ mod tests {
                 .map(|time| time.0.as_second()),
             Some(1_767_225_900)
         );
+    }
+
+    #[test]
+    fn a_job_keeps_its_attempts_and_how_it_ended() {
+        let job = |status: serde_json::Value| -> Job {
+            slimmed(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "shop-migrate-1"}, "status": status
+                }))
+                .unwrap(),
+            )
+        };
+        let started =
+            job(serde_json::json!({"active": 1, "ready": 0, "startTime": "2026-01-01T00:00:00Z"}));
+        let ready =
+            job(serde_json::json!({"active": 1, "ready": 1, "startTime": "2026-01-01T00:00:00Z"}));
+        assert_eq!(started, ready, "nothing a pass reads changed");
+        let ending = job(serde_json::json!({"active": 0, "succeeded": 1,
+            "conditions": [{"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"}]}));
+        let complete = job(serde_json::json!({"active": 0, "succeeded": 1,
+            "completionTime": "2026-01-01T00:00:09Z",
+            "conditions": [
+                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+                {"type": "Complete", "status": "True", "reason": "CompletionsReached",
+                 "lastTransitionTime": "2026-01-01T00:00:09Z"}]}));
+        assert_ne!(ending, complete);
+        let status = complete.status.unwrap();
+        assert_eq!(status.succeeded, Some(1));
+        assert!(status.completion_time.is_some());
+        let conditions = status.conditions.unwrap();
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            (
+                conditions[0].type_.as_str(),
+                conditions[0].reason.as_deref()
+            ),
+            ("Complete", Some("CompletionsReached"))
+        );
+        let failed = job(serde_json::json!({"failed": 3,
+            "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}));
+        assert_eq!(
+            failed.status.unwrap().conditions.unwrap()[0]
+                .reason
+                .as_deref(),
+            Some("BackoffLimitExceeded")
+        );
+    }
+
+    #[test]
+    fn a_statefulset_keeps_its_ready_and_updated_replicas_at_its_generation() {
+        let statefulset = |status: serde_json::Value| -> StatefulSet {
+            slimmed(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": "shop-db", "generation": 1}, "status": status
+                }))
+                .unwrap(),
+            )
+        };
+        let created = statefulset(serde_json::json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "currentRevision": "shop-db-1", "updateRevision": "shop-db-1"}));
+        let counted = statefulset(serde_json::json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "currentReplicas": 1, "availableReplicas": 0,
+            "currentRevision": "shop-db-1", "updateRevision": "shop-db-1"}));
+        assert_eq!(created, counted, "nothing a pass reads changed");
+        let ready = statefulset(serde_json::json!({"observedGeneration": 1, "replicas": 1,
+            "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}));
+        assert_ne!(created, ready);
+        assert_eq!(ready.status.unwrap().ready_replicas, Some(1));
     }
 }
