@@ -4,17 +4,23 @@
 //! scope (stacks reference users' Secrets), and kinds whose API may be
 //! missing once discovery finds it served. Every event wakes the stacks it
 //! concerns, through one trigger channel, after the cache holds it: a pass
-//! woken by a Job's completion reads the completed Job.
+//! woken by a Job's completion reads the completed Job. The changes of a
+//! child on its way (see [`Moving`]) wake its stack a moment later, once
+//! for all of them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DynamicObject, GroupVersionKind};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
@@ -31,9 +37,11 @@ use super::cache::slim::{Slim, slimmed};
 use super::cache::{Cached, Caches, KindCache, StackKey, StackWriter};
 use super::metrics::Metrics;
 use super::resilient;
+use crate::api::conditions::reasons;
 use crate::api::crd::AppStack;
 use crate::children;
 use crate::kinds::{self, for_each_kind};
+use crate::reconcile::observe::{JobState, deployment_check, job_state, statefulset_check};
 
 /// How often an optional API (ServiceMonitor, HTTPRoute) is looked for (and
 /// looked for again), so installing the Prometheus Operator or the Gateway
@@ -53,6 +61,85 @@ fn wake_owner<K>(triggers: &Triggers, object: &Packed<K>) {
         && !object.namespace().is_empty()
     {
         wake(triggers, object.namespace(), stack);
+    }
+}
+
+/// How long the wake of a child on its way waits (see [`Moving`]).
+pub const PROGRESS_WAKE: Duration = Duration::from_secs(1);
+
+/// Whether a child is on its way somewhere by itself: a Deployment rolling
+/// out, a StatefulSet whose pod is not ready yet, a Job running. A change
+/// of one is progress (a replica more available, a Job's pod started),
+/// which the status tells within a few seconds anyway
+/// ([`crate::reconcile::status::COALESCE`]): it wakes its stack after
+/// [`PROGRESS_WAKE`], once for all such changes meanwhile. A child that
+/// arrived (rolled out, ready, finished, failed, past its deadline) wakes
+/// its stack at once, and so does a pod that cannot run.
+pub trait Moving {
+    fn moving(&self) -> bool {
+        false
+    }
+}
+
+impl Moving for Deployment {
+    fn moving(&self) -> bool {
+        deployment_check(self).reason == reasons::ROLLING_OUT
+    }
+}
+
+impl Moving for StatefulSet {
+    fn moving(&self) -> bool {
+        !statefulset_check(self).ok
+    }
+}
+
+impl Moving for Job {
+    fn moving(&self) -> bool {
+        job_state(self) == JobState::Running
+    }
+}
+
+impl Moving for Secret {}
+impl Moving for ConfigMap {}
+impl Moving for Service {}
+impl Moving for PersistentVolumeClaim {}
+impl Moving for NetworkPolicy {}
+impl Moving for PodDisruptionBudget {}
+impl Moving for Ingress {}
+impl Moving for DynamicObject {}
+
+/// The stacks a moving child woke, whose pass waits for [`PROGRESS_WAKE`].
+#[derive(Clone, Default)]
+struct Soon(Arc<Mutex<HashSet<(String, String)>>>);
+
+impl Soon {
+    /// Wakes the stack of `object`: at once, or, when it is `moving`, after
+    /// [`PROGRESS_WAKE`] unless a wake waits already. A wake at once makes
+    /// the waiting one moot.
+    fn wake<K>(&self, triggers: &Triggers, object: &Packed<K>, moving: bool) {
+        let Some(stack) = object.instance() else {
+            return;
+        };
+        let namespace = object.namespace();
+        if namespace.is_empty() {
+            return;
+        }
+        let key = (namespace.to_string(), stack.to_string());
+        if !moving {
+            self.0.lock().expect("wake lock").remove(&key);
+            wake(triggers, namespace, stack);
+            return;
+        }
+        if !self.0.lock().expect("wake lock").insert(key.clone()) {
+            return;
+        }
+        let (soon, triggers) = (self.clone(), triggers.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(PROGRESS_WAKE).await;
+            if soon.0.lock().expect("wake lock").remove(&key) {
+                wake(&triggers, &key.0, &key.1);
+            }
+        });
     }
 }
 
@@ -86,6 +173,8 @@ struct Scope<'a> {
     namespace: Option<&'a str>,
     caches: &'a Arc<Caches>,
     triggers: &'a Triggers,
+    /// The wakes of children on their way, shared by this scope's watches.
+    soon: Soon,
     metrics: &'a Metrics,
 }
 
@@ -143,6 +232,7 @@ pub async fn start(
         namespace,
         caches: &caches,
         triggers: &triggers,
+        soon: Soon::default(),
         metrics: &metrics,
     };
     for_each_kind!(start_watches, &scope, tasks);
@@ -162,7 +252,7 @@ async fn listed<C: Cached>(caches: &Caches) -> bool {
 /// Watches the operator's children of kind `C`, by the managed-by label.
 fn labelled<C: Cached>(scope: &Scope<'_>) -> JoinHandle<()>
 where
-    C::Object: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    C::Object: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Moving,
 {
     let events = resilient::watch(
         C::KIND.as_str(),
@@ -172,12 +262,13 @@ where
         ),
     );
     let triggers = scope.triggers.clone();
+    let soon = scope.soon.clone();
     spawn_cache(
         events,
         scope.caches.clone(),
         C::cache,
         slimmed,
-        move |object: &Packed<C::Object>| wake_owner(&triggers, object),
+        move |object: &Packed<C::Object>, moving| soon.wake(&triggers, object, moving),
     )
 }
 
@@ -199,7 +290,7 @@ fn everything<C: Cached<Object = Secret>>(scope: &Scope<'_>) -> JoinHandle<()> {
         scope.caches.clone(),
         C::cache,
         move |secret| slim_caches.slim_secret(secret),
-        move |secret: &Packed<Secret>| {
+        move |secret: &Packed<Secret>, _| {
             let namespace = secret.namespace();
             let name = secret.name();
             wake_owner(&triggers, secret);
@@ -332,7 +423,9 @@ fn discovered<C: Cached<Object = DynamicObject>>(scope: &Scope<'_>) -> JoinHandl
                         caches.clone(),
                         C::cache,
                         slimmed,
-                        move |object: &Packed<DynamicObject>| wake_owner(&watch_triggers, object),
+                        move |object: &Packed<DynamicObject>, _| {
+                            wake_owner(&watch_triggers, object)
+                        },
                     ));
                     cache.wait_until_ready().await;
                     cache.set_served();
@@ -398,29 +491,42 @@ fn children_config() -> watcher::Config {
 
 /// Feeds one kind's cache from its watch, slimming each object, and calls
 /// `wake` with every object applied or deleted (and, after a relist, every
-/// object listed) once the cache holds it.
+/// object listed) once the cache holds it, and whether it is a change of an
+/// object on its way (see [`Moving`]).
 fn spawn_cache<K>(
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send + 'static,
     caches: Arc<Caches>,
     cache: fn(&Caches) -> &KindCache<K>,
     slim: impl Fn(K) -> K + Send + 'static,
-    wake: impl Fn(&Packed<K>) + Send + 'static,
+    wake: impl Fn(&Packed<K>, bool) + Send + 'static,
 ) -> JoinHandle<()>
 where
-    K: Resource + Slim + Clone + Debug + Serialize + DeserializeOwned + Send + Sync + 'static,
+    K: Resource
+        + Slim
+        + Moving
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Send + Sync,
 {
     tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(Ok(event)) = events.next().await {
             let cache = cache(&caches);
-            match cache.apply_event(map_owned(event, &slim)) {
-                Change::Applied(object) | Change::Deleted(object) => wake(&object),
+            let event = map_owned(event, &slim);
+            let moving = matches!(&event, Event::Apply(object) if object.moving());
+            match cache.apply_event(event) {
+                Change::Applied(object) => wake(&object, moving),
+                Change::Deleted(object) => wake(&object, false),
                 // Nothing a pass reads changed.
                 Change::Known(_) => {}
                 Change::Listed => {
                     for object in cache.state() {
-                        wake(&object);
+                        wake(&object, false);
                     }
                 }
                 Change::Listing => {}
@@ -489,5 +595,68 @@ mod tests {
         assert_eq!(key("three").unwrap().uid().as_deref(), Some("u3"));
         assert!(caches.readers_of("a", "two-url").is_empty(), "index pruned");
         assert_eq!(caches.readers_of("a", "three-url"), ["three"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rollout_wakes_its_stack_a_moment_later_once_and_at_once_when_it_arrives() {
+        let deployment = |version: &str, available: i32| -> Deployment {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"namespace": "a", "name": "shop-backend", "uid": "d1",
+                             "resourceVersion": version, "generation": 1,
+                             "labels": {children::LABEL_INSTANCE: "shop"}},
+                "spec": {"replicas": 3, "selector": {}, "template": {}},
+                "status": {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+                           "availableReplicas": available}
+            }))
+            .unwrap()
+        };
+        let (caches, _) = Caches::new();
+        let (triggers, mut woken) = futures::channel::mpsc::unbounded();
+        let (events, stream) = futures::channel::mpsc::unbounded::<Event<Deployment>>();
+        let soon = Soon::default();
+        let _task = AbortOnDrop(spawn_cache(
+            stream.map(Ok),
+            caches.clone(),
+            |caches| &caches.deployments,
+            slimmed,
+            move |object: &Packed<Deployment>, moving| soon.wake(&triggers, object, moving),
+        ));
+        let settle = || async {
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut count = || {
+            let mut count = 0;
+            while let Ok(key) = woken.try_recv() {
+                assert_eq!(key, ObjectRef::new("shop").within("a"));
+                count += 1;
+            }
+            count
+        };
+
+        for (version, available) in [("1", 0), ("2", 1), ("3", 2)] {
+            events
+                .unbounded_send(Event::Apply(deployment(version, available)))
+                .unwrap();
+        }
+        settle().await;
+        assert_eq!(count(), 0, "a rollout on its way waits");
+        tokio::time::advance(PROGRESS_WAKE).await;
+        settle().await;
+        assert_eq!(count(), 1, "then wakes its stack once for all its changes");
+
+        events
+            .unbounded_send(Event::Apply(deployment("4", 1)))
+            .unwrap();
+        settle().await;
+        events
+            .unbounded_send(Event::Apply(deployment("5", 3)))
+            .unwrap();
+        settle().await;
+        assert_eq!(count(), 1, "rolled out: at once");
+        tokio::time::advance(PROGRESS_WAKE).await;
+        settle().await;
+        assert_eq!(count(), 0, "and the wake that waited is moot");
     }
 }
