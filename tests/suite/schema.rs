@@ -77,6 +77,26 @@ async fn ready_when(
 }
 
 /// The creation time of `job` and the time it completed.
+/// When Deployment `name` last completed a rollout, in whole seconds of
+/// the API server's clock.
+async fn rolled_out_at(client: &Client, namespace: &str, name: &str) -> i64 {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    deployments
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|condition| condition.reason.as_deref() == Some("NewReplicaSetAvailable"))
+        .and_then(|condition| condition.last_update_time)
+        .expect("rolled out")
+        .0
+        .as_second()
+}
+
 fn job_times(job: &Job) -> (i64, Option<i64>) {
     let created = job.creation_timestamp().unwrap().0.as_second();
     let completed = job
@@ -339,22 +359,9 @@ async fn the_contract_step_runs_only_once_the_new_release_is_the_only_one() {
     let contracts = jobs(&client, ns, "post-deploy").await;
     assert_eq!(contracts.len(), 1);
     let (contract_started, _) = job_times(&contracts[0]);
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     for name in ["shop-backend", "shop-frontend"] {
-        let deployment = deployments.get(name).await.unwrap();
-        let rolled_out = deployment
-            .status
-            .unwrap()
-            .conditions
-            .unwrap()
-            .into_iter()
-            .find(|condition| condition.reason.as_deref() == Some("NewReplicaSetAvailable"))
-            .and_then(|condition| condition.last_update_time)
-            .expect("rolled out")
-            .0
-            .as_second();
         assert!(
-            rolled_out <= contract_started,
+            rolled_out_at(&client, ns, name).await <= contract_started,
             "{name} was rolled out before the contract started"
         );
     }
@@ -509,6 +516,35 @@ fn history(stack: &AppStack) -> BTreeMap<String, String> {
         .into_iter()
         .map(|record| (record.image, record.schema_revision.unwrap_or_default()))
         .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: run scripts/test.sh"]
+async fn the_contract_step_waits_after_the_rollout_for_as_long_as_it_is_told() {
+    let (client, namespace) = setup("schema-soak").await;
+    let ns = namespace.name.as_str();
+    let _operator = Operator::start(ns).await;
+    let mut stack = example("shop");
+    stack["spec"]["migrations"]["postDeploy"] =
+        json!({"command": ["alembic", "-x", "contract=true", "upgrade", "head"], "after": "8s"});
+    apply_stack(&client, ns, &stack).await;
+
+    ready_when(&client, ns, "the post-deploy step applied", |stack| {
+        condition(stack, "PostDeployApplied") == Some(("True".into(), "PostDeploySucceeded".into()))
+    })
+    .await;
+    let contracts = jobs(&client, ns, "post-deploy").await;
+    assert_eq!(contracts.len(), 1);
+    let (contract_started, _) = job_times(&contracts[0]);
+    let rolled_out = std::cmp::max(
+        rolled_out_at(&client, ns, "shop-backend").await,
+        rolled_out_at(&client, ns, "shop-frontend").await,
+    );
+    assert!(
+        contract_started >= rolled_out + 8,
+        "the contract started {}s after the later rollout, not 8s",
+        contract_started - rolled_out
+    );
 }
 
 #[tokio::test]
