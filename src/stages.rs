@@ -84,12 +84,23 @@ impl Stage {
         !matches!(self, Stage::Expose | Stage::Monitoring)
     }
 
-    /// Whether the stage is one a stack has only when its spec asks for it:
-    /// the approval gate (`approval: Manual`), the backup before a
-    /// migration (`backup.enabled`) and the post-deploy step
-    /// (`postDeploy`). A stack without it has no condition of it.
+    /// What a spec sets to have this stage, when a stack has it only if
+    /// asked: the approval gate, the backup before a migration and the
+    /// post-deploy step.
+    fn asked_with(self) -> Option<&'static str> {
+        match self {
+            Stage::Approval => Some("approval: Manual"),
+            Stage::Backup => Some("backup.enabled"),
+            Stage::PostDeploy => Some("postDeploy"),
+            _ => None,
+        }
+    }
+
+    /// Whether the stage is one a stack has only when its spec asks for it
+    /// (see [`used_by`](Self::used_by)). A stack without it has no
+    /// condition of it.
     pub fn optional(self) -> bool {
-        matches!(self, Stage::Approval | Stage::Backup | Stage::PostDeploy)
+        self.asked_with().is_some()
     }
 
     /// Whether `stack` has this stage: every stage that is not
@@ -107,13 +118,10 @@ impl Stage {
     /// The condition as the tables show it: an optional stage's says when
     /// it is there.
     fn condition_cell(self) -> String {
-        let when = match self {
-            Stage::Approval => " (with `approval: Manual`)",
-            Stage::Backup => " (with `backup.enabled`)",
-            Stage::PostDeploy => " (with `postDeploy`)",
-            _ => "",
-        };
-        format!("`{}`{when}", self.condition())
+        match self.asked_with() {
+            Some(setting) => format!("`{}` (with `{setting}`)", self.condition()),
+            None => format!("`{}`", self.condition()),
+        }
     }
 
     /// The reason of conditions waiting on this stage.

@@ -41,7 +41,7 @@ use crate::api::conditions::reasons;
 use crate::api::crd::AppStack;
 use crate::children;
 use crate::kinds::{self, for_each_kind};
-use crate::reconcile::observe::{JobState, deployment_check, job_state, statefulset_check};
+use crate::reconcile::observe::{deployment_check, job_finished, statefulset_check};
 
 /// How often an optional API (ServiceMonitor, HTTPRoute) is looked for (and
 /// looked for again), so installing the Prometheus Operator or the Gateway
@@ -55,12 +55,18 @@ fn wake(triggers: &Triggers, namespace: &str, stack: &str) {
     let _ = triggers.unbounded_send(ObjectRef::new(stack).within(namespace));
 }
 
-/// Wakes the stack a child belongs to (by its instance label).
+/// The namespace and name of the stack a child belongs to (by its
+/// instance label).
+fn owner<K>(object: &Packed<K>) -> Option<(&str, &str)> {
+    let stack = object.instance()?;
+    let namespace = object.namespace();
+    (!namespace.is_empty()).then_some((namespace, &**stack))
+}
+
+/// Wakes the stack a child belongs to.
 fn wake_owner<K>(triggers: &Triggers, object: &Packed<K>) {
-    if let Some(stack) = object.instance()
-        && !object.namespace().is_empty()
-    {
-        wake(triggers, object.namespace(), stack);
+    if let Some((namespace, stack)) = owner(object) {
+        wake(triggers, namespace, stack);
     }
 }
 
@@ -95,7 +101,7 @@ impl Moving for StatefulSet {
 
 impl Moving for Job {
     fn moving(&self) -> bool {
-        job_state(self) == JobState::Running
+        !job_finished(self)
     }
 }
 
@@ -117,13 +123,9 @@ impl Soon {
     /// [`PROGRESS_WAKE`] unless a wake waits already. A wake at once makes
     /// the waiting one moot.
     fn wake<K>(&self, triggers: &Triggers, object: &Packed<K>, moving: bool) {
-        let Some(stack) = object.instance() else {
+        let Some((namespace, stack)) = owner(object) else {
             return;
         };
-        let namespace = object.namespace();
-        if namespace.is_empty() {
-            return;
-        }
         let key = (namespace.to_string(), stack.to_string());
         if !moving {
             self.0.lock().expect("wake lock").remove(&key);

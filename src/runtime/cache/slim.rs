@@ -74,21 +74,19 @@ impl Slim for Deployment {
             conditions: status.conditions.map(|conditions| {
                 conditions
                     .into_iter()
-                    .filter_map(|condition| match condition.reason.as_deref() {
-                        Some(PROGRESS_DEADLINE_EXCEEDED) => Some(DeploymentCondition {
+                    .filter_map(|condition| {
+                        let rolled_out = match condition.reason.as_deref() {
+                            Some(ROLLED_OUT) => true,
+                            Some(PROGRESS_DEADLINE_EXCEEDED) => false,
+                            _ => return None,
+                        };
+                        Some(DeploymentCondition {
                             type_: condition.type_,
                             status: condition.status,
                             reason: condition.reason,
+                            last_update_time: condition.last_update_time.filter(|_| rolled_out),
                             ..DeploymentCondition::default()
-                        }),
-                        Some(ROLLED_OUT) => Some(DeploymentCondition {
-                            type_: condition.type_,
-                            status: condition.status,
-                            reason: condition.reason,
-                            last_update_time: condition.last_update_time,
-                            ..DeploymentCondition::default()
-                        }),
-                        _ => None,
+                        })
                     })
                     .collect()
             }),
