@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn the_optional_stages_are_there_only_when_the_spec_asks_for_them() {
-        use crate::api::stack::tests::from_yaml;
+        use crate::api::stack::tests::{example_with_migrations, from_yaml};
         let plain = from_yaml(include_str!("../deploy/examples/shop.yaml"));
         let used: Vec<Stage> = ORDER
             .iter()
@@ -262,10 +262,9 @@ mod tests {
                 .filter(|stage| !stage.optional())
                 .collect::<Vec<_>>()
         );
-        let all = from_yaml(&include_str!("../deploy/examples/shop.yaml").replace(
-            "    retryToken: \"\"\n",
-            "    retryToken: \"\"\n    approval: Manual\n    backup:\n      enabled: true\n    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n",
-        ));
+        let all = example_with_migrations(
+            "    approval: Manual\n    backup:\n      enabled: true\n    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n",
+        );
         assert!(ORDER.iter().all(|stage| stage.used_by(&all)));
     }
 

@@ -494,6 +494,23 @@ pub(crate) mod tests {
         from_yaml(include_str!("../../deploy/examples/shop.yaml"))
     }
 
+    /// The design example's YAML with `fields` (lines indented as fields
+    /// of `spec.migrations`) added to its migrations.
+    pub(crate) fn example_yaml_with_migrations(fields: &str) -> String {
+        const LAST: &str = "    retryToken: \"\"\n";
+        let yaml = include_str!("../../deploy/examples/shop.yaml");
+        assert!(
+            yaml.contains(LAST),
+            "the example's migrations end with retryToken"
+        );
+        yaml.replace(LAST, &format!("{LAST}{fields}"))
+    }
+
+    /// The design example with `fields` added to its migrations.
+    pub(crate) fn example_with_migrations(fields: &str) -> ValidatedStack {
+        from_yaml(&example_yaml_with_migrations(fields))
+    }
+
     pub(crate) fn from_yaml(yaml: &str) -> ValidatedStack {
         let stack: AppStack = serde_yaml::from_str(yaml).expect("example parses");
         ValidatedStack::from_parts(

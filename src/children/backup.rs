@@ -370,13 +370,10 @@ fn volume_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, example_with_migrations};
 
     fn with_backup(backup: &str) -> ValidatedStack {
-        from_yaml(&include_str!("../../deploy/examples/shop.yaml").replace(
-            "    retryToken: \"\"\n",
-            &format!("    retryToken: \"\"\n    backup: {backup}\n"),
-        ))
+        example_with_migrations(&format!("    backup: {backup}\n"))
     }
 
     #[test]

@@ -180,7 +180,7 @@ fn step_job(stack: &ValidatedStack, migration: &Migration, job: StepJob<'_>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::stack::tests::{example, from_yaml};
+    use crate::api::stack::tests::{example, example_with_migrations, from_yaml};
 
     fn managed_job(stack: &ValidatedStack) -> Option<Job> {
         migration_job(stack, stack.managed_database_identity().as_ref())
@@ -229,10 +229,9 @@ mod tests {
 
     #[test]
     fn pod_labels_and_annotations_reach_the_pod_but_not_the_selector() {
-        let stack = from_yaml(&include_str!("../../deploy/examples/shop.yaml").replace(
-            "    retryToken: \"\"\n",
-            "    retryToken: \"\"\n    podLabels: {team: data, app.kubernetes.io/component: hijack}\n    podAnnotations: {sidecar.istio.io/inject: \"false\"}\n",
-        ));
+        let stack = example_with_migrations(
+            "    podLabels: {team: data, app.kubernetes.io/component: hijack}\n    podAnnotations: {sidecar.istio.io/inject: \"false\"}\n",
+        );
         let template = managed_job(&stack).unwrap().spec.unwrap().template;
         let metadata = template.metadata.unwrap();
         let labels = metadata.labels.unwrap();
@@ -311,11 +310,8 @@ mod tests {
     #[test]
     fn the_post_deploy_job_follows_its_command_and_the_revision() {
         let with = |command: &str| {
-            from_yaml(&include_str!("../../deploy/examples/shop.yaml").replace(
-                "    retryToken: \"\"\n",
-                &format!(
-                    "    retryToken: \"\"\n    postDeploy: {{command: [{command}], after: 10m}}\n"
-                ),
+            example_with_migrations(&format!(
+                "    postDeploy: {{command: [{command}], after: 10m}}\n"
             ))
         };
         let stack = with("alembic, upgrade, head");

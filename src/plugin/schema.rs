@@ -128,15 +128,12 @@ pub async fn restore(
 mod tests {
     use super::*;
     use crate::api::crd::{AppStackStatus, MigrationStatus};
+    use crate::api::stack::tests::example_yaml_with_migrations;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn waiting(generation: i64, observed: i64, reason: &str) -> AppStack {
         let mut stack: AppStack =
-            serde_yaml::from_str(&include_str!("../../deploy/examples/shop.yaml").replace(
-                "    retryToken: \"\"\n",
-                "    retryToken: \"\"\n    approval: Manual\n",
-            ))
-            .unwrap();
+            serde_yaml::from_str(&example_yaml_with_migrations("    approval: Manual\n")).unwrap();
         stack.metadata.generation = Some(generation);
         stack.status = Some(AppStackStatus {
             observed_generation: observed,

@@ -775,7 +775,7 @@ mod post_deploy_tests {
     use kube::runtime::watcher::Event;
 
     use super::*;
-    use crate::api::stack::tests::from_yaml;
+    use crate::api::stack::tests::example_with_migrations;
     use crate::runtime::cache::slim::slimmed;
 
     /// A Deployment of `replicas` rolled out at `completed`, as its watch
@@ -798,11 +798,9 @@ mod post_deploy_tests {
 
     #[test]
     fn the_post_deploy_step_soaks_from_when_the_cached_rollouts_completed() {
-        let yaml = include_str!("../../deploy/examples/shop.yaml").replace(
-            "    retryToken: \"\"\n",
-            "    retryToken: \"\"\n    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n      after: 10m\n",
+        let stack = example_with_migrations(
+            "    postDeploy:\n      command: [\"alembic\", \"upgrade\", \"head\"]\n      after: 10m\n",
         );
-        let stack = from_yaml(&yaml);
         assert!(stack.migration.as_ref().unwrap().post_deploy().is_some());
         let (caches, _) = Caches::new();
         for deployment in [

@@ -76,7 +76,6 @@ async fn ready_when(
     .await
 }
 
-/// The creation time of `job` and the time it completed.
 /// When Deployment `name` last completed a rollout, in whole seconds of
 /// the API server's clock.
 async fn rolled_out_at(client: &Client, namespace: &str, name: &str) -> i64 {
@@ -97,6 +96,20 @@ async fn rolled_out_at(client: &Client, namespace: &str, name: &str) -> i64 {
         .as_second()
 }
 
+/// The stack once its first post-deploy step applied, and when that step's
+/// only Job was created.
+async fn contracted(client: &Client, namespace: &str) -> (AppStack, i64) {
+    let ready = ready_when(client, namespace, "the post-deploy step applied", |stack| {
+        condition(stack, "PostDeployApplied") == Some(("True".into(), "PostDeploySucceeded".into()))
+    })
+    .await;
+    let contracts = jobs(client, namespace, "post-deploy").await;
+    assert_eq!(contracts.len(), 1);
+    let (started, _) = job_times(&contracts[0]);
+    (ready, started)
+}
+
+/// The creation time of `job` and the time it completed.
 fn job_times(job: &Job) -> (i64, Option<i64>) {
     let created = job.creation_timestamp().unwrap().0.as_second();
     let completed = job
@@ -352,13 +365,7 @@ async fn the_contract_step_runs_only_once_the_new_release_is_the_only_one() {
         json!({"command": ["alembic", "-x", "contract=true", "upgrade", "head"]});
     apply_stack(&client, ns, &stack).await;
 
-    let ready = ready_when(&client, ns, "the post-deploy step applied", |stack| {
-        condition(stack, "PostDeployApplied") == Some(("True".into(), "PostDeploySucceeded".into()))
-    })
-    .await;
-    let contracts = jobs(&client, ns, "post-deploy").await;
-    assert_eq!(contracts.len(), 1);
-    let (contract_started, _) = job_times(&contracts[0]);
+    let (ready, contract_started) = contracted(&client, ns).await;
     for name in ["shop-backend", "shop-frontend"] {
         assert!(
             rolled_out_at(&client, ns, name).await <= contract_started,
@@ -529,13 +536,7 @@ async fn the_contract_step_waits_after_the_rollout_for_as_long_as_it_is_told() {
         json!({"command": ["alembic", "-x", "contract=true", "upgrade", "head"], "after": "8s"});
     apply_stack(&client, ns, &stack).await;
 
-    ready_when(&client, ns, "the post-deploy step applied", |stack| {
-        condition(stack, "PostDeployApplied") == Some(("True".into(), "PostDeploySucceeded".into()))
-    })
-    .await;
-    let contracts = jobs(&client, ns, "post-deploy").await;
-    assert_eq!(contracts.len(), 1);
-    let (contract_started, _) = job_times(&contracts[0]);
+    let (_, contract_started) = contracted(&client, ns).await;
     let rolled_out = std::cmp::max(
         rolled_out_at(&client, ns, "shop-backend").await,
         rolled_out_at(&client, ns, "shop-frontend").await,
